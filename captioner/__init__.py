@@ -1,0 +1,9 @@
+"""captioner: image captioning and visual question answering, offline on the CPU.
+
+    from captioner import Captioner
+    Captioner.from_pretrained().caption("photo.jpg")
+"""
+from .pipeline import Captioner
+
+__all__ = ["Captioner"]
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""Checkpoints as safetensors + JSON: tensors and plain data only, so loading never unpickles code.
+
+A checkpoint is a folder holding ``model.safetensors`` and ``config.json`` (plus whatever
+JSON files the caller adds, such as ``vocab.json``). Every file is written to a temporary
+name and renamed into place, so a run killed mid-save leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
+def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a safetensors file atomically (tensors are made contiguous and unshared first)."""
+    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    _atomic_write(Path(path), lambda tmp: save_file(clean, tmp))
+
+
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: dict[str, Any],
+                    extra_json: dict[str, Any] | None = None) -> None:
+    """Save weights to ``model.safetensors`` and ``config`` to ``config.json`` (plus ``extra_json`` files)."""
+    directory = Path(directory)
+    write_tensors(directory / MODEL_FILE, model.state_dict())
+    for name, data in (extra_json or {}).items():
+        write_json(directory / name, data)
+    write_json(directory / CONFIG_FILE, config)  # last: its presence marks a complete checkpoint
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and config of a checkpoint folder; a clear error if it is not one."""
+    directory = Path(directory)
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory}: not a checkpoint (missing {name})")
+    return load_file(str(directory / MODEL_FILE)), json.loads((directory / CONFIG_FILE).read_text())
+
+
+# ---------------------------------------------------------------- training state (for --resume)
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested dict/list by a reference, collecting tensors by path."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    return obj
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, dict) and "__list__" in obj:
+        items = [_unflatten(v, tensors) for v in obj["__list__"]]
+        return tuple(items) if obj["tuple"] else items
+    return obj
+
+
+def save_state(directory: str | Path, state: dict[str, Any]) -> None:
+    """Save a nested training state (optimizer, scheduler, RNG, counters) as safetensors + JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(state, "s", tensors)
+    directory = Path(directory)
+    write_tensors(directory / "state.safetensors", tensors)
+    write_json(directory / "state.json", structure)
+
+
+def load_state(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    return _unflatten(json.loads((directory / "state.json").read_text()), load_file(str(directory / "state.safetensors")))
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Fill a fresh folder, then swap it in for ``path``: readers see the old or the new, never half."""
+    path = Path(path)
+    new, old = path.with_name(path.name + ".new"), path.with_name(path.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    yield new
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def existing_checkpoint(path: str | Path) -> Path | None:
+    """``path`` if it holds a complete checkpoint, else the copy a killed swap left behind, else None."""
+    for candidate in (Path(path), Path(str(path) + ".old")):
+        if (candidate / CONFIG_FILE).exists():
+            return candidate
+    return None

@@ -1,0 +1,230 @@
+"""Turning image vectors into word sequences: greedy, sampling (temperature, top-k, top-p) and beam search.
+
+All three start from ``<start>`` and stop at ``<end>`` or ``max_length`` words, work on a batch
+of images at once, and return, per image, a list of :class:`Hypothesis` sorted best first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .model import CaptionDecoder, State
+from .vocab import Vocabulary
+
+METHODS = ("greedy", "sample", "beam")
+
+
+@dataclass
+class DecodeConfig:
+    """How to decode. ``length_penalty`` ranks beams by ``log_prob / length ** length_penalty``."""
+
+    method: str = "beam"
+    beam_size: int = 3
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    length_penalty: float = 0.0
+    min_length: int = 1
+    max_length: int = 20
+    no_repeat_ngram: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.beam_size < 1 or self.n_best < 1:
+            raise ValueError("beam_size and n_best must be at least 1")
+        if self.method == "beam" and self.n_best > self.beam_size:
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.method == "greedy" and self.n_best > 1:
+            raise ValueError("greedy decoding gives one caption; use beam search or sampling for n_best > 1")
+        if self.max_length < self.min_length:
+            raise ValueError("max_length must be at least min_length")
+
+
+@dataclass
+class Hypothesis:
+    """One decoded sequence: word ids (no markers), per-token log-probabilities (``<end>`` included)."""
+
+    tokens: list[int]
+    token_log_probs: list[float]
+    finished: bool
+    score: float = 0.0
+    log_prob: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_prob = float(sum(self.token_log_probs))
+
+
+def _length_normalised(log_prob: float, length: int, alpha: float) -> float:
+    return log_prob / max(length, 1) ** alpha
+
+
+def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
+    """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; also never emit markers."""
+    log_probs = log_probs.clone()
+    log_probs[:, [Vocabulary.pad_id, Vocabulary.start_id]] = float("-inf")
+    steps = history.shape[1]
+    if steps < cfg.min_length:
+        log_probs[:, Vocabulary.end_id] = float("-inf")
+    n = cfg.no_repeat_ngram
+    if n and steps >= n - 1:
+        rows = history.tolist()
+        for i, seq in enumerate(rows):
+            prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+            banned = [seq[j + n - 1] for j in range(len(seq) - n + 1) if tuple(seq[j:j + n - 1]) == prefix]
+            if banned:
+                log_probs[i, banned] = float("-inf")
+    return log_probs
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Keep the ``top_k`` most likely words and the smallest set with probability mass ``top_p``."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # mass before this word already reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.inference_mode()
+def _greedy_or_sample(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    n = v.shape[0]
+    generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+    state = model.initial_state(v)
+    prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)
+    history = torch.empty(n, 0, dtype=torch.long)
+    picked_lp = torch.empty(n, 0)
+    done = torch.zeros(n, dtype=torch.bool)
+    for t in range(cfg.max_length):
+        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs = _constrain(log_probs, history, cfg)
+        if cfg.method == "greedy":
+            word = log_probs.argmax(-1)
+        else:
+            logits = _filter_logits(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
+            word = torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+        lp = log_probs.gather(1, word[:, None])[:, 0]
+        word = word.masked_fill(done, Vocabulary.pad_id)
+        history = torch.cat([history, word[:, None]], 1)
+        picked_lp = torch.cat([picked_lp, lp.masked_fill(done, 0.0)[:, None]], 1)
+        done |= word == Vocabulary.end_id
+        prev = word
+        if done.all():
+            break
+    results = []
+    for i in range(n):
+        seq, lps = history[i].tolist(), picked_lp[i].tolist()
+        finished = Vocabulary.end_id in seq
+        length = seq.index(Vocabulary.end_id) if finished else len(seq)
+        hyp = Hypothesis(seq[:length], lps[: length + finished], finished)
+        hyp.score = _length_normalised(hyp.log_prob, length + finished, cfg.length_penalty)
+        results.append([hyp])
+    return results
+
+
+def _reorder(state: State, index: torch.Tensor) -> State:
+    return tuple(s.index_select(1, index) for s in state)
+
+
+@torch.inference_mode()
+def _beam_search(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    """Beam search over all images' beams at once, as one ``(images * beams)`` batch."""
+    b, k = v.shape[0], cfg.beam_size
+    v = v.repeat_interleave(k, 0)
+    state = model.initial_state(v)
+    prev = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long)
+    history = torch.empty(b * k, 0, dtype=torch.long)
+    token_lps = torch.empty(b * k, 0)
+    beam_lp = torch.zeros(b, k)
+    beam_lp[:, 1:] = float("-inf")  # all beams start identical: only the first may expand
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    done = [False] * b
+    for t in range(cfg.max_length):
+        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs = _constrain(log_probs, history, cfg)
+        vocab = log_probs.shape[1]
+        cand = (beam_lp.view(-1, 1) + log_probs).view(b, k * vocab)
+        top_lp, top_idx = cand.topk(2 * k, dim=1)
+        parent, word = top_idx // vocab, top_idx % vocab
+        is_end = word == Vocabulary.end_id
+        # Finish every <end> candidate ranked within the top k, then keep the k best live ones.
+        for i, r in is_end[:, :k].nonzero().tolist():
+            if done[i] or not torch.isfinite(top_lp[i, r]):
+                continue
+            row = i * k + parent[i, r].item()
+            lps = token_lps[row].tolist() + [log_probs[row, Vocabulary.end_id].item()]
+            hyp = Hypothesis(history[row].tolist(), lps, True)
+            hyp.score = _length_normalised(hyp.log_prob, t + 1, cfg.length_penalty)
+            finished[i].append(hyp)
+        beam_lp, pick = top_lp.masked_fill(is_end, float("-inf")).topk(k, dim=1)
+        rows = (parent.gather(1, pick) + torch.arange(b)[:, None] * k).view(-1)
+        word = word.gather(1, pick).view(-1)
+        new_lp = log_probs[rows, word]
+        history = torch.cat([history[rows], word[:, None]], 1)
+        token_lps = torch.cat([token_lps[rows], new_lp[:, None]], 1)
+        state, prev = _reorder(state, rows), word
+        for i in range(b):
+            if not done[i] and len(finished[i]) >= k:
+                worst = sorted(h.score for h in finished[i])[-k]
+                best_live = _length_normalised(beam_lp[i, 0].item(), t + 2, cfg.length_penalty)
+                done[i] = best_live < worst
+        if all(done):
+            break
+    results = []
+    for i in range(b):
+        hyps = finished[i]
+        if len(hyps) < cfg.n_best:  # no (or too few) beams reached <end>: return the best live ones
+            for j in range(k):
+                if torch.isfinite(beam_lp[i, j]):
+                    row = i * k + j
+                    hyp = Hypothesis(history[row].tolist(), token_lps[row].tolist(), False)
+                    hyp.score = _length_normalised(hyp.log_prob, history.shape[1], cfg.length_penalty)
+                    hyps.append(hyp)
+        results.append(sorted(hyps, key=lambda h: h.score, reverse=True)[: cfg.n_best])
+    return results
+
+
+def decode(model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+    """Decode CNN ``features`` ``(N, feature_dim)``; returns ``cfg.n_best`` hypotheses per image, best first."""
+    cfg = cfg or DecodeConfig()
+    model.eval()
+    with torch.inference_mode():
+        v = model.encode_image(features.float())
+    if cfg.method == "beam":
+        return _beam_search(model, v, cfg)
+    runs = [_greedy_or_sample(model, v, cfg) for _ in range(cfg.n_best)]  # n_best > 1 only when sampling
+    return [sorted(sum(group, []), key=lambda h: h.score, reverse=True) for group in zip(*runs)]
+
+
+@torch.inference_mode()
+def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int]) -> dict[str, torch.Tensor]:
+    """Hidden and cell states of the top layer after each word of a given caption, for "look inside" plots.
+
+    Returns ``h`` (and ``c`` for the LSTM), each ``(len(tokens) + 1, hidden)``: row ``t`` is the state
+    after reading ``<start>`` and the first ``t`` words.
+    """
+    model.eval()
+    v = model.encode_image(features.float()[None])
+    state = model.initial_state(v)
+    seq = [Vocabulary.start_id, *tokens]
+    hs, cs = [], []
+    for t, tok in enumerate(seq):
+        _, state = model.step(torch.tensor([tok]), state, v, first=t == 0)
+        hs.append(state[0][-1, 0])
+        if len(state) > 1:
+            cs.append(state[1][-1, 0])
+    out = {"h": torch.stack(hs)}
+    if cs:
+        out["c"] = torch.stack(cs)
+    return out

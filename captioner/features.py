@@ -1,0 +1,69 @@
+"""Feature extraction and the on-disk feature cache.
+
+With a frozen encoder the image vectors never change, so they are computed once per
+(encoder, image set) and kept in a memory-mapped ``.npy`` file that later runs reuse.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import ImageInput
+from .encoder import ImageEncoder
+
+DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
+ENCODE_CHUNK = 4  # small batches keep the CNN's activations in cache: ~2x faster than 32 on a laptop CPU
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.inference_mode()
+def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False) -> torch.Tensor:
+    """Features ``(N, feature_dim)`` of already-valid images; ``flip`` mirrors them left-right first."""
+    pixels = torch.stack([encoder.preprocess(img) for img in images])
+    if flip:
+        pixels = pixels.flip(-1)
+    return torch.cat([encoder(chunk) for chunk in pixels.split(ENCODE_CHUNK)])
+
+
+def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool) -> str:
+    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path = DEFAULT_CACHE,
+                    flip: bool = False, batch_size: int = 32, desc: str = "features") -> np.ndarray:
+    """Features of ``paths`` as a read-only memory map, computing (with a progress bar) only if not cached.
+
+    Only a frozen encoder's features are cacheable; the file is written to a temporary name and
+    renamed when complete, so an interrupted run never leaves a corrupt cache behind.
+    """
+    if encoder.trainable_blocks:
+        raise ValueError("features of a fine-tuned encoder change during training and cannot be cached")
+    paths = [Path(p) for p in paths]
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip)}.npy"
+    if not target.exists():
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(paths), encoder.feature_dim))
+        with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+            for i, chunk in enumerate(batched(paths, batch_size)):
+                out[i * batch_size : i * batch_size + len(chunk)] = encode_images(encoder, chunk, flip).numpy()
+                bar.update(len(chunk))
+        out.flush()
+        del out
+        os.replace(partial, target)
+    return np.load(target, mmap_mode="r")

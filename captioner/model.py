@@ -1,0 +1,123 @@
+"""The caption decoder: an LSTM (or vanilla tanh RNN) language model conditioned on an image vector.
+
+The recurrence is ``h_t = f(W_xh x_t + W_hh h_{t-1} + W_ih v)``. Feeding ``[x_t; v]`` as the
+input of one ``nn.LSTM`` gives exactly the ``W_xh x_t + W_ih v`` sum, so training runs the
+whole sequence in a single fused call with no Python loop over time steps.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELLS = ("lstm", "rnn")
+IMAGE_INPUTS = ("every_step", "first_step", "init_state")
+
+State = tuple[torch.Tensor, ...]  # (h,) for the RNN, (h, c) for the LSTM; each (layers, N, hidden)
+
+
+@dataclass
+class DecoderConfig:
+    """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence."""
+
+    vocab_size: int
+    feature_dim: int
+    embed_dim: int = 512
+    hidden_dim: int = 512
+    image_dim: int = 512
+    num_layers: int = 1
+    cell: str = "lstm"
+    image_input: str = "every_step"
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        if self.image_input not in IMAGE_INPUTS:
+            raise ValueError(f"image_input must be one of {IMAGE_INPUTS}, not {self.image_input!r}")
+
+
+class CaptionDecoder(nn.Module):
+    """Predicts the next word from the previous words and the image features."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.image_proj = nn.Sequential(nn.Linear(c.feature_dim, c.image_dim), nn.ReLU(), nn.Dropout(c.dropout))
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
+        self.dropout = nn.Dropout(c.dropout)
+        input_dim = c.embed_dim + (0 if c.image_input == "init_state" else c.image_dim)
+        rnn_cls = nn.LSTM if c.cell == "lstm" else nn.RNN
+        extra = {} if c.cell == "lstm" else {"nonlinearity": "tanh"}
+        self.rnn = rnn_cls(input_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                           dropout=c.dropout if c.num_layers > 1 else 0.0, **extra)
+        if c.image_input == "init_state":
+            self.init_state = nn.Linear(c.image_dim, 2 * c.num_layers * c.hidden_dim)
+        self.out = nn.Linear(c.hidden_dim, c.vocab_size)
+
+    # ----------------------------------------------------------- shared pieces
+
+    def encode_image(self, features: torch.Tensor) -> torch.Tensor:
+        """Project CNN features ``(N, feature_dim)`` to the decoder's image vector ``v``."""
+        return self.image_proj(features)
+
+    def initial_state(self, v: torch.Tensor) -> State:
+        c, n = self.config, v.shape[0]
+        if c.image_input == "init_state":
+            h, cell = torch.tanh(self.init_state(v)).view(n, 2, c.num_layers, c.hidden_dim).permute(1, 2, 0, 3)
+            h, cell = h.contiguous(), cell.contiguous()
+        else:
+            h = cell = v.new_zeros(c.num_layers, n, c.hidden_dim)
+        return (h, cell) if c.cell == "lstm" else (h,)
+
+    def _inputs(self, tokens: torch.Tensor, v: torch.Tensor, first_step: bool) -> torch.Tensor:
+        """RNN inputs ``[x_t; v]`` for tokens ``(N, T)``; ``v`` is zeroed after step 0 in first_step mode."""
+        x = self.dropout(self.embed(tokens))
+        mode = self.config.image_input
+        if mode == "init_state":
+            return x
+        img = v.unsqueeze(1).expand(-1, tokens.shape[1], -1)
+        if mode == "first_step":
+            keep = torch.zeros(tokens.shape[1], 1, device=v.device)
+            if first_step:
+                keep[0] = 1.0
+            img = img * keep
+        return torch.cat([x, img], dim=-1)
+
+    def _run(self, inputs: torch.Tensor, state: State, lengths: torch.Tensor | None = None):
+        hx = state if self.config.cell == "lstm" else state[0]
+        if lengths is None:
+            out, hx = self.rnn(inputs, hx)
+        else:
+            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, hx = self.rnn(packed, hx)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
+        return out, (hx if isinstance(hx, tuple) else (hx,))
+
+    # ----------------------------------------------------------- training
+
+    def forward(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-word logits for the valid positions only.
+
+        ``tokens`` is ``(N, T)`` starting with ``<start>``; ``lengths`` counts the inputs of each row
+        (caption words + ``<start>``). Returns logits ``(sum(lengths), vocab)`` in the row-major order
+        of ``mask = arange(T) < lengths``, matching ``tokens[:, 1:][mask]`` as targets.
+        """
+        v = self.encode_image(features)
+        inputs = self._inputs(tokens[:, :-1], v, first_step=True)
+        out, _ = self._run(inputs, self.initial_state(v), lengths)
+        mask = torch.arange(inputs.shape[1], device=tokens.device)[None, :] < lengths[:, None].to(tokens.device)
+        return self.out(self.dropout(out[mask]))
+
+    # ----------------------------------------------------------- inference
+
+    def step(self, tokens: torch.Tensor, state: State, v: torch.Tensor, first: bool) -> tuple[torch.Tensor, State]:
+        """One decoding step: previous tokens ``(N,)`` to next-word log-probabilities ``(N, vocab)``."""
+        out, state = self._run(self._inputs(tokens[:, None], v, first_step=first), state)
+        return torch.log_softmax(self.out(out[:, 0]), dim=-1), state
+
+    def to_config_dict(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,121 @@
+"""The one obvious entry point: ``Captioner.from_pretrained().caption(image)``.
+
+It ties the stages together (image -> encoder features -> decoder tokens -> text) and loads
+everything from a weights folder: ``caption/`` (and ``vqa/`` for questions), each holding
+``model.safetensors``, ``config.json`` and ``vocab.json``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .data import ImageInput
+from .decoding import DecodeConfig, Hypothesis, decode, trace_states
+from .encoder import ImageEncoder, build_encoder
+from .features import encode_images
+from .model import CaptionDecoder, DecoderConfig
+from .vocab import Vocabulary, detokenize
+
+DEFAULT_WEIGHTS = Path(os.environ.get("CAPTIONER_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+
+
+@dataclass
+class Caption:
+    """A decoded caption with the model's confidence in each word."""
+
+    text: str
+    words: list[str]
+    word_probs: list[float]  # probability of each word when it was chosen
+    log_prob: float  # total, ``<end>`` included
+    score: float  # what the decoder ranked by (length-penalised log_prob)
+    finished: bool  # False when decoding hit max_length before ``<end>``
+    tokens: list[int]
+
+
+def _to_caption(h: Hypothesis, vocab: Vocabulary) -> Caption:
+    words = [vocab.words[t] for t in h.tokens]
+    return Caption(detokenize(words), words, [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
+                   h.log_prob, h.score, h.finished, h.tokens)
+
+
+def decode_config(defaults: DecodeConfig | None = None, **overrides) -> DecodeConfig:
+    """A DecodeConfig from defaults plus keyword overrides (``None`` values are ignored)."""
+    base = {f.name: getattr(defaults, f.name) for f in fields(DecodeConfig)} if defaults else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return DecodeConfig(**base)
+
+
+def _resolve(weights: str | Path | None, task: str) -> Path:
+    root = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    for candidate in (root / task, root):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise FileNotFoundError(f"no {task} weights in {root} (expected {root / task}/config.json)")
+
+
+class Captioner:
+    """Captions images (and answers questions, when VQA weights are present)."""
+
+    def __init__(self, decoder: CaptionDecoder, vocab: Vocabulary, encoder: ImageEncoder,
+                 decoding: DecodeConfig | None = None, vqa=None):
+        self.decoder = decoder.eval()
+        self.vocab = vocab
+        self.encoder = encoder
+        self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
+        self.vqa = vqa
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path | None = None, encoder_weights: str | None = None,
+                        load_vqa: bool = True) -> "Captioner":
+        """Load shipped (or your own) weights; offline, on the CPU."""
+        path = _resolve(weights, "caption")
+        tensors, config = load_checkpoint(path)
+        decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
+        decoder.load_state_dict(tensors)
+        vocab = Vocabulary.load(path / "vocab.json")
+        encoder = build_encoder(config["encoder"], encoder_weights)
+        decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **config.get("decoding", {}))
+        vqa = None
+        if load_vqa:
+            try:
+                vqa_path = _resolve(weights, "vqa")
+            except FileNotFoundError:
+                vqa_path = None
+            if vqa_path is not None and vqa_path != path:
+                from .vqa import VQAPredictor
+
+                vqa = VQAPredictor.from_checkpoint(vqa_path, encoder)
+        return cls(decoder, vocab, encoder, decoding, vqa)
+
+    def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Encoder features ``(N, feature_dim)``; raises BadImageError for an unreadable image."""
+        return encode_images(self.encoder, images)
+
+    def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None) -> list[list[Caption]]:
+        """Decode a batch of features; ``config.n_best`` captions per image, best first."""
+        hyps = decode(self.decoder, features, config or self.decoding)
+        return [[_to_caption(h, self.vocab) for h in per_image] for per_image in hyps]
+
+    def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None) -> list[list[Caption]]:
+        return self.caption_features(self.features(images), config)
+
+    def caption(self, image: ImageInput, **decoding) -> str:
+        """The best caption of one image (path or PIL image). Keywords override decoding settings,
+        e.g. ``method="sample", temperature=0.8`` or ``beam_size=5``."""
+        return self.caption_images([image], decode_config(self.decoding, **decoding))[0][0].text
+
+    def cell_states(self, image: ImageInput, caption: Caption) -> dict[str, torch.Tensor]:
+        """LSTM states after each word of ``caption`` (see :func:`decoding.trace_states`)."""
+        return trace_states(self.decoder, self.features([image])[0], caption.tokens)
+
+    def ask(self, image: ImageInput, question: str, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top-k answers with probabilities for a question about the image."""
+        if self.vqa is None:
+            raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
+        return self.vqa.answer(self.features([image]), [question], top_k)[0]

@@ -1,0 +1,302 @@
+"""Training the caption decoder on cached image features, with teacher forcing.
+
+One process or many (``torchrun``: DistributedDataParallel, gloo on CPU, nccl on GPU) run the
+same code. Every epoch is validated (loss and CIDEr on the dev split); ``best/`` keeps the best
+checkpoint and ``last/`` the latest, with optimizer and RNG state so ``--resume`` continues a
+killed run exactly where an uninterrupted one would be.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import atomic_directory, existing_checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from .data import ImageCaptions, load_caption_dataset
+from .decoding import DecodeConfig, decode
+from .encoder import build_encoder
+from .evaluation import corpus_scores
+from .features import DEFAULT_CACHE, batched, cached_features
+from .model import CaptionDecoder, DecoderConfig
+from .vocab import Vocabulary, detokenize
+
+
+@dataclass
+class TrainConfig:
+    """Everything a caption training run depends on; saved beside the checkpoints."""
+
+    data: str = "flickr8k"
+    root: str = "../shared/data/flickr8k"
+    annotations: str | None = None
+    train_split: str = "train"
+    val_split: str = "dev"
+    out: str = "runs/caption"
+    encoder: str = "efficientnet-lite0"
+    encoder_weights: str | None = None
+    flip_augment: bool = True
+    min_count: int = 5
+    max_length: int = 20
+    embed_dim: int = 512
+    hidden_dim: int = 512
+    image_dim: int = 512
+    num_layers: int = 1
+    cell: str = "lstm"
+    image_input: str = "every_step"
+    dropout: float = 0.5
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    save_every: int = 0
+    max_val_images: int = 0
+    cache_dir: str = str(DEFAULT_CACHE)
+    threads: int = 0
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class CaptionSet:
+    """Captions as token-id rows aligned with rows of image features."""
+
+    features: np.ndarray  # (images, feature_dim), possibly a memory map
+    flipped: np.ndarray | None  # mirrored-image features, or None
+    image_index: np.ndarray  # (captions,) row into ``features``
+    tokens: list[list[int]]
+    flipped_tokens: list[list[int]]  # the same captions with "left" and "right" swapped
+
+
+def _swap_left_right(ids: list[int], vocab: Vocabulary) -> list[int]:
+    swap = {vocab.index.get("left"): vocab.index.get("right"), vocab.index.get("right"): vocab.index.get("left")}
+    swap.pop(None, None)
+    return [swap.get(i, i) for i in ids]
+
+
+def build_caption_set(items: Sequence[ImageCaptions], features: np.ndarray, flipped: np.ndarray | None,
+                      vocab: Vocabulary) -> CaptionSet:
+    index, tokens = [], []
+    for row, item in enumerate(items):
+        for caption in item.captions:
+            index.append(row)
+            tokens.append(vocab.encode(caption))
+    return CaptionSet(features, flipped, np.array(index), tokens, [_swap_left_right(t, vocab) for t in tokens])
+
+
+def make_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of similar-length captions, so little compute goes to padding."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * 50
+    batches = []
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[p] for p in perm]
+
+
+def collate(data: CaptionSet, rows: Sequence[int], flips: Sequence[bool] | None = None):
+    """Features ``(B, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
+    flips = flips if flips is not None else [False] * len(rows)
+    seqs = [data.flipped_tokens[r] if f else data.tokens[r] for r, f in zip(rows, flips)]
+    width = max(len(s) for s in seqs)
+    tokens = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+    img = data.image_index[list(rows)]
+    feats = np.stack([(data.flipped if f else data.features)[i] for i, f in zip(img, flips)])
+    return torch.from_numpy(feats).float(), tokens, torch.tensor([len(s) - 1 for s in seqs])
+
+
+def caption_loss(model: nn.Module, feats, tokens, lengths, label_smoothing: float = 0.0) -> torch.Tensor:
+    logits = model(feats, tokens, lengths)
+    mask = torch.arange(tokens.shape[1] - 1)[None, :] < lengths[:, None]
+    return nn.functional.cross_entropy(logits, tokens[:, 1:][mask], label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(model: CaptionDecoder, data: CaptionSet, items: Sequence[ImageCaptions], vocab: Vocabulary,
+             batch_size: int = 256) -> dict[str, float]:
+    """Validation loss (teacher forcing) and coco-caption scores of greedy captions."""
+    model.eval()
+    total, count = 0.0, 0
+    for rows in batched(range(len(data.tokens)), batch_size):
+        feats, tokens, lengths = collate(data, list(rows))
+        total += caption_loss(model, feats, tokens, lengths).item() * int(lengths.sum())
+        count += int(lengths.sum())
+    results = {}
+    for rows in batched(range(len(items)), batch_size):
+        feats = torch.from_numpy(np.asarray(data.features[rows.start : rows.stop])).float()
+        hyps = decode(model, feats, DecodeConfig(method="greedy", max_length=vocab.max_length))
+        for item, h in zip(items[rows.start : rows.stop], hyps):
+            results[item.image_id] = detokenize(vocab.decode(h[0].tokens))
+    scores = corpus_scores(results, {it.image_id: it.captions for it in items}, metrics=["Bleu", "CIDEr"])
+    return {"loss": total / max(count, 1), "Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"]}
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+
+def _dist_setup() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Cosine decay from ``lr`` to ``lr * min_lr_ratio`` over the run."""
+    def f(step: int) -> float:
+        progress = min(step / max(total_steps, 1), 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def model_config(cfg: TrainConfig, decoder: DecoderConfig, extra: dict | None = None) -> dict:
+    """The JSON config shipped with caption weights: what to build and how it was trained."""
+    return {"task": "caption", "encoder": cfg.encoder, "decoder": asdict(decoder),
+            "training": asdict(cfg), **(extra or {})}
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
+    """Train a captioner; returns the best validation scores. Writes ``best/`` and ``last/`` under ``cfg.out``."""
+    rank, world = _dist_setup()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    last = existing_checkpoint(out / "last") if resume else None
+    if resume and last is None and rank == 0:
+        print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
+    _seed_everything(cfg.seed)
+
+    train_items = load_caption_dataset(cfg.data, cfg.root, cfg.train_split, cfg.annotations)
+    val_items = load_caption_dataset(cfg.data, cfg.root, cfg.val_split, cfg.annotations)
+    if cfg.max_val_images:
+        val_items = val_items[: cfg.max_val_images]
+    if last is not None:
+        vocab = Vocabulary.load(last / "vocab.json")
+    else:
+        vocab = Vocabulary.build((c for it in train_items for c in it.captions), cfg.min_count, cfg.max_length)
+
+    encoder = build_encoder(cfg.encoder, cfg.encoder_weights)
+    # Rank 0 fills the feature cache first; the others then read it.
+    for turn in ([0, 1] if world > 1 else [0]):
+        if (rank == 0) == (turn == 0):
+            feats = {name: cached_features(encoder, [it.path for it in items], cfg.cache_dir, flip=flip,
+                                           desc=f"{name} features")
+                     for name, items, flip in [("train", train_items, False), ("val", val_items, False)]
+                     + ([("train_flip", train_items, True)] if cfg.flip_augment else [])}
+        _barrier(world)
+    del encoder
+    train_set = build_caption_set(train_items, feats["train"], feats.get("train_flip"), vocab)
+    val_set = build_caption_set(val_items, feats["val"], None, vocab)
+
+    dcfg = DecoderConfig(len(vocab), train_set.features.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
+                         cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout)
+    model = CaptionDecoder(dcfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = [len(t) for t in train_set.tokens]
+    steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    epoch, step_in_epoch, history, best = 0, 0, [], None
+    if last is not None:
+        weights, _ = load_checkpoint(last)
+        model.load_state_dict(weights)
+        state = load_state(last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        epoch, step_in_epoch, history, best = state["epoch"], state["step_in_epoch"], state["history"], state["best"]
+        if rank == 0:
+            print(f"resumed from {last} at epoch {epoch + 1}, step {step_in_epoch}")
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    extra_files = {"vocab.json": {"max_length": vocab.max_length, "words": vocab.words}}
+
+    def save_last(epoch: int, step: int) -> None:
+        if rank != 0:
+            return
+        with atomic_directory(out / "last") as tmp:
+            save_checkpoint(tmp, model, model_config(cfg, dcfg), extra_files)
+            save_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
+                             "history": history, "best": best})
+
+    while epoch < cfg.epochs:
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
+        batches = make_batches(lengths, cfg.batch_size, gen)
+        flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
+        batches = batches[rank::world][: steps_per_epoch]
+        net.train()
+        started, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(total=len(batches), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=rank != 0, unit="batch")
+        for step in range(step_in_epoch, len(batches)):
+            rows = batches[step]
+            feats_b, tokens, lens = collate(train_set, rows, [flips[r] for r in rows] if flips else None)
+            loss = caption_loss(net, feats_b, tokens, lens, cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum, seen = loss_sum + loss.item(), seen + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
+                save_last(epoch, step + 1)
+        bar.close()
+        step_in_epoch = 0
+        epoch += 1
+        if rank == 0:
+            scores = validate(model, val_set, val_items, vocab)
+            scores.update(epoch=epoch, train_loss=loss_sum / max(seen, 1), seconds=round(time.time() - started, 1))
+            history.append(scores)
+            improved = best is None or scores["CIDEr"] > best["CIDEr"]
+            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}, val loss {scores['loss']:.3f}, "
+                  f"val BLEU-4 {scores['Bleu_4']:.4f}, CIDEr {scores['CIDEr']:.4f}" + (" (best)" if improved else ""))
+            if improved:
+                best = scores
+                with atomic_directory(out / "best") as tmp:
+                    save_checkpoint(tmp, model, model_config(cfg, dcfg, {"validation": scores}), extra_files)
+        save_last(epoch, 0)
+        _barrier(world)
+    if world > 1:
+        dist.destroy_process_group()
+    return best or {}
+
+
+def config_from_args(args) -> TrainConfig:
+    """TrainConfig from an argparse namespace holding (some of) its fields."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})

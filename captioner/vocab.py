@@ -1,0 +1,77 @@
+"""Word vocabulary shared by the caption decoder and the VQA question encoder.
+
+Text is lowercased and split into words the way the coco-caption PTB tokenizer
+splits caption text (hyphenated words stay whole, "'s" is its own token), so
+what the decoder emits scores the same after evaluation tokenization.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNK)
+
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'[a-z]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase ``text`` and split it into words, dropping punctuation."""
+    return _WORD.findall(text.lower())
+
+
+def detokenize(words: Iterable[str]) -> str:
+    """Join words into display text, re-attaching clitics such as "'s"."""
+    return " ".join(words).replace(" '", "'")
+
+
+@dataclass
+class Vocabulary:
+    """Maps words to ids and back. Ids 0..3 are ``<pad> <start> <end> <unk>``."""
+
+    words: list[str]
+    max_length: int = 20
+
+    def __post_init__(self) -> None:
+        if tuple(self.words[:4]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with {SPECIALS}")
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_count: int = 5, max_length: int = 20) -> "Vocabulary":
+        """Keep words seen at least ``min_count`` times, most frequent first."""
+        counts = Counter(w for t in texts for w in tokenize(t))
+        kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls(list(SPECIALS) + kept, max_length)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str, add_markers: bool = True) -> list[int]:
+        """Word ids of ``text``, cut to ``max_length`` words; unknown words map to ``<unk>``."""
+        ids = [self.index.get(w, self.unk_id) for w in tokenize(text)[: self.max_length]]
+        return [self.start_id, *ids, self.end_id] if add_markers else ids
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Words for ``ids``, stopping at ``<end>`` and skipping the other markers."""
+        out = []
+        for i in ids:
+            if i == self.end_id:
+                break
+            if i not in (self.pad_id, self.start_id):
+                out.append(self.words[i])
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"max_length": self.max_length, "words": self.words}, indent=0))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        data = json.loads(Path(path).read_text())
+        return cls(list(data["words"]), int(data["max_length"]))
