@@ -1,0 +1,236 @@
+"""Captioning core: vocabulary, loaders, model, decoding, training, checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from captioner.checkpoint import load_checkpoint, load_state
+from captioner.data import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
+from captioner.decoding import DecodeConfig, _filter_logits, decode
+from captioner.model import CaptionDecoder, DecoderConfig
+from captioner.pipeline import Captioner
+from captioner.train import TrainConfig, train
+from captioner.vocab import Vocabulary, detokenize, tokenize
+
+from synthetic import make_coco, make_flickr8k, make_karpathy, shape_items
+
+
+# ---------------------------------------------------------------- vocabulary and loaders
+
+
+def test_tokenize_keeps_hyphens_and_splits_clitics():
+    assert tokenize("A man's T-shirt, RED!") == ["a", "man", "'s", "t-shirt", "red"]
+    assert detokenize(["a", "man", "'s", "dog"]) == "a man's dog"
+
+
+def test_vocabulary_threshold_markers_and_roundtrip(tmp_path):
+    vocab = Vocabulary.build(["a dog runs", "a dog sits", "a cat"], min_count=2, max_length=3)
+    assert vocab.words[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert set(vocab.words[4:]) == {"a", "dog"}
+    ids = vocab.encode("a dog runs far away")
+    assert ids[0] == vocab.start_id and ids[-1] == vocab.end_id and len(ids) == 5  # cut to 3 words
+    assert vocab.decode(ids) == ["a", "dog", "<unk>"]
+    vocab.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json").words == vocab.words
+
+
+def test_image_ids_from_coco_and_flickr_names():
+    assert image_id_from_filename("000000123456.jpg") == 123456
+    assert image_id_from_filename("val/COCO_val2014_000000123456.jpg") == 123456
+    assert image_id_from_filename("1000268201_693b08cb0e.jpg") == "1000268201_693b08cb0e.jpg"
+
+
+def test_coco_and_karpathy_loaders_read_official_formats(tmp_path):
+    ann, images = make_coco(tmp_path / "coco")
+    items = load_coco(ann, images)
+    assert len(items) == 8 and all(isinstance(i.image_id, int) and i.path.exists() for i in items)
+    assert items[0].captions == [shape_items()[0][3]]
+    karpathy = make_karpathy(tmp_path / "k")
+    train = load_karpathy(karpathy, tmp_path / "k", "train")
+    test = load_karpathy(karpathy, tmp_path / "k", "test")
+    assert len(train) == 4 and len(test) == 2  # train includes restval
+    assert all(i.path.exists() for i in train + test) and train[0].image_id == 500
+    flickr = make_flickr8k(tmp_path / "f")
+    assert len(load_caption_dataset("flickr8k", flickr, "dev")[0].captions) == 2
+
+
+# ---------------------------------------------------------------- model and decoding
+
+
+def _model(vocab_size=12, cell="lstm", image_input="every_step", seed=0):
+    torch.manual_seed(seed)
+    return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("image_input", ["every_step", "first_step", "init_state"])
+def test_fused_forward_matches_stepwise_decoding(cell, image_input):
+    """The one-call teacher-forced forward and the step-by-step decoder compute the same model."""
+    model = _model(cell=cell, image_input=image_input).eval()
+    feats = torch.randn(2, 16)
+    tokens = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]])
+    lengths = torch.tensor([4, 3])
+    fused = model(feats, tokens, lengths)
+    v = model.encode_image(feats)
+    state = model.initial_state(v)
+    steps = []
+    for t in range(4):
+        lp, state = model.step(tokens[:, t], state, v, first=t == 0)
+        steps.append(lp)
+    stepwise = torch.stack(steps, 1)[torch.arange(4)[None] < lengths[:, None]]
+    torch.testing.assert_close(fused.log_softmax(-1), stepwise, atol=1e-5, rtol=1e-5)
+
+
+def test_image_enters_every_step_only_in_every_step_mode():
+    feats, other = torch.randn(1, 16), torch.randn(1, 16)
+    tokens, lengths = torch.tensor([[1, 5, 6, 2]]), torch.tensor([3])
+    every, first = _model(image_input="every_step").eval(), _model(image_input="first_step").eval()
+    # Changing the image changes every step's logits in both modes (through the state in first_step)...
+    assert not torch.allclose(every(feats, tokens, lengths)[2], every(other, tokens, lengths)[2])
+    # ...but in first_step mode the image input weights see v only at t=0.
+    first.rnn.weight_ih_l0.data[:, 8:] = 0  # cut the image columns: the image no longer matters at all
+    torch.testing.assert_close(first(feats, tokens, lengths), first(other, tokens, lengths))
+
+
+def test_beam_one_equals_greedy_and_nbest_is_sorted():
+    model = _model(vocab_size=30, seed=3)
+    feats = torch.randn(5, 16)
+    greedy = decode(model, feats, DecodeConfig(method="greedy", max_length=8))
+    beam1 = decode(model, feats, DecodeConfig(method="beam", beam_size=1, max_length=8))
+    for g, b in zip(greedy, beam1):
+        assert g[0].tokens == b[0].tokens
+        assert g[0].log_prob == pytest.approx(b[0].log_prob, abs=1e-5)
+    nbest = decode(model, feats, DecodeConfig(beam_size=5, n_best=5, max_length=8))
+    for hyps in nbest:
+        assert len(hyps) == 5
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 5
+
+
+def test_beam_search_is_batch_independent():
+    model = _model(vocab_size=30, seed=4)
+    feats = torch.randn(4, 16)
+    together = decode(model, feats, DecodeConfig(beam_size=3, n_best=3, max_length=8))
+    alone = [decode(model, feats[i : i + 1], DecodeConfig(beam_size=3, n_best=3, max_length=8))[0] for i in range(4)]
+    assert [[h.tokens for h in x] for x in together] == [[h.tokens for h in x] for x in alone]
+
+
+def test_beam_returns_unfinished_best_when_end_is_never_reached():
+    model = _model(vocab_size=20, seed=5)
+    model.out.bias.data[Vocabulary.end_id] = -1e4  # the model (almost) never ends a sentence
+    hyps = decode(model, torch.randn(2, 16), DecodeConfig(beam_size=3, n_best=2, max_length=6))
+    for per_image in hyps:
+        assert len(per_image) == 2 and all(len(h.tokens) == 6 and not h.finished for h in per_image)
+
+
+def test_length_constraints_and_no_repeat_ngram():
+    model = _model(vocab_size=8, seed=6)
+    model.out.bias.data[5] = 20.0  # a model that loves word 5
+    cfg = DecodeConfig(method="greedy", min_length=4, max_length=7)
+    for method in ("greedy", "beam"):
+        out = decode(model, torch.randn(3, 16), DecodeConfig(method=method, min_length=4, max_length=7,
+                                                               no_repeat_ngram=1))
+        for hyps in out:
+            toks = hyps[0].tokens
+            assert len(toks) >= 4 and len(set(toks)) == len(toks)
+    assert all(len(h[0].tokens) >= 4 for h in decode(model, torch.randn(3, 16), cfg))
+
+
+def test_sampling_filters_and_seed():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(_filter_logits(logits, top_k=2, top_p=1.0)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(_filter_logits(logits, top_k=0, top_p=0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(_filter_logits(logits, top_k=0, top_p=0.4)).tolist() == [[True, False, False, False]]
+    model = _model(vocab_size=30, seed=7)
+    feats = torch.randn(3, 16)
+    a = decode(model, feats, DecodeConfig(method="sample", seed=1, temperature=2.0))
+    b = decode(model, feats, DecodeConfig(method="sample", seed=1, temperature=2.0))
+    assert [h[0].tokens for h in a] == [h[0].tokens for h in b]
+    top1 = decode(model, feats, DecodeConfig(method="sample", seed=2, top_k=1))
+    greedy = decode(model, feats, DecodeConfig(method="greedy"))
+    assert [h[0].tokens for h in top1] == [h[0].tokens for h in greedy]
+
+
+# ---------------------------------------------------------------- training end to end
+
+
+def _tiny_config(root: Path, out: Path, cache: Path, epochs: int, **kw) -> TrainConfig:
+    base = dict(root=str(root), out=str(out), cache_dir=str(cache), epochs=epochs, batch_size=4, min_count=1,
+                embed_dim=32, hidden_dim=64, image_dim=32, dropout=0.0, lr=1e-2, min_lr_ratio=0.1, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return make_flickr8k(root / "flickr8k"), root / "cache"
+
+
+@pytest.fixture(scope="module")
+def overfit_weights(shapes, tmp_path_factory):
+    root, cache = shapes
+    out = tmp_path_factory.mktemp("run")
+    best = train(_tiny_config(root, out, cache, epochs=25, flip_augment=False))
+    assert best["CIDEr"] > 9.99  # dev = train here: every caption reproduced
+    assert load_state(out / "last")["history"][-1]["loss"] < 0.1  # overfit to near-zero loss
+    weights = out / "weights"
+    weights.mkdir()
+    (out / "best").rename(weights / "caption")
+    return weights
+
+
+@pytest.mark.slow
+def test_overfit_tiny_set_decodes_exactly(overfit_weights, shapes):
+    root, _ = shapes
+    model = Captioner.from_pretrained(overfit_weights)
+    _, config = load_checkpoint(overfit_weights / "caption")
+    assert config["training"]["epochs"] == 25
+    for name, _, _, caption in shape_items():
+        image = root / "images" / name
+        assert model.caption(image, method="greedy") == caption
+        assert model.caption(image, beam_size=3) == caption
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_uninterrupted(shapes, tmp_path, monkeypatch):
+    root, cache = shapes
+    kw = dict(epochs=4, save_every=3, flip_augment=True, dropout=0.2)
+    train(_tiny_config(root, tmp_path / "full", cache, **kw))
+
+    # Kill the second run in the middle of epoch 3 (16 captions / batch 4 = 4 steps an epoch).
+    real_step, calls = torch.optim.Adam.step, []
+
+    def dying_step(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_config(root, tmp_path / "cut", cache, **kw))
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    state = load_state(tmp_path / "cut" / "last")
+    assert (state["epoch"], state["step_in_epoch"]) == (2, 3)  # the mid-epoch checkpoint survived
+
+    train(_tiny_config(root, tmp_path / "cut", cache, **kw), resume=True)
+    full, _ = load_checkpoint(tmp_path / "full" / "last")
+    resumed, _ = load_checkpoint(tmp_path / "cut" / "last")
+    for k in full:
+        torch.testing.assert_close(full[k], resumed[k], rtol=0, atol=0)
+    val = lambda run: [(h["loss"], h["CIDEr"]) for h in load_state(tmp_path / run / "last")["history"]]
+    assert val("cut") == val("full")
+
+
+def test_checkpoints_hold_no_pickles(overfit_weights):
+    folder = overfit_weights / "caption"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    json.loads((folder / "config.json").read_text())
+    with open(folder / "model.safetensors", "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        json.loads(f.read(header_len))  # safetensors: a JSON header then raw tensor bytes, no pickle
