@@ -1,21 +1,707 @@
-"""Caption metrics as the coco-caption toolkit (pycocoevalcap) computes them."""
+"""Caption metrics exactly as the coco-caption toolkit (pycocoevalcap) computes them, and VQA accuracy.
+
+Scores come from pycocoevalcap's own scorers (Bleu, Meteor, Rouge, Cider, Spice) after its own
+tokenization: Stanford PTBTokenizer, then punctuation removal. PTBTokenizer and METEOR need Java,
+so this module also carries a pure-Python port of the PTB tokenizer that gives the same tokens on
+caption text; without Java, evaluation uses it and skips METEOR and SPICE.
+
+The port follows the lexer in ``stanford-corenlp-3.4.1.jar`` (the jar pycocoevalcap ships) as it runs
+with ``-preserveLines -lowerCase``: the captions are lexed as one text, one caption a line, because
+a few rules look ahead past the end of a line (``letter s.`` before a line starting ``The``).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import csv
+import itertools
+import json
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping, Sequence
 
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
+import numpy as np
 
-from .vocab import tokenize
+# ---------------------------------------------------------------- PTB tokenization in Python
 
 
-def corpus_scores(results: dict, references: dict, metrics: Sequence[str] | None = None) -> dict[str, float]:
-    """Corpus scores of ``results`` ({id: caption}) against ``references`` ({id: [captions]})."""
-    ids = list(results)
-    res = {i: [" ".join(tokenize(results[i]))] for i in ids}
-    gts = {i: [" ".join(tokenize(r)) for r in references[i]] for i in ids}
-    out = {}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    out.update({f"Bleu_{n + 1}": b for n, b in enumerate(bleu)})
-    out["CIDEr"], _ = Cider().compute_score(gts, res)
+def _class(pred) -> str:
+    """Regex class body of the BMP characters satisfying ``pred``, as ranges."""
+    spans, start, prev = [], None, None
+    for cp in range(0x10000):
+        if 0xD800 <= cp <= 0xDFFF or not pred(chr(cp)):
+            continue
+        if start is None or cp != prev + 1:
+            if start is not None:
+                spans.append((start, prev))
+            start = cp
+        prev = cp
+    spans.append((start, prev))
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in spans)
+
+
+_EXTRA_LETTERS = (
+    "\u00AD\u0237-\u024F\u02C2-\u02C5\u02D2-\u02DF\u02E5-\u02FF\u0300-\u036F\u0370-\u037D\u0384\u0385"
+    "\u03CF\u03F6\u03FC-\u03FF\u0483-\u0487\u04CF\u04F6-\u04FF\u0510-\u0525\u055A-\u055F\u0591-\u05BD"
+    "\u05BF\u05C1\u05C2\u05C4\u05C5\u05C7\u0615-\u061A\u063B-\u063F\u064B-\u065E\u0670\u06D6-\u06EF"
+    "\u06FA-\u06FF\u070F\u0711\u0730-\u074F\u0750-\u077F\u07A6-\u07B1\u07CA-\u07F5\u07FA\u0900-\u0903"
+    "\u093C\u093E-\u094E\u0951-\u0955\u0962-\u0963\u0981-\u0983\u09BC-\u09C4\u09C7\u09C8\u09CB-\u09CD"
+    "\u09D7\u09E2\u09E3\u0A01-\u0A03\u0A3C\u0A3E-\u0A4F\u0A81-\u0A83\u0ABC-\u0ACF\u0B82\u0BBE-\u0BC2"
+    "\u0BC6-\u0BC8\u0BCA-\u0BCD\u0C01-\u0C03\u0C3E-\u0C56\u0D3E-\u0D44\u0D46-\u0D48\u0E30-\u0E3A"
+    "\u0E47-\u0E4E\u0EB1-\u0EBC\u0EC8-\u0ECD")
+_MISC_SYMBOLS = (
+    "+%&~^|\\\\\u00A6\u00A7\u00A8\u00A9\u00AC\u00AE\u00AF\u00B0-\u00BA\u00D7\u00F7\u0387\u05BE\u05C0\u05C3"
+    "\u05C6\u05F3\u05F4\u0600-\u0603\u0606-\u060A\u060C\u0614\u061B\u061E\u066A\u066D\u0703-\u070D"
+    "\u07F6-\u07F8\u0964\u0965\u0E4F\u1FBD\u2016\u2017\u2020-\u2023\u2030-\u2038\u203B\u203E-\u2042"
+    "\u2044\u207A-\u207F\u208A-\u208E\u2100-\u214F\u2190-\u21FF\u2200-\u2BFF\u3012\u30FB\uFF01-\uFF0F"
+    "\uFF1A-\uFF20\uFF3B-\uFF40\uFF5B-\uFF65")
+_SENTENCE_STARTS = (
+    "About According Additionally After An A As At But Earlier He Her Here However If In It Last Many More Mr\\. "
+    "Ms\\. Now Once One Other Our She Since So Some Such That The Their Then There These They This We When While "
+    "What Yet You")
+
+
+def _macros() -> dict[str, str]:
+    """The lexer's named patterns (JFlex macros), each expanded in terms of the ones before it."""
+    cat = unicodedata.category
+    raw = {
+        "L": _class(lambda c: cat(c)[0] == "L"),
+        "D": _class(lambda c: cat(c) == "Nd"),
+        "UPPER": _class(str.isupper),
+    }
+    defs = [
+        ("LETTER", "(?:[{L}" + _EXTRA_LETTERS + "]|&[aeiouAEIOU](?i:acute|grave|uml);)"),
+        ("LD", "[{L}{D}]"),
+        ("DIGIT", "[{D}]"),
+        ("SPACE", "[ \t\u00A0\u2000-\u200A\u3000]"),
+        ("NL", "(?:\r\n|[\r\n\u2028\u2029\u000B\u000C])"),
+        ("SPACENL", "(?:{SPACE}|{NL})"),
+        ("SGMLNAME", "[A-Za-z][A-Za-z0-9_:.-]*"),
+        ("SGML", "<(?:[!?][A-Za-z-][^>\r\n]*|{SGMLNAME}(?: +(?:{SGMLNAME} *= *(?:'[^'\r\n]*'|\"[^\"\r\n]*\"|{SGMLNAME})|{SGMLNAME}))* */?|/{SGMLNAME}) *>"),
+        ("SENTEND", "{SPACENL}(?:{SPACENL}|[{UPPER}]|{SGML})"),
+        ("APOS", "(?:['\u0092\u2019]|&(?i:apos);)"),
+        ("APOSETC", "(?:{APOS}|[`\u0091\u2018\u201B])"),
+        ("WORD", "{LETTER}(?:{LETTER}|{DIGIT})*(?:[.!?]{LETTER}(?:{LETTER}|{DIGIT})*)*"),
+        ("REDAUX", "{APOS}(?:[msdMSD]|(?i:re|ve|ll))"),
+        ("SWORD", "[A-Za-z\u00AD]*[A-MO-Za-mo-z]\u00AD*"),
+        ("SREDAUX", "(?i:n){APOSETC}(?i:t)"),
+        ("NUM", "(?:{DIGIT}*(?:[.:,\u00AD\u066B\u066C]{DIGIT}+)+|{DIGIT}+)"),
+        ("HYPHEN", "[-_\u058A\u2010\u2011]"),
+        ("ACRO", r"(?:[A-Za-z](?:\.[A-Za-z])*|(?i:canada|sino|korean|eu|japan|non)-(?i:U\.S)|(?i:U\.S\.-)(?i:U\.K|U\.S\.S\.R))"),
+        ("ACRO2", r"(?:[A-Za-z](?:\.[A-Za-z])+|(?i:canada|sino|korean|eu|japan|non)-(?i:U\.S)|(?i:U\.S\.-)(?i:U\.K|U\.S\.S\.R))"),
+        ("ABTITLE", r"(?:(?i:mrs|mr|ms|drs|dr|profs|prof|sens|sen|reps|rep|attys|atty|lt|col|gen|messrs|govs|gov|adm|rev|maj|sgt|cpl|pvt|capt|ste|st|ave|pres|lieut|hon|brig|comdr|cmdr|pfc|spc|supts|supt|det|mt|ft|mmes|mme|mm|mlles|mlle|m)|M(?i:iss))"),
+        ("ABSTATE", r"(?:(?i:ala|ariz|calif|colo|conn|ct|dak|fla|ga|ind|kans|kan|ky|md|mich|minn|mo|mont|neb|nev|okla|pa|penn|tenn|tex|va|vt|wis|wyo)|A(?i:rk)|D(?i:el)|I(?i:ll)|L(?i:a)|M(?i:ass|iss)|O(?i:re)|W(?i:ash))"),
+        ("ABBREV1", r"(?:(?i:sept|sep|jan|feb|mar|apr|jun|jul|aug|oct|nov|dec|mon|tues|tue|wed|thurs|thu|fri|inc|cos|co|corp|ppty|ppte|ppts|pty|pte|ptys|ptes|ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys|jr|sr|bros|ed\.d|ph\.d|blvd|rd|esq|etc|al|seq)\.)"),
+        ("ABBREV4", r"(?:{ACRO}|{ABTITLE}|(?i:vs|alex|wm|jos|cie|a\.k\.a|cf|treas|ph|tel|est|ext|sq)|{ABSTATE})"),
+        ("HTHING", r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|{ACRO2}\.))+"),
+        ("QUOTES", "(?:[`\u2018-\u201F\u0082\u0084\u0091-\u0094\u2039\u203A\u00AB\u00BB]{1,2}|''|{APOS})"),
+        ("NOTURL", " \t\n\f\r\"<>|"),
+    ]
+    out = dict(raw)
+    for name, body in defs:
+        out[name] = re.sub(r"\{([A-Z0-9]+)\}", lambda m: out[m.group(1)] if m.group(1) in out else m.group(0), body)
     return out
+
+
+# Token actions: each takes the matched token text and returns (tokens, characters consumed).
+def _keep(t):
+    return [t], len(t)
+
+
+def _word(t):
+    """Words, numbers and hyphenated things lose soft hyphens."""
+    return [t.replace("\u00AD", "")], len(t)
+
+
+def _const(out):
+    return lambda t: ([out], len(t))
+
+
+def _skip(t):
+    return [], len(t)
+
+
+def _nbsp(t):
+    return [t.replace(" ", "\u00A0")], len(t)
+
+
+def _pushback(n):
+    return lambda t: ([t[:-n]], len(t) - n)
+
+
+def _period_again(t):
+    """Abbreviation before a sentence end: the token keeps its period, which is also returned again."""
+    return [t], len(t) - 1
+
+
+def _acronym(t):
+    return ([t[0]], 1) if len(t) == 2 else ([t], len(t) - 1)
+
+
+_LEFT_SINGLE = re.compile("[\u0082\u008B\u0091\u2018\u201B\u2039]")
+_RIGHT_SINGLE = re.compile("[\u0092\u009B\u00B4\u2019\u203A]")
+_LEFT_DOUBLE = re.compile("[\u0084\u0093\u201C\u00AB]|[\u0091\u2018]'")
+_RIGHT_DOUBLE = re.compile("[\u0094\u201D\u00BB]|[\u0092\u2019]'")
+
+
+def _quotes(left):
+    single, double = ("`", "``") if left else ("'", "''")
+
+    def action(t):
+        s = re.sub("&apos;|'", single, t)
+        s = re.sub('"|&quot;', double, s)
+        s = _LEFT_SINGLE.sub("`", s)
+        s = _RIGHT_SINGLE.sub("'", s)
+        s = _LEFT_DOUBLE.sub("``", s)
+        s = _RIGHT_DOUBLE.sub("''", s)
+        return [s], len(t)
+    return action
+
+
+def _amp(t):
+    return [t.replace("&amp;", "&")], len(t)
+
+
+def _fraction(t):
+    return [{"\u00BC": "1/4", "\u00BD": "1/2", "\u00BE": "3/4", "\u2153": "1/3", "\u2154": "2/3"}.get(t, t)], len(t)
+
+
+def _currency(t):
+    return [{"\u00A2": "cents", "\u00A3": "#", "\u0080": "$", "\u20AC": "$"}.get(t, t)], len(t)
+
+
+def _dashes(t):
+    return ["--" if 3 <= len(t) <= 4 else t], len(t)
+
+
+def _phone(t):
+    return [t.replace(" ", "\u00A0").replace("(", "-LRB-").replace(")", "-RRB-")], len(t)
+
+
+def _smiley(t):
+    return [t.replace("(", "-LRB-").replace(")", "-RRB-")], len(t)
+
+
+_NEWLINE = "\n"
+
+
+def _newline(t):
+    return [_NEWLINE], len(t)
+
+
+def _rules(m):
+    """(first-character class, pattern, trailing context, action), in the lexer's priority order.
+
+    The first-character class (None: any) only narrows which rules are tried at a position. As in
+    JFlex, the longest match wins, trailing context included, and ties go to the earlier rule. The
+    Java lexer is %caseless: literal text matches either case, character classes do not.
+    """
+    sent_starts = "|".join(f"{w[0]}(?i:{w[1:]})" if len(w) > 1 else w for w in _SENTENCE_STARTS.split())
+    return [
+        ("<", m["SGML"], None, _nbsp),
+        ("&\u0096\u0097\u2013\u2014\u2015", "&(?i:md|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015]", None, _const("--")),
+        ("&", "&(?i:amp);", None, _const("&")),
+        ("&", "&(?:(?i:ht|tl|ur|lr|qc|ql|qr|odq|cdq)|#[0-9]+);", None, _keep),
+        ("cC", "(?i:cannot)", None, _pushback(3)),
+        ("gwlGWL", "(?i:gonna|gotta|lemme|gimme|wanna)", None, _pushback(2)),
+        ("'", "'(?i:tis)", None, _pushback(2)),
+        ("'", "'(?i:twas)", None, _pushback(3)),
+        (None, m["WORD"], m["REDAUX"], _word),
+        ("A-Za-z\u00AD", m["SWORD"], m["SREDAUX"], _word),
+        (None, m["WORD"], None, _word),
+        (None, "|".join([
+            "{APOS}(?i:n){APOS}?", "[lLdDjJ]{APOS}", "(?i:dunkin|somethin|ol){APOS}", "{APOS}(?i:em)",
+            "[A-HJ-XZn]{APOSETC}[{L}]{2}[{L}]*", "{APOS}[2-9]0(?i:s)", "{APOS}(?i:till|til)",
+            "[{L}][{L}]*[aeiouyAEIOUY]{APOSETC}[aeiouA-Z][{L}]*", "{APOS}(?i:cause)", "(?i:cont'd\\.?)",
+            "(?i:'twas|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)", "O{APOSETC}(?i:o)"]), None, _keep),
+        ("yY", "(?i:y){APOS}", "[{L}]", _keep),
+        ("hH", r"(?i:https?)://[^{NOTURL}()]+[^{NOTURL}.!?(){},-]", None, _keep),
+        (None, r"(?:(?i:www)\.(?:[^{NOTURL}.!?(){},]+\.)+[a-zA-Z]{2,4}|(?:[^{NOTURL}`'.!?(){},-_$]+\.)+(?i:com|net|org|edu))"
+               r"(?:/[^{NOTURL}()]+[^{NOTURL}.!?(){},-])?", None, _keep),
+        ("a-zA-Z0-9", "[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00A0]*@(?:[^ \t\n\f\r\"<>|(){}.\u00A0]+\\.)*[^ \t\n\f\r\"<>|(){}.\u00A0]+",
+         None, _keep),
+        ("cCfF", "(?i:c\\+\\+|[cf]#)", None, _keep),
+        ("@#", "@[a-zA-Z_][a-zA-Z_0-9]*|#{LETTER}+", None, _keep),
+        (None, m["REDAUX"], "[^A-Za-z]", _quotes(False)),
+        ("nN", m["SREDAUX"], "[^A-Za-z]", _quotes(False)),
+        (None, "{DIGIT}{1,2}[-/]{DIGIT}{1,2}[-/]{DIGIT}{2,4}", None, _keep),
+        (None, "[-+]?{NUM}", None, _word),
+        ("\u207A\u207B\u208A\u208B\u2070\u00B9\u00B2\u00B3\u2074-\u2079\u2080-\u2089",
+         "[\u207A\u207B\u208A\u208B]?(?:[\u2070\u00B9\u00B2\u00B3\u2074-\u2079]+|[\u2080-\u2089]+)", None, _keep),
+        (None, "(?:{DIGIT}{1,4}[- \u00A0])?{DIGIT}{1,4}(?:\\\\?/|\u2044){DIGIT}{1,4}", None, _nbsp),
+        ("\u00BC\u00BD\u00BE\u2153-\u215E", "[\u00BC\u00BD\u00BE\u2153-\u215E]", None, _fraction),
+        ("-CcSspPaA", r"-(?i:RRB|LRB|RCB|LCB|RSB|LSB)-|(?i:C\.D\.s|pro-|anti-|S(?:&|&amp;)P-500|S(?:&|&amp;)Ls|"
+                      r"Cap{APOS}n|c{APOS}est)", None, _amp),
+        ("A-Za-z0-9", r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}", None, _keep),
+        ("A-Z$#", "[A-Z]*\\$|#", None, _keep),
+        ("\u00A2-\u00A5\u0080\u20A0\u20AC\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6",
+         "[\u00A2-\u00A5\u0080\u20A0\u20AC\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6]", None, _currency),
+        ("A-Za-z", "{ACRO}\\.", "{SPACENL}+(?:" + sent_starts + "){SPACENL}", _acronym),
+        ("A-Za-z", "(?i:ca|figs|fig|prop|nos|no|art|bldg|pp|op)\\.", "{SPACENL}*{DIGIT}", _keep),
+        ("A-Za-z", m["ABBREV1"], m["SENTEND"], _period_again),
+        ("A-Za-z", m["ABBREV1"], "(?s:..)", _keep),
+        ("A-Za-z", m["ABBREV1"], None, _period_again),
+        ("A-Za-z", "{ABBREV4}\\.", None, _keep),
+        ("A-Za-z", m["ABBREV4"], "{SPACE}", _keep),
+        ("A-Za-z", "{ACRO}\\.", "{SPACENL}", _keep),
+        (None, "{APOS}[0-9][0-9]", "{SPACENL}", _keep),
+        (None, "(?:" + m["WORD"] + "|{LD}+)\\.", "[,;:\u3001]", _keep),
+        ("(+0-9", r"(?:\([0-9]{2,3}\)[ \u00A0]?|(?:\+\+?)?(?:[0-9]{2,4}[- \u00A0])?[0-9]{2,4}[- \u00A0])[0-9]{3,4}[- \u00A0]?[0-9]{3,5}"
+                  r"|(?:(?:\+\+?)?[0-9]{2,4}\.)?[0-9]{2,4}\.[0-9]{3,4}\.[0-9]{3,5}", None, _phone),
+        ("\"&", '"|&(?i:quot);', "[A-Za-z0-9$]", _quotes(True)),
+        ("\"&", '"|&(?i:quot);', None, _quotes(False)),
+        ("\x7f", "\x7f", None, _skip),
+        ("<&", "<|&(?i:lt);", None, _const("<")),
+        (">&", ">|&(?i:gt);", None, _const(">")),
+        ("<>:;=", "[<>]?[:;=][-o*']?[()DPdpO\\\\{@|\\[\\]]", "[^A-Za-z0-9]|\\Z", _smiley),
+        ("x^=~<>\\-", "[\\^x=~<>\\-]_+[\\^x=~<>\\-]", None, _keep),
+        ("{", "\\{", None, _const("-LCB-")),
+        ("}", "\\}", None, _const("-RCB-")),
+        ("[", "\\[", None, _const("-LSB-")),
+        ("]", "\\]", None, _const("-RSB-")),
+        ("(", "\\(", None, _const("-LRB-")),
+        (")", "\\)", None, _const("-RRB-")),
+        ("-", "-+", None, _dashes),
+        (".\u0085\u2026", "\\.{3,5}|(?:\\.[ \u00A0]){2,4}\\.|[\u0085\u2026]", None, _const("...")),
+        ("@#_", "@+|#+|_+", None, _keep),
+        ("*\\\\", r"\*+|(?:\\\*){1,3}", None, _keep),
+        (",;:\u3001", "[,;:\u3001]", None, _keep),
+        ("?!", "[?!]+", None, _keep),
+        (".\u00A1\u00BF\u037E\u0589\u061F\u06D4\u0700-\u0702\u07FA\u3002",
+         "[.\u00A1\u00BF\u037E\u0589\u061F\u06D4\u0700-\u0702\u07FA\u3002]", None, _keep),
+        ("=", "=", None, _keep),
+        ("/", "/", None, _keep),
+        ("A-Za-z0-9", m["HTHING"], None, _word),
+        ("A-Z", "[A-Z]+(?:(?:[+&]|&(?i:amp);)[A-Z]+)+", None, _amp),
+        (None, "(?:[dDoOlL]{APOSETC}{LD})?{LD}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{LD})?{LD}+)*", None, _word),
+        ("'", "'", "[A-Za-z][^ \t\n\r\u00A0]", _quotes(True)),
+        (None, m["REDAUX"], None, _quotes(False)),
+        ("nN", m["SREDAUX"], None, _quotes(False)),
+        (None, m["QUOTES"], None, _quotes(False)),
+        ("<>", "<<|>>", None, _keep),
+        (_MISC_SYMBOLS, "[" + _MISC_SYMBOLS + "]", None, _keep),
+        ("\x00 \t\u00A0\u2000-\u200A\u3000\u200B\u200E\u200F\uFEFF",
+         "\x00|[ \t\u00A0\u2000-\u200A\u3000]+|[\u200B\u200E\u200F\uFEFF]", None, _skip),
+        ("\r\n\u2028\u2029\x0b\x0c", m["NL"], None, _newline),
+        ("&", "&(?i:nbsp);", None, _skip),
+    ]
+
+
+class _PTBLexer:
+    """Stanford PTBTokenizer 3.4.1 as pycocoevalcap runs it, with JFlex's longest-match-then-first-rule choice."""
+
+    _FAST = re.compile(r"[A-Za-z]+(?=[ \n]|\Z)")
+    _SPACES = re.compile("[ \t\u00A0\u2000-\u200A\u3000]+")
+    _SPECIAL = {"cannot", "gonna", "gotta", "lemme", "gimme", "wanna"}
+
+    def __init__(self):
+        m = _macros()
+        def expand(pattern: str) -> str:
+            return re.sub(r"\{([A-Z0-9]+)\}", lambda g: m.get(g.group(1), g.group(0)), pattern)
+
+        self.rules = []
+        for first, pat, ctx, action in _rules(m):
+            rx = re.compile(f"({expand(pat)})" + (f"(?:{expand(ctx)})" if ctx else ""))
+            self.rules.append((re.compile("[" + first.replace("[", "\\[") + "]") if first else None, rx, action))
+        self._cands = {}
+
+    def _candidates(self, ch):
+        c = self._cands.get(ch)
+        if c is None:
+            c = self._cands[ch] = [(rx, act) for first, rx, act in self.rules if first is None or first.match(ch)]
+        return c
+
+    def lines(self, text: str) -> list[list[str]]:
+        """Tokens of each line of ``text`` (cased; pycocoevalcap lowercases them afterwards)."""
+        out, line, pos = [], [], 0
+        while pos < len(text):
+            ch = text[pos]
+            if ch == " ":
+                pos = self._SPACES.match(text, pos).end()
+                continue
+            if ch == "\n":
+                out.append(line)
+                line, pos = [], pos + 1
+                continue
+            # Shortcut for the common case, a plain word before a space: no rule matches more of it.
+            plain = self._FAST.match(text, pos) if ch.isascii() and ch.isalpha() else None
+            if plain and plain.group().lower() not in self._SPECIAL:
+                line.append(plain.group())
+                pos = plain.end()
+                continue
+            best, best_len = None, 0
+            for rx, action in self._candidates(ch):
+                match = rx.match(text, pos)
+                if match and match.end() - pos > best_len:
+                    best, best_len = (match.group(1), action), match.end() - pos
+            if best is None:
+                pos += 1  # untokenizable: deleted, as PTBTokenizer does by default
+                continue
+            tokens, used = best[1](best[0])
+            for t in tokens:
+                if t == _NEWLINE:
+                    out.append(line)
+                    line = []
+                elif t:
+                    line.append(t)
+            pos += used
+        out.append(line)
+        return out
+
+
+def _cased(c):
+    return c.islower() or c.isupper() or c.istitle()
+
+
+def _word_run(chars):
+    """Characters up to the next word boundary, roughly as Java's word BreakIterator sees them."""
+    return itertools.takewhile(lambda c: c in "_-.'\u2010\u2011" or (c.isalnum() and c < "\u2e80"), chars)
+
+
+def java_lower(token):
+    """``String.toLowerCase`` as Java does it: capital sigma is final unless a cased letter follows it."""
+    if "\u03A3" not in token:
+        return token.lower()
+    out = []
+    for i, c in enumerate(token):
+        if c == "\u03A3":
+            final = any(map(_cased, _word_run(reversed(token[:i])))) and not any(map(_cased, _word_run(token[i + 1:])))
+            out.append("\u03C2" if final else "\u03C3")
+        else:
+            out.append(c.lower())
+    return "".join(out)
+
+
+
+
+# pycocoevalcap's ``PTBTokenizer.PUNCTUATIONS``: tokens dropped after tokenization. Lowercasing comes
+# first, so "-lrb-" and friends survive, as they do in the toolkit.
+PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
+                          "--", "...", ";"])
+# Characters that end a line for the Java lexer. pycocoevalcap only replaces "\n" inside captions, so
+# any of these would shift every later caption onto the wrong image; both tokenizers get spaces instead.
+_LINE_BREAKS = re.compile("[\r\n\u000B\u000C\u2028\u2029]")
+
+
+@lru_cache(maxsize=1)
+def _lexer() -> _PTBLexer:
+    return _PTBLexer()
+
+
+def _clean(caption: str) -> str:
+    return _LINE_BREAKS.sub(" ", caption)
+
+
+def _strip_punctuation(line: str) -> str:
+    return " ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS)
+
+
+def ptb_tokenize(captions: Sequence[str]) -> list[str]:
+    """Tokenize captions as pycocoevalcap's PTBTokenizer does, without Java.
+
+    Give captions in the order the toolkit would see them (its dict order): the lexer reads them as
+    one text and a line's last token can depend on the next line.
+    """
+    lines = _lexer().lines("\n".join(_clean(c) for c in captions))
+    return [_strip_punctuation(" ".join(java_lower(t) for t in toks)) for toks in lines[: len(captions)]]
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def tokenize(captions: Mapping, tokenizer: str = "python") -> dict:
+    """``{id: [caption, ...]}`` -> ``{id: [tokenized caption, ...]}``, with ``tokenizer`` "java"
+    (pycocoevalcap's PTBTokenizer) or "python" (:func:`ptb_tokenize`, same tokens)."""
+    if tokenizer == "java":
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        return PTBTokenizer().tokenize({k: [{"caption": _clean(c)} for c in v] for k, v in captions.items()})
+    if tokenizer != "python":
+        raise ValueError(f"unknown tokenizer {tokenizer!r} (choose java or python)")
+    flat = ptb_tokenize([c for v in captions.values() for c in v])
+    out, i = {}, 0
+    for k, v in captions.items():
+        out[k], i = flat[i : i + len(v)], i + len(v)
+    return out
+
+
+# ---------------------------------------------------------------- caption metrics
+
+METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+
+
+def spice_available() -> bool:
+    """SPICE needs the Stanford CoreNLP 3.6.0 jars, which pycocoevalcap downloads on first use; we never do."""
+    import pycocoevalcap.spice
+
+    lib = Path(pycocoevalcap.spice.__file__).parent / "lib"
+    return all((lib / f"stanford-corenlp-3.6.0{s}.jar").exists() for s in ("", "-models"))
+
+
+def _scorer(name: str):
+    if name == "Bleu":
+        from pycocoevalcap.bleu.bleu import Bleu
+        return Bleu(4)
+    if name == "METEOR":
+        from pycocoevalcap.meteor.meteor import Meteor
+        return Meteor()
+    if name == "ROUGE_L":
+        from pycocoevalcap.rouge.rouge import Rouge
+        return Rouge()
+    if name == "CIDEr":
+        from pycocoevalcap.cider.cider import Cider
+        return Cider()
+    from pycocoevalcap.spice.spice import Spice
+    return Spice()
+
+
+@dataclass
+class CaptionScores:
+    """One evaluation: corpus scores under pycocoevalcap's names and scales, and per-image scores."""
+
+    corpus: dict[str, float]
+    per_image: dict[str, list[float]]  # metric -> one score per image, in ``image_ids`` order
+    image_ids: list
+    tokenizer: str  # "java" (pycocoevalcap's PTBTokenizer) or "python" (ptb_tokenize)
+    skipped: list[str] = field(default_factory=list)  # "METRIC: why" for requested metrics that did not run
+
+
+def check_coverage(results: Mapping, references: Mapping) -> list[str]:
+    """Warnings about what ``results`` cover; ValueError when a result has no references to score against."""
+    if not results:
+        raise ValueError("no captions to evaluate")
+    orphans = [i for i in results if not references.get(i)]
+    if orphans:
+        raise ValueError(f"{len(orphans)} of {len(results)} result image(s) have no reference captions "
+                         f"(first: {orphans[0]!r}); do the ids match the reference file?")
+    warnings = []
+    if len(results) < len(references):
+        missing = [i for i in references if i not in results]
+        warnings.append(f"results cover {len(results)} of {len(references)} reference images "
+                        f"(first missing: {missing[0]!r}); scoring those {len(results)} only")
+    if len(results) == 1:
+        warnings.append("only one image: CIDEr-D is meaningless on one image (its document frequencies "
+                        "come from that image's references alone)")
+    return warnings
+
+
+def evaluate_captions(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
+                      tokenizer: str = "auto") -> CaptionScores:
+    """Score ``results`` ({image id: caption}) against ``references`` ({image id: [captions]}).
+
+    ``metrics`` picks scorers from :data:`METRICS` (default: all that can run). ``tokenizer`` is
+    "java", "python" or "auto" (Java when installed). METEOR and SPICE need Java; they are skipped,
+    and listed in ``skipped``, when it or SPICE's models are missing.
+    """
+    wanted = list(METRICS if metrics is None else metrics)
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)} (choose from {', '.join(METRICS)})")
+    check_coverage(results, references)
+    java = java_available()
+    if tokenizer == "auto":
+        tokenizer = "java" if java else "python"
+    skipped = []
+    for name in ("METEOR", "SPICE"):
+        if name in wanted and not java:
+            skipped.append(f"{name}: needs Java")
+    if "SPICE" in wanted and java and not spice_available():
+        skipped.append("SPICE: Stanford CoreNLP models not installed (run pycocoevalcap's get_stanford_models)")
+    ids = list(results)
+    gts = tokenize({i: list(references[i]) for i in ids}, tokenizer)
+    res = tokenize({i: [results[i]] for i in ids}, tokenizer)
+    corpus, per_image = {}, {}
+    for name in (m for m in METRICS if m in wanted and not any(s.startswith(m + ":") for s in skipped)):
+        scorer = _scorer(name)
+        score, scores = scorer.compute_score(gts, res, verbose=0) if name == "Bleu" else scorer.compute_score(gts, res)
+        if name == "Bleu":
+            for n in range(4):
+                corpus[f"Bleu_{n + 1}"], per_image[f"Bleu_{n + 1}"] = float(score[n]), [float(s) for s in scores[n]]
+        elif name == "SPICE":  # pycocoevalcap's Spice returns images in sorted id order
+            by_id = dict(zip(sorted(ids), (s["All"]["f"] for s in scores)))
+            corpus[name], per_image[name] = float(score), [float(by_id[i]) for i in ids]
+        else:
+            corpus[name], per_image[name] = float(score), [float(s) for s in scores]
+    return CaptionScores(corpus, per_image, ids, tokenizer, skipped)
+
+
+def corpus_scores(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
+                  tokenizer: str = "python") -> dict[str, float]:
+    """Corpus scores only; the Java-free tokenizer by default, so training can call it every epoch."""
+    return evaluate_captions(results, references, metrics, tokenizer).corpus
+
+
+# ---------------------------------------------------------------- VQA accuracy
+# The official VQA v2 evaluation (vqaEval.py): normalize answers, then a prediction earns
+# min(#humans who gave it / 3, 1), averaged over the 10 leave-one-out subsets of the human answers.
+
+_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = {"a", "an", "the"}
+_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
+    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
+    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
+    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
+    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's",
+    "shouldve": "should've", "shouldnt": "shouldn't", "shouldnt've": "shouldn't've",
+    "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd", "somebodyd've": "somebody'd've",
+    "somebody'dve": "somebody'd've", "somebodyll": "somebody'll", "somebodys": "somebody's",
+    "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
+    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
+    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
+    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
+    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas",
+    "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
+    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
+    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
+    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
+    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
+    "youve": "you've"}
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: the official pattern, typo and all
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+
+
+def _strip_answer_punctuation(text: str) -> str:
+    out = text
+    for p in _PUNCT:
+        if p + " " in text or " " + p in text or _COMMA_STRIP.search(text):
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, re.UNICODE)  # sic: the official code passes re.UNICODE as the count
+
+
+def normalize_answer(answer: str) -> str:
+    """An answer as the official VQA evaluation compares it: punctuation, number words, articles, contractions."""
+    text = _strip_answer_punctuation(answer.replace("\n", " ").replace("\t", " ").strip())
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_soft_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """Official VQA accuracy of one prediction: min(matches / 3, 1) averaged over leave-one-out subsets."""
+    if not human_answers:
+        raise ValueError("no human answers")
+    pred = normalize_answer(prediction)
+    gts = [normalize_answer(a) for a in human_answers]
+    return sum(min(1.0, sum(g == pred for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
+
+
+def exact_match(prediction: str, answer: str) -> bool:
+    """Plain accuracy for single-reference sets such as DAQUAR, after the same normalization."""
+    return normalize_answer(prediction) == normalize_answer(answer)
+
+
+def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None,
+               metric: str = "vqa") -> dict:
+    """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and
+    per answer type. ``metric`` "vqa" is the official soft accuracy; "exact" counts a prediction right
+    when it matches any listed answer."""
+    if metric not in ("vqa", "exact"):
+        raise ValueError(f"unknown metric {metric!r} (choose vqa or exact)")
+    orphans = [q for q in predictions if q not in answers]
+    if orphans:
+        raise ValueError(f"{len(orphans)} prediction(s) have no reference answers (first: {orphans[0]!r})")
+    if not predictions:
+        raise ValueError("no predictions to evaluate")
+    score = {q: vqa_soft_accuracy(p, answers[q]) if metric == "vqa" else float(any(exact_match(p, a) for a in answers[q]))
+             for q, p in predictions.items()}
+    report = {"metric": metric, "accuracy": float(np.mean(list(score.values()))), "questions": len(score)}
+    if answer_types:
+        groups: dict = {}
+        for q, s in score.items():
+            groups.setdefault(answer_types.get(q, "unknown"), []).append(s)
+        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)} for t, v in sorted(groups.items())}
+    return report
+
+
+# ---------------------------------------------------------------- files and generation (for ``captioner eval``)
+
+
+def read_results(path: str | Path) -> dict:
+    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; ValueError on repeated images."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: neither a JSON list nor JSON lines ({e})") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"image_id", "caption"} <= r.keys()
+                                                for r in records):
+        raise ValueError(f"{path}: expected records with 'image_id' and 'caption'")
+    results: dict = {}
+    for r in records:
+        if r["image_id"] in results:
+            raise ValueError(f"{path}: image {r['image_id']!r} has more than one caption; keep one per image")
+        results[r["image_id"]] = str(r["caption"])
+    return results
+
+
+def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
+                    split_list: str | Path | None = None) -> dict:
+    """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``)."""
+    from .data import load_coco, read_flickr8k_tokens
+
+    if coco_annotations:
+        return {it.image_id: it.captions for it in load_coco(coco_annotations, ".") if it.captions}
+    if not flickr8k_tokens:
+        raise ValueError("no references given")
+    refs = read_flickr8k_tokens(flickr8k_tokens)
+    if split_list:
+        names = [n.strip() for n in Path(split_list).read_text().splitlines() if n.strip()]
+        refs = {n: refs[n] for n in names if n in refs}
+    return refs
+
+
+def caption_dataset(model, items: Sequence, config, batch_size: int = 32) -> dict:
+    """``{image_id: best caption}`` for dataset items; unreadable images are reported on stderr and skipped."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .data import BadImageError, load_image
+    from .features import batched
+
+    size = model.encoder.spec.image_size
+    results = {}
+    with tqdm(total=len(items), desc="captioning", unit="img", file=sys.stderr) as bar:
+        for chunk in batched(items, batch_size):
+            good, images = [], []
+            for item in chunk:
+                try:
+                    images.append(load_image(item.path, size_hint=size))
+                    good.append(item)
+                except BadImageError as e:
+                    tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
+            for item, nbest in zip(good, model.caption_images(images, config) if images else []):
+                results[item.image_id] = nbest[0].text
+            bar.update(len(chunk))
+    return results
+
+
+def write_per_image_csv(path: str | Path, scores: CaptionScores, results: Mapping) -> None:
+    """Per-image scores. BLEU and METEOR columns are named ``sentence_*``: their mean is not the corpus score
+    (corpus BLEU pools n-gram counts over all images); ``image_*`` columns do average to the corpus score."""
+    names = {m: f"sentence_{m}" if m.startswith(("Bleu", "METEOR")) else f"image_{m}" for m in scores.per_image}
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "caption", *names.values()])
+        for row, image_id in enumerate(scores.image_ids):
+            writer.writerow([image_id, results[image_id], *(f"{scores.per_image[m][row]:.6f}" for m in names)])

@@ -1,0 +1,136 @@
+"""`captioner caption` on good and bad input, and multi-process training under torchrun."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.cli import main
+from captioner.data import BadImageError, load_image
+
+from synthetic import draw, make_flickr8k
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A valid PNG header that announces a huge image (decoding it would need gigabytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("images")
+    base = draw("red", "circle", 64)
+    files = {}
+
+    def save(name, img, **kw):
+        files[name] = d / name
+        img.save(files[name], **kw)
+
+    save("rgb.jpg", base)
+    save("gray.png", base.convert("L"))
+    save("cmyk.jpg", base.convert("CMYK"))
+    save("rgba.png", base.convert("RGBA"))
+    save("sixteen.png", Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257), mode="I;16"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    save("rotated.jpg", Image.new("RGB", (64, 32), (0, 0, 255)), exif=exif.tobytes())
+    files["corrupt.jpg"] = d / "corrupt.jpg"
+    files["corrupt.jpg"].write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    jpeg = io.BytesIO()
+    draw("blue", "square", 256).save(jpeg, format="JPEG")
+    files["truncated.jpg"] = d / "truncated.jpg"
+    files["truncated.jpg"].write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    files["notes.png"] = d / "notes.png"
+    files["notes.png"].write_text("this is not an image\n")
+    files["huge.png"] = d / "huge.png"
+    _png_claiming_size(files["huge.png"], 30000, 30000)
+    return files
+
+
+GOOD = ["rgb.jpg", "gray.png", "cmyk.jpg", "rgba.png", "sixteen.png", "rotated.jpg"]
+BAD = ["corrupt.jpg", "truncated.jpg", "notes.png", "huge.png"]
+
+
+def test_load_image_normalises_modes_and_orientation(images):
+    for name in GOOD:
+        img = load_image(images[name])
+        assert img.mode == "RGB", name
+    assert load_image(images["rotated.jpg"]).size == (32, 64)  # EXIF rotation applied
+    sixteen = np.asarray(load_image(images["sixteen.png"]))
+    assert sixteen.max() == 255 and sixteen.min() < 255  # scaled to 8 bits, not clipped to white
+    for name in BAD:
+        with pytest.raises(BadImageError):
+            load_image(images[name])
+
+
+def test_caption_cli_reports_bad_files_and_captions_the_rest(images, weights_dir, capsys):
+    missing = images["rgb.jpg"].parent / "missing.jpg"
+    code = main(["caption", *(str(images[n]) for n in GOOD + BAD), str(missing), "--weights", str(weights_dir)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert [Path(line.split("\t")[0]).name for line in lines] == GOOD
+    assert all(line.split("\t")[1].strip() for line in lines)
+    for name in BAD + ["missing.jpg"]:
+        reports = [line for line in err.splitlines() if name in line and "skipped" in line]
+        assert len(reports) == 1, (name, err)
+    assert "5 of 11 file(s) could not be read" in err
+
+
+def test_caption_cli_formats(images, weights_dir, tmp_path, capsys):
+    good = [str(images[n]) for n in GOOD[:2]]
+    out_file = tmp_path / "results.json"
+    assert main(["caption", *good, "--weights", str(weights_dir), "--format", "coco", "-o", str(out_file)]) == 0
+    results = json.loads(out_file.read_text())
+    assert [r["image_id"] for r in results] == ["rgb.jpg", "gray.png"] and all(r["caption"] for r in results)
+    assert main(["caption", *good, "--weights", str(weights_dir), "--format", "jsonl", "--beam", "3",
+                 "--n-best", "3"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 2
+    for r in records:
+        lps = [c["log_prob"] for c in r["n_best"]]
+        assert len(lps) == 3 and r["caption"] == r["n_best"][0]["caption"]
+    assert main(["caption", good[0], "--weights", str(weights_dir), "--format", "csv", "--sample", "--seed", "3",
+                 "--n-best", "2"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["rank"] for r in rows] == ["1", "2"] and float(rows[0]["log_prob"]) >= float(rows[1]["log_prob"])
+
+
+def test_caption_cli_folder_and_glob(images, weights_dir, capsys):
+    folder = images["rgb.jpg"].parent
+    main(["caption", str(folder / "r*.jpg"), "--weights", str(weights_dir)])
+    names = [Path(line.split("\t")[0]).name for line in capsys.readouterr().out.splitlines()]
+    assert names == ["rgb.jpg", "rotated.jpg"]
+
+
+def test_caption_cli_rejects_bad_options(images, weights_dir, capsys):
+    assert main(["caption", str(images["rgb.jpg"]), "--weights", str(weights_dir), "--greedy", "--n-best", "2"]) == 2
+    assert "greedy" in capsys.readouterr().err
+    assert main(["caption", str(images["rgb.jpg"]), "--weights", str(images["rgb.jpg"].parent)]) == 2
+    assert "no caption weights" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    data = make_flickr8k(tmp_path / "data")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           "-m", "captioner.cli", "train", "--root", str(data), "--out", str(out), "--cache-dir",
+           str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "2", "--min-count", "1", "--embed-dim", "16",
+           "--hidden-dim", "16", "--image-dim", "16", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "best" / "model.safetensors").exists() and (out / "last" / "state.json").exists()
+    assert done.stdout.count("epoch 2:") == 1  # only rank 0 validates and reports
