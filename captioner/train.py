@@ -143,7 +143,7 @@ def validate(model: CaptionDecoder, data: CaptionSet, items: Sequence[ImageCapti
         count += int(lengths.sum())
     results = {}
     for rows in batched(range(len(items)), batch_size):
-        feats = torch.from_numpy(np.asarray(data.features[rows.start : rows.stop])).float()
+        feats = torch.from_numpy(np.array(data.features[rows.start : rows.stop], dtype=np.float32))
         hyps = decode(model, feats, DecodeConfig(method="greedy", max_length=vocab.max_length))
         for item, h in zip(items[rows.start : rows.stop], hyps):
             results[item.image_id] = detokenize(vocab.decode(h[0].tokens))

@@ -42,7 +42,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     save("gray.png", base.convert("L"))
     save("cmyk.jpg", base.convert("CMYK"))
     save("rgba.png", base.convert("RGBA"))
-    save("sixteen.png", Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257), mode="I;16"))
+    save("sixteen.png", Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
     save("rotated.jpg", Image.new("RGB", (64, 32), (0, 0, 255)), exif=exif.tobytes())
@@ -126,7 +126,7 @@ def test_caption_cli_rejects_bad_options(images, weights_dir, capsys):
 def test_torchrun_two_processes_on_cpu(tmp_path):
     data = make_flickr8k(tmp_path / "data")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "captioner.cli", "train", "--root", str(data), "--out", str(out), "--cache-dir",
            str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "2", "--min-count", "1", "--embed-dim", "16",
            "--hidden-dim", "16", "--image-dim", "16", "--threads", "1"]
