@@ -67,9 +67,9 @@ def _length_normalised(log_prob: float, length: int, alpha: float) -> float:
 
 
 def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
-    """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; also never emit markers."""
+    """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; never emit markers or ``<unk>``."""
     log_probs = log_probs.clone()
-    log_probs[:, [Vocabulary.pad_id, Vocabulary.start_id]] = float("-inf")
+    log_probs[:, [Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id]] = float("-inf")
     steps = history.shape[1]
     if steps < cfg.min_length:
         log_probs[:, Vocabulary.end_id] = float("-inf")

@@ -1,0 +1,103 @@
+"""Latency, concurrency and memory of the demo app, driven through gradio_client as an API user would.
+
+    python benchmarks/bench_app.py [--weights weights] [--calls 50] [--concurrent 20] [--image examples/tennis.jpg]
+
+Starts ``python app.py`` on a free localhost port, then measures: the p50/p95 latency of one
+caption (beam 3, the defaults; each call uploads the image) over ``--calls`` sequential calls;
+``--concurrent`` captions sent at once, counting errors; and the peak resident memory of the app
+process (VmHWM). Targets: p95 <= 250 ms and 0 errors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import running_app  # noqa: E402  (the tests' app start/stop, shared)
+
+P95_TARGET_MS = 250
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """The process's peak resident memory (VmHWM) and, now, its private (RssAnon) and file-backed
+    (RssFile: mostly shared libraries) parts, from the kernel's accounting (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: its work, however busy the machine is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_client(url: str) -> Client:
+    """A client for the app on localhost. The URL is plain http, so no TLS is involved; by default
+    gradio_client still builds a certificate-checking SSL context for every HTTP request it makes,
+    which costs about 0.15 s of CPU per caption here: client overhead, not the app's latency."""
+    return Client(url, verbose=False, analytics_enabled=False, ssl_verify=False)
+
+
+def timed_caption(client: Client, image: str) -> float:
+    start = time.perf_counter()
+    client.predict(handle_file(image), api_name="/caption")
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=str(ROOT / "weights"))
+    parser.add_argument("--image", default=str(ROOT / "examples" / "tennis.jpg"))
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--concurrent", type=int, default=20)
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]  # other work on the machine slows every figure below
+    with tempfile.TemporaryDirectory() as tmp, running_app(Path(args.weights), Path(tmp) / "app.log") as (url, pid):
+        client = local_client(url)
+        for _ in range(3):  # warm-up: first calls pay for lazy initialisation in the app and the client
+            timed_caption(client, args.image)
+        app_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+        latencies = [timed_caption(client, args.image) for _ in range(args.calls)]
+        app_cpu, client_cpu = cpu_seconds(pid) - app_cpu, time.process_time() - client_cpu
+
+        users = [local_client(url) for _ in range(args.concurrent)]
+        start, errors, burst = time.perf_counter(), [], []
+        with ThreadPoolExecutor(args.concurrent) as pool:
+            futures = [pool.submit(timed_caption, user, args.image) for user in users]
+            for future in futures:
+                try:
+                    burst.append(future.result())
+                except Exception as e:  # any failure counts: the target is zero
+                    errors.append(f"{type(e).__name__}: {e}")
+        wall = time.perf_counter() - start
+        memory = memory_mib(pid)
+
+    p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20, method="inclusive")[-1]
+    verdict = "met" if p95 <= P95_TARGET_MS else "MISSED"
+    print(f"weights: {args.weights}   image: {args.image}   "
+          f"load average before the run: {load_before:.1f} on {os.cpu_count()} cores")
+    print(f"caption latency, beam 3, {len(latencies)} calls: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+          f"max {max(latencies):.0f} ms (target p95 <= {P95_TARGET_MS} ms: {verdict})")
+    print(f"CPU time per caption: app {1000 * app_cpu / args.calls:.0f} ms, "
+          f"client {1000 * client_cpu / args.calls:.0f} ms (what an idle machine's latency would be made of)")
+    print(f"{args.concurrent} concurrent captions: {len(errors)} errors, all answered in {wall:.1f} s"
+          + (f", slowest {max(burst):.0f} ms" if burst else ""))
+    for error in sorted(set(errors)):
+        print(f"  error: {error}")
+    print(f"app peak memory (VmHWM): {memory['VmHWM']:.0f} MiB; at the end {memory['RssAnon']:.0f} MiB private "
+          f"+ {memory['RssFile']:.0f} MiB file-backed (shared libraries)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

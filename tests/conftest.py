@@ -1,0 +1,102 @@
+"""Shared fixtures: a weights folder and a running app on a free localhost port.
+
+The weights are the shipped ``weights/`` when present; otherwise a tiny caption model is trained
+here on generated shapes, so the tests need neither ../shared nor good weights.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from gradio_client import Client
+
+from synthetic import make_flickr8k
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_WEIGHTS = ROOT / "weights"
+EXAMPLE_IMAGE = ROOT / "examples" / "tennis.jpg"  # one of the demo's CC BY example photos
+
+
+def free_port() -> int:
+    """A localhost port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_tiny_weights(folder: Path) -> Path:
+    """A weights folder with a tiny caption model (no vqa/), trained in seconds on generated images."""
+    data, run, cache = make_flickr8k(folder / "data"), folder / "run", folder / "cache"
+    done = subprocess.run([sys.executable, "-m", "captioner.cli", "train", "--root", str(data), "--out", str(run),
+                           "--epochs", "2", "--batch-size", "4", "--min-count", "1", "--cache-dir", str(cache),
+                           "--embed-dim", "32", "--hidden-dim", "32", "--image-dim", "32", "--dropout", "0",
+                           "--lr", "5e-3"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"training the tiny weights failed:\n{done.stderr[-3000:]}")
+    shutil.copytree(run / "best", folder / "weights" / "caption")
+    return folder / "weights"
+
+
+@contextmanager
+def running_app(weights: Path, log: Path, timeout: float = 180.0) -> Iterator[tuple[str, int]]:
+    """Start ``python app.py`` on a free port; yield its URL and process id; stop it afterwards."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--weights", str(weights)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer on {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    if (SHIPPED_WEIGHTS / "caption" / "config.json").exists():
+        return SHIPPED_WEIGHTS
+    return train_tiny_weights(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def has_vqa(weights_dir: Path) -> bool:
+    return (weights_dir / "vqa" / "config.json").exists()
+
+
+@pytest.fixture(scope="session")
+def app_url(weights_dir: Path, tmp_path_factory) -> Iterator[str]:
+    """One app process for the whole session (start-up loads the models: seconds, not milliseconds)."""
+    with running_app(weights_dir, tmp_path_factory.mktemp("app") / "app.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    """A gradio_client for the app, one per test module, so one session: ``/look_inside`` and ``/cell``
+    see its last ``/caption``. Plain http on localhost: ``ssl_verify=False`` only skips building an
+    unused certificate-checking SSL context per request (about 0.15 s of CPU per call)."""
+    return Client(app_url, verbose=False, analytics_enabled=False, ssl_verify=False)
