@@ -163,36 +163,259 @@ def _cmd_train(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="score captions with the coco-caption metrics")
+    p = sub.add_parser("eval", help="score captions with the coco-caption metrics", description=(
+        "Score captions exactly as the coco-caption toolkit (pycocoevalcap) does: BLEU-1..4, METEOR, ROUGE-L, "
+        "CIDEr-D and SPICE (when its models are installed). Give a results file (COCO results JSON, or JSON "
+        "lines of image_id/caption as `captioner caption` writes them) and references, or --weights to caption "
+        "a dataset split first. Without Java, tokenization uses the Python PTB tokenizer (same tokens) and "
+        "METEOR and SPICE are skipped."))
+    p.add_argument("results", nargs="?", metavar="RESULTS", help="COCO results JSON or JSON lines")
+    refs = p.add_mutually_exclusive_group()
+    refs.add_argument("--coco-annotations", metavar="FILE", help="COCO captions annotation JSON")
+    refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt")
+    p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed")
+    p.add_argument("--weights", metavar="DIR", help="caption --data/--root/--split with these weights first")
+    p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
+    p.add_argument("--data", default="flickr8k", help="dataset format: flickr8k, coco or karpathy (default flickr8k)")
+    p.add_argument("--root", help="dataset folder (images root for karpathy)")
+    p.add_argument("--split", default="dev", help="dataset split (default dev)")
+    p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy")
+    p.add_argument("--beam", type=int, metavar="N", help="beam size (default 3)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--metrics", help="comma-separated subset of Bleu,METEOR,ROUGE_L,CIDEr,SPICE (default: all)")
+    p.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
+                   help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed")
+    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here")
+    p.add_argument("--csv", metavar="OUT", help="write per-image scores here")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args) -> int:
-    return _fail("eval: not available yet")
+    from .evaluation import (METRICS, caption_dataset, check_coverage, evaluate_captions, java_available,
+                             read_references, read_results, write_per_image_csv)
+
+    if bool(args.results) == bool(args.weights):
+        return _fail("eval: give either RESULTS or --weights", 2)
+    if args.results and not (args.coco_annotations or args.flickr8k_tokens):
+        return _fail("eval: RESULTS needs --coco-annotations or --flickr8k-tokens", 2)
+    if args.weights and not args.root:
+        return _fail("eval: --weights needs --root (and --data, --split)", 2)
+    if args.greedy and args.beam is not None:
+        return _fail("choose one of --beam and --greedy", 2)
+    if args.tokenizer == "java" and not java_available():
+        return _fail("--tokenizer java: Java not found", 2)
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    decoding = None
+    try:
+        if args.weights:
+            from dataclasses import asdict
+
+            from .data import load_caption_dataset
+            from .pipeline import Captioner, decode_config
+
+            model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False)
+            cfg = decode_config(model.decoding, method="greedy" if args.greedy else "beam" if args.beam else None,
+                                beam_size=args.beam, n_best=1)
+            items = load_caption_dataset(args.data, args.root, args.split, args.annotations)
+            results = caption_dataset(model, items, cfg, args.batch_size)
+            references, decoding = {it.image_id: it.captions for it in items if it.captions}, asdict(cfg)
+        else:
+            results = read_results(args.results)
+            references = read_references(args.coco_annotations, args.flickr8k_tokens, args.split_list)
+        for warning in check_coverage(results, references):
+            print(f"captioner: warning: {warning}", file=sys.stderr)
+        scores = evaluate_captions(results, references, metrics, args.tokenizer)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(str(e), 2)
+    if not java_available():
+        print("captioner: Java not found: tokenized with the Python PTB tokenizer (same tokens); "
+              "METEOR and SPICE skipped", file=sys.stderr)
+    else:
+        for note in scores.skipped:
+            print(f"captioner: skipped {note}", file=sys.stderr)
+    n_refs = sum(len(references[i]) for i in scores.image_ids)
+    print(f"{len(scores.image_ids)} images, {n_refs} reference captions, tokenizer: {scores.tokenizer}")
+    for name, value in scores.corpus.items():
+        print(f"{name:<8} {value:8.4f}")
+    if args.json:
+        record = dict(scores.corpus)
+        record["evaluated"] = {
+            "images": len(scores.image_ids), "reference_captions": n_refs,
+            "tokenizer": {"java": "pycocoevalcap PTBTokenizer (Stanford CoreNLP 3.4.1)",
+                          "python": "captioner PTB tokenizer (same tokens as pycocoevalcap's)"}[scores.tokenizer],
+            "metrics": [m for m in METRICS if m in (metrics or METRICS)], "skipped": scores.skipped,
+            "results": args.results, "references": args.coco_annotations or args.flickr8k_tokens or args.root,
+            "split": args.split_list or (args.split if args.weights else None),
+            "checkpoint": args.weights, "decoding": decoding}
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if args.csv:
+        write_per_image_csv(args.csv, scores, results)
+    return 0
 
 
 # ---------------------------------------------------------------- ask
 
 
 def _add_ask(sub) -> None:
-    p = sub.add_parser("ask", help="answer a question about an image")
+    p = sub.add_parser("ask", help="answer a question about an image", description=(
+        "Answer a question about an image with the shipped (or given) VQA weights, printing the top-k answers "
+        "as 'answer<TAB>probability'. With --batch, answer every row of a CSV with columns image_id,question "
+        "(the image is the file in --images whose name without extension is image_id) and write the rows back "
+        "with answer and probability columns; a row that cannot be answered is reported on stderr and left "
+        "blank, and the exit code is 1. Words the model never saw are read as <unk>, with a warning."))
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="image file")
+    p.add_argument("question", nargs="?", metavar="QUESTION", help="question about the image (quote it)")
+    p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question")
+    p.add_argument("--images", metavar="DIR", help="folder of the --batch images")
+    p.add_argument("--output", "-o", help="write here instead of stdout")
+    p.add_argument("--top-k", type=int, default=5, help="answers to print per question (default 5)")
+    p.add_argument("--weights", help="weights folder holding vqa/ (default: the shipped weights/)")
+    p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
     p.set_defaults(func=_cmd_ask)
 
 
 def _cmd_ask(args) -> int:
-    return _fail("ask: not available yet")
+    from collections import defaultdict
+
+    from .data import IMAGE_SUFFIXES
+    from .pipeline import _resolve
+    from .vqa import VQAPredictor
+
+    if args.batch and (args.image or args.question):
+        return _fail("give either IMAGE QUESTION or --batch QA.csv, not both", 2)
+    if not args.batch and (args.image is None or args.question is None):
+        return _fail("give an IMAGE and a QUESTION, or --batch QA.csv --images DIR", 2)
+    if args.batch and not args.images:
+        return _fail("--batch needs --images DIR, the folder of the images", 2)
+    if args.top_k < 1:
+        return _fail("--top-k must be at least 1", 2)
+    try:
+        model = VQAPredictor.from_checkpoint(_resolve(args.weights, "vqa"), encoder_weights=args.encoder_weights)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(str(e), 2)
+
+    def warn_unknown(question: str, where: str = "") -> None:
+        unknown = model.unknown_words(question)
+        if unknown:
+            print(f"captioner: warning: {where}unknown words read as <unk>: {', '.join(unknown)}", file=sys.stderr)
+
+    if not args.batch:
+        try:
+            model.question_ids(args.question)
+            warn_unknown(args.question)
+            answers = model.ask(args.image, args.question, args.top_k)  # BadImageError is a ValueError
+        except ValueError as e:
+            return _fail(str(e))
+        out = _open_output(args.output)
+        out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
+        if out is not sys.stdout:
+            out.close()
+        return 0
+
+    try:
+        with open(args.batch, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows, columns = list(reader), reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return _fail(f"{args.batch}: cannot read ({e})")
+    missing = [c for c in ("image_id", "question") if c not in columns]
+    if missing:
+        return _fail(f"{args.batch}: missing column(s) {', '.join(missing)} (expected image_id,question)")
+    folder = Path(args.images)
+    if not folder.is_dir():
+        return _fail(f"{folder}: not a folder")
+    files = defaultdict(list)
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            files[path.stem].append(path)
+    by_image = defaultdict(list)  # image_id -> row numbers, so each image is encoded once
+    for i, row in enumerate(rows):
+        by_image[(row["image_id"] or "").strip()].append(i)
+    results, errors = {}, {}
+    for image_id, indices in tqdm(by_image.items(), desc="answering", unit="img", file=sys.stderr):
+        try:
+            if len(files.get(image_id, [])) != 1:
+                raise ValueError(f"no image named {image_id!r} in {folder}" if image_id not in files else
+                                 f"more than one image named {image_id!r} in {folder}")
+            features = model.features(files[image_id])
+        except ValueError as e:
+            errors.update((i, str(e)) for i in indices)
+            continue
+        good = []
+        for i in indices:
+            try:
+                model.question_ids(rows[i]["question"] or "")
+                warn_unknown(rows[i]["question"], f"row {i + 2}: ")
+                good.append(i)
+            except ValueError as e:
+                errors[i] = str(e)
+        if good:
+            answers = model.answer(features.expand(len(good), -1), [rows[i]["question"] for i in good], 1)
+            results.update((i, a[0]) for i, a in zip(good, answers))
+    for i in sorted(errors):
+        print(f"captioner: row {i + 2}: {errors[i]}", file=sys.stderr)
+    out = _open_output(args.output)
+    writer = csv.writer(out)
+    extra = [c for c in ("answer", "probability") if c not in columns]
+    writer.writerow(columns + extra)
+    for i, row in enumerate(rows):
+        answer, p = results.get(i, ("", None))
+        row.update(answer=answer, probability="" if p is None else f"{p:.4f}")
+        writer.writerow([row.get(c, "") for c in columns + extra])
+    if out is not sys.stdout:
+        out.close()
+    if errors:
+        print(f"captioner: {len(errors)} of {len(rows)} question(s) could not be answered", file=sys.stderr)
+    return 1 if errors else 0
 
 
 # ---------------------------------------------------------------- train-vqa
 
 
 def _add_train_vqa(sub) -> None:
-    p = sub.add_parser("train-vqa", help="train a VQA model")
+    from .train_vqa import VQATrainConfig
+
+    p = sub.add_parser("train-vqa", help="train a VQA model", description=(
+        "Train the VQA model (LSTM question encoder, normalised image features, element-wise product, MLP over "
+        "the top answers) on cached encoder features. Validation holds out whole images (--val-fraction) unless "
+        "--val-split names a separate split. Writes OUT/best (best validation accuracy; the last epoch when "
+        "there is no validation) and OUT/last (for --resume). --no-use-image trains the question-only baseline."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = {
+        "data": "dataset format: daquar, vqa2 or easy-vqa", "root": "dataset folder (not needed for easy-vqa)",
+        "questions": "vqa2: questions JSON of the training split", "annotations": "vqa2: its annotations JSON",
+        "val_split": "validate on this split instead of held-out images", "split_seed": "seed of the image split",
+        "val_fraction": "fraction of training images held out for validation (0: train on all)",
+        "out": "run folder", "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
+        "top_answers": "answer vocabulary: this many most frequent answers", "min_count": "keep words seen this often",
+        "max_length": "longest question in words", "fused_dim": "size of the question and image vectors",
+        "mlp_dim": "hidden size of the answer classifier", "fusion": "product or concat",
+        "use_image": "feed the image (--no-use-image: question-only baseline)", "min_lr_ratio": "final lr / lr (cosine)",
+        "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
+        "clip_norm": "gradient-norm clipping",
+    }
+    for f in fields(VQATrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=f.default, help=helps.get(f.name, " "))
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
     p.set_defaults(func=_cmd_train_vqa)
 
 
 def _cmd_train_vqa(args) -> int:
-    return _fail("train-vqa: not available yet")
+    from .train_vqa import config_from_args, train_vqa
+
+    try:
+        best = train_vqa(config_from_args(args), resume=args.resume)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(str(e), 2)
+    if best:
+        print(json.dumps({k: best[k] for k in ("epoch", "loss", "accuracy", "train_loss") if k in best}))
+    return 0
 
 
 # ---------------------------------------------------------------- entry point

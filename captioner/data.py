@@ -44,7 +44,7 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.round().astype(np.uint8), mode="L")
+        img = Image.fromarray(arr.round().astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -181,3 +181,121 @@ def load_caption_dataset(name: str, root: str | Path, split: str, annotations: s
             raise ValueError("--annotations must name the dataset_*.json file for karpathy splits")
         return load_karpathy(annotations, root, split)
     raise ValueError(f"unknown dataset {name!r} (choose flickr8k, coco or karpathy)")
+
+
+# ---------------------------------------------------------------- VQA datasets
+#
+# Every VQA loader returns a list of :class:`VQAExample`, so training, the baselines and the
+# CLI never care which dataset a question came from. DAQUAR and easy-vqa have one answer per
+# question and are scored by exact match; VQA v2 has ten human answers and the soft VQA metric.
+
+VQA_DATASETS = ("daquar", "vqa2", "easy-vqa")
+VQA_METRICS = {"daquar": "exact", "easy-vqa": "exact", "vqa2": "vqa"}
+
+
+@dataclass
+class VQAExample:
+    """One question about one image, with its human answers (empty when unknown)."""
+
+    question_id: int | str
+    question: str
+    image_id: int | str
+    path: Path
+    answers: list[str] = field(default_factory=list)
+    answer_type: str | None = None
+
+
+def daquar_answer(answer: str) -> str:
+    """DAQUAR's list answers (``"table, chair"``) as one class: items sorted, joined by ``", "``.
+
+    A list names a set of objects, so its order carries no meaning; sorting merges
+    ``"chair, table"`` with ``"table, chair"`` and makes exact match order-blind.
+    """
+    return ", ".join(sorted(item.strip().lower() for item in answer.split(",") if item.strip()))
+
+
+def _images_by_stem(image_dir: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def load_daquar(root: str | Path, split: str = "train") -> list[VQAExample]:
+    """DAQUAR as ``qa_<split>.csv`` (question, answer, image_id) beside ``images/<image_id>.jpg``."""
+    import csv
+
+    root = Path(root)
+    qa_file = root / f"qa_{split}.csv"
+    if not qa_file.exists():
+        raise FileNotFoundError(f"{qa_file} not found")
+    images = _images_by_stem(root / "images")
+    out = []
+    with open(qa_file, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            image_id = row["image_id"].strip()
+            if image_id not in images:
+                raise FileNotFoundError(f"{qa_file}: row {i + 2}: no image {image_id} in {root / 'images'}")
+            out.append(VQAExample(i, row["question"].strip(), image_id, images[image_id], [daquar_answer(row["answer"])]))
+    return out
+
+
+def load_vqa_v2(questions: str | Path, annotations: str | Path | None, image_dir: str | Path) -> list[VQAExample]:
+    """The official VQA v2 files: questions JSON, annotations JSON (ten answers each) and a COCO image folder.
+
+    Images are matched by COCO id, so both ``COCO_train2014_000000123456.jpg`` and
+    ``000000123456.jpg`` names work. ``annotations=None`` loads questions without answers (test-dev).
+    """
+    image_dir = Path(image_dir)
+    images = {image_id_from_filename(p): p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    anns = {}
+    if annotations is not None:
+        anns = {a["question_id"]: a for a in json.loads(Path(annotations).read_text())["annotations"]}
+    out = []
+    for q in json.loads(Path(questions).read_text())["questions"]:
+        image_id = int(q["image_id"])
+        if image_id not in images:
+            raise FileNotFoundError(f"{questions}: question {q['question_id']}: no image {image_id} in {image_dir}")
+        ann = anns.get(q["question_id"], {})
+        out.append(VQAExample(q["question_id"], q["question"].strip(), image_id, images[image_id],
+                              [a["answer"] for a in ann.get("answers", [])], ann.get("answer_type")))
+    return out
+
+
+def load_easy_vqa(split: str = "train") -> list[VQAExample]:
+    """The synthetic easy-vqa set (``pip install easy-vqa``): coloured shapes, 13 answers."""
+    import easy_vqa
+
+    if split not in ("train", "test"):
+        raise ValueError(f"easy-vqa has splits train and test, not {split!r}")
+    texts, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
+    paths = getattr(easy_vqa, f"get_{split}_image_paths")()
+    return [VQAExample(i, q, image_id, Path(paths[image_id]), [a])
+            for i, (q, a, image_id) in enumerate(zip(texts, answers, image_ids))]
+
+
+def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: str | Path | None = None,
+                     annotations: str | Path | None = None) -> list[VQAExample]:
+    """Pick a VQA loader by name: ``daquar``, ``vqa2`` or ``easy-vqa`` (which needs no ``root``)."""
+    if name == "easy-vqa":
+        return load_easy_vqa(split)
+    if root is None:
+        raise ValueError(f"{name} needs a dataset folder (--root)")
+    if name == "daquar":
+        return load_daquar(root, split)
+    if name == "vqa2":
+        root = Path(root)
+        questions = questions or root / f"v2_OpenEnded_mscoco_{split}2014_questions.json"
+        annotations = annotations or root / f"v2_mscoco_{split}2014_annotations.json"
+        return load_vqa_v2(questions, annotations, root / f"{split}2014")
+    raise ValueError(f"unknown VQA dataset {name!r} (choose {', '.join(VQA_DATASETS)})")
+
+
+def split_by_image(examples: list[VQAExample], val_fraction: float,
+                   seed: int = 0) -> tuple[list[VQAExample], list[VQAExample]]:
+    """Hold out a random ``val_fraction`` of the images with all their questions.
+
+    Splitting by question would put the same image in both halves and let a model score
+    by remembering images, so whole images go to one side.
+    """
+    images = sorted({str(e.image_id) for e in examples})
+    order = np.random.default_rng(seed).permutation(len(images))
+    held = {images[i] for i in order[: round(len(images) * val_fraction)]}
+    return [e for e in examples if str(e.image_id) not in held], [e for e in examples if str(e.image_id) in held]

@@ -115,9 +115,26 @@ class CaptionDecoder(nn.Module):
     # ----------------------------------------------------------- inference
 
     def step(self, tokens: torch.Tensor, state: State, v: torch.Tensor, first: bool) -> tuple[torch.Tensor, State]:
-        """One decoding step: previous tokens ``(N,)`` to next-word log-probabilities ``(N, vocab)``."""
-        out, state = self._run(self._inputs(tokens[:, None], v, first_step=first), state)
-        return torch.log_softmax(self.out(out[:, 0]), dim=-1), state
+        """One decoding step: previous tokens ``(N,)`` to next-word log-probabilities ``(N, vocab)``.
+
+        The recurrence is written out with ``self.rnn``'s own weights: for one step this is about
+        twice as fast on a CPU as calling ``nn.LSTM`` on a length-1 sequence.
+        """
+        x = self._inputs(tokens[:, None], v, first_step=first)[:, 0]
+        new_h, new_c = [], []
+        for layer in range(self.config.num_layers):
+            w = [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            pre = nn.functional.linear(x, w[0], w[2]) + nn.functional.linear(state[0][layer], w[1], w[3])
+            if self.config.cell == "lstm":
+                i, f, g, o = pre.chunk(4, dim=1)  # PyTorch's gate order
+                c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)
+                x = torch.sigmoid(o) * torch.tanh(c)
+                new_c.append(c)
+            else:
+                x = torch.tanh(pre)
+            new_h.append(x)
+        state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
+        return torch.log_softmax(self.out(x), dim=-1), state
 
     def to_config_dict(self) -> dict:
         return asdict(self.config)

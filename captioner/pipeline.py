@@ -118,4 +118,4 @@ class Captioner:
         """Top-k answers with probabilities for a question about the image."""
         if self.vqa is None:
             raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
-        return self.vqa.answer(self.features([image]), [question], top_k)[0]
+        return self.vqa.ask(image, question, top_k)  # the VQA model's encoder: shared, or its own if it differs
