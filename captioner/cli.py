@@ -134,7 +134,10 @@ def _add_train(sub) -> None:
         "image_input": "where the image enters: every_step, first_step or init_state",
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
         "max_val_images": "validate on at most this many images (0: all)", "min_lr_ratio": "final lr / lr (cosine)",
-        "clip_norm": "gradient-norm clipping",
+        "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
+        "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones",
+        "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
+        "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
     }
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -393,7 +396,10 @@ def _add_train_vqa(sub) -> None:
         "mlp_dim": "hidden size of the answer classifier", "fusion": "product or concat",
         "use_image": "feed the image (--no-use-image: question-only baseline)", "min_lr_ratio": "final lr / lr (cosine)",
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
-        "clip_norm": "gradient-norm clipping",
+        "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
+        "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones",
+        "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
+        "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
     }
     for f in fields(VQATrainConfig):
         flag = "--" + f.name.replace("_", "-")

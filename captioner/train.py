@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +29,7 @@ from .encoder import build_encoder
 from .evaluation import corpus_scores
 from .features import DEFAULT_CACHE, batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
-from .vocab import Vocabulary, detokenize
+from .vocab import Vocabulary, detokenize, tokenize
 
 
 @dataclass
@@ -60,6 +61,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float = 5.0
     label_smoothing: float = 0.0
+    scst_epochs: int = 0
+    scst_samples: int = 5
+    scst_lr: float = 2e-5
+    init_from: str | None = None
     seed: int = 0
     save_every: int = 0
     max_val_images: int = 0
@@ -126,6 +131,82 @@ def caption_loss(model: nn.Module, feats, tokens, lengths, label_smoothing: floa
     logits = model(feats, tokens, lengths)
     mask = torch.arange(tokens.shape[1] - 1)[None, :] < lengths[:, None]
     return nn.functional.cross_entropy(logits, tokens[:, 1:][mask], label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------- self-critical training (SCST)
+
+
+def _ngrams(words: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
+
+class CiderReward:
+    """CIDEr-D of a caption against its image's references, as the reward of self-critical training.
+
+    Document frequencies come from the whole training set (Rennie et al. 2017), not from the batch,
+    which is why this is not pycocoevalcap's scorer; evaluation always uses pycocoevalcap.
+    """
+
+    def __init__(self, references: Sequence[Sequence[Sequence[str]]], n: int = 4, sigma: float = 6.0):
+        self.n, self.sigma = n, sigma
+        self.df: Counter = Counter()
+        for refs in references:
+            self.df.update({g for r in refs for g in _ngrams(r, n)})
+        self.log_images = math.log(len(references))
+        self.refs = [[self._vector(r) for r in refs] for refs in references]
+
+    def _vector(self, words: Sequence[str]):
+        vec = [dict() for _ in range(self.n)]
+        for g, tf in _ngrams(words, self.n).items():
+            vec[len(g) - 1][g] = tf * (self.log_images - math.log(max(1.0, self.df[g])))
+        norms = [math.sqrt(sum(x * x for x in v.values())) for v in vec]
+        return vec, norms, len(words)
+
+    def __call__(self, image: int, words: Sequence[str]) -> float:
+        hyp, hyp_norms, hyp_len = self._vector(words)
+        total = 0.0
+        for ref, ref_norms, ref_len in self.refs[image]:
+            penalty = math.exp(-((hyp_len - ref_len) ** 2) / (2 * self.sigma ** 2))
+            for k in range(self.n):
+                if hyp_norms[k] and ref_norms[k]:
+                    dot = sum(min(x, ref[k].get(g, 0.0)) * ref[k].get(g, 0.0) for g, x in hyp[k].items())
+                    total += penalty * dot / (hyp_norms[k] * ref_norms[k])
+        return 10.0 * total / (self.n * len(self.refs[image]))
+
+
+def scst_loss(model: CaptionDecoder, feats: torch.Tensor, images: Sequence[int], reward: CiderReward,
+              vocab: Vocabulary, samples: int) -> tuple[torch.Tensor, float]:
+    """Self-critical policy-gradient loss for a batch of images; also returns the mean reward.
+
+    Each image gets ``samples`` sampled captions; a caption's baseline is the mean reward of the
+    other samples of the same image (Luo 2020), so no greedy decode is needed.
+    """
+    v = model.encode_image(feats).repeat_interleave(samples, 0)
+    n = v.shape[0]
+    state = model.initial_state(v)
+    prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)
+    alive = torch.ones(n, dtype=torch.bool)
+    log_prob_sum, words = torch.zeros(n), [[] for _ in range(n)]
+    for t in range(vocab.max_length + 1):
+        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs = log_probs.masked_fill(torch.zeros_like(log_probs, dtype=torch.bool).index_fill_(
+            1, torch.tensor([Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id]), True), float("-inf"))
+        if t == vocab.max_length:  # out of room: the only choice left is <end>
+            word = torch.full((n,), Vocabulary.end_id, dtype=torch.long)
+        else:
+            word = torch.multinomial(log_probs.detach().exp(), 1)[:, 0]
+        log_prob_sum = log_prob_sum + log_probs.gather(1, word[:, None])[:, 0] * alive
+        for i in alive.nonzero()[:, 0].tolist():
+            if word[i] != Vocabulary.end_id:
+                words[i].append(vocab.words[word[i]])
+        alive = alive & (word != Vocabulary.end_id)
+        prev = word
+        if not alive.any():
+            break
+    rewards = torch.tensor([reward(images[i // samples], w) for i, w in enumerate(words)]).view(-1, samples)
+    baseline = (rewards.sum(1, keepdim=True) - rewards) / (samples - 1)
+    advantage = (rewards - baseline).view(-1)
+    return -(advantage * log_prob_sum).mean(), rewards.mean().item()
 
 
 # ---------------------------------------------------------------- validation
@@ -205,8 +286,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     val_items = load_caption_dataset(cfg.data, cfg.root, cfg.val_split, cfg.annotations)
     if cfg.max_val_images:
         val_items = val_items[: cfg.max_val_images]
-    if last is not None:
-        vocab = Vocabulary.load(last / "vocab.json")
+    init = last or (Path(cfg.init_from) if cfg.init_from else None)  # weights (and vocabulary) to start from
+    if init is not None:
+        vocab = Vocabulary.load(init / "vocab.json")
     else:
         vocab = Vocabulary.build((c for it in train_items for c in it.captions), cfg.min_count, cfg.max_length)
 
@@ -223,17 +305,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     train_set = build_caption_set(train_items, feats["train"], feats.get("train_flip"), vocab)
     val_set = build_caption_set(val_items, feats["val"], None, vocab)
 
-    dcfg = DecoderConfig(len(vocab), train_set.features.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
-                         cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout)
+    if init is not None:
+        weights, init_config = load_checkpoint(init)
+        dcfg = DecoderConfig(**init_config["decoder"])
+    else:
+        dcfg = DecoderConfig(len(vocab), train_set.features.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
+                             cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout)
     model = CaptionDecoder(dcfg)
+    if init is not None:
+        model.load_state_dict(weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = [len(t) for t in train_set.tokens]
     steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
     epoch, step_in_epoch, history, best = 0, 0, [], None
     if last is not None:
-        weights, _ = load_checkpoint(last)
-        model.load_state_dict(weights)
         state = load_state(last)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -253,27 +339,51 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                              "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
                              "history": history, "best": best})
 
-    while epoch < cfg.epochs:
+    reward = CiderReward([[tokenize(c) for c in it.captions] for it in train_items]) if cfg.scst_epochs else None
+    total_epochs = cfg.epochs + cfg.scst_epochs
+    while epoch < total_epochs:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
-        batches = make_batches(lengths, cfg.batch_size, gen)
-        flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
-        batches = batches[rank::world][: steps_per_epoch]
+        scst = epoch >= cfg.epochs
+        if scst:  # batches of images, each sampled scst_samples times
+            order = torch.randperm(len(train_items), generator=gen).tolist()
+            per_batch = max(1, cfg.batch_size // cfg.scst_samples)
+            batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+            batches = batches[rank::world][: len(batches) // world]
+        else:  # batches of similar-length captions
+            batches = make_batches(lengths, cfg.batch_size, gen)
+            flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
+            batches = batches[rank::world][: steps_per_epoch]
         net.train()
         started, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(total=len(batches), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=rank != 0, unit="batch")
+        bar = tqdm(total=len(batches), initial=step_in_epoch, disable=rank != 0, unit="batch",
+                   desc=f"epoch {epoch + 1}/{total_epochs}" + (" (SCST)" if scst else ""))
         for step in range(step_in_epoch, len(batches)):
             rows = batches[step]
-            feats_b, tokens, lens = collate(train_set, rows, [flips[r] for r in rows] if flips else None)
-            loss = caption_loss(net, feats_b, tokens, lens, cfg.label_smoothing)
+            if scst:
+                feats_b = torch.from_numpy(np.stack([train_set.features[i] for i in rows]))
+                loss, value = scst_loss(net.module if world > 1 else net, feats_b, rows, reward, vocab,
+                                        cfg.scst_samples)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.scst_lr
+            else:
+                feats_b, tokens, lens = collate(train_set, rows, [flips[r] for r in rows] if flips else None)
+                loss = caption_loss(net, feats_b, tokens, lens, cfg.label_smoothing)
+                value = loss.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scst and world > 1:  # the sampling loop bypasses DDP's forward, so average gradients here
+                for p in model.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             optimizer.step()
-            scheduler.step()
-            loss_sum, seen = loss_sum + loss.item(), seen + 1
+            if not scst:
+                scheduler.step()
+            loss_sum, seen = loss_sum + value, seen + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix({"reward" if scst else "loss": f"{loss_sum / seen:.3f}",
+                             "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
                 save_last(epoch, step + 1)
         bar.close()
@@ -281,10 +391,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         epoch += 1
         if rank == 0:
             scores = validate(model, val_set, val_items, vocab)
-            scores.update(epoch=epoch, train_loss=loss_sum / max(seen, 1), seconds=round(time.time() - started, 1))
+            scores.update(epoch=epoch, seconds=round(time.time() - started, 1),
+                          **{"train_reward" if scst else "train_loss": loss_sum / max(seen, 1)})
             history.append(scores)
             improved = best is None or scores["CIDEr"] > best["CIDEr"]
-            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}, val loss {scores['loss']:.3f}, "
+            train_figure = f"train reward {scores['train_reward']:.3f}" if scst else \
+                f"train loss {scores['train_loss']:.3f}"
+            print(f"epoch {epoch}: {train_figure}, val loss {scores['loss']:.3f}, "
                   f"val BLEU-4 {scores['Bleu_4']:.4f}, CIDEr {scores['CIDEr']:.4f}" + (" (best)" if improved else ""))
             if improved:
                 best = scores

@@ -234,3 +234,21 @@ def test_checkpoints_hold_no_pickles(overfit_weights):
     with open(folder / "model.safetensors", "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         json.loads(f.read(header_len))  # safetensors: a JSON header then raw tensor bytes, no pickle
+
+
+def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
+    """With the evaluated set as the 'training set', the reward equals pycocoevalcap's per-image CIDEr-D."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from captioner.train import CiderReward
+
+    refs = [[tokenize(c) for c in caps] for caps in (
+        ["a dog runs on the grass", "a brown dog running", "the dog is running outside"],
+        ["two people ride bikes", "people riding bicycles down a street", "two cyclists on a road"],
+        ["a child plays in the water", "a kid splashing in a pool", "a boy swims"])]
+    hyps = [tokenize("a brown dog runs on grass"), tokenize("two people ride bicycles on a road"),
+            tokenize("a dog plays in the water")]
+    _, expected = Cider().compute_score({i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)},
+                                        {i: [" ".join(h)] for i, h in enumerate(hyps)})
+    reward = CiderReward(refs)
+    assert [reward(i, h) for i, h in enumerate(hyps)] == pytest.approx(list(expected), abs=1e-9)
