@@ -118,6 +118,18 @@ def _cmd_caption(args) -> int:
 # ---------------------------------------------------------------- train
 
 
+def _add_config_options(p: argparse.ArgumentParser, config_cls, helps: dict[str, str]) -> None:
+    """One --flag per field of a training-config dataclass, with its default."""
+    for f in fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=f.default, help=helps.get(f.name, " "))
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
+
+
 def _add_train(sub) -> None:
     from .train import TrainConfig
 
@@ -139,14 +151,7 @@ def _add_train(sub) -> None:
         "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
         "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
     }
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, help=helps.get(f.name, " "))
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
+    _add_config_options(p, TrainConfig, helps)
     p.set_defaults(func=_cmd_train)
 
 
@@ -397,18 +402,8 @@ def _add_train_vqa(sub) -> None:
         "use_image": "feed the image (--no-use-image: question-only baseline)", "min_lr_ratio": "final lr / lr (cosine)",
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
         "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
-        "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones",
-        "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
-        "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
     }
-    for f in fields(VQATrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, help=helps.get(f.name, " "))
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
+    _add_config_options(p, VQATrainConfig, helps)
     p.set_defaults(func=_cmd_train_vqa)
 
 

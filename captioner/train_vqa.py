@@ -1,0 +1,321 @@
+"""Training the VQA model on cached image features, with checkpoints, ``--resume`` and best-on-validation.
+
+It follows the caption trainer (``train.py``) and reuses its pieces: the same feature cache,
+length-bucketed batches, cosine schedule, distributed setup and checkpoint files, with ``best/``
+(highest validation accuracy) and ``last/`` (optimizer and RNG state, so a resumed run continues
+exactly where an uninterrupted one would be). Validation holds out whole images, never single
+questions, unless a separate validation split is named.
+
+The loss is soft cross-entropy: the targets of a question are the soft scores of its answers
+(see :func:`soft_targets`), normalised to a distribution; a question none of whose answers is in
+the answer vocabulary teaches nothing and is left out of training (but still counts, as wrong,
+in validation).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import atomic_directory, existing_checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from .data import VQA_METRICS, VQAExample, load_vqa_dataset, split_by_image
+from .encoder import build_encoder
+from .evaluation import exact_match, normalize_answer, vqa_report, vqa_soft_accuracy
+from .features import DEFAULT_CACHE, batched, cached_features
+from .train import _barrier, _dist_setup, _lr_lambda, _seed_everything, _swap_left_right, make_batches
+from .vocab import Vocabulary
+from .vqa import ANSWERS_FILE, VQAConfig, VQAModel, pad_questions
+
+
+@dataclass
+class VQATrainConfig:
+    """Everything a VQA training run depends on; saved beside the checkpoints.
+
+    The model defaults were chosen on DAQUAR's by-image validation split: one LSTM layer and 512-d
+    fused vectors (Antol et al. used two layers and 1024 on VQA, a hundred times more questions).
+    """
+
+    data: str = "daquar"
+    root: str | None = "../shared/data/daquar"
+    questions: str | None = None
+    annotations: str | None = None
+    train_split: str = "train"
+    val_split: str | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    out: str = "runs/vqa"
+    encoder: str = "efficientnet-lite0"
+    encoder_weights: str | None = None
+    flip_augment: bool = True
+    top_answers: int = 1000
+    min_count: int = 1
+    max_length: int = 30
+    embed_dim: int = 300
+    hidden_dim: int = 256
+    num_layers: int = 1
+    fused_dim: int = 512
+    mlp_dim: int = 512
+    fusion: str = "product"
+    use_image: bool = True
+    dropout: float = 0.5
+    epochs: int = 14
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0
+    seed: int = 0
+    save_every: int = 0
+    cache_dir: str = str(DEFAULT_CACHE)
+    threads: int = 0
+
+
+# ---------------------------------------------------------------- answers and targets
+
+
+def answer_key(answer: str, metric: str) -> str:
+    """The class name of an answer: VQA's normalised form for the soft metric, else the answer as given."""
+    return normalize_answer(answer) if metric == "vqa" else answer
+
+
+def build_answer_vocab(examples: Iterable[VQAExample], top_k: int, metric: str) -> list[str]:
+    """The ``top_k`` most frequent answers (every human answer counts), most frequent first."""
+    counts = Counter(answer_key(a, metric) for e in examples for a in e.answers)
+    return sorted(counts, key=lambda a: (-counts[a], a))[:top_k]
+
+
+def soft_targets(answers: Sequence[str], answer_index: dict[str, int], metric: str) -> dict[int, float]:
+    """Soft score of each vocabulary answer a human gave: the accuracy that predicting it would earn.
+
+    With ten VQA answers that is 0.3, 0.6, 0.9 or 1 for an answer given by 1, 2, 3 or more humans.
+    """
+    out = {}
+    for key in {answer_key(a, metric) for a in answers}:
+        if key in answer_index:
+            score = vqa_soft_accuracy(key, list(answers)) if metric == "vqa" else float(exact_match(key, answers[0]))
+            if score > 0:
+                out[answer_index[key]] = score
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class VQASet:
+    """Questions as token ids and soft targets, aligned with rows of image features."""
+
+    examples: list[VQAExample]
+    features: np.ndarray  # (images, feature_dim), possibly a memory map
+    flipped: np.ndarray | None  # mirrored-image features, or None
+    image_index: np.ndarray  # (questions,) row into ``features``
+    tokens: list[list[int]]
+    flipped_tokens: list[list[int]]  # the same questions with "left" and "right" swapped, for mirrored images
+    targets: list[dict[int, float]]
+
+
+def build_vqa_set(examples: list[VQAExample], features: np.ndarray, flipped: np.ndarray | None, rows: dict[Path, int],
+                  vocab: Vocabulary, answer_index: dict[str, int], metric: str) -> VQASet:
+    # A question with no words at all is read as a single <unk>, so the LSTM always gets an input.
+    tokens = [vocab.encode(e.question, add_markers=False) or [vocab.unk_id] for e in examples]
+    return VQASet(examples, features, flipped, np.array([rows[e.path] for e in examples], dtype=np.int64), tokens,
+                  [_swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, answer_index, metric)
+                                                                  for e in examples])
+
+
+def collate(data: VQASet, rows: Sequence[int], num_answers: int, flips: Sequence[bool] | None = None):
+    """Features ``(B, D)``, padded question ids ``(B, T)``, lengths ``(B,)`` and soft targets ``(B, answers)``.
+
+    A row with ``flips[i]`` gets the mirrored image and its question with left and right swapped.
+    """
+    rows = list(rows)
+    flips = flips if flips is not None else [False] * len(rows)
+    tokens, lengths = pad_questions([(data.flipped_tokens if f else data.tokens)[r] for r, f in zip(rows, flips)])
+    targets = torch.zeros(len(rows), num_answers)
+    for i, r in enumerate(rows):
+        for a, score in data.targets[r].items():
+            targets[i, a] = score
+    feats = np.stack([(data.flipped if f else data.features)[i] for i, f in zip(data.image_index[rows], flips)])
+    return torch.from_numpy(feats).float(), tokens, lengths, targets
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against targets normalised per row; rows without targets are skipped."""
+    mass = targets.sum(dim=1)
+    keep = mass > 0
+    if not keep.any():
+        return logits.sum() * 0.0
+    weights = targets[keep] / mass[keep, None]
+    return -(weights * torch.log_softmax(logits[keep], dim=-1)).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def evaluate(model: VQAModel, data: VQASet, answers: list[str], metric: str, batch_size: int = 512) -> dict[str, float]:
+    """Validation loss and accuracy (exact match, or the VQA soft metric) of the top answer."""
+    model.eval()
+    total, count, predictions = 0.0, 0, {}
+    for rows in batched(range(len(data.examples)), batch_size):
+        feats, tokens, lengths, targets = collate(data, rows, len(answers))
+        logits = model(feats, tokens, lengths)
+        with_targets = int((targets.sum(dim=1) > 0).sum())
+        total += soft_cross_entropy(logits, targets).item() * with_targets
+        count += with_targets
+        for r, best in zip(rows, logits.argmax(dim=-1).tolist()):
+            predictions[data.examples[r].question_id] = answers[best]
+    report = vqa_report(predictions, {e.question_id: e.answers for e in data.examples}, metric=metric)
+    return {"loss": total / max(count, 1), "accuracy": report["accuracy"]}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def model_config(cfg: VQATrainConfig, model: VQAConfig, metric: str, extra: dict | None = None) -> dict:
+    """The JSON config shipped with VQA weights: what to build, how it is scored and how it was trained."""
+    return {"task": "vqa", "encoder": cfg.encoder, "model": asdict(model), "metric": metric,
+            "training": asdict(cfg), **(extra or {})}
+
+
+def load_splits(cfg: VQATrainConfig) -> tuple[list[VQAExample], list[VQAExample]]:
+    """Training and validation questions: a named validation split, or held-out images of the training split."""
+    train_examples = load_vqa_dataset(cfg.data, cfg.root, cfg.train_split, cfg.questions, cfg.annotations)
+    if cfg.val_split:
+        return train_examples, load_vqa_dataset(cfg.data, cfg.root, cfg.val_split)
+    return split_by_image(train_examples, cfg.val_fraction, cfg.split_seed)
+
+
+def image_features(encoder_name: str, encoder_weights: str | None, examples: Iterable[VQAExample],
+                   cache_dir: str | Path, flip: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict[Path, int]]:
+    """Cached features of every image the questions refer to (and of the mirrored images when ``flip``),
+    and each image path's row."""
+    paths = sorted({e.path for e in examples})
+    encoder = build_encoder(encoder_name, encoder_weights)
+    feats = cached_features(encoder, paths, cache_dir, desc="image features")
+    flipped = cached_features(encoder, paths, cache_dir, flip=True, desc="mirrored image features") if flip else None
+    return feats, flipped, {p: i for i, p in enumerate(paths)}
+
+
+def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
+    """Train a VQA model; returns the best validation scores. Writes ``best/`` and ``last/`` under ``cfg.out``.
+
+    With no validation questions (``val_fraction=0`` and no ``val_split``) ``best/`` is the last epoch.
+    """
+    if cfg.data not in VQA_METRICS:
+        raise ValueError(f"unknown VQA dataset {cfg.data!r} (choose {', '.join(VQA_METRICS)})")
+    rank, world = _dist_setup()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    last = existing_checkpoint(out / "last") if resume else None
+    if resume and last is None and rank == 0:
+        print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
+    _seed_everything(cfg.seed)
+    metric = VQA_METRICS[cfg.data]
+
+    train_examples, val_examples = load_splits(cfg)
+    if not train_examples:
+        raise ValueError("no training questions")
+    if last is not None:
+        vocab = Vocabulary.load(last / "vocab.json")
+        answers = json.loads((last / ANSWERS_FILE).read_text())
+    else:
+        vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
+        answers = build_answer_vocab(train_examples, cfg.top_answers, metric)
+    answer_index = {a: i for i, a in enumerate(answers)}
+
+    for turn in ([0, 1] if world > 1 else [0]):  # rank 0 fills the feature cache first; the others then read it
+        if (rank == 0) == (turn == 0):
+            feats, flipped, rows = image_features(cfg.encoder, cfg.encoder_weights, train_examples + val_examples,
+                                                  cfg.cache_dir, cfg.flip_augment)
+        _barrier(world)
+    train_set = build_vqa_set(train_examples, feats, flipped, rows, vocab, answer_index, metric)
+    val_set = build_vqa_set(val_examples, feats, None, rows, vocab, answer_index, metric)
+    trainable = [i for i, t in enumerate(train_set.targets) if t]
+    if not trainable:
+        raise ValueError("no training question has an answer in the answer vocabulary")
+
+    mcfg = VQAConfig(len(vocab), len(answers), feats.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.num_layers,
+                     cfg.fused_dim, cfg.mlp_dim, cfg.fusion, cfg.use_image, cfg.dropout)
+    model = VQAModel(mcfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = [len(train_set.tokens[i]) for i in trainable]
+    steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    epoch, step_in_epoch, history, best = 0, 0, [], None
+    if last is not None:
+        model.load_state_dict(load_checkpoint(last)[0])
+        state = load_state(last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        epoch, step_in_epoch, history, best = state["epoch"], state["step_in_epoch"], state["history"], state["best"]
+        if rank == 0:
+            print(f"resumed from {last} at epoch {epoch + 1}, step {step_in_epoch}")
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    extra_files = {"vocab.json": {"max_length": vocab.max_length, "words": vocab.words}, ANSWERS_FILE: answers}
+
+    def save_last(epoch: int, step: int) -> None:
+        if rank != 0:
+            return
+        with atomic_directory(out / "last") as tmp:
+            save_checkpoint(tmp, model, model_config(cfg, mcfg, metric), extra_files)
+            save_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
+                             "history": history, "best": best})
+
+    while epoch < cfg.epochs:
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
+        batches = make_batches(lengths, cfg.batch_size, gen)[rank::world][:steps_per_epoch]
+        flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
+        net.train()
+        started, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(total=len(batches), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=rank != 0, unit="batch")
+        for step in range(step_in_epoch, len(batches)):
+            batch = batches[step]
+            feats_b, tokens, lens, targets = collate(train_set, [trainable[i] for i in batch], len(answers),
+                                                     [flips[i] for i in batch] if flips else None)
+            loss = soft_cross_entropy(net(feats_b, tokens, lens), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum, seen = loss_sum + loss.item(), seen + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
+                save_last(epoch, step + 1)
+        bar.close()
+        step_in_epoch = 0
+        epoch += 1
+        if rank == 0:
+            scores = evaluate(model, val_set, answers, metric) if val_examples else {}
+            scores.update(epoch=epoch, train_loss=loss_sum / max(seen, 1), seconds=round(time.time() - started, 1))
+            history.append(scores)
+            improved = best is None or not val_examples or scores["accuracy"] > best["accuracy"]
+            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}" + (
+                f", val loss {scores['loss']:.3f}, val accuracy {scores['accuracy']:.4f}" if val_examples else "")
+                + (" (best)" if improved and val_examples else ""))
+            if improved:
+                best = scores
+                with atomic_directory(out / "best") as tmp:
+                    save_checkpoint(tmp, model, model_config(cfg, mcfg, metric, {"validation": scores}), extra_files)
+        save_last(epoch, 0)
+        _barrier(world)
+    if world > 1:
+        dist.destroy_process_group()
+    return best or {}
+
+
+def config_from_args(args) -> VQATrainConfig:
+    """VQATrainConfig from an argparse namespace holding (some of) its fields."""
+    return VQATrainConfig(**{f.name: getattr(args, f.name) for f in fields(VQATrainConfig) if hasattr(args, f.name)})
