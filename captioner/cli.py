@@ -130,6 +130,11 @@ def _add_config_options(p: argparse.ArgumentParser, config_cls, helps: dict[str,
     p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
 
 
+def _config_from_args(config_cls, args):
+    """A training-config dataclass filled from the flags ``_add_config_options`` defined."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
+
+
 def _add_train(sub) -> None:
     from .train import TrainConfig
 
@@ -156,10 +161,10 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .train import config_from_args, train
+    from .train import TrainConfig, train
 
     try:
-        best = train(config_from_args(args), resume=args.resume)
+        best = train(_config_from_args(TrainConfig, args), resume=args.resume)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     if best:
@@ -408,10 +413,10 @@ def _add_train_vqa(sub) -> None:
 
 
 def _cmd_train_vqa(args) -> int:
-    from .train_vqa import config_from_args, train_vqa
+    from .train_vqa import VQATrainConfig, train_vqa
 
     try:
-        best = train_vqa(config_from_args(args), resume=args.resume)
+        best = train_vqa(_config_from_args(VQATrainConfig, args), resume=args.resume)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     if best:

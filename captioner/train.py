@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -257,11 +257,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int):
+def _lr_lambda(min_lr_ratio: float, total_steps: int):
     """Cosine decay from ``lr`` to ``lr * min_lr_ratio`` over the run."""
     def f(step: int) -> float:
         progress = min(step / max(total_steps, 1), 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
 
@@ -317,7 +317,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = [len(t) for t in train_set.tokens]
     steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
     epoch, step_in_epoch, history, best = 0, 0, [], None
     if last is not None:
         state = load_state(last)
@@ -408,8 +408,3 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     if world > 1:
         dist.destroy_process_group()
     return best or {}
-
-
-def config_from_args(args) -> TrainConfig:
-    """TrainConfig from an argparse namespace holding (some of) its fields."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -248,7 +248,7 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = [len(train_set.tokens[i]) for i in trainable]
     steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
     epoch, step_in_epoch, history, best = 0, 0, [], None
     if last is not None:
         model.load_state_dict(load_checkpoint(last)[0])
@@ -314,8 +314,3 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
     if world > 1:
         dist.destroy_process_group()
     return best or {}
-
-
-def config_from_args(args) -> VQATrainConfig:
-    """VQATrainConfig from an argparse namespace holding (some of) its fields."""
-    return VQATrainConfig(**{f.name: getattr(args, f.name) for f in fields(VQATrainConfig) if hasattr(args, f.name)})
