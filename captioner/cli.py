@@ -149,6 +149,7 @@ def _add_train(sub) -> None:
         "flip_augment": "also train on mirrored images", "min_count": "keep words seen this often",
         "max_length": "longest caption in words", "cell": "lstm or rnn",
         "image_input": "where the image enters: every_step, first_step or init_state",
+        "attention": "also attend over the encoder's region grid when choosing each word",
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
         "max_val_images": "validate on at most this many images (0: all)", "min_lr_ratio": "final lr / lr (cosine)",
         "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
@@ -364,7 +365,8 @@ def _cmd_ask(args) -> int:
             except ValueError as e:
                 errors[i] = str(e)
         if good:
-            answers = model.answer(features.expand(len(good), -1), [rows[i]["question"] for i in good], 1)
+            answers = model.answer(features.expand(len(good), *features.shape[1:]),
+                                   [rows[i]["question"] for i in good], 1)
             results.update((i, a[0]) for i, a in zip(good, answers))
     for i in sorted(errors):
         print(f"captioner: row {i + 2}: {errors[i]}", file=sys.stderr)

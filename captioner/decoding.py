@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model import CaptionDecoder, State
+from .model import CaptionDecoder, EncodedImage, State
 from .vocab import Vocabulary
 
 METHODS = ("greedy", "sample", "beam")
@@ -98,16 +98,16 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
 
 
 @torch.inference_mode()
-def _greedy_or_sample(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    n = v.shape[0]
+def _greedy_or_sample(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+    n = len(image)
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
-    state = model.initial_state(v)
+    state = model.initial_state(image)
     prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)
     history = torch.empty(n, 0, dtype=torch.long)
     picked_lp = torch.empty(n, 0)
     done = torch.zeros(n, dtype=torch.bool)
     for t in range(cfg.max_length):
-        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs, state = model.step(prev, state, image, first=t == 0)
         log_probs = _constrain(log_probs, history, cfg)
         if cfg.method == "greedy":
             word = log_probs.argmax(-1)
@@ -138,11 +138,11 @@ def _reorder(state: State, index: torch.Tensor) -> State:
 
 
 @torch.inference_mode()
-def _beam_search(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Beam search over all images' beams at once, as one ``(images * beams)`` batch."""
-    b, k = v.shape[0], cfg.beam_size
-    v = v.repeat_interleave(k, 0)
-    state = model.initial_state(v)
+    b, k = len(image), cfg.beam_size
+    image = image.repeat_interleave(k)  # beams reorder only within their image, so this never changes
+    state = model.initial_state(image)
     prev = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long)
     history = torch.empty(b * k, 0, dtype=torch.long)
     token_lps = torch.empty(b * k, 0)
@@ -151,7 +151,7 @@ def _beam_search(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> l
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
     done = [False] * b
     for t in range(cfg.max_length):
-        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs, state = model.step(prev, state, image, first=t == 0)
         log_probs = _constrain(log_probs, history, cfg)
         vocab = log_probs.shape[1]
         cand = (beam_lp.view(-1, 1) + log_probs).view(b, k * vocab)
@@ -196,14 +196,15 @@ def _beam_search(model: CaptionDecoder, v: torch.Tensor, cfg: DecodeConfig) -> l
 
 
 def decode(model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | None = None) -> list[list[Hypothesis]]:
-    """Decode CNN ``features`` ``(N, feature_dim)``; returns ``cfg.n_best`` hypotheses per image, best first."""
+    """Decode CNN features ``(N, R, feature_dim)`` or ``(N, feature_dim)``; returns ``cfg.n_best``
+    hypotheses per image, best first."""
     cfg = cfg or DecodeConfig()
     model.eval()
     with torch.inference_mode():
-        v = model.encode_image(features.float())
+        image = model.encode_image(features.float())
     if cfg.method == "beam":
-        return _beam_search(model, v, cfg)
-    runs = [_greedy_or_sample(model, v, cfg) for _ in range(cfg.n_best)]  # n_best > 1 only when sampling
+        return _beam_search(model, image, cfg)
+    runs = [_greedy_or_sample(model, image, cfg) for _ in range(cfg.n_best)]  # n_best > 1 only when sampling
     return [sorted(sum(group, []), key=lambda h: h.score, reverse=True) for group in zip(*runs)]
 
 
@@ -215,12 +216,12 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
     after reading ``<start>`` and the first ``t`` words.
     """
     model.eval()
-    v = model.encode_image(features.float()[None])
-    state = model.initial_state(v)
+    image = model.encode_image(features.float()[None])
+    state = model.initial_state(image)
     seq = [Vocabulary.start_id, *tokens]
     hs, cs = [], []
     for t, tok in enumerate(seq):
-        _, state = model.step(torch.tensor([tok]), state, v, first=t == 0)
+        _, state = model.step(torch.tensor([tok]), state, image, first=t == 0)
         hs.append(state[0][-1, 0])
         if len(state) > 1:
             cs.append(state[1][-1, 0])

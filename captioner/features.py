@@ -1,7 +1,9 @@
 """Feature extraction and the on-disk feature cache.
 
-With a frozen encoder the image vectors never change, so they are computed once per
-(encoder, image set) and kept in a memory-mapped ``.npy`` file that later runs reuse.
+With a frozen encoder the region features never change, so they are computed once per
+(encoder, image set) and kept in a memory-mapped ``.npy`` file that later runs reuse. They are
+stored as float16 (post-ReLU activations of modest range lose nothing that matters), which halves
+the file: Flickr8k's 6,000 training images take 750 MB with EfficientNet-Lite0's 49 x 1280 grid.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
 
 @torch.inference_mode()
 def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False) -> torch.Tensor:
-    """Features ``(N, feature_dim)`` of already-valid images; ``flip`` mirrors them left-right first."""
+    """Region features ``(N, R, feature_dim)`` of valid images; ``flip`` mirrors them left-right first."""
     pixels = torch.stack([encoder.preprocess(img) for img in images])
     if flip:
         pixels = pixels.flip(-1)
@@ -36,7 +38,7 @@ def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: boo
 
 
 def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool) -> str:
-    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}".encode())
+    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}|regions-float16".encode())
     for p in paths:
         st = p.stat()
         h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -45,7 +47,8 @@ def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool) -> str:
 
 def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path = DEFAULT_CACHE,
                     flip: bool = False, batch_size: int = 32, desc: str = "features") -> np.ndarray:
-    """Features of ``paths`` as a read-only memory map, computing (with a progress bar) only if not cached.
+    """Region features ``(N, R, D)`` of ``paths`` as a read-only float16 memory map, computed (with a
+    progress bar) only if not cached.
 
     Only a frozen encoder's features are cacheable; the file is written to a temporary name and
     renamed when complete, so an interrupted run never leaves a corrupt cache behind.
@@ -53,15 +56,21 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
     if encoder.trainable_blocks:
         raise ValueError("features of a fine-tuned encoder change during training and cannot be cached")
     paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no images to encode")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip)}.npy"
     if not target.exists():
         partial = target.with_suffix(f".{os.getpid()}.partial")
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(paths), encoder.feature_dim))
+        out = None
         with tqdm(total=len(paths), desc=desc, unit="img") as bar:
             for i, chunk in enumerate(batched(paths, batch_size)):
-                out[i * batch_size : i * batch_size + len(chunk)] = encode_images(encoder, chunk, flip).numpy()
+                feats = encode_images(encoder, chunk, flip).numpy()
+                if out is None:  # the grid size is known once the first batch is through
+                    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                                    shape=(len(paths), *feats.shape[1:]))
+                out[i * batch_size : i * batch_size + len(chunk)] = feats
                 bar.update(len(chunk))
         out.flush()
         del out

@@ -1,11 +1,19 @@
 """The caption decoder: an LSTM (or vanilla tanh RNN) language model conditioned on an image vector.
 
-The recurrence is ``h_t = f(W_xh x_t + W_hh h_{t-1} + W_ih v)``. Feeding ``[x_t; v]`` as the
-input of one ``nn.LSTM`` gives exactly the ``W_xh x_t + W_ih v`` sum, so training runs the
-whole sequence in a single fused call with no Python loop over time steps.
+The recurrence is ``h_t = f(W_xh x_t + W_hh h_{t-1} + W_ih v)``, where ``v`` is the projected
+mean of the encoder's region features. Feeding ``[x_t; v]`` as the input of one ``nn.LSTM``
+gives exactly the ``W_xh x_t + W_ih v`` sum, so training runs the whole sequence in a single
+fused call with no Python loop over time steps.
+
+With ``attention=True`` the decoder also looks at the regions when it picks each word: ``h_t``
+queries the projected regions (scaled dot product), and the attended context is added to
+``h_t`` before the output layer. The query is ``h_t`` itself, not ``h_{t-1}`` (as in Lu et al.
+2017, "Knowing When to Look"), so attention sits on top of the recurrence instead of inside it,
+and training still needs one ``nn.LSTM`` call plus two batched matrix products.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,12 +39,29 @@ class DecoderConfig:
     cell: str = "lstm"
     image_input: str = "every_step"
     dropout: float = 0.5
+    attention: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
         if self.image_input not in IMAGE_INPUTS:
             raise ValueError(f"image_input must be one of {IMAGE_INPUTS}, not {self.image_input!r}")
+
+
+@dataclass
+class EncodedImage:
+    """What the decoder reads from a batch of images: ``v`` for the recurrence, regions for attention."""
+
+    v: torch.Tensor  # (N, image_dim)
+    regions: torch.Tensor | None  # (N, R, image_dim); None without attention
+
+    def __len__(self) -> int:
+        return self.v.shape[0]
+
+    def repeat_interleave(self, k: int) -> "EncodedImage":
+        """Each image ``k`` times in a row (one per beam or sample)."""
+        regions = None if self.regions is None else self.regions.repeat_interleave(k, 0)
+        return EncodedImage(self.v.repeat_interleave(k, 0), regions)
 
 
 class CaptionDecoder(nn.Module):
@@ -56,16 +81,32 @@ class CaptionDecoder(nn.Module):
                            dropout=c.dropout if c.num_layers > 1 else 0.0, **extra)
         if c.image_input == "init_state":
             self.init_state = nn.Linear(c.image_dim, 2 * c.num_layers * c.hidden_dim)
+        if c.attention:
+            self.region_proj = nn.Sequential(nn.Linear(c.feature_dim, c.image_dim), nn.ReLU(), nn.Dropout(c.dropout))
+            self.query = nn.Linear(c.hidden_dim, c.image_dim, bias=False)
+            self.context = nn.Linear(c.image_dim, c.hidden_dim)
         self.out = nn.Linear(c.hidden_dim, c.vocab_size)
 
     # ----------------------------------------------------------- shared pieces
 
-    def encode_image(self, features: torch.Tensor) -> torch.Tensor:
-        """Project CNN features ``(N, feature_dim)`` to the decoder's image vector ``v``."""
-        return self.image_proj(features)
+    def encode_image(self, features: torch.Tensor) -> EncodedImage:
+        """Project CNN region features ``(N, R, feature_dim)`` (or pooled ``(N, feature_dim)``)
+        to the image vector ``v`` and, with attention, the regions the decoder attends to."""
+        if features.dim() == 2:
+            features = features[:, None]
+        regions = self.region_proj(features) if self.config.attention else None
+        return EncodedImage(self.image_proj(features.mean(1)), regions)
 
-    def initial_state(self, v: torch.Tensor) -> State:
-        c, n = self.config, v.shape[0]
+    def _attend(self, h: torch.Tensor, image: EncodedImage) -> torch.Tensor:
+        """Hidden states ``(N, T, hidden)`` plus what they attend to in their image's regions."""
+        if image.regions is None:
+            return h
+        scores = self.query(h) @ image.regions.transpose(1, 2) / math.sqrt(self.config.image_dim)
+        return h + self.context(scores.softmax(-1) @ image.regions)
+
+    def initial_state(self, image: EncodedImage) -> State:
+        c, v = self.config, image.v
+        n = v.shape[0]
         if c.image_input == "init_state":
             h, cell = torch.tanh(self.init_state(v)).view(n, 2, c.num_layers, c.hidden_dim).permute(1, 2, 0, 3)
             h, cell = h.contiguous(), cell.contiguous()
@@ -106,21 +147,22 @@ class CaptionDecoder(nn.Module):
         (caption words + ``<start>``). Returns logits ``(sum(lengths), vocab)`` in the row-major order
         of ``mask = arange(T) < lengths``, matching ``tokens[:, 1:][mask]`` as targets.
         """
-        v = self.encode_image(features)
-        inputs = self._inputs(tokens[:, :-1], v, first_step=True)
-        out, _ = self._run(inputs, self.initial_state(v), lengths)
+        image = self.encode_image(features)
+        inputs = self._inputs(tokens[:, :-1], image.v, first_step=True)
+        out, _ = self._run(inputs, self.initial_state(image), lengths)
+        out = self._attend(out, image)
         mask = torch.arange(inputs.shape[1], device=tokens.device)[None, :] < lengths[:, None].to(tokens.device)
         return self.out(self.dropout(out[mask]))
 
     # ----------------------------------------------------------- inference
 
-    def step(self, tokens: torch.Tensor, state: State, v: torch.Tensor, first: bool) -> tuple[torch.Tensor, State]:
+    def step(self, tokens: torch.Tensor, state: State, image: EncodedImage, first: bool) -> tuple[torch.Tensor, State]:
         """One decoding step: previous tokens ``(N,)`` to next-word log-probabilities ``(N, vocab)``.
 
         The recurrence is written out with ``self.rnn``'s own weights: for one step this is about
         twice as fast on a CPU as calling ``nn.LSTM`` on a length-1 sequence.
         """
-        x = self._inputs(tokens[:, None], v, first_step=first)[:, 0]
+        x = self._inputs(tokens[:, None], image.v, first_step=first)[:, 0]
         new_h, new_c = [], []
         for layer in range(self.config.num_layers):
             w = [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
@@ -134,6 +176,7 @@ class CaptionDecoder(nn.Module):
                 x = torch.tanh(pre)
             new_h.append(x)
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
+        x = self._attend(x[:, None], image)[:, 0]
         return torch.log_softmax(self.out(x), dim=-1), state
 
     def to_config_dict(self) -> dict:

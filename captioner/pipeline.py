@@ -94,7 +94,7 @@ class Captioner:
         return cls(decoder, vocab, encoder, decoding, vqa)
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder features ``(N, feature_dim)``; raises BadImageError for an unreadable image."""
+        """Encoder region features ``(N, R, feature_dim)``; raises BadImageError for an unreadable image."""
         return encode_images(self.encoder, images)
 
     def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None) -> list[list[Caption]]:

@@ -54,6 +54,7 @@ class TrainConfig:
     cell: str = "lstm"
     image_input: str = "every_step"
     dropout: float = 0.3
+    attention: bool = True
     epochs: int = 12
     batch_size: int = 128
     lr: float = 2e-3
@@ -79,7 +80,7 @@ class TrainConfig:
 class CaptionSet:
     """Captions as token-id rows aligned with rows of image features."""
 
-    features: np.ndarray  # (images, feature_dim), possibly a memory map
+    features: np.ndarray  # (images, regions, feature_dim), possibly a memory map
     flipped: np.ndarray | None  # mirrored-image features, or None
     image_index: np.ndarray  # (captions,) row into ``features``
     tokens: list[list[int]]
@@ -115,7 +116,7 @@ def make_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gener
 
 
 def collate(data: CaptionSet, rows: Sequence[int], flips: Sequence[bool] | None = None):
-    """Features ``(B, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
+    """Features ``(B, R, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
     flips = flips if flips is not None else [False] * len(rows)
     seqs = [data.flipped_tokens[r] if f else data.tokens[r] for r, f in zip(rows, flips)]
     width = max(len(s) for s in seqs)
@@ -181,14 +182,14 @@ def scst_loss(model: CaptionDecoder, feats: torch.Tensor, images: Sequence[int],
     Each image gets ``samples`` sampled captions; a caption's baseline is the mean reward of the
     other samples of the same image (Luo 2020), so no greedy decode is needed.
     """
-    v = model.encode_image(feats).repeat_interleave(samples, 0)
-    n = v.shape[0]
-    state = model.initial_state(v)
+    image = model.encode_image(feats).repeat_interleave(samples)
+    n = len(image)
+    state = model.initial_state(image)
     prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)
     alive = torch.ones(n, dtype=torch.bool)
     log_prob_sum, words = torch.zeros(n), [[] for _ in range(n)]
     for t in range(vocab.max_length + 1):
-        log_probs, state = model.step(prev, state, v, first=t == 0)
+        log_probs, state = model.step(prev, state, image, first=t == 0)
         log_probs = log_probs.masked_fill(torch.zeros_like(log_probs, dtype=torch.bool).index_fill_(
             1, torch.tensor([Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id]), True), float("-inf"))
         if t == vocab.max_length:  # out of room: the only choice left is <end>
@@ -309,8 +310,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         weights, init_config = load_checkpoint(init)
         dcfg = DecoderConfig(**init_config["decoder"])
     else:
-        dcfg = DecoderConfig(len(vocab), train_set.features.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
-                             cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout)
+        dcfg = DecoderConfig(len(vocab), train_set.features.shape[-1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
+                             cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout, cfg.attention)
     model = CaptionDecoder(dcfg)
     if init is not None:
         model.load_state_dict(weights)
@@ -360,7 +361,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         for step in range(step_in_epoch, len(batches)):
             rows = batches[step]
             if scst:
-                feats_b = torch.from_numpy(np.stack([train_set.features[i] for i in rows]))
+                feats_b = torch.from_numpy(np.stack([train_set.features[i] for i in rows])).float()
                 loss, value = scst_loss(net.module if world > 1 else net, feats_b, rows, reward, vocab,
                                         cfg.scst_samples)
                 for group in optimizer.param_groups:

@@ -115,7 +115,7 @@ class VQASet:
     """Questions as token ids and soft targets, aligned with rows of image features."""
 
     examples: list[VQAExample]
-    features: np.ndarray  # (images, feature_dim), possibly a memory map
+    features: np.ndarray  # (images, regions, feature_dim), possibly a memory map
     flipped: np.ndarray | None  # mirrored-image features, or None
     image_index: np.ndarray  # (questions,) row into ``features``
     tokens: list[list[int]]
@@ -242,7 +242,7 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
     if not trainable:
         raise ValueError("no training question has an answer in the answer vocabulary")
 
-    mcfg = VQAConfig(len(vocab), len(answers), feats.shape[1], cfg.embed_dim, cfg.hidden_dim, cfg.num_layers,
+    mcfg = VQAConfig(len(vocab), len(answers), feats.shape[-1], cfg.embed_dim, cfg.hidden_dim, cfg.num_layers,
                      cfg.fused_dim, cfg.mlp_dim, cfg.fusion, cfg.use_image, cfg.dropout)
     model = VQAModel(mcfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

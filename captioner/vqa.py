@@ -87,11 +87,14 @@ class VQAModel(nn.Module):
         return self.question_proj(torch.cat([h, c], dim=0).transpose(0, 1).reshape(tokens.shape[0], -1))
 
     def encode_image(self, features: torch.Tensor) -> torch.Tensor:
-        """CNN features ``(N, feature_dim)``, L2-normalised, to image vectors ``(N, fused_dim)``.
+        """CNN features, pooled ``(N, feature_dim)`` or regions ``(N, R, feature_dim)`` (averaged),
+        L2-normalised, to image vectors ``(N, fused_dim)``.
 
         The unit vector is scaled by sqrt(feature_dim), to components of unit mean square: at
         norm 1 the projection's outputs start near 0 and a product with them would hide the question.
         """
+        if features.dim() == 3:
+            features = features.mean(1)
         v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim ** 0.5
         return self.image_proj(v)
 
@@ -151,7 +154,7 @@ class VQAPredictor:
         return [w for w in tokenize(question) if w not in self.vocab.index]
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder features ``(N, feature_dim)``; raises BadImageError for an unreadable image."""
+        """Encoder region features ``(N, R, feature_dim)``; raises BadImageError for an unreadable image."""
         return encode_images(self.encoder, images)
 
     @torch.inference_mode()

@@ -60,28 +60,42 @@ def test_coco_and_karpathy_loaders_read_official_formats(tmp_path):
 # ---------------------------------------------------------------- model and decoding
 
 
-def _model(vocab_size=12, cell="lstm", image_input="every_step", seed=0):
+def _model(vocab_size=12, cell="lstm", image_input="every_step", seed=0, attention=False):
     torch.manual_seed(seed)
-    return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0))
+    return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0,
+                                        attention=attention))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "rnn"])
-@pytest.mark.parametrize("image_input", ["every_step", "first_step", "init_state"])
-def test_fused_forward_matches_stepwise_decoding(cell, image_input):
+@pytest.mark.parametrize("cell,image_input,attention", [
+    (cell, mode, False) for cell in ["lstm", "rnn"] for mode in ["every_step", "first_step", "init_state"]
+] + [("lstm", "every_step", True), ("rnn", "init_state", True)])
+def test_fused_forward_matches_stepwise_decoding(cell, image_input, attention):
     """The one-call teacher-forced forward and the step-by-step decoder compute the same model."""
-    model = _model(cell=cell, image_input=image_input).eval()
-    feats = torch.randn(2, 16)
+    model = _model(cell=cell, image_input=image_input, attention=attention).eval()
+    feats = torch.rand(2, 5, 16)  # 5 regions per image
     tokens = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]])
     lengths = torch.tensor([4, 3])
     fused = model(feats, tokens, lengths)
-    v = model.encode_image(feats)
-    state = model.initial_state(v)
+    image = model.encode_image(feats)
+    state = model.initial_state(image)
     steps = []
     for t in range(4):
-        lp, state = model.step(tokens[:, t], state, v, first=t == 0)
+        lp, state = model.step(tokens[:, t], state, image, first=t == 0)
         steps.append(lp)
     stepwise = torch.stack(steps, 1)[torch.arange(4)[None] < lengths[:, None]]
     torch.testing.assert_close(fused.log_softmax(-1), stepwise, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_reads_the_regions_and_not_only_their_mean():
+    """Regions rearranged to the same mean change nothing without attention, and the words with it."""
+    feats = torch.rand(1, 4, 16)
+    shuffled = feats.clone()
+    shuffled[0, :2] = feats[0, :2].mean(0)  # same mean over regions, different regions
+    shuffled[0, 2:] = feats[0, 2:].mean(0)
+    tokens, lengths = torch.tensor([[1, 5, 6, 2]]), torch.tensor([3])
+    plain, attending = _model().eval(), _model(attention=True).eval()
+    torch.testing.assert_close(plain(feats, tokens, lengths), plain(shuffled, tokens, lengths))
+    assert not torch.allclose(attending(feats, tokens, lengths), attending(shuffled, tokens, lengths))
 
 
 def test_image_enters_every_step_only_in_every_step_mode():

@@ -196,7 +196,8 @@ def test_resume_continues_exactly(daquar, tmp_path, monkeypatch):
         train_vqa(train_config(daquar, tmp_path / "b", **cfg))
     monkeypatch.setattr(tv, "evaluate", evaluate)
     resumed = train_vqa(train_config(daquar, tmp_path / "b", **cfg), resume=True)
-    assert resumed == straight
+    timeless = lambda scores: {k: v for k, v in scores.items() if k != "seconds"}  # wall clock differs
+    assert timeless(resumed) == timeless(straight)
     a, b = load_checkpoint(tmp_path / "a" / "last")[0], load_checkpoint(tmp_path / "b" / "last")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -282,3 +283,4 @@ def test_python_api_asks(weights, daquar):
     assert model.vqa.encoder is model.encoder  # one encoder serves captions and questions
     answers = model.ask(daquar / "images" / "image4.jpg", "what shape is in the picture", top_k=3)
     assert answers[0][0] == "square" and len(answers) == 3
+
