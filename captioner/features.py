@@ -1,9 +1,10 @@
 """Feature extraction and the on-disk feature cache.
 
-With a frozen encoder the region features never change, so they are computed once per
-(encoder, image set) and kept in a memory-mapped ``.npy`` file that later runs reuse. They are
-stored as float16 (post-ReLU activations of modest range lose nothing that matters), which halves
-the file: Flickr8k's 6,000 training images take 750 MB with EfficientNet-Lite0's 49 x 1280 grid.
+With a frozen encoder the features never change, so they are computed once per (encoder, image
+set) and kept in a memory-mapped ``.npy`` file that later runs reuse: the pooled vector, or the
+whole region grid for an attention decoder. They are stored as float16 (post-ReLU activations of
+modest range lose nothing that matters), which halves the file; even so the grid is 49 times the
+vector: Flickr8k's 6,000 training images take 750 MB with EfficientNet-Lite0's 49 x 1280 grid.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: boo
     return torch.cat([encoder(chunk) for chunk in pixels.split(ENCODE_CHUNK)])
 
 
-def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool) -> str:
-    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}|regions-float16".encode())
+def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions: bool) -> str:
+    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}|regions={regions}|float16".encode())
     for p in paths:
         st = p.stat()
         h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -46,9 +47,10 @@ def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool) -> str:
 
 
 def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path = DEFAULT_CACHE,
-                    flip: bool = False, batch_size: int = 32, desc: str = "features") -> np.ndarray:
-    """Region features ``(N, R, D)`` of ``paths`` as a read-only float16 memory map, computed (with a
-    progress bar) only if not cached.
+                    flip: bool = False, regions: bool = False, batch_size: int = 32,
+                    desc: str = "features") -> np.ndarray:
+    """Features of ``paths`` as a read-only float16 memory map, computed (with a progress bar) only if
+    not cached: region grids ``(N, R, D)`` with ``regions``, else their means ``(N, D)``.
 
     Only a frozen encoder's features are cacheable; the file is written to a temporary name and
     renamed when complete, so an interrupted run never leaves a corrupt cache behind.
@@ -60,13 +62,14 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
         raise ValueError("no images to encode")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip)}.npy"
+    target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip, regions)}.npy"
     if not target.exists():
         partial = target.with_suffix(f".{os.getpid()}.partial")
         out = None
         with tqdm(total=len(paths), desc=desc, unit="img") as bar:
             for i, chunk in enumerate(batched(paths, batch_size)):
-                feats = encode_images(encoder, chunk, flip).numpy()
+                feats = encode_images(encoder, chunk, flip)
+                feats = (feats if regions else feats.mean(1)).numpy()
                 if out is None:  # the grid size is known once the first batch is through
                     out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                                     shape=(len(paths), *feats.shape[1:]))

@@ -54,7 +54,7 @@ class TrainConfig:
     cell: str = "lstm"
     image_input: str = "every_step"
     dropout: float = 0.3
-    attention: bool = True
+    attention: bool = False
     epochs: int = 12
     batch_size: int = 128
     lr: float = 2e-3
@@ -80,7 +80,7 @@ class TrainConfig:
 class CaptionSet:
     """Captions as token-id rows aligned with rows of image features."""
 
-    features: np.ndarray  # (images, regions, feature_dim), possibly a memory map
+    features: np.ndarray  # (images, feature_dim), or (images, regions, feature_dim) for attention; memory-mapped
     flipped: np.ndarray | None  # mirrored-image features, or None
     image_index: np.ndarray  # (captions,) row into ``features``
     tokens: list[list[int]]
@@ -116,7 +116,7 @@ def make_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gener
 
 
 def collate(data: CaptionSet, rows: Sequence[int], flips: Sequence[bool] | None = None):
-    """Features ``(B, R, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
+    """Features ``(B, D)`` or ``(B, R, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
     flips = flips if flips is not None else [False] * len(rows)
     seqs = [data.flipped_tokens[r] if f else data.tokens[r] for r, f in zip(rows, flips)]
     width = max(len(s) for s in seqs)
@@ -298,7 +298,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     for turn in ([0, 1] if world > 1 else [0]):
         if (rank == 0) == (turn == 0):
             feats = {name: cached_features(encoder, [it.path for it in items], cfg.cache_dir, flip=flip,
-                                           desc=f"{name} features")
+                                           regions=cfg.attention, desc=f"{name} features")
                      for name, items, flip in [("train", train_items, False), ("val", val_items, False)]
                      + ([("train_flip", train_items, True)] if cfg.flip_augment else [])}
         _barrier(world)

@@ -115,7 +115,7 @@ class VQASet:
     """Questions as token ids and soft targets, aligned with rows of image features."""
 
     examples: list[VQAExample]
-    features: np.ndarray  # (images, regions, feature_dim), possibly a memory map
+    features: np.ndarray  # (images, feature_dim), possibly a memory map
     flipped: np.ndarray | None  # mirrored-image features, or None
     image_index: np.ndarray  # (questions,) row into ``features``
     tokens: list[list[int]]
