@@ -82,7 +82,7 @@ def main() -> int:
     p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
     p.add_argument("--epochs", type=int, help="DAQUAR epochs (default: train-vqa's default)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="DAQUAR training seeds to average")
-    p.add_argument("--easy-vqa-epochs", type=int, default=8)
+    p.add_argument("--easy-vqa-epochs", type=int, default=20)
     p.add_argument("--skip", nargs="*", default=[], choices=["daquar", "easy-vqa", "latency"])
     p.add_argument("--repeats", type=int, default=50, help="timed ask calls")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
