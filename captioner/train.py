@@ -357,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     while epoch < total_epochs:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
         scst = epoch >= cfg.epochs
-        if scst and epoch == cfg.epochs and step_in_epoch == 0 and cfg.epochs:
+        if epoch == cfg.epochs > 0 and step_in_epoch == 0:  # cross-entropy done: SCST from its best epoch
             _start_from_best(model, optimizer, out / "best", rank, world)
         if scst:  # batches of images, each sampled scst_samples times
             order = torch.randperm(len(train_items), generator=gen).tolist()

@@ -59,14 +59,15 @@ class VQATrainConfig:
     top_answers: int = 1000
     min_count: int = 1
     max_length: int = 30
-    embed_dim: int = 300
-    hidden_dim: int = 256
-    num_layers: int = 1
-    fused_dim: int = 512
-    mlp_dim: int = 512
-    fusion: str = "concat"
-    use_image: bool = True
-    dropout: float = 0.5
+    # the model's shape: VQAConfig's defaults, defined there only
+    embed_dim: int = VQAConfig.embed_dim
+    hidden_dim: int = VQAConfig.hidden_dim
+    num_layers: int = VQAConfig.num_layers
+    fused_dim: int = VQAConfig.fused_dim
+    mlp_dim: int = VQAConfig.mlp_dim
+    fusion: str = VQAConfig.fusion
+    use_image: bool = VQAConfig.use_image
+    dropout: float = VQAConfig.dropout
     epochs: int = 14
     batch_size: int = 64
     lr: float = 1e-3
