@@ -5,8 +5,8 @@
 Runs `captioner caption` (beam 3) end to end on the 1,000 dev JPEGs as a user would, then scores
 the captions with the coco-caption metrics. Prints images/s, peak memory, BLEU-4 and CIDEr.
 With --record, stores the scores in the weights' config.json, and with them the --length-penalty
-given, as the weights' default decoding; with --check, exits 1 unless the scores match those
-recorded with the weights (to 0.002). Either way it says whether the quality targets (BLEU-4 >= 0.21,
+and --no-repeat-ngram given, as the weights' default decoding; with --check, exits 1 unless the
+scores match those recorded with the weights (to 0.002). Either way it says whether the quality targets (BLEU-4 >= 0.21,
 CIDEr >= 0.55) are met.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--length-penalty", type=float, help="default: the weights' own decoding setting")
+    parser.add_argument("--no-repeat-ngram", type=int, help="default: the weights' own decoding setting")
     parser.add_argument("--check", action="store_true", help="fail unless the recorded scores are reproduced")
     parser.add_argument("--record", action="store_true", help="store the scores in the weights' config.json")
     args = parser.parse_args()
@@ -43,8 +44,10 @@ def main() -> int:
         results_file = Path(tmp) / "results.json"
         cmd = [sys.executable, "-m", "captioner.cli", "caption", *[str(it.path) for it in items], "--weights",
                args.weights, "--beam", str(args.beam), "--format", "coco", "--output", str(results_file)]
-        if args.length_penalty is not None:
-            cmd += ["--length-penalty", str(args.length_penalty)]
+        decoding = {k: v for k, v in [("length_penalty", args.length_penalty),
+                                      ("no_repeat_ngram", args.no_repeat_ngram)] if v is not None}
+        for key, value in decoding.items():
+            cmd += ["--" + key.replace("_", "-"), str(value)]
         started = time.perf_counter()
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
@@ -60,8 +63,7 @@ def main() -> int:
     if args.record:
         config = json.loads(config_file.read_text())
         config["evaluation"] = {"data": f"flickr8k {args.split}", "beam_size": args.beam, **scores}
-        if args.length_penalty is not None:
-            config["decoding"] = {**config.get("decoding", {}), "length_penalty": args.length_penalty}
+        config["decoding"] = {**config.get("decoding", {}), **decoding}
         write_json(config_file, config)
     for key, target in TARGETS.items():
         print(f"target {key} >= {target}: {'met' if scores[key] >= target else 'NOT met'}")

@@ -24,6 +24,10 @@ from .data import ImageInput, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128, i.e. inputs in [-1, 1]; ImageNet
+# statistics shift every activation (on Flickr8k dog photos: 75% top-1 dog classes instead of 82%).
+TF_LITE_MEAN = (127 / 255,) * 3
+TF_LITE_STD = (128 / 255,) * 3
 
 
 @dataclass(frozen=True)
@@ -130,11 +134,11 @@ def _vgg_top(m: nn.Module) -> list[nn.Module]:
 
 ENCODERS: dict[str, EncoderSpec] = {
     "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 224, _efficientnet_lite(0), _efficientnet_top,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm),
+                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "efficientnet-lite1": EncoderSpec("efficientnet-lite1", 1280, 240, _efficientnet_lite(1), _efficientnet_top,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm),
+                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 1280, 260, _efficientnet_lite(2), _efficientnet_top,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm),
+                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "resnet50": EncoderSpec("resnet50", 2048, 224, _torchvision("resnet50", "ResNet50_Weights"), _resnet_top),
     "resnet101": EncoderSpec("resnet101", 2048, 224, _torchvision("resnet101", "ResNet101_Weights"), _resnet_top),
     "resnet152": EncoderSpec("resnet152", 2048, 224, _torchvision("resnet152", "ResNet152_Weights"), _resnet_top),

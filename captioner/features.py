@@ -39,7 +39,8 @@ def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: boo
 
 
 def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions: bool) -> str:
-    h = hashlib.sha1(f"{encoder.spec.name}|flip={flip}|regions={regions}|float16".encode())
+    spec = encoder.spec  # the normalisation is part of the key: it changes every feature
+    h = hashlib.sha1(f"{spec.name}|{spec.mean}|{spec.std}|flip={flip}|regions={regions}|float16".encode())
     for p in paths:
         st = p.stat()
         h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
