@@ -44,11 +44,12 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     _atomic_write(Path(path), lambda tmp: save_file(clean, tmp))
 
 
-def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: dict[str, Any],
+def save_checkpoint(directory: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], config: dict[str, Any],
                     extra_json: dict[str, Any] | None = None) -> None:
-    """Save weights to ``model.safetensors`` and ``config`` to ``config.json`` (plus ``extra_json`` files)."""
+    """Save weights (a model's, or named tensors) to ``model.safetensors`` and ``config`` to
+    ``config.json`` (plus ``extra_json`` files)."""
     directory = Path(directory)
-    write_tensors(directory / MODEL_FILE, model.state_dict())
+    write_tensors(directory / MODEL_FILE, model if isinstance(model, dict) else model.state_dict())
     for name, data in (extra_json or {}).items():
         write_json(directory / name, data)
     write_json(directory / CONFIG_FILE, config)  # last: its presence marks a complete checkpoint
@@ -61,6 +62,16 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
         if not (directory / name).exists():
             raise FileNotFoundError(f"{directory}: not a checkpoint (missing {name})")
     return load_file(str(directory / MODEL_FILE)), json.loads((directory / CONFIG_FILE).read_text())
+
+
+ENCODER_PREFIX = "encoder."  # fine-tuned encoder blocks, saved beside the decoder's weights
+
+
+def split_encoder_weights(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A caption checkpoint's tensors as (decoder weights, fine-tuned encoder weights by backbone name)."""
+    decoder = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)}
+    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+    return decoder, encoder
 
 
 # ---------------------------------------------------------------- training state (for --resume)

@@ -147,6 +147,8 @@ def _add_train(sub) -> None:
         "data": "dataset format: flickr8k, coco or karpathy", "root": "dataset folder (images root for karpathy)",
         "annotations": "COCO captions JSON or Karpathy dataset_*.json", "out": "run folder",
         "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
+        "finetune_blocks": "also train the encoder's top N blocks (0: frozen encoder)",
+        "encoder_lr": "learning rate of the fine-tuned encoder blocks",
         "flip_augment": "also train on mirrored images", "min_count": "keep words seen this often",
         "max_length": "longest caption in words", "cell": "lstm or rnn",
         "image_input": "where the image enters: every_step, first_step or init_state",

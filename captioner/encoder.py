@@ -1,7 +1,9 @@
 """Image encoders: pretrained ImageNet CNNs with the classifier removed, chosen by name.
 
 Each family is described by data (an :class:`EncoderSpec`): its feature size, its own
-preprocessing, how to build it, and which blocks count as "top" for fine-tuning.
+preprocessing, how to build it, and the backbone as a chain of stages, whose last ones are the
+"top blocks" that can be fine-tuned. Fine-tuning the top ``k`` splits the chain in two: a frozen
+trunk, whose output never changes and so can be cached, and the trainable top.
 
 An encoder gives region features ``(N, R, feature_dim)``: its last convolutional grid, one row
 per cell (R = 7 x 7 = 49 at 224 px). Their mean is the classic pooled image vector ``v``; the
@@ -9,6 +11,7 @@ regions themselves are what an attention decoder looks at. VGG's fc7 has no grid
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ class EncoderSpec:
     feature_dim: int
     image_size: int
     build: Callable[[str | None], nn.Module]  # weights path (None: the default source) -> backbone
-    top_blocks: Callable[[nn.Module], list[nn.Module]]  # blocks from the top down, for fine-tuning
+    stages: Callable[[nn.Module], list[nn.Module]]  # backbone -> its stages, bottom to top; the last are its top blocks
     fold_batchnorm: Callable[[nn.Module], None] | None = None  # for a frozen backbone: speed, same function
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -51,17 +54,6 @@ def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     return torch.load(str(path), map_location="cpu", weights_only=True)
-
-
-class _EfficientNetLiteFeatures(nn.Module):
-    """EfficientNet-Lite up to its last convolution: a 1280-channel grid."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
 
 
 def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
@@ -80,8 +72,7 @@ def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"_fc.weight", "_fc.bias"}:
             raise ValueError(f"{weights}: not EfficientNet-Lite{variant} weights")
-        net._fc = nn.Identity()
-        return _EfficientNetLiteFeatures(net)
+        return net
 
     return build
 
@@ -97,18 +88,15 @@ def _torchvision(arch: str, weights_enum: str) -> Callable[[str | None], nn.Modu
         else:
             net = getattr(tvm, arch)(weights=None)
             net.load_state_dict(_load_state_dict(weights))
-        if arch.startswith("resnet"):  # stop at layer4's grid, flattened; ImageEncoder unflattens it
-            net.avgpool, net.fc = nn.Identity(), nn.Identity()
-        else:  # VGG: keep fc6-fc7 (4096-d, as in NeuralTalk), drop the last classifier layer
+        if arch.startswith("vgg"):  # keep fc6-fc7 (4096-d, as in NeuralTalk), drop the last classifier layer
             net.classifier = net.classifier[:-1]
         return net
 
     return build
 
 
-def _efficientnet_fold_batchnorm(m: nn.Module) -> None:
+def _efficientnet_fold_batchnorm(net: nn.Module) -> None:
     """Fold every (frozen) batch norm into the convolution before it: the same function, one pass less."""
-    net = m.net
     pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
     for block in net._blocks:
         pairs += [(block, conv, bn) for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
@@ -118,64 +106,89 @@ def _efficientnet_fold_batchnorm(m: nn.Module) -> None:
         setattr(parent, bn, nn.Identity())
 
 
-def _efficientnet_top(m: nn.Module) -> list[nn.Module]:
-    net = m.net
-    return [nn.ModuleList([net._conv_head, net._bn1]), *reversed(list(net._blocks))]
+# Stages share the backbone's modules, so fine-tuning a stage trains the backbone's own weights.
+# The classifier heads are never part of a chain: EfficientNet's 1280-channel grid, ResNet's layer4
+# grid and VGG's fc7 are the features.
 
 
-def _resnet_top(m: nn.Module) -> list[nn.Module]:
-    return [m.layer4, m.layer3, m.layer2, m.layer1]
+def _efficientnet_stages(net: nn.Module) -> list[nn.Module]:
+    """Stem, the 16 (Lite0) to 20 (Lite2) MBConv blocks, then the 1 x 1 head convolution."""
+    return [nn.Sequential(net._conv_stem, net._bn0, net._swish), *net._blocks,
+            nn.Sequential(net._conv_head, net._bn1, net._swish)]
 
 
-def _vgg_top(m: nn.Module) -> list[nn.Module]:
-    convs = [layer for layer in m.features if isinstance(layer, nn.Conv2d)]
-    return [m.classifier, *reversed(convs)]
+def _resnet_stages(m: nn.Module) -> list[nn.Module]:
+    return [nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), m.layer1, m.layer2, m.layer3, m.layer4]
+
+
+def _vgg_stages(m: nn.Module) -> list[nn.Module]:
+    """One stage per convolution (with the ReLU and pooling after it), then fc6-fc7."""
+    starts = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.Conv2d)] + [len(m.features)]
+    return [m.features[a:b] for a, b in zip(starts, starts[1:])] + [
+        nn.Sequential(m.avgpool, nn.Flatten(1), m.classifier)]
 
 
 ENCODERS: dict[str, EncoderSpec] = {
-    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 224, _efficientnet_lite(0), _efficientnet_top,
+    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 224, _efficientnet_lite(0), _efficientnet_stages,
                                        fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    "efficientnet-lite1": EncoderSpec("efficientnet-lite1", 1280, 240, _efficientnet_lite(1), _efficientnet_top,
+    "efficientnet-lite1": EncoderSpec("efficientnet-lite1", 1280, 240, _efficientnet_lite(1), _efficientnet_stages,
                                        fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 1280, 260, _efficientnet_lite(2), _efficientnet_top,
+    "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 1280, 260, _efficientnet_lite(2), _efficientnet_stages,
                                        fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    "resnet50": EncoderSpec("resnet50", 2048, 224, _torchvision("resnet50", "ResNet50_Weights"), _resnet_top),
-    "resnet101": EncoderSpec("resnet101", 2048, 224, _torchvision("resnet101", "ResNet101_Weights"), _resnet_top),
-    "resnet152": EncoderSpec("resnet152", 2048, 224, _torchvision("resnet152", "ResNet152_Weights"), _resnet_top),
-    "vgg16": EncoderSpec("vgg16", 4096, 224, _torchvision("vgg16", "VGG16_Weights"), _vgg_top),
+    "resnet50": EncoderSpec("resnet50", 2048, 224, _torchvision("resnet50", "ResNet50_Weights"), _resnet_stages),
+    "resnet101": EncoderSpec("resnet101", 2048, 224, _torchvision("resnet101", "ResNet101_Weights"), _resnet_stages),
+    "resnet152": EncoderSpec("resnet152", 2048, 224, _torchvision("resnet152", "ResNet152_Weights"), _resnet_stages),
+    "vgg16": EncoderSpec("vgg16", 4096, 224, _torchvision("vgg16", "VGG16_Weights"), _vgg_stages),
 }
 
 
 class ImageEncoder(nn.Module):
     """A CNN backbone plus the preprocessing it was trained with; frozen unless told otherwise.
 
-    It runs in channels-last memory layout, and a frozen one with its batch norms folded into the
-    convolutions: together about 20% faster on a CPU, with the same outputs to float rounding.
+    A frozen one runs with its batch norms folded into the convolutions and in channels-last memory
+    layout: together about 20% faster on a CPU, with the same outputs to float rounding. With
+    ``trainable_blocks = k`` the top ``k`` stages learn (their weights; batch-norm statistics stay
+    as pretrained) and :meth:`trunk` gives the frozen stages' output, which training caches.
     """
 
     def __init__(self, spec: EncoderSpec, backbone: nn.Module, trainable_blocks: int = 0):
         super().__init__()
         self.spec = spec
-        self.backbone = backbone
+        self.backbone = backbone.eval()
         self.backbone.requires_grad_(False)
-        for block in spec.top_blocks(backbone)[:trainable_blocks]:
-            block.requires_grad_(True)
         self.trainable_blocks = trainable_blocks
         if trainable_blocks == 0 and spec.fold_batchnorm is not None:
-            spec.fold_batchnorm(self.backbone.eval())
+            spec.fold_batchnorm(self.backbone)
+        stages = spec.stages(self.backbone)  # after folding, so they hold the folded convolutions
+        if not 0 <= trainable_blocks < len(stages):
+            raise ValueError(f"{spec.name} has {len(stages) - 1} blocks that can be fine-tuned, not {trainable_blocks}")
+        split = len(stages) - trainable_blocks
+        self._trunk, self._top = tuple(stages[:split]), tuple(stages[split:])  # tuples: not registered twice
+        for stage in self._top:
+            stage.requires_grad_(True)
         self.backbone.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
-        if trainable_blocks == 0:
-            self.eval()
 
     @property
     def feature_dim(self) -> int:
         return self.spec.feature_dim
 
     def train(self, mode: bool = True) -> "ImageEncoder":
-        # A frozen encoder stays in eval mode so its batch-norm statistics never drift.
-        return super().train(mode and self.trainable_blocks > 0)
+        # Always eval mode: batch-norm statistics (and VGG's dropout) stay as pretrained, even when fine-tuning.
+        return super().train(False)
+
+    def tuned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights of the trainable top blocks, by their names in the backbone."""
+        return {name: p.detach() for name, p in self.backbone.named_parameters() if p.requires_grad}
+
+    def trunk_digest(self) -> str:
+        """A hash of the frozen trunk's weights: cached features belong to these weights only."""
+        h = hashlib.sha1()
+        for stage in self._trunk:
+            for tensor in stage.state_dict().values():
+                h.update(tensor.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """Image (path or PIL) to a ``(3, S, S)`` uint8 tensor, squashed to the encoder's size.
@@ -186,16 +199,34 @@ class ImageEncoder(nn.Module):
         img = load_image(image, size_hint=size).resize((size, size), Image.BILINEAR)
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images ``(N, 3, S, S)`` through the frozen stages: what :meth:`top` takes."""
+        x = ((images.float() / 255.0 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        for stage in self._trunk:
+            x = stage(x)
+        return x
+
+    def top(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output through the trainable stages, to region features ``(N, R, feature_dim)``."""
+        for stage in self._top:
+            x = stage(x)
+        return x.reshape(x.shape[0], self.feature_dim, -1).transpose(1, 2)  # (N, D, H, W) or (N, D)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images ``(N, 3, S, S)`` to region features ``(N, R, feature_dim)``."""
-        x = ((images.float() / 255.0 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        out = self.backbone(x)  # (N, D, H, W), (N, D*H*W) or (N, D)
-        return out.reshape(out.shape[0], self.feature_dim, -1).transpose(1, 2)
+        return self.top(self.trunk(images))
 
 
-def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, trainable_blocks: int = 0) -> ImageEncoder:
-    """Build a pretrained encoder by name (see ``ENCODERS``); ``weights`` is an optional local file."""
+def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, trainable_blocks: int = 0,
+                  tuned: dict[str, torch.Tensor] | None = None) -> ImageEncoder:
+    """Build a pretrained encoder by name (see ``ENCODERS``); ``weights`` is an optional local file, and
+    ``tuned`` fine-tuned top-block weights (:meth:`ImageEncoder.tuned_state_dict`) to load over them."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
     spec = ENCODERS[name]
-    return ImageEncoder(spec, spec.build(weights), trainable_blocks)
+    backbone = spec.build(weights)
+    if tuned:
+        unexpected = backbone.load_state_dict(tuned, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"fine-tuned weights do not fit {name}: {', '.join(unexpected[:3])}")
+    return ImageEncoder(spec, backbone, trainable_blocks)

@@ -2,7 +2,8 @@
 
 With a frozen encoder the features never change, so they are computed once per (encoder, image
 set) and kept in a memory-mapped ``.npy`` file that later runs reuse: the pooled vector, or the
-whole region grid for an attention decoder. They are stored as float16 (post-ReLU activations of
+whole region grid for an attention decoder. When the encoder's top blocks are fine-tuned, what never
+changes is the output of the frozen trunk below them, so that grid is what is cached. They are stored as float16 (post-ReLU activations of
 modest range lose nothing that matters), which halves the file; even so the grid is 49 times the
 vector: Flickr8k's 6,000 training images take 750 MB with EfficientNet-Lite0's 49 x 1280 grid.
 """
@@ -30,17 +31,21 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 @torch.inference_mode()
-def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False) -> torch.Tensor:
-    """Region features ``(N, R, feature_dim)`` of valid images; ``flip`` mirrors them left-right first."""
+def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False,
+                  trunk: bool = False) -> torch.Tensor:
+    """Region features ``(N, R, feature_dim)`` of valid images, or with ``trunk`` the frozen trunk's
+    output (see :meth:`ImageEncoder.trunk`); ``flip`` mirrors the images left-right first."""
     pixels = torch.stack([encoder.preprocess(img) for img in images])
     if flip:
         pixels = pixels.flip(-1)
-    return torch.cat([encoder(chunk) for chunk in pixels.split(ENCODE_CHUNK)])
+    run = encoder.trunk if trunk else encoder
+    return torch.cat([run(chunk) for chunk in pixels.split(ENCODE_CHUNK)])
 
 
 def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions: bool) -> str:
-    spec = encoder.spec  # the normalisation is part of the key: it changes every feature
-    h = hashlib.sha1(f"{spec.name}|{spec.mean}|{spec.std}|flip={flip}|regions={regions}|float16".encode())
+    spec = encoder.spec  # the weights and the normalisation are part of the key: they change every feature
+    h = hashlib.sha1(f"{spec.name}|{encoder.trunk_digest()}|{spec.mean}|{spec.std}|flip={flip}|regions={regions}"
+                     f"|float16|trunk={encoder.trainable_blocks}".encode())
     for p in paths:
         st = p.stat()
         h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -51,13 +56,14 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
                     flip: bool = False, regions: bool = False, batch_size: int = 32,
                     desc: str = "features") -> np.ndarray:
     """Features of ``paths`` as a read-only float16 memory map, computed (with a progress bar) only if
-    not cached: region grids ``(N, R, D)`` with ``regions``, else their means ``(N, D)``.
+    not cached: region grids ``(N, R, D)`` with ``regions``, else their means ``(N, D)``; for an encoder
+    with trainable top blocks, its trunk's output ``(N, C, H, W)``, which ``encoder.top`` turns into
+    region features.
 
-    Only a frozen encoder's features are cacheable; the file is written to a temporary name and
-    renamed when complete, so an interrupted run never leaves a corrupt cache behind.
+    The file is written to a temporary name and renamed when complete, so an interrupted run never
+    leaves a corrupt cache behind.
     """
-    if encoder.trainable_blocks:
-        raise ValueError("features of a fine-tuned encoder change during training and cannot be cached")
+    trunk = encoder.trainable_blocks > 0
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no images to encode")
@@ -69,8 +75,8 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
         out = None
         with tqdm(total=len(paths), desc=desc, unit="img") as bar:
             for i, chunk in enumerate(batched(paths, batch_size)):
-                feats = encode_images(encoder, chunk, flip)
-                feats = (feats if regions else feats.mean(1)).numpy()
+                feats = encode_images(encoder, chunk, flip, trunk)
+                feats = (feats if regions or trunk else feats.mean(1)).numpy()
                 if out is None:  # the grid size is known once the first batch is through
                     out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                                     shape=(len(paths), *feats.shape[1:]))

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, split_encoder_weights
 from .data import ImageInput
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
@@ -76,10 +76,11 @@ class Captioner:
         """Load shipped (or your own) weights; offline, on the CPU."""
         path = _resolve(weights, "caption")
         tensors, config = load_checkpoint(path)
+        decoder_weights, tuned = split_encoder_weights(tensors)  # tuned: fine-tuned encoder blocks, if any
         decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
-        decoder.load_state_dict(tensors)
+        decoder.load_state_dict(decoder_weights)
         vocab = Vocabulary.load(path / "vocab.json")
-        encoder = build_encoder(config["encoder"], encoder_weights)
+        encoder = build_encoder(config["encoder"], encoder_weights, tuned=tuned)
         decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **config.get("decoding", {}))
         vqa = None
         if load_vqa:
@@ -90,7 +91,8 @@ class Captioner:
             if vqa_path is not None and vqa_path != path:
                 from .vqa import VQAPredictor
 
-                vqa = VQAPredictor.from_checkpoint(vqa_path, encoder)
+                # The VQA model was trained on the pretrained encoder: it shares it unless captioning fine-tuned it.
+                vqa = VQAPredictor.from_checkpoint(vqa_path, None if tuned else encoder, encoder_weights)
         return cls(decoder, vocab, encoder, decoding, vqa)
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:

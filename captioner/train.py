@@ -22,10 +22,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_directory, existing_checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from .checkpoint import (ENCODER_PREFIX, atomic_directory, existing_checkpoint, load_checkpoint, load_state,
+                         save_checkpoint, save_state, split_encoder_weights)
 from .data import ImageCaptions, load_caption_dataset
 from .decoding import DecodeConfig, decode
-from .encoder import build_encoder
+from .encoder import ImageEncoder, build_encoder
 from .evaluation import corpus_scores
 from .features import DEFAULT_CACHE, batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
@@ -44,6 +45,8 @@ class TrainConfig:
     out: str = "runs/caption"
     encoder: str = "efficientnet-lite0"
     encoder_weights: str | None = None
+    finetune_blocks: int = 0
+    encoder_lr: float = 1e-4
     flip_augment: bool = False
     min_count: int = 5
     max_length: int = 20
@@ -215,18 +218,20 @@ def scst_loss(model: CaptionDecoder, feats: torch.Tensor, images: Sequence[int],
 
 @torch.no_grad()
 def validate(model: CaptionDecoder, data: CaptionSet, items: Sequence[ImageCaptions], vocab: Vocabulary,
-             batch_size: int = 256) -> dict[str, float]:
-    """Validation loss (teacher forcing) and coco-caption scores of greedy captions."""
+             image_features=lambda feats: feats, batch_size: int = 256) -> dict[str, float]:
+    """Validation loss (teacher forcing) and coco-caption scores of greedy captions.
+
+    ``image_features`` turns the cached features into the decoder's input (a fine-tuned encoder's top)."""
     model.eval()
     total, count = 0.0, 0
     for rows in batched(range(len(data.tokens)), batch_size):
         feats, tokens, lengths = collate(data, list(rows))
-        total += caption_loss(model, feats, tokens, lengths).item() * int(lengths.sum())
+        total += caption_loss(model, image_features(feats), tokens, lengths).item() * int(lengths.sum())
         count += int(lengths.sum())
     results = {}
     for rows in batched(range(len(items)), batch_size):
         feats = torch.from_numpy(np.array(data.features[rows.start : rows.stop], dtype=np.float32))
-        hyps = decode(model, feats, DecodeConfig(method="greedy", max_length=vocab.max_length))
+        hyps = decode(model, image_features(feats), DecodeConfig(method="greedy", max_length=vocab.max_length))
         for item, h in zip(items[rows.start : rows.stop], hyps):
             results[item.image_id] = detokenize(vocab.decode(h[0].tokens))
     scores = corpus_scores(results, {it.image_id: it.captions for it in items}, metrics=["Bleu", "CIDEr"])
@@ -252,14 +257,19 @@ def _barrier(world: int) -> None:
 # ---------------------------------------------------------------- the loop
 
 
-def _start_from_best(model: nn.Module, optimizer: torch.optim.Optimizer, best: Path, rank: int, world: int) -> None:
+def _start_from_best(model: nn.Module, encoder: ImageEncoder | None, optimizer: torch.optim.Optimizer, best: Path,
+                     rank: int, world: int) -> None:
     """Self-critical training after cross-entropy starts from the best cross-entropy epoch, with fresh
     Adam moments: the same as a second run with ``--init-from OUT/best``. Rank 0 reads the weights and
-    sends them to the others, so no shared file system is needed."""
+    sends them to the others, so no shared file system is needed. ``encoder``: one being fine-tuned."""
     if rank == 0:
-        model.load_state_dict(load_checkpoint(best)[0])
+        decoder_weights, tuned = split_encoder_weights(load_checkpoint(best)[0])
+        model.load_state_dict(decoder_weights)
+        if encoder is not None:
+            encoder.backbone.load_state_dict(tuned, strict=False)
     if world > 1:
-        for tensor in model.state_dict().values():
+        tuned = list(encoder.tuned_state_dict().values()) if encoder is not None else []
+        for tensor in [*model.state_dict().values(), *tuned]:
             dist.broadcast(tensor, 0)
     optimizer.state.clear()
 
@@ -302,10 +312,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     init = last or (Path(cfg.init_from) if cfg.init_from else None)  # weights (and vocabulary) to start from
     if init is not None:
         vocab = Vocabulary.load(init / "vocab.json")
+        init_weights, init_config = load_checkpoint(init)
+        decoder_weights, tuned = split_encoder_weights(init_weights)
     else:
         vocab = Vocabulary.build((c for it in train_items for c in it.captions), cfg.min_count, cfg.max_length)
+        tuned = {}
 
-    encoder = build_encoder(cfg.encoder, cfg.encoder_weights)
+    # With fine-tuning, the cache holds the frozen trunk's output and the encoder's top runs in training.
+    encoder = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.finetune_blocks, tuned)
     # Rank 0 fills the feature cache first; the others then read it.
     for turn in ([0, 1] if world > 1 else [0]):
         if (rank == 0) == (turn == 0):
@@ -314,20 +328,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
                      for name, items, flip in [("train", train_items, False), ("val", val_items, False)]
                      + ([("train_flip", train_items, True)] if cfg.flip_augment else [])}
         _barrier(world)
-    del encoder
+    tuning = cfg.finetune_blocks > 0
+    image_features = encoder.top if tuning else (lambda f: f)
+    feature_dim = encoder.feature_dim
+    if not tuning:
+        del encoder
     train_set = build_caption_set(train_items, feats["train"], feats.get("train_flip"), vocab)
     val_set = build_caption_set(val_items, feats["val"], None, vocab)
 
     if init is not None:
-        weights, init_config = load_checkpoint(init)
         dcfg = DecoderConfig(**init_config["decoder"])
     else:
-        dcfg = DecoderConfig(len(vocab), train_set.features.shape[-1], cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
+        dcfg = DecoderConfig(len(vocab), feature_dim, cfg.embed_dim, cfg.hidden_dim, cfg.image_dim,
                              cfg.num_layers, cfg.cell, cfg.image_input, cfg.dropout, cfg.attention)
     model = CaptionDecoder(dcfg)
     if init is not None:
-        model.load_state_dict(weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        model.load_state_dict(decoder_weights)
+    encoder_params = [p for p in encoder.parameters() if p.requires_grad] if tuning else []
+    groups = [{"params": list(model.parameters()), "lr": cfg.lr}] + (
+        [{"params": encoder_params, "lr": cfg.encoder_lr}] if tuning else [])
+    optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     lengths = [len(t) for t in train_set.tokens]
     steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
@@ -343,11 +363,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     extra_files = {"vocab.json": {"max_length": vocab.max_length, "words": vocab.words}}
 
+    def weights() -> dict[str, torch.Tensor]:
+        """The decoder's weights, and the encoder's fine-tuned ones (trained here, or loaded) under ``encoder.``."""
+        encoder_weights = encoder.tuned_state_dict() if tuning else tuned
+        return {**model.state_dict(), **{ENCODER_PREFIX + k: v for k, v in encoder_weights.items()}}
+
     def save_last(epoch: int, step: int) -> None:
         if rank != 0:
             return
         with atomic_directory(out / "last") as tmp:
-            save_checkpoint(tmp, model, model_config(cfg, dcfg), extra_files)
+            save_checkpoint(tmp, weights(), model_config(cfg, dcfg), extra_files)
             save_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
                              "history": history, "best": best})
@@ -358,7 +383,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
         scst = epoch >= cfg.epochs
         if epoch == cfg.epochs > 0 and step_in_epoch == 0:  # cross-entropy done: SCST from its best epoch
-            _start_from_best(model, optimizer, out / "best", rank, world)
+            _start_from_best(model, encoder if tuning else None, optimizer, out / "best", rank, world)
         if scst:  # batches of images, each sampled scst_samples times
             order = torch.randperm(len(train_items), generator=gen).tolist()
             per_batch = max(1, cfg.batch_size // cfg.scst_samples)
@@ -376,22 +401,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             rows = batches[step]
             if scst:
                 feats_b = torch.from_numpy(np.stack([train_set.features[i] for i in rows])).float()
-                loss, value = scst_loss(net.module if world > 1 else net, feats_b, rows, reward, vocab,
-                                        cfg.scst_samples)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.scst_lr
+                loss, value = scst_loss(net.module if world > 1 else net, image_features(feats_b), rows, reward,
+                                        vocab, cfg.scst_samples)
+                for group in optimizer.param_groups:  # the encoder keeps its ratio to the decoder's rate
+                    group["lr"] = cfg.scst_lr * group["initial_lr"] / cfg.lr
             else:
                 feats_b, tokens, lens = collate(train_set, rows, [flips[r] for r in rows] if flips else None)
-                loss = caption_loss(net, feats_b, tokens, lens, cfg.label_smoothing)
+                loss = caption_loss(net, image_features(feats_b), tokens, lens, cfg.label_smoothing)
                 value = loss.item()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if scst and world > 1:  # the sampling loop bypasses DDP's forward, so average gradients here
-                for p in model.parameters():
+            if world > 1:  # DDP averages the decoder's gradients, except in SCST's sampling loop (not its forward)
+                for p in [*(model.parameters() if scst else []), *encoder_params]:
                     if p.grad is not None:
                         dist.all_reduce(p.grad)
                         p.grad /= world
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            nn.utils.clip_grad_norm_([*model.parameters(), *encoder_params], cfg.clip_norm)
             optimizer.step()
             if not scst:
                 scheduler.step()
@@ -405,7 +430,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         step_in_epoch = 0
         epoch += 1
         if rank == 0:
-            scores = validate(model, val_set, val_items, vocab)
+            scores = validate(model, val_set, val_items, vocab, image_features)
             scores.update(epoch=epoch, seconds=round(time.time() - started, 1),
                           **{"train_reward" if scst else "train_loss": loss_sum / max(seen, 1)})
             history.append(scores)
@@ -417,7 +442,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
             if improved:
                 best = scores
                 with atomic_directory(out / "best") as tmp:
-                    save_checkpoint(tmp, model, model_config(cfg, dcfg, {"validation": scores}), extra_files)
+                    save_checkpoint(tmp, weights(), model_config(cfg, dcfg, {"validation": scores}), extra_files)
         save_last(epoch, 0)
         _barrier(world)
     if world > 1:

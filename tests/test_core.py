@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.checkpoint import load_checkpoint, load_state
+from captioner.checkpoint import load_checkpoint, load_state, split_encoder_weights
 from captioner.data import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
 from captioner.decoding import DecodeConfig, _filter_logits, decode
 from captioner.encoder import build_encoder
@@ -213,9 +213,10 @@ def test_overfit_tiny_set_decodes_exactly(overfit_weights, shapes):
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_matches_uninterrupted(shapes, tmp_path, monkeypatch):
+@pytest.mark.parametrize("finetune_blocks", [0, 1])
+def test_killed_and_resumed_run_matches_uninterrupted(shapes, tmp_path, monkeypatch, finetune_blocks):
     root, cache = shapes
-    kw = dict(epochs=4, save_every=3, flip_augment=True, dropout=0.2)
+    kw = dict(epochs=4, save_every=3, flip_augment=True, dropout=0.2, finetune_blocks=finetune_blocks)
     train(_tiny_config(root, tmp_path / "full", cache, **kw))
 
     # Kill the second run in the middle of epoch 3 (16 captions / batch 4 = 4 steps an epoch).
@@ -241,6 +242,27 @@ def test_killed_and_resumed_run_matches_uninterrupted(shapes, tmp_path, monkeypa
         torch.testing.assert_close(full[k], resumed[k], rtol=0, atol=0)
     val = lambda run: [(h["loss"], h["CIDEr"]) for h in load_state(tmp_path / run / "last")["history"]]
     assert val("cut") == val("full")
+
+
+@pytest.mark.slow
+def test_finetuned_top_block_is_trained_saved_and_used_when_captioning(shapes, tmp_path):
+    """--finetune-blocks trains the encoder's head on cached trunk outputs; the checkpoint carries it, and
+    the captioner computes its features with it (not with the pretrained head)."""
+    root, cache = shapes
+    train(_tiny_config(root, tmp_path, cache, epochs=3, finetune_blocks=1, encoder_lr=1e-3))
+    tuned = split_encoder_weights(load_checkpoint(tmp_path / "best")[0])[1]
+    pretrained = build_encoder("efficientnet-lite0", trainable_blocks=1).tuned_state_dict()
+    assert tuned.keys() == pretrained.keys() and tuned
+    assert not all(torch.equal(tuned[k], pretrained[k]) for k in tuned)  # the head learnt
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "best").rename(tmp_path / "weights" / "caption")
+    features = Captioner.from_pretrained(tmp_path / "weights", load_vqa=False).features
+    image = root / "images" / shape_items()[0][0]
+    with torch.no_grad():
+        for encoder, same in [(build_encoder(tuned=tuned), True), (build_encoder(), False)]:
+            close = torch.allclose(features([image]), encoder(encoder.preprocess(image)[None]), atol=1e-3)
+            assert close == same
 
 
 def test_checkpoints_hold_no_pickles(overfit_weights):
@@ -302,7 +324,7 @@ def test_efficientnet_lite_sees_pixels_scaled_as_in_its_tensorflow_training():
     """Lite was trained on (pixel - 127) / 128; ImageNet mean/std statistics would shift every feature."""
     encoder = build_encoder("efficientnet-lite0")
     seen = []
-    encoder.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    encoder.backbone._conv_stem.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     encoder(torch.tensor([0, 127, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 32, 32))
     per_channel = seen[0].amin(dim=(0, 2, 3)), seen[0].amax(dim=(0, 2, 3))
     for values in per_channel:
