@@ -43,7 +43,8 @@ def _add_caption(sub) -> None:
                    help="rank beams by log-prob / length ** this (default: the weights' \"decoding\" setting, else 0)")
     p.add_argument("--min-length", type=int, help="at least this many words")
     p.add_argument("--max-length", type=int, help="at most this many words")
-    p.add_argument("--no-repeat-ngram", type=int, help="never repeat an n-gram of this size")
+    p.add_argument("--no-repeat-ngram", type=int,
+                   help="never repeat an n-gram of this size (default: the weights' \"decoding\" setting, else 0: off)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
                    help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON")
