@@ -6,8 +6,8 @@ Runs `captioner caption` (beam 3) end to end on the 1,000 dev JPEGs as a user wo
 the captions with the coco-caption metrics. Prints images/s, peak memory, BLEU-4 and CIDEr.
 With --record, stores the scores in the weights' config.json, and with them the --length-penalty
 and --no-repeat-ngram given, as the weights' default decoding; with --check, exits 1 unless the
-scores match those recorded with the weights (to 0.002). Either way it says whether the quality targets (BLEU-4 >= 0.21,
-CIDEr >= 0.55) are met.
+scores match those recorded with the weights (to 0.002). Either way it says whether the quality
+targets (BLEU-4 >= 0.21, CIDEr >= 0.55) are met.
 """
 from __future__ import annotations
 

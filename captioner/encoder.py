@@ -178,6 +178,10 @@ class ImageEncoder(nn.Module):
         # Always eval mode: batch-norm statistics (and VGG's dropout) stay as pretrained, even when fine-tuning.
         return super().train(False)
 
+    def load_tuned(self, tuned: dict[str, torch.Tensor]) -> None:
+        """Load fine-tuned top-block weights (as :meth:`tuned_state_dict` gives them) into a trainable encoder."""
+        _load_tuned(self.backbone, tuned, self.spec.name)
+
     def tuned_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights of the trainable top blocks, by their names in the backbone."""
         return {name: p.detach() for name, p in self.backbone.named_parameters() if p.requires_grad}
@@ -225,8 +229,12 @@ def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, 
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
     spec = ENCODERS[name]
     backbone = spec.build(weights)
-    if tuned:
-        unexpected = backbone.load_state_dict(tuned, strict=False).unexpected_keys
-        if unexpected:
-            raise ValueError(f"fine-tuned weights do not fit {name}: {', '.join(unexpected[:3])}")
+    if tuned:  # before ImageEncoder folds the batch norms of a frozen one into its convolutions
+        _load_tuned(backbone, tuned, name)
     return ImageEncoder(spec, backbone, trainable_blocks)
+
+
+def _load_tuned(backbone: nn.Module, tuned: dict[str, torch.Tensor], name: str) -> None:
+    unexpected = backbone.load_state_dict(tuned, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"fine-tuned weights do not fit {name}: {', '.join(unexpected[:3])}")

@@ -3,9 +3,10 @@
 With a frozen encoder the features never change, so they are computed once per (encoder, image
 set) and kept in a memory-mapped ``.npy`` file that later runs reuse: the pooled vector, or the
 whole region grid for an attention decoder. When the encoder's top blocks are fine-tuned, what never
-changes is the output of the frozen trunk below them, so that grid is what is cached. They are stored as float16 (post-ReLU activations of
-modest range lose nothing that matters), which halves the file; even so the grid is 49 times the
-vector: Flickr8k's 6,000 training images take 750 MB with EfficientNet-Lite0's 49 x 1280 grid.
+changes is the output of the frozen trunk below them, so that grid is what is cached. They are
+stored as float16 (post-ReLU activations of modest range lose nothing that matters), which halves
+the file; even so the grid is 49 times the vector: Flickr8k's 6,000 training images take 750 MB
+with EfficientNet-Lite0's 49 x 1280 grid.
 """
 from __future__ import annotations
 

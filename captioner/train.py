@@ -266,7 +266,7 @@ def _start_from_best(model: nn.Module, encoder: ImageEncoder | None, optimizer: 
         decoder_weights, tuned = split_encoder_weights(load_checkpoint(best)[0])
         model.load_state_dict(decoder_weights)
         if encoder is not None:
-            encoder.backbone.load_state_dict(tuned, strict=False)
+            encoder.load_tuned(tuned)
     if world > 1:
         tuned = list(encoder.tuned_state_dict().values()) if encoder is not None else []
         for tensor in [*model.state_dict().values(), *tuned]:
