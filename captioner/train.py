@@ -30,7 +30,7 @@ from .encoder import ImageEncoder, build_encoder
 from .evaluation import corpus_scores
 from .features import DEFAULT_CACHE, batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
-from .vocab import Vocabulary, detokenize, tokenize
+from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
 
 @dataclass
@@ -121,14 +121,10 @@ def make_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gener
 def collate(data: CaptionSet, rows: Sequence[int], flips: Sequence[bool] | None = None):
     """Features ``(B, D)`` or ``(B, R, D)``, padded tokens ``(B, T)`` and input lengths for caption rows."""
     flips = flips if flips is not None else [False] * len(rows)
-    seqs = [data.flipped_tokens[r] if f else data.tokens[r] for r, f in zip(rows, flips)]
-    width = max(len(s) for s in seqs)
-    tokens = torch.zeros(len(seqs), width, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
+    tokens, lengths = pad_ids([data.flipped_tokens[r] if f else data.tokens[r] for r, f in zip(rows, flips)])
     img = data.image_index[list(rows)]
     feats = np.stack([(data.flipped if f else data.features)[i] for i, f in zip(img, flips)])
-    return torch.from_numpy(feats).float(), tokens, torch.tensor([len(s) - 1 for s in seqs])
+    return torch.from_numpy(feats).float(), tokens, lengths - 1  # inputs: all but the last token
 
 
 def caption_loss(model: nn.Module, feats, tokens, lengths, label_smoothing: float = 0.0) -> torch.Tensor:

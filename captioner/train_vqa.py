@@ -32,8 +32,8 @@ from .encoder import build_encoder
 from .evaluation import exact_match, normalize_answer, vqa_report, vqa_soft_accuracy
 from .features import DEFAULT_CACHE, batched, cached_features
 from .train import _barrier, _dist_setup, _lr_lambda, _seed_everything, _swap_left_right, make_batches
-from .vocab import Vocabulary
-from .vqa import ANSWERS_FILE, VQAConfig, VQAModel, pad_questions
+from .vocab import Vocabulary, pad_ids
+from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
 
 @dataclass
@@ -140,7 +140,7 @@ def collate(data: VQASet, rows: Sequence[int], num_answers: int, flips: Sequence
     """
     rows = list(rows)
     flips = flips if flips is not None else [False] * len(rows)
-    tokens, lengths = pad_questions([(data.flipped_tokens if f else data.tokens)[r] for r, f in zip(rows, flips)])
+    tokens, lengths = pad_ids([(data.flipped_tokens if f else data.tokens)[r] for r, f in zip(rows, flips)])
     targets = torch.zeros(len(rows), num_answers)
     for i, r in enumerate(rows):
         for a, score in data.targets[r].items():

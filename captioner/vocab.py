@@ -11,7 +11,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import torch
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -27,6 +29,15 @@ def tokenize(text: str) -> list[str]:
 def detokenize(words: Iterable[str]) -> str:
     """Join words into display text, re-attaching clitics such as "'s"."""
     return " ".join(words).replace(" '", "'")
+
+
+def pad_ids(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists (each non-empty) to a ``<pad>``-filled ``(N, T)`` tensor and their lengths ``(N,)``."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+    return tokens, lengths
 
 
 @dataclass

@@ -36,7 +36,7 @@ from .checkpoint import load_checkpoint
 from .data import ImageInput
 from .encoder import ImageEncoder, build_encoder
 from .features import encode_images
-from .vocab import Vocabulary, tokenize
+from .vocab import Vocabulary, pad_ids, tokenize
 
 FUSIONS = ("product", "concat")
 ANSWERS_FILE = "answers.json"
@@ -110,15 +110,6 @@ class VQAModel(nn.Module):
         return self.classifier(q * v if self.config.fusion == "product" else torch.cat([q, v], dim=-1))
 
 
-def pad_questions(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-id lists (each non-empty) to padded ``(N, T)`` ids and lengths ``(N,)``."""
-    lengths = torch.tensor([len(s) for s in ids])
-    tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-    for i, s in enumerate(ids):
-        tokens[i, : len(s)] = torch.tensor(s)
-    return tokens, lengths
-
-
 class VQAPredictor:
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
@@ -165,7 +156,7 @@ class VQAPredictor:
         """The ``top_k`` answers and their probabilities for each (image features row, question) pair."""
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
-        tokens, lengths = pad_questions([self.question_ids(q) for q in questions])
+        tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
         probs = torch.softmax(self.model(features.float(), tokens, lengths), dim=-1)
         values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
         return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)]

@@ -10,7 +10,7 @@ import torch
 
 from captioner.checkpoint import load_checkpoint, load_state, split_encoder_weights
 from captioner.data import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
-from captioner.decoding import DecodeConfig, _filter_logits, decode
+from captioner.decoding import DecodeConfig, _filter_logits, _sample, decode
 from captioner.encoder import build_encoder
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
@@ -169,6 +169,14 @@ def test_sampling_filters_and_seed():
     top1 = decode(model, feats, DecodeConfig(method="sample", seed=2, top_k=1))
     greedy = decode(model, feats, DecodeConfig(method="greedy"))
     assert [h[0].tokens for h in top1] == [h[0].tokens for h in greedy]
+
+
+def test_sampling_follows_the_distribution_and_never_picks_impossible_words():
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]]).repeat(20000, 1)
+    words = _sample(probs, torch.Generator().manual_seed(0))
+    first = torch.bincount(words[0::2], minlength=4) / 20000
+    torch.testing.assert_close(first, torch.tensor([0.1, 0.0, 0.6, 0.3]), atol=0.01, rtol=0)
+    assert (words[1::2] == 3).all()
 
 
 # ---------------------------------------------------------------- training end to end

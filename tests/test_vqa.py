@@ -15,8 +15,8 @@ from captioner.data import daquar_answer, load_daquar, load_vqa_dataset, split_b
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.train_vqa import (VQATrainConfig, build_answer_vocab, build_vqa_set, collate, soft_targets,
                                   train_vqa)
-from captioner.vocab import Vocabulary
-from captioner.vqa import VQAConfig, VQAModel, VQAPredictor, pad_questions
+from captioner.vocab import Vocabulary, pad_ids
+from captioner.vqa import VQAConfig, VQAModel, VQAPredictor
 
 from synthetic import COLORS, SHAPES, draw
 
@@ -143,7 +143,7 @@ def test_train_on_vqa_v2_files_scores_with_the_soft_metric(tmp_path):
 
 def test_question_only_ablation_ignores_the_image():
     torch.manual_seed(0)
-    tokens, lengths = pad_questions([[4, 5, 6], [7, 4]])
+    tokens, lengths = pad_ids([[4, 5, 6], [7, 4]])
     blind = VQAModel(VQAConfig(vocab_size=10, num_answers=6, feature_dim=12, use_image=False, **TINY)).eval()
     assert not any(n.startswith("image_proj") for n in blind.state_dict())
     feats = torch.randn(2, 12, requires_grad=True)
