@@ -3,7 +3,9 @@
 The recurrence is ``h_t = f(W_xh x_t + W_hh h_{t-1} + W_ih v)``, where ``v`` is the projected
 mean of the encoder's region features. Feeding ``[x_t; v]`` as the input of one ``nn.LSTM``
 gives exactly the ``W_xh x_t + W_ih v`` sum, so training runs the whole sequence in a single
-fused call with no Python loop over time steps.
+fused call with no Python loop over time steps. Where the image enters only once (``first_step``,
+``init_state``), what it contributes is layer-normalised, so that the image vector, which grows in
+training, cannot saturate the recurrence into one state for every image.
 
 With ``attention=True`` the decoder also looks at the regions when it picks each word: ``h_t``
 queries the projected regions (scaled dot product), and the attended context is added to
@@ -108,7 +110,10 @@ class CaptionDecoder(nn.Module):
         c, v = self.config, image.v
         n = v.shape[0]
         if c.image_input == "init_state":
-            h, cell = torch.tanh(self.init_state(v)).view(n, 2, c.num_layers, c.hidden_dim).permute(1, 2, 0, 3)
+            # Normalised before the tanh: as the image weights grow in training, a plain tanh saturates
+            # at the same +-1 pattern for every image, and the decoder then writes one caption for all.
+            pre = self.init_state(v).view(n, 2, c.num_layers, c.hidden_dim)
+            h, cell = torch.tanh(nn.functional.layer_norm(pre, pre.shape[-1:])).permute(1, 2, 0, 3)
             h, cell = h.contiguous(), cell.contiguous()
         else:
             h = cell = v.new_zeros(c.num_layers, n, c.hidden_dim)
@@ -125,7 +130,9 @@ class CaptionDecoder(nn.Module):
             keep = torch.zeros(tokens.shape[1], 1, device=v.device)
             if first_step:
                 keep[0] = 1.0
-            img = img * keep
+            # Normalised because it is seen once: as v grows in training, it would saturate step 0's
+            # gates into the same pattern for every image, and the decoder would ignore the image.
+            img = nn.functional.layer_norm(img, img.shape[-1:]) * keep
         return torch.cat([x, img], dim=-1)
 
     def _run(self, inputs: torch.Tensor, state: State, lengths: torch.Tensor | None = None):

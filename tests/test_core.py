@@ -88,6 +88,33 @@ def test_fused_forward_matches_stepwise_decoding(cell, image_input, attention):
     torch.testing.assert_close(fused.log_softmax(-1), stepwise, atol=1e-5, rtol=1e-5)
 
 
+def test_initial_state_stays_image_dependent_for_large_image_vectors():
+    """Trained image weights grow; the initial state must not saturate to one pattern for every image."""
+    model = _model(image_input="init_state").eval()
+    with torch.no_grad():
+        model.init_state.weight.mul_(1000)  # what many Adam steps did to a plain tanh(W v)
+        model.init_state.bias.add_(5)
+    a, b = (model.initial_state(model.encode_image(torch.rand(1, 16))) for _ in range(2))
+    for x, y in zip(a, b):
+        assert x.abs().max() < 0.999 and y.abs().max() < 0.999  # not saturated...
+        assert (x - y).abs().max() > 0.1  # ...and different images start from different states
+
+
+def test_first_step_image_input_does_not_grow_with_the_image_vector():
+    """A trained v grows large; seen only at step 0, it would saturate the gates the same way for every image."""
+    model = _model(image_input="first_step").eval()
+    feats, start = torch.rand(2, 16), torch.tensor([1, 1])
+    image = model.encode_image(feats)
+    before, _ = model.step(start, model.initial_state(image), image, first=True)
+    with torch.no_grad():
+        model.image_proj[0].weight.mul_(1000)
+        model.image_proj[0].bias.mul_(1000)
+    image = model.encode_image(feats)
+    after, _ = model.step(start, model.initial_state(image), image, first=True)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(after[0], after[1])  # and the two images still differ
+
+
 def test_attention_reads_the_regions_and_not_only_their_mean():
     """Regions rearranged to the same mean change nothing without attention, and the words with it."""
     feats = torch.rand(1, 4, 16)
