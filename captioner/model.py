@@ -110,8 +110,7 @@ class CaptionDecoder(nn.Module):
         c, v = self.config, image.v
         n = v.shape[0]
         if c.image_input == "init_state":
-            # Normalised before the tanh: as the image weights grow in training, a plain tanh saturates
-            # at the same +-1 pattern for every image, and the decoder then writes one caption for all.
+            # Layer-normalised before the tanh (see the module docstring): a plain tanh(W v) saturates.
             pre = self.init_state(v).view(n, 2, c.num_layers, c.hidden_dim)
             h, cell = torch.tanh(nn.functional.layer_norm(pre, pre.shape[-1:])).permute(1, 2, 0, 3)
             h, cell = h.contiguous(), cell.contiguous()
@@ -125,14 +124,13 @@ class CaptionDecoder(nn.Module):
         mode = self.config.image_input
         if mode == "init_state":
             return x
-        img = v.unsqueeze(1).expand(-1, tokens.shape[1], -1)
-        if mode == "first_step":
+        if mode == "first_step":  # v only at step 0, layer-normalised (see the module docstring)
             keep = torch.zeros(tokens.shape[1], 1, device=v.device)
             if first_step:
                 keep[0] = 1.0
-            # Normalised because it is seen once: as v grows in training, it would saturate step 0's
-            # gates into the same pattern for every image, and the decoder would ignore the image.
-            img = nn.functional.layer_norm(img, img.shape[-1:]) * keep
+            img = nn.functional.layer_norm(v, v.shape[-1:]).unsqueeze(1) * keep
+        else:
+            img = v.unsqueeze(1).expand(-1, tokens.shape[1], -1)
         return torch.cat([x, img], dim=-1)
 
     def _run(self, inputs: torch.Tensor, state: State, lengths: torch.Tensor | None = None):
