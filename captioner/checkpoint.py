@@ -15,22 +15,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
-def _atomic_write(path: Path, write) -> None:
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """A temporary file name beside ``path`` (whose folders are created) to write to; when the block
+    completes it is renamed over ``path``, and when the block fails it is deleted, so ``path`` holds the
+    old file or the new one, never a half-written one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are ordinary files
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _atomic_write(path: Path, write) -> None:
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -55,13 +67,71 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module | dict[str, to
     write_json(directory / CONFIG_FILE, config)  # last: its presence marks a complete checkpoint
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message in one line: its first line, and the next one when the first only introduces it
+    ("Error(s) in loading state_dict for X:"); a ``KeyError`` as the key that is missing."""
+    if isinstance(error, KeyError) and error.args:
+        return f"missing {error.args[0]!r}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's data; ValueError naming the file and what is wrong with it, in one line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read JSON ({one_line(e)})") from None
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; ValueError naming the file when it cannot be read or when a tensor holds
+    NaN or infinite values (weights like that make every caption fail, silently)."""
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{path}: cannot read tensors ({one_line(e)})") from None
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values (first: {bad[0]})")
+    return tensors
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load ``tensors`` into ``model``; ValueError naming ``path``, in one line, when they do not fit it."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    resized = sorted(k for k in expected.keys() & tensors.keys() if expected[k].shape != tensors[k].shape)
+    problems = [f"{what} {names[0]}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+                for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", resized))
+                if names]
+    if problems:
+        raise ValueError(f"{path}: the weights do not fit the model its config.json describes "
+                         f"({'; '.join(problems)})")
+    model.load_state_dict(tensors)
+
+
+@contextmanager
+def config_errors(path: str | Path) -> Iterator[None]:
+    """Report what a malformed config raises in the block (a missing key, an unknown or ill-typed setting,
+    a value out of range) as one line naming ``path``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {one_line(e)}") from None
+
+
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and config of a checkpoint folder; a clear error if it is not one."""
+    """Weights and config of a checkpoint folder; a one-line error naming the file if it is not one."""
     directory = Path(directory)
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (directory / name).exists():
             raise FileNotFoundError(f"{directory}: not a checkpoint (missing {name})")
-    return load_file(str(directory / MODEL_FILE)), json.loads((directory / CONFIG_FILE).read_text())
+    config = read_json(directory / CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise ValueError(f"{directory / CONFIG_FILE}: expected a JSON object")
+    return read_tensors(directory / MODEL_FILE), config
 
 
 ENCODER_PREFIX = "encoder."  # fine-tuned encoder blocks, saved beside the decoder's weights

@@ -4,12 +4,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from tqdm import tqdm
+
+MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
+MAX_WORDS = 100  # --max-length and --min-length: the shipped models were trained on captions of at most 20
+MAX_BATCH = 1024  # images per batch: all of them are decoded in memory at once
+OUTPUT_HELP = ("write here instead of stdout (missing folders are created; the file is replaced only when the "
+               "command completes)")
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -17,8 +25,65 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _open_output(path: str | None) -> TextIO:
-    return open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr ('captioner: error: ...', exit code 2), like every
+    other error of the command, rather than a usage block followed by the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(_fail(message, 2))
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, above: float | None = None,
+            below: float | None = None) -> Callable[[str], int | float]:
+    """An argparse ``type``: a finite ``kind`` (int or float), at least ``low``, at most ``high``, more than
+    ``above`` and less than ``below`` (each when given). Checked when the command line is parsed, so a bad
+    value is a one-line error before any work starts."""
+    bounds = [(text, limit, ok) for text, limit, ok in (
+        ("at least", low, lambda v, x: v >= x), ("more than", above, lambda v, x: v > x),
+        ("at most", high, lambda v, x: v <= x), ("less than", below, lambda v, x: v < x)) if limit is not None]
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"not {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+        if not all(ok(value, limit) for _, limit, ok in bounds):
+            wanted = " and ".join(f"{words} {limit}" for words, limit, _ in bounds)
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text}")
+        return value
+    return parse
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an output path that is a folder, and create the folders it names, before any work is done;
+    ValueError (one line) when that is not possible."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name to write to")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{path}: cannot create the folder {target.parent}: a file is in the way") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot create the folder {target.parent} ({e.strerror})") from None
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or the file ``path`` written whole or not at all (``checkpoint.atomic_path``): an interrupted or
+    failed command leaves what was there before."""
+    if not path:
+        yield sys.stdout
+        return
+    from .checkpoint import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+        yield out
 
 
 # ---------------------------------------------------------------- caption
@@ -27,28 +92,34 @@ def _open_output(path: str | None) -> TextIO:
 def _add_caption(sub) -> None:
     p = sub.add_parser("caption", help="caption images", description=(
         "Caption image files, folders or glob patterns with the shipped (or given) weights. "
-        "Unreadable files are reported on stderr and skipped; the exit code is 1 if any failed."))
+        "Unreadable files, and folders without images, are reported on stderr and skipped; the exit code is 1 "
+        "if any failed."))
     p.add_argument("paths", nargs="+", metavar="PATHS", help="image files, folders (searched recursively) or globs")
     p.add_argument("--weights", help="weights folder (default: the shipped weights/)")
     p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
-    p.add_argument("--beam", type=int, metavar="N", help="beam size (default 3)")
+    p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
+                   help=f"beam size (default 3, at most {MAX_BEAM})")
     p.add_argument("--greedy", action="store_true", help="greedy decoding")
     p.add_argument("--sample", action="store_true", help="sample instead of beam search")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
-    p.add_argument("--top-k", type=int, help="sample only from the K most likely words")
-    p.add_argument("--top-p", type=float, help="sample only from the smallest word set with this probability mass")
-    p.add_argument("--seed", type=int, help="random seed for --sample")
-    p.add_argument("--n-best", type=int, help="captions per image (≤ beam size; with --sample, independent samples)")
-    p.add_argument("--length-penalty", type=float,
+    p.add_argument("--temperature", type=_number(float, above=0), help="sampling temperature (default 1.0)")
+    p.add_argument("--top-k", type=_number(int, 0), help="sample only from the K most likely words (0: all)")
+    p.add_argument("--top-p", type=_number(float, above=0, high=1),
+                   help="sample only from the smallest word set with this probability mass")
+    p.add_argument("--seed", type=_number(int), help=(
+        "random seed for --sample; each image is seeded from it and its file name, so it gets the same "
+        "captions alone or among others"))
+    p.add_argument("--n-best", type=_number(int, 1, MAX_BEAM),
+                   help="captions per image (≤ beam size; with --sample, independent samples)")
+    p.add_argument("--length-penalty", type=_number(float, 0),
                    help="rank beams by log-prob / length ** this (default: the weights' \"decoding\" setting, else 0)")
-    p.add_argument("--min-length", type=int, help="at least this many words")
-    p.add_argument("--max-length", type=int, help="at most this many words")
-    p.add_argument("--no-repeat-ngram", type=int,
+    p.add_argument("--min-length", type=_number(int, 0, MAX_WORDS), help="at least this many words")
+    p.add_argument("--max-length", type=_number(int, 1, MAX_WORDS), help="at most this many words")
+    p.add_argument("--no-repeat-ngram", type=_number(int, 0),
                    help="never repeat an n-gram of this size (default: the weights' \"decoding\" setting, else 0: off)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
                    help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON")
-    p.add_argument("--output", "-o", help="write here instead of stdout")
+    p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.set_defaults(func=_cmd_caption)
 
 
@@ -60,7 +131,12 @@ def _cmd_caption(args) -> int:
     if sum([args.sample, args.greedy, args.beam is not None]) > 1:
         return _fail("choose one of --beam, --greedy and --sample", 2)
     method = "sample" if args.sample else "greedy" if args.greedy else "beam" if args.beam else None
+    found = [(pattern, expand_paths([pattern])) for pattern in args.paths]  # only an empty folder finds nothing
+    paths, empty = [p for _, files in found for p in files], [pattern for pattern, files in found if not files]
+    if not paths:
+        return _fail(f"no image files in {', '.join(empty)}")
     try:
+        _check_output(args.output)
         model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False)
         cfg = decode_config(model.decoding, method=method, beam_size=args.beam, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, n_best=args.n_best,
@@ -68,85 +144,105 @@ def _cmd_caption(args) -> int:
                             max_length=args.max_length, no_repeat_ngram=args.no_repeat_ngram)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
-    paths = expand_paths(args.paths)
+    for folder in empty:
+        print(f"captioner: skipped {folder}: no image files in this folder", file=sys.stderr)
     failed, coco = 0, []
-    out = _open_output(args.output)
-    writer = csv.writer(out) if args.format == "csv" else None
-    if writer:
-        writer.writerow(["file", "image_id", "rank", "caption", "log_prob"])
     size = model.encoder.spec.image_size
-    try:
-        with tqdm(total=len(paths), desc="captioning", unit="img", file=sys.stderr) as bar:
-            for chunk in batched(paths, args.batch_size):
-                good, images = [], []
-                for path in chunk:
-                    try:
-                        images.append(load_image(path, size_hint=size))
-                        good.append(path)
-                    except BadImageError as e:
-                        failed += 1
-                        tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
-                captions = model.caption_images(images, cfg) if images else []
-                for path, nbest in zip(good, captions):
-                    image_id = image_id_from_filename(path)
-                    if args.format == "coco":
-                        coco.append({"image_id": image_id, "caption": nbest[0].text})
-                    elif args.format == "jsonl":
-                        out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": nbest[0].text,
-                                              "log_prob": round(nbest[0].log_prob, 4),
-                                              "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4)}
-                                                         for c in nbest]}) + "\n")
-                    elif writer:
-                        for rank, c in enumerate(nbest, 1):
-                            writer.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}"])
-                    elif len(nbest) == 1:
-                        out.write(f"{path}\t{nbest[0].text}\n")
-                    else:
-                        for rank, c in enumerate(nbest, 1):
-                            out.write(f"{path}\t{rank}\t{c.log_prob:.3f}\t{c.text}\n")
-                out.flush()
-                bar.update(len(chunk))
+    with _output(args.output) as out, tqdm(total=len(paths), desc="captioning", unit="img", file=sys.stderr) as bar:
+        writer = csv.writer(out) if args.format == "csv" else None
+        if writer:
+            writer.writerow(["file", "image_id", "rank", "caption", "log_prob"])
+        for chunk in batched(paths, args.batch_size):
+            good, images = [], []
+            for path in chunk:
+                try:
+                    images.append(load_image(path, size_hint=size))
+                    good.append(path)
+                except BadImageError as e:
+                    failed += 1
+                    tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
+            captions = model.caption_images(images, cfg, keys=[p.name for p in good]) if images else []
+            for path, nbest in zip(good, captions):
+                image_id = image_id_from_filename(path)
+                if args.format == "coco":
+                    coco.append({"image_id": image_id, "caption": nbest[0].text})
+                elif args.format == "jsonl":
+                    out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": nbest[0].text,
+                                          "log_prob": round(nbest[0].log_prob, 4),
+                                          "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4)}
+                                                     for c in nbest]}) + "\n")
+                elif writer:
+                    for rank, c in enumerate(nbest, 1):
+                        writer.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}"])
+                elif len(nbest) == 1:
+                    out.write(f"{path}\t{nbest[0].text}\n")
+                else:
+                    for rank, c in enumerate(nbest, 1):
+                        out.write(f"{path}\t{rank}\t{c.log_prob:.3f}\t{c.text}\n")
+            out.flush()
+            bar.update(len(chunk))
         if args.format == "coco":
             json.dump(coco, out, indent=1)
             out.write("\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
     if failed:
         print(f"captioner: {failed} of {len(paths)} file(s) could not be read", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or empty else 0
 
 
 # ---------------------------------------------------------------- train
 
 
+# The numeric training settings that need more than "a finite number, at least 0" (the rule for the others).
+_TRAINING_RANGES: dict[str, dict[str, float]] = {
+    **{name: {"low": 1} for name in ("min_count", "max_length", "embed_dim", "hidden_dim", "image_dim", "num_layers",
+                                     "batch_size", "top_answers", "fused_dim", "mlp_dim")},
+    "scst_samples": {"low": 2},  # each sample is baselined by the others' mean reward
+    **{name: {"above": 0} for name in ("lr", "encoder_lr", "scst_lr", "clip_norm")},
+    **{name: {"low": 0, "below": 1} for name in ("dropout", "label_smoothing", "val_fraction")},
+    "min_lr_ratio": {"low": 0, "high": 1},
+}
+
+
 def _add_config_options(p: argparse.ArgumentParser, config_cls, helps: dict[str, str]) -> None:
-    """One --flag per field of a training-config dataclass, with its default."""
+    """One --flag per field of a training-config dataclass, with its default; numbers are checked as parsed."""
     for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+        elif str(f.type).startswith("tuple"):  # repeatable; given at least once, it replaces the default list
+            p.add_argument(flag, action="append", default=argparse.SUPPRESS, metavar=f.name.upper(),
+                           help=f"{helps.get(f.name, '')}; repeat for several (default: {' '.join(f.default)})")
+        elif str(f.type) in ("int", "float"):
+            kind = int if str(f.type) == "int" else float
+            p.add_argument(flag, type=_number(kind, **_TRAINING_RANGES.get(f.name, {"low": 0})), default=f.default,
+                           help=helps.get(f.name, " "))
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, help=helps.get(f.name, " "))
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last after an interruption")
+            p.add_argument(flag, default=f.default, help=helps.get(f.name, " "))
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last after an interruption, with the same settings")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run already in OUT")
 
 
 def _config_from_args(config_cls, args):
     """A training-config dataclass filled from the flags ``_add_config_options`` defined."""
-    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
+    return config_cls(**{f.name: tuple(getattr(args, f.name)) if str(f.type).startswith("tuple") else getattr(args, f.name)
+                         for f in fields(config_cls) if hasattr(args, f.name)})
 
 
 def _add_train(sub) -> None:
     from .train import TrainConfig
 
     p = sub.add_parser("train", help="train a caption model", description=(
-        "Train the caption decoder on cached encoder features. Writes OUT/best (best dev CIDEr) and OUT/last "
-        "(for --resume). Run the same command under `torchrun --nproc_per_node N` for data parallelism."),
+        "Train the caption decoder on cached encoder features, on one dataset or a mix (one vocabulary over all "
+        "of them). Each epoch reports every dataset's dev BLEU-4 and CIDEr; OUT/best keeps the epoch with the "
+        "highest mean CIDEr over the datasets, and OUT/last the latest (for --resume). Run the same command "
+        "under `torchrun --nproc_per_node N` for data parallelism."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     helps = {
-        "data": "dataset format: flickr8k, coco or karpathy", "root": "dataset folder (images root for karpathy)",
-        "annotations": "COCO captions JSON or Karpathy dataset_*.json", "out": "run folder",
+        "data": "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco or karpathy (FOLDER: the images "
+                "root); WEIGHT scales how often its captions are drawn per epoch (default 1)",
+        "annotations": "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset)",
+        "out": "run folder",
         "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
         "finetune_blocks": "also train the encoder's top N blocks (0: frozen encoder)",
         "encoder_lr": "learning rate of the fine-tuned encoder blocks",
@@ -169,11 +265,11 @@ def _cmd_train(args) -> int:
     from .train import TrainConfig, train
 
     try:
-        best = train(_config_from_args(TrainConfig, args), resume=args.resume)
+        best = train(_config_from_args(TrainConfig, args), resume=args.resume, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     if best:
-        print(json.dumps({k: best[k] for k in ("epoch", "loss", "Bleu_4", "CIDEr") if k in best}))
+        print(json.dumps({k: best[k] for k in ("epoch", "loss", "Bleu_4", "CIDEr", "datasets") if k in best}))
     return 0
 
 
@@ -198,14 +294,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--root", help="dataset folder (images root for karpathy)")
     p.add_argument("--split", default="dev", help="dataset split (default dev)")
     p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy")
-    p.add_argument("--beam", type=int, metavar="N", help="beam size (default 3)")
+    p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
+                   help=f"beam size (default 3, at most {MAX_BEAM})")
     p.add_argument("--greedy", action="store_true", help="greedy decoding")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--metrics", help="comma-separated subset of Bleu,METEOR,ROUGE_L,CIDEr,SPICE (default: all)")
     p.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
                    help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed")
-    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here")
-    p.add_argument("--csv", metavar="OUT", help="write per-image scores here")
+    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here (missing folders "
+                                                  "are created)")
+    p.add_argument("--csv", metavar="OUT", help="write per-image scores here (missing folders are created)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -226,6 +324,8 @@ def _cmd_eval(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     decoding = None
     try:
+        for path in (args.json, args.csv):
+            _check_output(path)
         if args.weights:
             from dataclasses import asdict
 
@@ -266,7 +366,8 @@ def _cmd_eval(args) -> int:
             "results": args.results, "references": args.coco_annotations or args.flickr8k_tokens or args.root,
             "split": args.split_list or (args.split if args.weights else None),
             "checkpoint": args.weights, "decoding": decoding}
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        with _output(args.json) as out:
+            out.write(json.dumps(record, indent=1) + "\n")
     if args.csv:
         write_per_image_csv(args.csv, scores, results)
     return 0
@@ -275,19 +376,25 @@ def _cmd_eval(args) -> int:
 # ---------------------------------------------------------------- ask
 
 
+PREDICTION_COLUMNS = ("predicted_answer", "probability")  # what `ask --batch` adds to each row
+
+
 def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about an image", description=(
         "Answer a question about an image with the shipped (or given) VQA weights, printing the top-k answers "
-        "as 'answer<TAB>probability'. With --batch, answer every row of a CSV with columns image_id,question "
-        "(the image is the file in --images whose name without extension is image_id) and write the rows back "
-        "with answer and probability columns; a row that cannot be answered is reported on stderr and left "
-        "blank, and the exit code is 1. Words the model never saw are read as <unk>, with a warning."))
+        "as 'answer<TAB>probability'. With --batch, answer every row of a CSV (UTF-8, with or without a BOM) with "
+        "columns image_id,question (the image is the file in --images whose name without extension is image_id) "
+        "and write the rows back with two new columns, predicted_answer and probability (the top answer); the "
+        "input columns are never changed, and a CSV that already has either column is refused. A row that cannot "
+        "be answered is reported on stderr as 'row N' (N counts data rows from 1, not the header), its new "
+        "columns are left blank, and the exit code is 1. Words the model never saw are read as <unk>, with a "
+        "warning."))
     p.add_argument("image", nargs="?", metavar="IMAGE", help="image file")
     p.add_argument("question", nargs="?", metavar="QUESTION", help="question about the image (quote it)")
     p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question")
     p.add_argument("--images", metavar="DIR", help="folder of the --batch images")
-    p.add_argument("--output", "-o", help="write here instead of stdout")
-    p.add_argument("--top-k", type=int, default=5, help="answers to print per question (default 5)")
+    p.add_argument("--output", "-o", help=OUTPUT_HELP)
+    p.add_argument("--top-k", type=_number(int, 1), default=5, help="answers to print per question (default 5)")
     p.add_argument("--weights", help="weights folder holding vqa/ (default: the shipped weights/)")
     p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
     p.set_defaults(func=_cmd_ask)
@@ -306,9 +413,8 @@ def _cmd_ask(args) -> int:
         return _fail("give an IMAGE and a QUESTION, or --batch QA.csv --images DIR", 2)
     if args.batch and not args.images:
         return _fail("--batch needs --images DIR, the folder of the images", 2)
-    if args.top_k < 1:
-        return _fail("--top-k must be at least 1", 2)
     try:
+        _check_output(args.output)
         model = VQAPredictor.from_checkpoint(_resolve(args.weights, "vqa"), encoder_weights=args.encoder_weights)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
@@ -325,14 +431,12 @@ def _cmd_ask(args) -> int:
             answers = model.ask(args.image, args.question, args.top_k)  # BadImageError is a ValueError
         except ValueError as e:
             return _fail(str(e))
-        out = _open_output(args.output)
-        out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
-        if out is not sys.stdout:
-            out.close()
+        with _output(args.output) as out:
+            out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
         return 0
 
     try:
-        with open(args.batch, newline="", encoding="utf-8") as f:
+        with open(args.batch, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
             reader = csv.DictReader(f)
             rows, columns = list(reader), reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -340,6 +444,10 @@ def _cmd_ask(args) -> int:
     missing = [c for c in ("image_id", "question") if c not in columns]
     if missing:
         return _fail(f"{args.batch}: missing column(s) {', '.join(missing)} (expected image_id,question)")
+    taken = [c for c in PREDICTION_COLUMNS if c in columns]
+    if taken:
+        return _fail(f"{args.batch}: already has column(s) {', '.join(taken)}, where the predictions would go; "
+                     "rename or remove them")
     folder = Path(args.images)
     if not folder.is_dir():
         return _fail(f"{folder}: not a folder")
@@ -347,7 +455,7 @@ def _cmd_ask(args) -> int:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             files[path.stem].append(path)
-    by_image = defaultdict(list)  # image_id -> row numbers, so each image is encoded once
+    by_image = defaultdict(list)  # image_id -> row indices, so each image is encoded once
     for i, row in enumerate(rows):
         by_image[(row["image_id"] or "").strip()].append(i)
     results, errors = {}, {}
@@ -364,7 +472,7 @@ def _cmd_ask(args) -> int:
         for i in indices:
             try:
                 model.question_ids(rows[i]["question"] or "")
-                warn_unknown(rows[i]["question"], f"row {i + 2}: ")
+                warn_unknown(rows[i]["question"], f"row {i + 1}: ")
                 good.append(i)
             except ValueError as e:
                 errors[i] = str(e)
@@ -373,17 +481,13 @@ def _cmd_ask(args) -> int:
                                    [rows[i]["question"] for i in good], 1)
             results.update((i, a[0]) for i, a in zip(good, answers))
     for i in sorted(errors):
-        print(f"captioner: row {i + 2}: {errors[i]}", file=sys.stderr)
-    out = _open_output(args.output)
-    writer = csv.writer(out)
-    extra = [c for c in ("answer", "probability") if c not in columns]
-    writer.writerow(columns + extra)
-    for i, row in enumerate(rows):
-        answer, p = results.get(i, ("", None))
-        row.update(answer=answer, probability="" if p is None else f"{p:.4f}")
-        writer.writerow([row.get(c, "") for c in columns + extra])
-    if out is not sys.stdout:
-        out.close()
+        print(f"captioner: row {i + 1}: {errors[i]}", file=sys.stderr)
+    with _output(args.output) as out:
+        writer = csv.writer(out)
+        writer.writerow([*columns, *PREDICTION_COLUMNS])
+        for i, row in enumerate(rows):
+            answer, p = results.get(i, ("", None))
+            writer.writerow([*(row.get(c, "") for c in columns), answer, "" if p is None else f"{p:.4f}"])
     if errors:
         print(f"captioner: {len(errors)} of {len(rows)} question(s) could not be answered", file=sys.stderr)
     return 1 if errors else 0
@@ -397,15 +501,21 @@ def _add_train_vqa(sub) -> None:
 
     p = sub.add_parser("train-vqa", help="train a VQA model", description=(
         "Train the VQA model (LSTM question encoder, normalised image features, concatenated, MLP over "
-        "the top answers) on cached encoder features. Validation holds out whole images (--val-fraction) unless "
-        "--val-split names a separate split. Writes OUT/best (best validation accuracy; the last epoch when "
-        "there is no validation) and OUT/last (for --resume). --no-use-image trains the question-only baseline."),
+        "the top answers) on cached encoder features, on one dataset or a mix (one question and one answer "
+        "vocabulary over all of them). Each dataset is validated on its --val-split when it has one, else on "
+        "held-out whole images (--val-fraction), and reported apart; questions with three or more human answers "
+        "are scored by the soft VQA accuracy, others by exact match. Writes OUT/best (best mean validation "
+        "accuracy over the datasets; the last epoch when there is no validation) and OUT/last (for --resume). "
+        "--no-use-image trains the question-only baseline."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     helps = {
-        "data": "dataset format: daquar, vqa2 or easy-vqa", "root": "dataset folder (not needed for easy-vqa)",
+        "data": "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2 or "
+                "easy-vqa (no FOLDER); WEIGHT scales how often its questions are drawn per epoch (default 1)",
         "questions": "vqa2: questions JSON of the training split", "annotations": "vqa2: its annotations JSON",
-        "val_split": "validate on this split instead of held-out images", "split_seed": "seed of the image split",
-        "val_fraction": "fraction of training images held out for validation (0: train on all)",
+        "val_split": "validate each dataset on this split where it has one ('' : always hold out images)",
+        "split_seed": "seed of the image split",
+        "val_fraction": "fraction of training images held out for validation, for datasets without --val-split "
+                        "(0: train on all)",
         "out": "run folder", "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
         "top_answers": "answer vocabulary: this many most frequent answers", "min_count": "keep words seen this often",
         "max_length": "longest question in words", "fused_dim": "size of the question and image vectors",
@@ -422,11 +532,11 @@ def _cmd_train_vqa(args) -> int:
     from .train_vqa import VQATrainConfig, train_vqa
 
     try:
-        best = train_vqa(_config_from_args(VQATrainConfig, args), resume=args.resume)
+        best = train_vqa(_config_from_args(VQATrainConfig, args), resume=args.resume, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     if best:
-        print(json.dumps({k: best[k] for k in ("epoch", "loss", "accuracy", "train_loss") if k in best}))
+        print(json.dumps({k: best[k] for k in ("epoch", "accuracy", "datasets", "train_loss") if k in best}))
     return 0
 
 
@@ -434,7 +544,7 @@ def _cmd_train_vqa(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captioner", description=(
+    parser = _Parser(prog="captioner", description=(
         "Image captioning and visual question answering: a pretrained CNN encoder and an LSTM decoder, "
         "offline on the CPU."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -449,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except OSError as e:  # a file that cannot be read or written: no permission, a folder, a full disk
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     name = getattr(source, "filename", None) or str(source) if not isinstance(source, Image.Image) else "image"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below is stricter
             if isinstance(source, Image.Image):
                 img = source
             else:
@@ -81,7 +81,9 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise BadImageError(f"{name}: not an image file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError:  # PIL refuses to open it at all, so its size is unknown here
+        raise BadImageError(f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
@@ -183,14 +185,46 @@ def load_caption_dataset(name: str, root: str | Path, split: str, annotations: s
     raise ValueError(f"unknown dataset {name!r} (choose flickr8k, coco or karpathy)")
 
 
+# ---------------------------------------------------------------- mixes of datasets
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a training mix, written ``NAME:ROOT[:WEIGHT]`` (``easy-vqa`` needs no root).
+
+    ``weight`` scales how often its examples are drawn in an epoch: 2 shows each twice, 0.5 a random half.
+    """
+
+    name: str
+    root: str | None = None
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "DatasetSpec":
+        name, _, rest = text.strip().partition(":")
+        root, weight = rest or None, 1.0
+        head, _, tail = rest.rpartition(":")
+        if head:
+            try:
+                root, weight = head, float(tail)
+            except ValueError:  # a colon inside the path, not a weight
+                pass
+        if not name or not (0 < weight < float("inf")):
+            raise ValueError(f"dataset {text!r}: expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight > 0")
+        return cls(name, root, weight)
+
+    def __str__(self) -> str:
+        return ":".join([self.name, *([self.root] if self.root else []), *([f"{self.weight:g}"] if self.weight != 1 else [])])
+
+
 # ---------------------------------------------------------------- VQA datasets
 #
 # Every VQA loader returns a list of :class:`VQAExample`, so training, the baselines and the
-# CLI never care which dataset a question came from. DAQUAR and easy-vqa have one answer per
-# question and are scored by exact match; VQA v2 has ten human answers and the soft VQA metric.
+# CLI never care which dataset a question came from. A question with three or more human answers
+# (VQA v2, most COCO questions) is scored by the soft VQA accuracy, one with fewer (DAQUAR,
+# easy-vqa, COCO-QA, POPE) by exact match: see ``captioner.evaluation.question_metric``.
 
-VQA_DATASETS = ("daquar", "vqa2", "easy-vqa")
-VQA_METRICS = {"daquar": "exact", "easy-vqa": "exact", "vqa2": "vqa"}
+VQA_DATASETS = ("daquar", "coco", "vqa2", "easy-vqa")
 
 
 @dataclass
@@ -259,6 +293,36 @@ def load_vqa_v2(questions: str | Path, annotations: str | Path | None, image_dir
     return out
 
 
+def load_coco_questions(root: str | Path, split: str = "train") -> list[VQAExample]:
+    """Questions on COCO images as ``qa_<split>.jsonl`` beside ``<split>/<12-digit id>.jpg``.
+
+    Each line is ``{"image_id", "question", "answers": [every human answer], "source"}``; ``source``
+    (vqa_v2, okvqa, cocoqa, ...) is kept as the question's type, for per-source reports.
+    """
+    root = Path(root)
+    qa_file = root / f"qa_{split}.jsonl"
+    if not qa_file.exists():
+        raise FileNotFoundError(f"{qa_file} not found")
+    if not (root / split).is_dir():
+        raise FileNotFoundError(f"{root / split}: image folder not found")
+    images = {image_id_from_filename(p): p for p in sorted((root / split).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    out = []
+    with open(qa_file, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                image_id, question, answers = int(row["image_id"]), str(row["question"]).strip(), row["answers"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{qa_file}: line {i + 1}: not a question record ({e})") from None
+            if image_id not in images:
+                raise FileNotFoundError(f"{qa_file}: line {i + 1}: no image {image_id} in {root / split}")
+            out.append(VQAExample(f"{split}-{i}", question, image_id, images[image_id], [str(a) for a in answers],
+                                  row.get("source")))
+    return out
+
+
 def load_easy_vqa(split: str = "train") -> list[VQAExample]:
     """The synthetic easy-vqa set (``pip install easy-vqa``): coloured shapes, 13 answers."""
     import easy_vqa
@@ -271,15 +335,26 @@ def load_easy_vqa(split: str = "train") -> list[VQAExample]:
             for i, (q, a, image_id) in enumerate(zip(texts, answers, image_ids))]
 
 
+def vqa_split_exists(name: str, root: str | Path | None, split: str) -> bool:
+    """Whether dataset ``name`` has questions for ``split`` (DAQUAR here ships only ``train``)."""
+    if name == "easy-vqa":
+        return split in ("train", "test")
+    files = {"daquar": f"qa_{split}.csv", "coco": f"qa_{split}.jsonl",
+             "vqa2": f"v2_OpenEnded_mscoco_{split}2014_questions.json"}
+    return root is not None and name in files and (Path(root) / files[name]).exists()
+
+
 def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: str | Path | None = None,
                      annotations: str | Path | None = None) -> list[VQAExample]:
-    """Pick a VQA loader by name: ``daquar``, ``vqa2`` or ``easy-vqa`` (which needs no ``root``)."""
+    """Pick a VQA loader by name: ``daquar``, ``coco``, ``vqa2`` or ``easy-vqa`` (which needs no ``root``)."""
     if name == "easy-vqa":
         return load_easy_vqa(split)
     if root is None:
-        raise ValueError(f"{name} needs a dataset folder (--root)")
+        raise ValueError(f"{name} needs a dataset folder ({name}:ROOT)")
     if name == "daquar":
         return load_daquar(root, split)
+    if name == "coco":
+        return load_coco_questions(root, split)
     if name == "vqa2":
         root = Path(root)
         questions = questions or root / f"v2_OpenEnded_mscoco_{split}2014_questions.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .checkpoint import one_line, read_tensors
 from .data import ImageInput, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,12 +50,14 @@ class EncoderSpec:
 
 
 def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors only: safetensors, or a torch file read with ``weights_only`` so nothing is unpickled."""
+    """Tensors only: safetensors, or a torch file read with ``weights_only`` so nothing is unpickled;
+    ValueError naming the file, in one line, when it cannot be read."""
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+        return read_tensors(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path}: cannot read weights ({one_line(e)})") from None
 
 
 def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
@@ -228,7 +232,10 @@ def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, 
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
     spec = ENCODERS[name]
-    backbone = spec.build(weights)
+    try:
+        backbone = spec.build(weights)
+    except RuntimeError as e:  # load_state_dict: tensors of the wrong shape
+        raise ValueError(f"{weights or name}: weights do not fit {name} ({one_line(e)})") from None
     if tuned:  # before ImageEncoder folds the batch norms of a frozen one into its convolutions
         _load_tuned(backbone, tuned, name)
     return ImageEncoder(spec, backbone, trainable_blocks)

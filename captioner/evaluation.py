@@ -606,20 +606,33 @@ def exact_match(prediction: str, answer: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(answer)
 
 
+def question_metric(answers: Sequence[str]) -> str:
+    """How one question is scored: the soft VQA accuracy needs several humans (three or more answers);
+    with fewer, a prediction is right when it matches one of them."""
+    return "vqa" if len(answers) >= 3 else "exact"
+
+
+def question_score(prediction: str, answers: Sequence[str], metric: str = "auto") -> float:
+    """The score of one prediction: ``metric`` "vqa" (soft accuracy), "exact", or "auto" (:func:`question_metric`)."""
+    if metric == "auto":
+        metric = question_metric(answers)
+    return vqa_soft_accuracy(prediction, answers) if metric == "vqa" else float(any(exact_match(prediction, a)
+                                                                                   for a in answers))
+
+
 def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None,
-               metric: str = "vqa") -> dict:
+               metric: str = "auto") -> dict:
     """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and
     per answer type. ``metric`` "vqa" is the official soft accuracy; "exact" counts a prediction right
-    when it matches any listed answer."""
-    if metric not in ("vqa", "exact"):
-        raise ValueError(f"unknown metric {metric!r} (choose vqa or exact)")
+    when it matches any listed answer; "auto" picks one of the two per question (:func:`question_metric`)."""
+    if metric not in ("vqa", "exact", "auto"):
+        raise ValueError(f"unknown metric {metric!r} (choose vqa, exact or auto)")
     orphans = [q for q in predictions if q not in answers]
     if orphans:
         raise ValueError(f"{len(orphans)} prediction(s) have no reference answers (first: {orphans[0]!r})")
     if not predictions:
         raise ValueError("no predictions to evaluate")
-    score = {q: vqa_soft_accuracy(p, answers[q]) if metric == "vqa" else float(any(exact_match(p, a) for a in answers[q]))
-             for q, p in predictions.items()}
+    score = {q: question_score(p, answers[q], metric) for q, p in predictions.items()}
     report = {"metric": metric, "accuracy": float(np.mean(list(score.values()))), "questions": len(score)}
     if answer_types:
         groups: dict = {}
@@ -633,9 +646,16 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
 
 
 def read_results(path: str | Path) -> dict:
-    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; ValueError on repeated images."""
+    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; a one-line ValueError when the file
+    is not one, when an image is repeated, or when an id is not a number or string or a caption not a string
+    (``null`` would otherwise be scored as the word "None")."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a results file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
     try:
         records = json.loads(text)
     except json.JSONDecodeError:
@@ -648,19 +668,29 @@ def read_results(path: str | Path) -> dict:
         raise ValueError(f"{path}: expected records with 'image_id' and 'caption'")
     results: dict = {}
     for r in records:
-        if r["image_id"] in results:
-            raise ValueError(f"{path}: image {r['image_id']!r} has more than one caption; keep one per image")
-        results[r["image_id"]] = str(r["caption"])
+        image_id, caption = r["image_id"], r["caption"]
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise ValueError(f"{path}: image_id must be a number or a string, not {json.dumps(image_id)[:40]}")
+        if not isinstance(caption, str):
+            raise ValueError(f"{path}: the caption of image {image_id!r} must be a string, "
+                             f"not {json.dumps(caption)[:40]}")
+        if image_id in results:
+            raise ValueError(f"{path}: image {image_id!r} has more than one caption; keep one per image")
+        results[image_id] = caption
     return results
 
 
 def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
                     split_list: str | Path | None = None) -> dict:
     """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``)."""
+    from .checkpoint import one_line
     from .data import load_coco, read_flickr8k_tokens
 
     if coco_annotations:
-        return {it.image_id: it.captions for it in load_coco(coco_annotations, ".") if it.captions}
+        try:
+            return {it.image_id: it.captions for it in load_coco(coco_annotations, ".") if it.captions}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{coco_annotations}: not a COCO captions file ({one_line(e)})") from None
     if not flickr8k_tokens:
         raise ValueError("no references given")
     refs = read_flickr8k_tokens(flickr8k_tokens)
@@ -698,9 +728,12 @@ def caption_dataset(model, items: Sequence, config, batch_size: int = 32) -> dic
 
 def write_per_image_csv(path: str | Path, scores: CaptionScores, results: Mapping) -> None:
     """Per-image scores. BLEU and METEOR columns are named ``sentence_*``: their mean is not the corpus score
-    (corpus BLEU pools n-gram counts over all images); ``image_*`` columns do average to the corpus score."""
+    (corpus BLEU pools n-gram counts over all images); ``image_*`` columns do average to the corpus score.
+    The file is written whole or not at all (:func:`checkpoint.atomic_path`)."""
+    from .checkpoint import atomic_path
+
     names = {m: f"sentence_{m}" if m.startswith(("Bleu", "METEOR")) else f"image_{m}" for m in scores.per_image}
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image_id", "caption", *names.values()])
         for row, image_id in enumerate(scores.image_ids):

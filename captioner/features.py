@@ -23,6 +23,7 @@ from .data import ImageInput
 from .encoder import ImageEncoder
 
 DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
+PARTIAL = ".partial"  # suffix of a cache file being written, after the writer's process id
 ENCODE_CHUNK = 4  # small batches keep the CNN's activations in cache: ~2x faster than 32 on a laptop CPU
 
 
@@ -62,7 +63,8 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
     region features.
 
     The file is written to a temporary name and renamed when complete, so an interrupted run never
-    leaves a corrupt cache behind.
+    leaves a corrupt cache behind; nor a stray temporary file: an interrupted run deletes its own, and
+    one whose writer was killed outright is deleted by the next call.
     """
     trunk = encoder.trainable_blocks > 0
     paths = [Path(p) for p in paths]
@@ -72,18 +74,41 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip, regions)}.npy"
     if not target.exists():
-        partial = target.with_suffix(f".{os.getpid()}.partial")
+        _remove_orphaned_partials(cache_dir)
+        partial = target.with_suffix(f".{os.getpid()}{PARTIAL}")
         out = None
-        with tqdm(total=len(paths), desc=desc, unit="img") as bar:
-            for i, chunk in enumerate(batched(paths, batch_size)):
-                feats = encode_images(encoder, chunk, flip, trunk)
-                feats = (feats if regions or trunk else feats.mean(1)).numpy()
-                if out is None:  # the grid size is known once the first batch is through
-                    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
-                                                    shape=(len(paths), *feats.shape[1:]))
-                out[i * batch_size : i * batch_size + len(chunk)] = feats
-                bar.update(len(chunk))
-        out.flush()
-        del out
-        os.replace(partial, target)
+        try:
+            with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+                for i, chunk in enumerate(batched(paths, batch_size)):
+                    feats = encode_images(encoder, chunk, flip, trunk)
+                    feats = (feats if regions or trunk else feats.mean(1)).numpy()
+                    if out is None:  # the grid size is known once the first batch is through
+                        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                                        shape=(len(paths), *feats.shape[1:]))
+                    out[i * batch_size : i * batch_size + len(chunk)] = feats
+                    bar.update(len(chunk))
+            out.flush()
+            del out
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)  # only still there when the run was interrupted
     return np.load(target, mmap_mode="r")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove_orphaned_partials(cache_dir: Path) -> None:
+    """Delete the temporary files (``NAME.PID.partial``) of runs that were killed before they could (SIGKILL,
+    or SIGTERM, whose default action skips all clean-up); those of live processes are being written."""
+    for path in cache_dir.glob(f"*{PARTIAL}"):
+        pid = path.name[: -len(PARTIAL)].rpartition(".")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)

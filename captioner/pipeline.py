@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint, split_encoder_weights
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, split_encoder_weights
 from .data import ImageInput
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
@@ -77,11 +77,15 @@ class Captioner:
         path = _resolve(weights, "caption")
         tensors, config = load_checkpoint(path)
         decoder_weights, tuned = split_encoder_weights(tensors)  # tuned: fine-tuned encoder blocks, if any
-        decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
-        decoder.load_state_dict(decoder_weights)
         vocab = Vocabulary.load(path / "vocab.json")
-        encoder = build_encoder(config["encoder"], encoder_weights, tuned=tuned)
-        decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **config.get("decoding", {}))
+        with config_errors(path / CONFIG_FILE):
+            decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
+            decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **config.get("decoding", {}))
+            encoder_name = config["encoder"]
+            if decoder.config.vocab_size != len(vocab):
+                raise ValueError(f"vocab_size {decoder.config.vocab_size}, but vocab.json has {len(vocab)} words")
+        load_weights(decoder, decoder_weights, path / MODEL_FILE)
+        encoder = build_encoder(encoder_name, encoder_weights, tuned=tuned)
         vqa = None
         if load_vqa:
             try:
@@ -99,13 +103,19 @@ class Captioner:
         """Encoder region features ``(N, R, feature_dim)``; raises BadImageError for an unreadable image."""
         return encode_images(self.encoder, images)
 
-    def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None) -> list[list[Caption]]:
-        """Decode a batch of features; ``config.n_best`` captions per image, best first."""
-        hyps = decode(self.decoder, features, config or self.decoding)
+    def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None,
+                         keys: Sequence[str] | None = None) -> list[list[Caption]]:
+        """Decode a batch of features; ``config.n_best`` captions per image, best first. Seeded sampling
+        seeds each image from the seed and its key (see :func:`decoding.decode`)."""
+        hyps = decode(self.decoder, features, config or self.decoding, keys)
         return [[_to_caption(h, self.vocab) for h in per_image] for per_image in hyps]
 
-    def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None) -> list[list[Caption]]:
-        return self.caption_features(self.features(images), config)
+    def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None,
+                       keys: Sequence[str] | None = None) -> list[list[Caption]]:
+        """Caption a batch of images; ``keys`` default to the file names of paths (see ``caption_features``)."""
+        if keys is None and all(isinstance(image, (str, Path)) for image in images):
+            keys = [Path(image).name for image in images]
+        return self.caption_features(self.features(images), config, keys)
 
     def caption(self, image: ImageInput, **decoding) -> str:
         """The best caption of one image (path or PIL image). Keywords override decoding settings,

@@ -7,6 +7,7 @@ killed run exactly where an uninterrupted one would be.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from .checkpoint import (ENCODER_PREFIX, atomic_directory, existing_checkpoint, load_checkpoint, load_state,
                          save_checkpoint, save_state, split_encoder_weights)
-from .data import ImageCaptions, load_caption_dataset
+from .data import DatasetSpec, ImageCaptions, load_caption_dataset
 from .decoding import DecodeConfig, decode
 from .encoder import ImageEncoder, build_encoder
 from .evaluation import corpus_scores
@@ -37,8 +38,7 @@ from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 class TrainConfig:
     """Everything a caption training run depends on; saved beside the checkpoints."""
 
-    data: str = "flickr8k"
-    root: str = "../shared/data/flickr8k"
+    data: tuple[str, ...] = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")  # NAME:ROOT[:WEIGHT]
     annotations: str | None = None
     train_split: str = "train"
     val_split: str = "dev"
@@ -76,6 +76,11 @@ class TrainConfig:
     threads: int = 0
 
 
+# The settings that shape the model: a resumed run must be given the same ones.
+ARCHITECTURE = ("encoder", "finetune_blocks", "embed_dim", "hidden_dim", "image_dim", "num_layers", "cell",
+                "image_input", "dropout", "attention")
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -106,9 +111,24 @@ def build_caption_set(items: Sequence[ImageCaptions], features: np.ndarray, flip
     return CaptionSet(features, flipped, np.array(index), tokens, [_swap_left_right(t, vocab) for t in tokens])
 
 
-def make_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """Shuffled batches of similar-length captions, so little compute goes to padding."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
+def weighted_rows(groups: Sequence[int], weights: Sequence[float], generator: torch.Generator) -> list[int]:
+    """One epoch's rows of a mix: each row of dataset ``g`` ``int(weights[g])`` times, plus a random
+    ``weights[g] % 1`` share of them. The count is the same every epoch, so the schedule is too."""
+    groups = np.asarray(groups)
+    rows: list[int] = []
+    for g, weight in enumerate(weights):
+        members = np.flatnonzero(groups == g).tolist()
+        whole, part = divmod(weight, 1.0)
+        rows += members * int(whole)
+        if part:
+            rows += [members[i] for i in torch.randperm(len(members), generator=generator)[: round(part * len(members))]]
+    return rows
+
+
+def make_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int,
+                 generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of ``rows`` of similar length (``lengths[row]``), so little compute goes to padding."""
+    order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
     pool = batch_size * 50
     batches = []
     for i in range(0, len(order), pool):
@@ -213,25 +233,33 @@ def scst_loss(model: CaptionDecoder, feats: torch.Tensor, images: Sequence[int],
 
 
 @torch.no_grad()
-def validate(model: CaptionDecoder, data: CaptionSet, items: Sequence[ImageCaptions], vocab: Vocabulary,
-             image_features=lambda feats: feats, batch_size: int = 256) -> dict[str, float]:
-    """Validation loss (teacher forcing) and coco-caption scores of greedy captions.
+def validate(model: CaptionDecoder, data: CaptionSet, parts: Sequence[tuple[str, Sequence[ImageCaptions]]],
+             vocab: Vocabulary, image_features=lambda feats: feats, batch_size: int = 256) -> dict:
+    """Validation loss (teacher forcing) over every dataset, and each dataset's BLEU-4 and CIDEr of greedy
+    captions. ``Bleu_4`` and ``CIDEr`` are the means over the datasets, so each counts alike whatever its size;
+    the mean CIDEr picks the best checkpoint.
 
-    ``image_features`` turns the cached features into the decoder's input (a fine-tuned encoder's top)."""
+    ``data`` holds the images of ``parts`` (name, items) in order. ``image_features`` turns the cached
+    features into the decoder's input (a fine-tuned encoder's top)."""
     model.eval()
     total, count = 0.0, 0
     for rows in batched(range(len(data.tokens)), batch_size):
         feats, tokens, lengths = collate(data, list(rows))
         total += caption_loss(model, image_features(feats), tokens, lengths).item() * int(lengths.sum())
         count += int(lengths.sum())
-    results = {}
-    for rows in batched(range(len(items)), batch_size):
+    captions = []
+    for rows in batched(range(len(data.features)), batch_size):
         feats = torch.from_numpy(np.array(data.features[rows.start : rows.stop], dtype=np.float32))
         hyps = decode(model, image_features(feats), DecodeConfig(method="greedy", max_length=vocab.max_length))
-        for item, h in zip(items[rows.start : rows.stop], hyps):
-            results[item.image_id] = detokenize(vocab.decode(h[0].tokens))
-    scores = corpus_scores(results, {it.image_id: it.captions for it in items}, metrics=["Bleu", "CIDEr"])
-    return {"loss": total / max(count, 1), "Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"]}
+        captions += [detokenize(vocab.decode(h[0].tokens)) for h in hyps]
+    per_dataset, start = {}, 0
+    for name, items in parts:
+        results = {it.image_id: c for it, c in zip(items, captions[start : start + len(items)])}
+        scores = corpus_scores(results, {it.image_id: it.captions for it in items}, metrics=["Bleu", "CIDEr"])
+        per_dataset[name] = {"Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"]}
+        start += len(items)
+    return {"loss": total / max(count, 1), **{k: float(np.mean([d[k] for d in per_dataset.values()]))
+                                               for k in ("Bleu_4", "CIDEr")}, "datasets": per_dataset}
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -290,21 +318,55 @@ def model_config(cfg: TrainConfig, decoder: DecoderConfig, extra: dict | None = 
             "training": asdict(cfg), **(extra or {})}
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
-    """Train a captioner; returns the best validation scores. Writes ``best/`` and ``last/`` under ``cfg.out``."""
+def dataset_names(specs: Sequence[DatasetSpec]) -> list[str]:
+    """A short name per dataset of a mix, for reports: the format name, numbered when it repeats."""
+    names = [s.name for s in specs]
+    return [n if names.count(n) == 1 else f"{n}-{names[:i + 1].count(n)}" for i, n in enumerate(names)]
+
+
+def load_mix(cfg: TrainConfig, split: str) -> list[tuple[str, DatasetSpec, list[ImageCaptions]]]:
+    """Each dataset of ``cfg.data`` as (name, spec, its ``split`` images and captions)."""
+    specs = [DatasetSpec.parse(d) for d in cfg.data]
+    if not specs:
+        raise ValueError("no datasets: give --data NAME:ROOT at least once")
+    return [(name, spec, load_caption_dataset(spec.name, spec.root, split, cfg.annotations))
+            for name, spec in zip(dataset_names(specs), specs)]
+
+
+def check_run_folder(out: Path, saved_training: dict | None, cfg, architecture: Sequence[str],
+                     resume: bool, overwrite: bool) -> None:
+    """Refuse to silently replace a finished run, or to resume one with other architecture flags
+    (which would build a different model than the one in the checkpoint)."""
+    if resume:
+        changed = [k for k in architecture if saved_training is not None and k in saved_training
+                   and saved_training[k] != json.loads(json.dumps(getattr(cfg, k)))]
+        if changed:
+            raise ValueError(f"--resume: {out / 'last'} was trained with " + ", ".join(
+                f"--{k.replace('_', '-')} {saved_training[k]}" for k in changed) + "; resume with the same settings")
+    elif not overwrite and any((out / d / "config.json").exists() for d in ("best", "last")):
+        raise ValueError(f"{out} already holds a run: add --resume to continue it or --overwrite to replace it")
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train a captioner on one dataset or a mix; returns the best validation scores. Writes ``best/`` and
+    ``last/`` under ``cfg.out``, refusing to replace a finished run there unless ``overwrite``."""
     rank, world = _dist_setup()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     last = existing_checkpoint(out / "last") if resume else None
+    saved = json.loads((last / "config.json").read_text())["training"] if last else None
+    check_run_folder(out, saved, cfg, ARCHITECTURE, resume, overwrite)
     if resume and last is None and rank == 0:
         print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
     _seed_everything(cfg.seed)
 
-    train_items = load_caption_dataset(cfg.data, cfg.root, cfg.train_split, cfg.annotations)
-    val_items = load_caption_dataset(cfg.data, cfg.root, cfg.val_split, cfg.annotations)
-    if cfg.max_val_images:
-        val_items = val_items[: cfg.max_val_images]
+    train_mix = load_mix(cfg, cfg.train_split)
+    val_parts = [(name, items[: cfg.max_val_images or None]) for name, _, items in load_mix(cfg, cfg.val_split)]
+    train_items = [it for _, _, items in train_mix for it in items]
+    item_dataset = np.repeat(np.arange(len(train_mix)), [len(items) for _, _, items in train_mix])
+    mix_weights = [spec.weight for _, spec, _ in train_mix]
+    val_items = [it for _, items in val_parts for it in items]
     init = last or (Path(cfg.init_from) if cfg.init_from else None)  # weights (and vocabulary) to start from
     if init is not None:
         vocab = Vocabulary.load(init / "vocab.json")
@@ -345,7 +407,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         [{"params": encoder_params, "lr": cfg.encoder_lr}] if tuning else [])
     optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     lengths = [len(t) for t in train_set.tokens]
-    steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
+    caption_dataset = item_dataset[train_set.image_index]
+    steps_per_epoch = len(make_batches(weighted_rows(caption_dataset, mix_weights, torch.Generator()), lengths,
+                                       cfg.batch_size, torch.Generator())) // world  # equal on every rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
     epoch, step_in_epoch, history, best = 0, 0, [], None
     if last is not None:
@@ -381,12 +445,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         if epoch == cfg.epochs > 0 and step_in_epoch == 0:  # cross-entropy done: SCST from its best epoch
             _start_from_best(model, encoder if tuning else None, optimizer, out / "best", rank, world)
         if scst:  # batches of images, each sampled scst_samples times
-            order = torch.randperm(len(train_items), generator=gen).tolist()
+            order = weighted_rows(item_dataset, mix_weights, gen)
+            order = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
             per_batch = max(1, cfg.batch_size // cfg.scst_samples)
             batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
             batches = batches[rank::world][: len(batches) // world]
         else:  # batches of similar-length captions
-            batches = make_batches(lengths, cfg.batch_size, gen)
+            batches = make_batches(weighted_rows(caption_dataset, mix_weights, gen), lengths, cfg.batch_size, gen)
             flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
             batches = batches[rank::world][: steps_per_epoch]
         net.train()
@@ -426,15 +491,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, float]:
         step_in_epoch = 0
         epoch += 1
         if rank == 0:
-            scores = validate(model, val_set, val_items, vocab, image_features)
+            scores = validate(model, val_set, val_parts, vocab, image_features)
             scores.update(epoch=epoch, seconds=round(time.time() - started, 1),
                           **{"train_reward" if scst else "train_loss": loss_sum / max(seen, 1)})
             history.append(scores)
             improved = best is None or scores["CIDEr"] > best["CIDEr"]
             train_figure = f"train reward {scores['train_reward']:.3f}" if scst else \
                 f"train loss {scores['train_loss']:.3f}"
-            print(f"epoch {epoch}: {train_figure}, val loss {scores['loss']:.3f}, "
-                  f"val BLEU-4 {scores['Bleu_4']:.4f}, CIDEr {scores['CIDEr']:.4f}" + (" (best)" if improved else ""))
+            per_dataset = "".join(f", {name} BLEU-4 {d['Bleu_4']:.4f} CIDEr {d['CIDEr']:.4f}"
+                                  for name, d in scores["datasets"].items())
+            mean = f", mean CIDEr {scores['CIDEr']:.4f}" if len(scores["datasets"]) > 1 else ""
+            print(f"epoch {epoch}: {train_figure}, val loss {scores['loss']:.3f}{per_dataset}{mean}"
+                  + (" (best)" if improved else ""))
             if improved:
                 best = scores
                 with atomic_directory(out / "best") as tmp:

@@ -3,8 +3,10 @@
 It follows the caption trainer (``train.py``) and reuses its pieces: the same feature cache,
 length-bucketed batches, cosine schedule, distributed setup and checkpoint files, with ``best/``
 (highest validation accuracy) and ``last/`` (optimizer and RNG state, so a resumed run continues
-exactly where an uninterrupted one would be). Validation holds out whole images, never single
-questions, unless a separate validation split is named.
+exactly where an uninterrupted one would be). It trains on one dataset or a mix, with one question
+vocabulary and one answer vocabulary over all of them. Each dataset is validated on its own dev split
+when it has one, else on held-out whole images (never single questions), and reported apart; the
+mean accuracy over the datasets picks the best checkpoint.
 
 The loss is soft cross-entropy: the targets of a question are the soft scores of its answers
 (see :func:`soft_targets`), normalised to a distribution; a question none of whose answers is in
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,13 +29,18 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_directory, existing_checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
-from .data import VQA_METRICS, VQAExample, load_vqa_dataset, split_by_image
+from .data import DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import build_encoder
-from .evaluation import exact_match, normalize_answer, vqa_report, vqa_soft_accuracy
+from .evaluation import normalize_answer, question_score, vqa_report
 from .features import DEFAULT_CACHE, batched, cached_features
-from .train import _barrier, _dist_setup, _lr_lambda, _seed_everything, _swap_left_right, make_batches
+from .train import (_barrier, _dist_setup, _lr_lambda, _seed_everything, _swap_left_right, check_run_folder,
+                    dataset_names, make_batches, weighted_rows)
 from .vocab import Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
+
+# The settings that shape the model: a resumed run must be given the same ones.
+ARCHITECTURE = ("encoder", "embed_dim", "hidden_dim", "num_layers", "fused_dim", "mlp_dim", "fusion", "use_image",
+                "dropout")
 
 
 @dataclass
@@ -44,12 +51,11 @@ class VQATrainConfig:
     fused vectors (Antol et al. used two layers and 1024 on VQA, a hundred times more questions).
     """
 
-    data: str = "daquar"
-    root: str | None = "../shared/data/daquar"
+    data: tuple[str, ...] = ("daquar:../shared/data/daquar", "coco:../shared/data/coco")  # NAME:ROOT[:WEIGHT]
     questions: str | None = None
     annotations: str | None = None
     train_split: str = "train"
-    val_split: str | None = None
+    val_split: str = "dev"
     val_fraction: float = 0.2
     split_seed: int = 0
     out: str = "runs/vqa"
@@ -83,28 +89,37 @@ class VQATrainConfig:
 # ---------------------------------------------------------------- answers and targets
 
 
-def answer_key(answer: str, metric: str) -> str:
-    """The class name of an answer: VQA's normalised form for the soft metric, else the answer as given."""
-    return normalize_answer(answer) if metric == "vqa" else answer
+def build_answer_vocab(examples: Iterable[VQAExample], top_k: int) -> list[str]:
+    """The ``top_k`` most frequent answers (every human answer counts), most frequent first.
+
+    Answers are counted in VQA's normalised form, which merges "two" with "2" and "a dog" with "dog"
+    across datasets; each class is shown as its most frequent spelling ("chair, table", not "chair table").
+    """
+    counts, spellings = Counter(), defaultdict(Counter)
+    for answer in (a.strip().lower() for e in examples for a in e.answers):
+        counts[normalize_answer(answer)] += 1
+        spellings[normalize_answer(answer)][answer] += 1
+    top = sorted(counts, key=lambda a: (-counts[a], a))[:top_k]
+    return [min(spellings[key], key=lambda s: (-spellings[key][s], s)) for key in top]
 
 
-def build_answer_vocab(examples: Iterable[VQAExample], top_k: int, metric: str) -> list[str]:
-    """The ``top_k`` most frequent answers (every human answer counts), most frequent first."""
-    counts = Counter(answer_key(a, metric) for e in examples for a in e.answers)
-    return sorted(counts, key=lambda a: (-counts[a], a))[:top_k]
+def answer_index(answers: Sequence[str]) -> dict[str, int]:
+    """Class of each answer in normalised form (see :func:`build_answer_vocab`)."""
+    return {normalize_answer(a): i for i, a in enumerate(answers)}
 
 
-def soft_targets(answers: Sequence[str], answer_index: dict[str, int], metric: str) -> dict[int, float]:
-    """Soft score of each vocabulary answer a human gave: the accuracy that predicting it would earn.
+def soft_targets(answers: Sequence[str], index: dict[str, int]) -> dict[int, float]:
+    """Score of each vocabulary answer a human gave: the accuracy that predicting it would earn.
 
-    With ten VQA answers that is 0.3, 0.6, 0.9 or 1 for an answer given by 1, 2, 3 or more humans.
+    With ten VQA answers that is 0.3, 0.6, 0.9 or 1 for an answer given by 1, 2, 3 or more humans;
+    with fewer than three answers (exact match) every listed answer scores 1.
     """
     out = {}
-    for key in {answer_key(a, metric) for a in answers}:
-        if key in answer_index:
-            score = vqa_soft_accuracy(key, list(answers)) if metric == "vqa" else float(exact_match(key, answers[0]))
+    for key in {normalize_answer(a) for a in answers}:
+        if key in index:
+            score = question_score(key, list(answers))
             if score > 0:
-                out[answer_index[key]] = score
+                out[index[key]] = score
     return out
 
 
@@ -125,11 +140,11 @@ class VQASet:
 
 
 def build_vqa_set(examples: list[VQAExample], features: np.ndarray, flipped: np.ndarray | None, rows: dict[Path, int],
-                  vocab: Vocabulary, answer_index: dict[str, int], metric: str) -> VQASet:
+                  vocab: Vocabulary, index: dict[str, int]) -> VQASet:
     # A question with no words at all is read as a single <unk>, so the LSTM always gets an input.
     tokens = [vocab.encode(e.question, add_markers=False) or [vocab.unk_id] for e in examples]
     return VQASet(examples, features, flipped, np.array([rows[e.path] for e in examples], dtype=np.int64), tokens,
-                  [_swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, answer_index, metric)
+                  [_swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, index)
                                                                   for e in examples])
 
 
@@ -160,8 +175,8 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: VQAModel, data: VQASet, answers: list[str], metric: str, batch_size: int = 512) -> dict[str, float]:
-    """Validation loss and accuracy (exact match, or the VQA soft metric) of the top answer."""
+def evaluate(model: VQAModel, data: VQASet, answers: list[str], batch_size: int = 512) -> dict[str, float]:
+    """Validation loss and accuracy of the top answer (per question, the soft VQA accuracy or exact match)."""
     model.eval()
     total, count, predictions = 0.0, 0, {}
     for rows in batched(range(len(data.examples)), batch_size):
@@ -172,25 +187,40 @@ def evaluate(model: VQAModel, data: VQASet, answers: list[str], metric: str, bat
         count += with_targets
         for r, best in zip(rows, logits.argmax(dim=-1).tolist()):
             predictions[data.examples[r].question_id] = answers[best]
-    report = vqa_report(predictions, {e.question_id: e.answers for e in data.examples}, metric=metric)
+    report = vqa_report(predictions, {e.question_id: e.answers for e in data.examples})
     return {"loss": total / max(count, 1), "accuracy": report["accuracy"]}
+
+
+def validate(model: VQAModel, val_sets: dict[str, VQASet], answers: list[str]) -> dict:
+    """Each dataset's validation loss and accuracy; ``accuracy`` is their mean, so each dataset counts
+    alike whatever its size, and it picks the best checkpoint."""
+    per_dataset = {name: evaluate(model, data, answers) for name, data in val_sets.items()}
+    return {"accuracy": float(np.mean([d["accuracy"] for d in per_dataset.values()])), "datasets": per_dataset}
 
 
 # ---------------------------------------------------------------- the loop
 
 
-def model_config(cfg: VQATrainConfig, model: VQAConfig, metric: str, extra: dict | None = None) -> dict:
-    """The JSON config shipped with VQA weights: what to build, how it is scored and how it was trained."""
-    return {"task": "vqa", "encoder": cfg.encoder, "model": asdict(model), "metric": metric,
-            "training": asdict(cfg), **(extra or {})}
+def model_config(cfg: VQATrainConfig, model: VQAConfig, extra: dict | None = None) -> dict:
+    """The JSON config shipped with VQA weights: what to build and how it was trained."""
+    return {"task": "vqa", "encoder": cfg.encoder, "model": asdict(model), "training": asdict(cfg), **(extra or {})}
 
 
-def load_splits(cfg: VQATrainConfig) -> tuple[list[VQAExample], list[VQAExample]]:
-    """Training and validation questions: a named validation split, or held-out images of the training split."""
-    train_examples = load_vqa_dataset(cfg.data, cfg.root, cfg.train_split, cfg.questions, cfg.annotations)
-    if cfg.val_split:
-        return train_examples, load_vqa_dataset(cfg.data, cfg.root, cfg.val_split)
-    return split_by_image(train_examples, cfg.val_fraction, cfg.split_seed)
+def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExample], list[VQAExample]]]:
+    """Each dataset of the mix as (name, spec, training questions, validation questions). Validation is the
+    dataset's ``val_split`` when it has one, else ``val_fraction`` of its training images, held out."""
+    specs = [DatasetSpec.parse(d) for d in cfg.data]
+    if not specs:
+        raise ValueError("no datasets: give --data NAME:ROOT at least once")
+    out = []
+    for name, spec in zip(dataset_names(specs), specs):
+        train = load_vqa_dataset(spec.name, spec.root, cfg.train_split, cfg.questions, cfg.annotations)
+        if cfg.val_split and vqa_split_exists(spec.name, spec.root, cfg.val_split):
+            val = load_vqa_dataset(spec.name, spec.root, cfg.val_split)
+        else:
+            train, val = split_by_image(train, cfg.val_fraction, cfg.split_seed)
+        out.append((name, spec, train, val))
+    return out
 
 
 def image_features(encoder_name: str, encoder_weights: str | None, examples: Iterable[VQAExample],
@@ -204,24 +234,28 @@ def image_features(encoder_name: str, encoder_weights: str | None, examples: Ite
     return feats, flipped, {p: i for i, p in enumerate(paths)}
 
 
-def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
-    """Train a VQA model; returns the best validation scores. Writes ``best/`` and ``last/`` under ``cfg.out``.
+def train_vqa(cfg: VQATrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train a VQA model on one dataset or a mix; returns the best validation scores. Writes ``best/`` and
+    ``last/`` under ``cfg.out``, refusing to replace a finished run there unless ``overwrite``.
 
     With no validation questions (``val_fraction=0`` and no ``val_split``) ``best/`` is the last epoch.
     """
-    if cfg.data not in VQA_METRICS:
-        raise ValueError(f"unknown VQA dataset {cfg.data!r} (choose {', '.join(VQA_METRICS)})")
     rank, world = _dist_setup()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     last = existing_checkpoint(out / "last") if resume else None
+    saved = json.loads((last / "config.json").read_text())["training"] if last else None
+    check_run_folder(out, saved, cfg, ARCHITECTURE, resume, overwrite)
     if resume and last is None and rank == 0:
         print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
     _seed_everything(cfg.seed)
-    metric = VQA_METRICS[cfg.data]
 
-    train_examples, val_examples = load_splits(cfg)
+    mix = load_splits(cfg)
+    train_examples = [e for _, _, train, _ in mix for e in train]
+    val_examples = [e for _, _, _, val in mix for e in val]
+    example_dataset = np.repeat(np.arange(len(mix)), [len(train) for _, _, train, _ in mix])
+    mix_weights = [spec.weight for _, spec, _, _ in mix]
     if not train_examples:
         raise ValueError("no training questions")
     if last is not None:
@@ -229,16 +263,16 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
         answers = json.loads((last / ANSWERS_FILE).read_text())
     else:
         vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
-        answers = build_answer_vocab(train_examples, cfg.top_answers, metric)
-    answer_index = {a: i for i, a in enumerate(answers)}
+        answers = build_answer_vocab(train_examples, cfg.top_answers)
+    index = answer_index(answers)
 
     for turn in ([0, 1] if world > 1 else [0]):  # rank 0 fills the feature cache first; the others then read it
         if (rank == 0) == (turn == 0):
             feats, flipped, rows = image_features(cfg.encoder, cfg.encoder_weights, train_examples + val_examples,
                                                   cfg.cache_dir, cfg.flip_augment)
         _barrier(world)
-    train_set = build_vqa_set(train_examples, feats, flipped, rows, vocab, answer_index, metric)
-    val_set = build_vqa_set(val_examples, feats, None, rows, vocab, answer_index, metric)
+    train_set = build_vqa_set(train_examples, feats, flipped, rows, vocab, index)
+    val_sets = {name: build_vqa_set(val, feats, None, rows, vocab, index) for name, _, _, val in mix if val}
     trainable = [i for i, t in enumerate(train_set.targets) if t]
     if not trainable:
         raise ValueError("no training question has an answer in the answer vocabulary")
@@ -247,8 +281,14 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
                      cfg.fused_dim, cfg.mlp_dim, cfg.fusion, cfg.use_image, cfg.dropout)
     model = VQAModel(mcfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lengths = [len(train_set.tokens[i]) for i in trainable]
-    steps_per_epoch = len(make_batches(lengths, cfg.batch_size, torch.Generator())) // world  # equal on every rank
+    lengths = [len(t) for t in train_set.tokens]
+    trainable_dataset = example_dataset[trainable]
+
+    def epoch_rows(generator: torch.Generator) -> list[int]:
+        return [trainable[i] for i in weighted_rows(trainable_dataset, mix_weights, generator)]
+
+    steps_per_epoch = len(make_batches(epoch_rows(torch.Generator()), lengths, cfg.batch_size,
+                                       torch.Generator())) // world  # equal on every rank
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
     epoch, step_in_epoch, history, best = 0, 0, [], None
     if last is not None:
@@ -267,14 +307,14 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
         if rank != 0:
             return
         with atomic_directory(out / "last") as tmp:
-            save_checkpoint(tmp, model, model_config(cfg, mcfg, metric), extra_files)
+            save_checkpoint(tmp, model, model_config(cfg, mcfg), extra_files)
             save_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
                              "history": history, "best": best})
 
     while epoch < cfg.epochs:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
-        batches = make_batches(lengths, cfg.batch_size, gen)[rank::world][:steps_per_epoch]
+        batches = make_batches(epoch_rows(gen), lengths, cfg.batch_size, gen)[rank::world][:steps_per_epoch]
         flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
         net.train()
         started, seen, loss_sum = time.time(), 0, 0.0
@@ -282,7 +322,7 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
                    disable=rank != 0, unit="batch")
         for step in range(step_in_epoch, len(batches)):
             batch = batches[step]
-            feats_b, tokens, lens, targets = collate(train_set, [trainable[i] for i in batch], len(answers),
+            feats_b, tokens, lens, targets = collate(train_set, batch, len(answers),
                                                      [flips[i] for i in batch] if flips else None)
             loss = soft_cross_entropy(net(feats_b, tokens, lens), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -299,17 +339,19 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict[str, float]:
         step_in_epoch = 0
         epoch += 1
         if rank == 0:
-            scores = evaluate(model, val_set, answers, metric) if val_examples else {}
+            scores = validate(model, val_sets, answers) if val_sets else {}
             scores.update(epoch=epoch, train_loss=loss_sum / max(seen, 1), seconds=round(time.time() - started, 1))
             history.append(scores)
-            improved = best is None or not val_examples or scores["accuracy"] > best["accuracy"]
-            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}" + (
-                f", val loss {scores['loss']:.3f}, val accuracy {scores['accuracy']:.4f}" if val_examples else "")
-                + (" (best)" if improved and val_examples else ""))
+            improved = best is None or not val_sets or scores["accuracy"] > best["accuracy"]
+            per_dataset = "".join(f", {name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
+                                  for name, d in scores.get("datasets", {}).items())
+            mean = f", mean accuracy {scores['accuracy']:.4f}" if len(val_sets) > 1 else ""
+            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}{per_dataset}{mean}"
+                  + (" (best)" if improved and val_sets else ""))
             if improved:
                 best = scores
                 with atomic_directory(out / "best") as tmp:
-                    save_checkpoint(tmp, model, model_config(cfg, mcfg, metric, {"validation": scores}), extra_files)
+                    save_checkpoint(tmp, model, model_config(cfg, mcfg, {"validation": scores}), extra_files)
         save_last(epoch, 0)
         _barrier(world)
     if world > 1:

@@ -2,12 +2,15 @@
 
 Text is lowercased and split into words the way the coco-caption PTB tokenizer
 splits caption text (hyphenated words stay whole, "'s" is its own token), so
-what the decoder emits scores the same after evaluation tokenization.
+what the decoder emits scores the same after evaluation tokenization. Letters and
+digits of any script count as word characters ("café" is one word), which gives
+the same tokens as plain ``[a-z0-9]`` on ASCII text.
 """
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +18,18 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .checkpoint import config_errors, read_json
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
-_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'[a-z]+")
+_WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W\d_]+")  # [^\W_]: a letter or digit; [^\W\d_]: a letter
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into words, dropping punctuation."""
-    return _WORD.findall(text.lower())
+    """Lowercase ``text`` and split it into words, dropping punctuation. Accents are composed first (NFC),
+    so that "é" typed as "e" plus a combining accent stays inside its word."""
+    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
 
 
 def detokenize(words: Iterable[str]) -> str:
@@ -84,5 +90,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
-        data = json.loads(Path(path).read_text())
-        return cls(list(data["words"]), int(data["max_length"]))
+        """A saved vocabulary; ValueError naming the file, in one line, when it is not one."""
+        data = read_json(path)
+        with config_errors(path):
+            return cls(list(data["words"]), int(data["max_length"]))

@@ -23,7 +23,6 @@ never match a list; a list class is what the model is scored on, so it is what i
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, read_json
 from .data import ImageInput
 from .encoder import ImageEncoder, build_encoder
 from .features import encode_images
@@ -127,12 +126,17 @@ class VQAPredictor:
         tensors, config = load_checkpoint(path)
         if config.get("task") != "vqa":
             raise ValueError(f"{path}: not a VQA checkpoint")
-        model = VQAModel(VQAConfig(**config["model"]))
-        model.load_state_dict(tensors)
-        if encoder is None or encoder.spec.name != config["encoder"]:
-            encoder = build_encoder(config["encoder"], encoder_weights)
-        answers = json.loads((path / ANSWERS_FILE).read_text())
-        return cls(model, Vocabulary.load(path / "vocab.json"), answers, encoder)
+        vocab, answers = Vocabulary.load(path / "vocab.json"), read_json(path / ANSWERS_FILE)
+        with config_errors(path / CONFIG_FILE):
+            model = VQAModel(VQAConfig(**config["model"]))
+            encoder_name = config["encoder"]
+            if (model.config.vocab_size, model.config.num_answers) != (len(vocab), len(answers)):
+                raise ValueError(f"vocab_size {model.config.vocab_size} and num_answers {model.config.num_answers}, "
+                                 f"but vocab.json has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
+        load_weights(model, tensors, path / MODEL_FILE)
+        if encoder is None or encoder.spec.name != encoder_name:
+            encoder = build_encoder(encoder_name, encoder_weights)
+        return cls(model, vocab, [str(a) for a in answers], encoder)
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""

@@ -5,6 +5,7 @@ here on generated shapes, so the tests need neither ../shared nor good weights.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from gradio_client import Client
@@ -35,7 +36,7 @@ def free_port() -> int:
 def train_tiny_weights(folder: Path) -> Path:
     """A weights folder with a tiny caption model (no vqa/), trained in seconds on generated images."""
     data, run, cache = make_flickr8k(folder / "data"), folder / "run", folder / "cache"
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", "train", "--root", str(data), "--out", str(run),
+    done = subprocess.run([sys.executable, "-m", "captioner.cli", "train", "--data", f"flickr8k:{data}", "--out", str(run),
                            "--epochs", "2", "--batch-size", "4", "--min-count", "1", "--cache-dir", str(cache),
                            "--embed-dim", "32", "--hidden-dim", "32", "--image-dim", "32", "--dropout", "0",
                            "--lr", "5e-3"], capture_output=True, text=True)
@@ -46,12 +47,16 @@ def train_tiny_weights(folder: Path) -> Path:
 
 
 @contextmanager
-def running_app(weights: Path, log: Path, timeout: float = 180.0) -> Iterator[tuple[str, int]]:
-    """Start ``python app.py`` on a free port; yield its URL and process id; stop it afterwards."""
+def running_app(weights: Path, log: Path, timeout: float = 180.0, cache_cleanup: tuple[int, int] | None = None,
+                env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """Start ``python app.py`` on a free port, with ``env`` added to its environment and, when given, its
+    ``CACHE_CLEANUP`` replaced; yield its URL and process id; stop it afterwards (SIGTERM)."""
     port = free_port()
+    app = [str(ROOT / "app.py")] if cache_cleanup is None else [
+        "-c", f"import sys, app; app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(app.main(sys.argv[1:]))"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--weights", str(weights)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights)], cwd=ROOT,
+                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout
@@ -88,10 +93,23 @@ def has_vqa(weights_dir: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def app_url(weights_dir: Path, tmp_path_factory) -> Iterator[str]:
+def app_log(tmp_path_factory) -> Path:
+    """Where the session's app writes its stdout and stderr (its server log)."""
+    return tmp_path_factory.mktemp("app") / "app.log"
+
+
+@pytest.fixture(scope="session")
+def app_url(weights_dir: Path, app_log: Path) -> Iterator[str]:
     """One app process for the whole session (start-up loads the models: seconds, not milliseconds)."""
-    with running_app(weights_dir, tmp_path_factory.mktemp("app") / "app.log") as (url, _):
+    with running_app(weights_dir, app_log) as (url, _):
         yield url
+
+
+@pytest.fixture
+def new_log(app_url: str, app_log: Path) -> Callable[[], str]:
+    """What the app's server log gained since the test started."""
+    start = app_log.stat().st_size
+    return lambda: app_log.read_bytes()[start:].decode(errors="replace")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -70,3 +72,34 @@ def make_karpathy(root: Path) -> Path:
     path = root / "dataset_coco.json"
     path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
     return path
+
+
+def make_coco_folder(root: Path) -> Path:
+    """The layout of a COCO subset folder: ``{train,dev}/<12-digit id>.jpg``, captions in
+    ``annotations/captions_<split>.json`` and questions in ``qa_<split>.jsonl``. Both splits hold all
+    8 shape images; each has a colour question with ten human answers and a shape question with one."""
+    for split in ("train", "dev"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, anns, questions = [], [], []
+        for i, (_, color, shape, caption) in enumerate(shape_items()):
+            image_id = 16500 + i
+            draw(color, shape).save(root / split / f"{image_id:012d}.jpg")
+            images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 96, "height": 96})
+            anns.append({"id": 1000 + i, "image_id": image_id, "caption": f"There is a {shape} that is {color}."})
+            questions += [{"image_id": image_id, "question": "What color is it?", "source": "vqa_v2",
+                           "answers": [color] * 8 + ["dark " + color, "i don't know"]},
+                          {"image_id": image_id, "question": "What shape is it?", "answers": [shape],
+                           "source": "cocoqa"}]
+        ann_file = root / "annotations" / f"captions_{split}.json"
+        ann_file.parent.mkdir(parents=True, exist_ok=True)
+        ann_file.write_text(json.dumps({"images": images, "annotations": anns}))
+        (root / f"qa_{split}.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return root
+
+
+def png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A valid PNG header that announces a huge image (decoding it would need gigabytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))

@@ -5,10 +5,8 @@ import csv
 import io
 import json
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +17,7 @@ from captioner.cli import main
 from captioner.data import BadImageError, load_image
 from captioner.pipeline import Captioner, decode_config
 
-from synthetic import draw, make_flickr8k
-
-
-def _png_claiming_size(path: Path, width: int, height: int) -> None:
-    """A valid PNG header that announces a huge image (decoding it would need gigabytes)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+from synthetic import draw, make_flickr8k, png_claiming_size
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +47,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     files["notes.png"] = d / "notes.png"
     files["notes.png"].write_text("this is not an image\n")
     files["huge.png"] = d / "huge.png"
-    _png_claiming_size(files["huge.png"], 30000, 30000)
+    png_claiming_size(files["huge.png"], 30000, 30000)
     return files
 
 
@@ -141,7 +131,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     data = make_flickr8k(tmp_path / "data")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "captioner.cli", "train", "--root", str(data), "--out", str(out), "--cache-dir",
+           "-m", "captioner.cli", "train", "--data", f"flickr8k:{data}", "--out", str(out), "--cache-dir",
            str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "2", "--min-count", "1", "--embed-dim", "16",
            "--hidden-dim", "16", "--image-dim", "16", "--threads", "1", "--scst-epochs", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

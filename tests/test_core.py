@@ -200,7 +200,7 @@ def test_sampling_filters_and_seed():
 
 def test_sampling_follows_the_distribution_and_never_picks_impossible_words():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]]).repeat(20000, 1)
-    words = _sample(probs, torch.Generator().manual_seed(0))
+    words = _sample(probs, torch.rand(len(probs), 1, generator=torch.Generator().manual_seed(0)))
     first = torch.bincount(words[0::2], minlength=4) / 20000
     torch.testing.assert_close(first, torch.tensor([0.1, 0.0, 0.6, 0.3]), atol=0.01, rtol=0)
     assert (words[1::2] == 3).all()
@@ -210,7 +210,7 @@ def test_sampling_follows_the_distribution_and_never_picks_impossible_words():
 
 
 def _tiny_config(root: Path, out: Path, cache: Path, epochs: int, **kw) -> TrainConfig:
-    base = dict(root=str(root), out=str(out), cache_dir=str(cache), epochs=epochs, batch_size=4, min_count=1,
+    base = dict(data=(f"flickr8k:{root}",), out=str(out), cache_dir=str(cache), epochs=epochs, batch_size=4, min_count=1,
                 embed_dim=32, hidden_dim=64, image_dim=32, dropout=0.0, lr=1e-2, min_lr_ratio=0.1, seed=0)
     base.update(kw)
     return TrainConfig(**base)
@@ -333,7 +333,7 @@ def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, m
 
     root, cache = shapes
     scores = iter([3.0, 2.0, 1.0, 0.0])  # the first cross-entropy epoch is the best, and stays best
-    monkeypatch.setattr(training, "validate", lambda *a, **k: {"loss": 1.0, "Bleu_4": 0.0, "CIDEr": next(scores)})
+    monkeypatch.setattr(training, "validate", lambda *a, **k: {"loss": 1.0, "Bleu_4": 0.0, "CIDEr": next(scores), "datasets": {}})
     first_scst_weights = []
     real_scst_loss = training.scst_loss
 

@@ -141,10 +141,11 @@ def test_cli_flickr8k_json_lines_and_csv(tmp_path, capsys):
     names = (root / "Flickr_8k.devImages.txt").read_text().split()
     res_file = tmp_path / "results.jsonl"
     res_file.write_text("".join(json.dumps({"file": n, "image_id": n, "caption": "a red circle"}) + "\n" for n in names))
-    out, per_image = tmp_path / "scores.json", tmp_path / "per_image.csv"
+    out, per_image = tmp_path / "missing" / "dir" / "scores.json", tmp_path / "other" / "per_image.csv"
     assert main(["eval", str(res_file), "--flickr8k-tokens", str(root / "Flickr8k.token.txt"), "--split-list",
                  str(root / "Flickr_8k.devImages.txt"), "--json", str(out), "--csv", str(per_image),
                  *FAST]) == 0
+    assert [p.name for p in out.parent.iterdir()] == ["scores.json"]  # folders created, no temporary file left
     record = json.loads(out.read_text())
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= record.keys()
     assert record["evaluated"]["images"] == 8 and record["evaluated"]["checkpoint"] is None

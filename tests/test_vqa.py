@@ -13,8 +13,8 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cli import main
 from captioner.data import daquar_answer, load_daquar, load_vqa_dataset, split_by_image
 from captioner.model import CaptionDecoder, DecoderConfig
-from captioner.train_vqa import (VQATrainConfig, build_answer_vocab, build_vqa_set, collate, soft_targets,
-                                  train_vqa)
+from captioner.train_vqa import (VQATrainConfig, answer_index, build_answer_vocab, build_vqa_set, collate,
+                                  soft_targets, train_vqa)
 from captioner.vocab import Vocabulary, pad_ids
 from captioner.vqa import VQAConfig, VQAModel, VQAPredictor
 
@@ -38,7 +38,7 @@ def make_daquar(root: Path) -> Path:
 
 
 def train_config(root: Path, out: Path, **overrides) -> VQATrainConfig:
-    base = dict(data="daquar", root=str(root), out=str(out), val_fraction=0.0, epochs=50, batch_size=4, lr=3e-3,
+    base = dict(data=(f"daquar:{root}",), out=str(out), val_fraction=0.0, epochs=50, batch_size=4, lr=3e-3,
                 cache_dir=str(out.parent / "cache"), threads=1, **TINY)
     return VQATrainConfig(**{**base, **overrides})
 
@@ -53,7 +53,7 @@ def weights(daquar, tmp_path_factory) -> Path:
     """A VQA model overfit on the generated set through ``captioner train-vqa``, in a weights/ layout."""
     root = tmp_path_factory.mktemp("weights")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    assert main(["train-vqa", "--root", str(daquar), "--out", str(root / "run"), "--val-fraction", "0",
+    assert main(["train-vqa", "--data", f"daquar:{daquar}", "--out", str(root / "run"), "--val-fraction", "0",
                  "--epochs", "100", "--batch-size", "4", "--lr", "0.003", "--threads", "1",
                  "--cache-dir", str(root / "cache"), *flags]) == 0
     (root / "run" / "best").rename(root / "vqa")
@@ -101,19 +101,19 @@ def test_vqa_v2_soft_score_targets(tmp_path):
     examples = load_vqa_dataset("vqa2", make_vqa_v2(tmp_path), "train")
     assert [len(e.answers) for e in examples] == [10, 10]
     assert examples[0].answer_type == "number" and examples[0].path.name == "COCO_train2014_000000000042.jpg"
-    answers = build_answer_vocab(examples, top_k=3, metric="vqa")
+    answers = build_answer_vocab(examples, top_k=3)
     assert answers == ["yes", "2", "3"]  # "4" (3 votes) loses the tie to "3" (2 + "three"); top-3 keeps 3
-    index = {a: i for i, a in enumerate(answers)}
+    index = answer_index(answers)
     # 4 humans said two: 1.0; 3 said three: 0.9; "4" is outside the vocabulary
-    assert soft_targets(examples[0].answers, index, "vqa") == {1: 1.0, 2: pytest.approx(0.9)}
-    assert soft_targets(examples[1].answers, index, "vqa") == {0: 1.0}
+    assert soft_targets(examples[0].answers, index) == {1: 1.0, 2: pytest.approx(0.9)}
+    assert soft_targets(examples[1].answers, index) == {0: 1.0}
     one = ["cat"] + ["dog"] * 9
-    assert soft_targets(one, {"cat": 0, "dog": 1}, "vqa") == {0: pytest.approx(0.3), 1: 1.0}
+    assert soft_targets(one, {"cat": 0, "dog": 1}) == {0: pytest.approx(0.3), 1: 1.0}
     two = ["cat"] * 2 + ["dog"] * 8
-    assert soft_targets(two, {"cat": 0}, "vqa") == {0: pytest.approx(0.6)}
+    assert soft_targets(two, {"cat": 0}) == {0: pytest.approx(0.6)}
     vocab = Vocabulary.build((e.question for e in examples), min_count=1)
     data = build_vqa_set(examples, torch.zeros(2, 5).numpy(), None, {e.path: i for i, e in enumerate(examples)},
-                         vocab, index, "vqa")
+                         vocab, index)
     _, _, _, targets = collate(data, [0, 1], len(answers))
     assert torch.allclose(targets, torch.tensor([[0.0, 1.0, 0.9], [1.0, 0.0, 0.0]]))
 
@@ -123,7 +123,7 @@ def test_mirrored_images_come_with_left_and_right_swapped(daquar):
     examples[0].question = "what is left of the circle on the right"
     vocab = Vocabulary.build([examples[0].question], min_count=1)
     feats, mirrored = torch.zeros(1, 3).numpy(), torch.ones(1, 3).numpy()
-    data = build_vqa_set(examples, feats, mirrored, {examples[0].path: 0}, vocab, {"red": 0}, "exact")
+    data = build_vqa_set(examples, feats, mirrored, {examples[0].path: 0}, vocab, {"red": 0})
     plain, flipped = collate(data, [0, 0], 1, [False, True])[:2], collate(data, [0], 1, [True])[:2]
     assert vocab.decode(plain[1][0].tolist()) == examples[0].question.split()
     assert vocab.decode(flipped[1][0].tolist()) == "what is right of the circle on the left".split()
@@ -132,10 +132,9 @@ def test_mirrored_images_come_with_left_and_right_swapped(daquar):
 
 def test_train_on_vqa_v2_files_scores_with_the_soft_metric(tmp_path):
     root = make_vqa_v2(tmp_path / "vqa")
-    best = train_vqa(train_config(root, tmp_path / "run", data="vqa2", val_split="train", epochs=30))
+    best = train_vqa(train_config(root, tmp_path / "run", data=(f"vqa2:{root}",), val_split="train", epochs=30))
     # "yes" earns 1; on the count "2" earns 1 and "3" 0.9, so the mean is 1 or 0.95 (exact match: 1 or 0.5)
     assert best["accuracy"] in (pytest.approx(1.0), pytest.approx(0.95))
-    assert load_checkpoint(tmp_path / "run" / "best")[1]["metric"] == "vqa"
 
 
 # ---------------------------------------------------------------- model
@@ -260,17 +259,45 @@ def test_ask_batch(weights, daquar, tmp_path, capsys):
     code, _, err = ask(capsys, "--batch", str(qa), "--images", str(daquar / "images"), "--output",
                        str(tmp_path / "out.csv"), "--weights", str(weights))
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
-    assert code == 1 and [r["answer"] for r in rows] == ["red", "square", "circle", "", "", ""]
+    assert code == 1 and [r["predicted_answer"] for r in rows] == ["red", "square", "circle", "", "", ""]
     assert all(0 < float(r["probability"]) <= 1 for r in rows[:3]) and rows[3]["probability"] == ""
     assert [r["question"] for r in rows] == [line.split(",")[1] for line in qa.read_text().splitlines()[1:]]
-    assert f"captioner: row 5: no image named 'nope' in {daquar / 'images'}\n" in err
-    assert "captioner: row 6: the question is empty (it has no words)\n" in err
+    assert f"captioner: row 4: no image named 'nope' in {daquar / 'images'}\n" in err  # data rows, from 1
+    assert "captioner: row 5: the question is empty (it has no words)\n" in err
     assert "captioner: 3 of 6 question(s) could not be answered" in err
     (tmp_path / "bad.csv").write_text("image,question\nimage1,what\n")
     code, _, err = ask(capsys, "--batch", str(tmp_path / "bad.csv"), "--images", str(daquar / "images"),
                        "--weights", str(weights))
     assert code == 1 and err == f"captioner: error: {tmp_path / 'bad.csv'}: missing column(s) image_id " \
                                 "(expected image_id,question)\n"
+
+
+def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weights, daquar, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "000000016513.jpg").write_bytes((daquar / "images" / "image1.jpg").read_bytes())  # a red circle
+    (images / "image4.jpg").write_bytes((daquar / "images" / "image4.jpg").read_bytes())  # a green square
+    qa = tmp_path / "qa.csv"  # DAQUAR's own CSV has an answer column; Excel writes a BOM
+    qa.write_bytes("image_id,question,answer\n000000016513,what color is the shape,blue\n"
+                   "image4,what shape is in the picture,square\nnope,what color is the shape,green\n"
+                   "image4,what colour is the café,\n".encode("utf-8-sig"))
+    code, _, err = ask(capsys, "--batch", str(qa), "--images", str(images), "-o", str(tmp_path / "out.csv"),
+                       "--weights", str(weights))
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image_id", "question", "answer", "predicted_answer", "probability"]
+    assert [r[:3] for r in rows[1:]] == [line.split(",") for line in qa.read_text("utf-8-sig").splitlines()[1:]]
+    assert [r[3] for r in rows[1:4]] == ["red", "square", ""] and rows[3][4] == "" and rows[4][3]
+    assert code == 1 and f"captioner: row 3: no image named 'nope' in {images}\n" in err
+    assert "captioner: warning: row 4: unknown words read as <unk>: colour, café\n" in err
+    (tmp_path / "answered.csv").write_text("image_id,question,predicted_answer\nimage4,what shape,square\n")
+    code, _, err = ask(capsys, "--batch", str(tmp_path / "answered.csv"), "--images", str(images),
+                       "--weights", str(weights))
+    assert code == 1 and err.endswith("already has column(s) predicted_answer, where the predictions would go; "
+                                      "rename or remove them\n")
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    assert "two new columns, predicted_answer and probability" in " ".join(capsys.readouterr().out.split())
 
 
 def test_python_api_asks(weights, daquar):
