@@ -27,7 +27,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captioner.data import BadImageError, load_image  # noqa: E402
+from captioner.images import BadImageError, load_image  # noqa: E402
 from captioner.decoding import METHODS, trace_states  # noqa: E402
 from captioner.pipeline import Captioner, decode_config  # noqa: E402
 
@@ -42,7 +42,17 @@ CACHE_CLEANUP = (600, 3600)
 TOP_ANSWERS = 5
 # Control ranges, shared by the sliders and the checks on API calls (which bypass the sliders).
 LIMITS = {"beam_size": (1, 10), "temperature": (0.1, 2.0), "top_k": (0, 100), "alternatives": (1, 10), "cells": (1, 64)}
-DEFAULTS = {"method": "beam", "beam_size": 3, "temperature": 1.0, "top_k": 0, "alternatives": 3}
+DEFAULTS = {"method": "beam", "temperature": 1.0, "top_k": 0, "alternatives": 3}
+
+
+class _WeightsOwn:
+    """A default that is the weights' own decoding setting (the beam size): see ``Captioner.decoding``."""
+
+    def __repr__(self) -> str:
+        return "the weights' own"
+
+
+WEIGHTS_OWN = _WeightsOwn()
 KINDS = {"c": "c_t (cell state)", "h": "h_t (hidden state)"}
 # The one answer to an image path that is not a Gradio upload or an example: the same for every such path, so
 # that it tells nothing about the server's files (whether one exists, is a folder, is an image).
@@ -133,7 +143,7 @@ class Demo:
 
     def __init__(self, model: Captioner):
         self.model = model
-        self.image_size = model.encoder.spec.image_size
+        self.image_size = model.encoder.preprocessing.image_size
         self.kinds = ["c", "h"] if model.decoder.config.cell == "lstm" else ["h"]
         self.roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]  # where images may come from
 
@@ -148,14 +158,16 @@ class Demo:
         except BadImageError as e:
             raise _mistake(str(e).replace(str(path), name)) from None
 
-    def caption(self, image: dict | None, method: str = DEFAULTS["method"], beam_size: int = DEFAULTS["beam_size"],
+    def caption(self, image: dict | None, method: str = DEFAULTS["method"], beam_size: int = WEIGHTS_OWN,
                 temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
                 alternatives: int = DEFAULTS["alternatives"]) -> tuple[str, list[list], Scored, dict]:
         """Caption an image. Returns the caption; the alternatives (n-best), best first, each with the score
         they are ranked by (log-probability / length ** length penalty) and its log-probability; and each word
-        with its probability. ``alternatives`` is capped at the beam size (greedy gives one caption)."""
+        with its probability. ``alternatives`` is capped at the beam size (greedy gives one caption);
+        ``beam_size`` defaults to the weights' own."""
         if method not in METHODS:
             raise _mistake(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        beam_size = self.model.decoding.beam_size if beam_size is WEIGHTS_OWN else beam_size
         beam_size, alternatives = _checked("beam_size", beam_size, int), _checked("alternatives", alternatives, int)
         temperature, top_k = _checked("temperature", temperature), _checked("top_k", top_k, int)
         n_best = {"greedy": 1, "beam": min(alternatives, beam_size)}.get(method, alternatives)
@@ -207,9 +219,9 @@ class Demo:
             raise _mistake(f"Cannot answer: {e}") from None
 
 
-def _slider(name: str, label: str, step: float, **kwargs) -> gr.Slider:
+def _slider(name: str, label: str, step: float, value: float | None = None, **kwargs) -> gr.Slider:
     lo, hi = LIMITS[name]
-    return gr.Slider(lo, hi, value=DEFAULTS[name], step=step, label=label, **kwargs)
+    return gr.Slider(lo, hi, value=DEFAULTS[name] if value is None else value, step=step, label=label, **kwargs)
 
 
 def build_ui(model: Captioner) -> gr.Blocks:
@@ -243,7 +255,7 @@ def build_ui(model: Captioner) -> gr.Blocks:
                         with gr.Accordion("Decoding settings", open=False):
                             method = gr.Radio([("beam search", "beam"), ("greedy", "greedy"), ("sample", "sample")],
                                               value=DEFAULTS["method"], label="Method")
-                            beam_size = _slider("beam_size", "Beam size", 1)
+                            beam_size = _slider("beam_size", "Beam size", 1, model.decoding.beam_size)
                             alternatives = _slider("alternatives",
                                                    "Alternatives (beam: at most the beam size; greedy: 1)", 1)
                             temperature = _slider("temperature", "Temperature (sampling)", 0.1, visible=False)
@@ -326,7 +338,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                    help="also make a public gradio.live link (needs internet; default false)")
-    p.add_argument("--weights", help="weights folder with caption/ (and vqa/); default: the shipped weights/")
+    p.add_argument("--weights", help="weights entry name, or folder with caption/ (and vqa/); "
+                                     "default: the default entry, the shipped weights")
     return p.parse_args(argv)
 
 

@@ -18,8 +18,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioner.data import read_flickr8k_tokens
-from captioner.evaluation import evaluate_captions, java_available, ptb_tokenize, tokenize
+from captioner.caption_metrics import evaluate_captions
+from captioner.data import read_flickr8k_tokens, read_split_list
+from captioner.ptb import java_available, ptb_tokenize, tokenize_captions
 
 METRICS = ["Bleu", "ROUGE_L", "CIDEr"]
 SPREAD = {
@@ -43,7 +44,7 @@ def speed(captions: list[str]) -> None:
 
 
 def tokenizer_agreement(captions: list[str]) -> None:
-    java = tokenize({i: [c] for i, c in enumerate(captions)}, "java")
+    java = tokenize_captions({i: [c] for i, c in enumerate(captions)}, "java")
     python = ptb_tokenize(captions)
     same = sum(java[i][0] == p for i, p in enumerate(python))
     print(f"tokenizer: {same:,} of {len(captions):,} captions tokenized identically to PTBTokenizer")
@@ -59,7 +60,7 @@ def toolkit_equality(refs: dict) -> None:
     for kind, make in SPREAD.items():
         results = {i: make(r, rng.choice(others)) for i, r in refs.items()}
         ours = evaluate_captions(results, refs, METRICS, tokenizer="python").corpus
-        gts, res = tokenize(refs, "java"), tokenize({i: [c] for i, c in results.items()}, "java")
+        gts, res = tokenize_captions(refs, "java"), tokenize_captions({i: [c] for i, c in results.items()}, "java")
         toolkit = dict(zip([f"Bleu_{n}" for n in range(1, 5)], Bleu(4).compute_score(gts, res, verbose=0)[0]))
         toolkit["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
         toolkit["CIDEr"] = Cider().compute_score(gts, res)[0]
@@ -83,7 +84,7 @@ def main() -> None:
         return
     tokenizer_agreement(captions)
     all_refs = read_flickr8k_tokens(root / "Flickr8k.token.txt")
-    dev = [n for n in (root / "Flickr_8k.devImages.txt").read_text().split() if n in all_refs]
+    dev = [n for n in read_split_list(root / "Flickr_8k.devImages.txt") if n in all_refs]
     toolkit_equality({n: all_refs[n] for n in dev})
 
 

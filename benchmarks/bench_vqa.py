@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from captioner.data import VQAExample, load_easy_vqa
-from captioner.evaluation import normalize_answer, vqa_report
-from captioner.pipeline import _resolve
+from captioner.pretrained import resolve_weights
 from captioner.train_vqa import (VQATrainConfig, answer_index, build_vqa_set, evaluate, image_features, load_splits,
                                  train_vqa)
 from captioner.vocab import tokenize
 from captioner.vqa import VQAPredictor
+from captioner.vqa_metrics import normalize_answer, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 
@@ -56,12 +56,12 @@ def shipped_accuracy(model: VQAPredictor, cfg: VQATrainConfig, val: list[VQAExam
 
 def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int) -> dict[str, dict]:
     """Per dataset of the shipped recipe: the shipped weights, question-only (mean over ``seeds``) and the prior."""
-    folder = _resolve(weights, "vqa")
+    folder, _ = resolve_weights(weights, "vqa")
     training = json.loads((folder / "config.json").read_text())["training"]
     known = {f.name for f in fields(VQATrainConfig)}
     cfg = VQATrainConfig(**{k: tuple(v) if k == "data" else v for k, v in training.items() if k in known})
     cfg = replace(cfg, threads=threads, save_every=0)
-    model = VQAPredictor.from_checkpoint(folder)
+    model = VQAPredictor.from_pretrained(folder)
     blind = [train_vqa(replace(cfg, use_image=False, seed=seed, out=f"{out}/blind-{seed}"), overwrite=True)
              for seed in seeds]
     report = {}
@@ -87,7 +87,7 @@ def easy_vqa_test(cfg: VQATrainConfig) -> dict[str, float]:
 
 def ask_latency(weights: str | None, images: list[Path], questions: list[str], repeats: int) -> dict[str, float]:
     """Milliseconds per ``ask`` (a fresh image and question each time) after the model is loaded."""
-    model = VQAPredictor.from_checkpoint(_resolve(weights, "vqa"))
+    model = VQAPredictor.from_pretrained(weights)
     model.ask(images[0], questions[0])  # warm-up
     times = []
     for i in range(repeats):

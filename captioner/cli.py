@@ -16,6 +16,9 @@ from tqdm import tqdm
 MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
 MAX_WORDS = 100  # --max-length and --min-length: the shipped models were trained on captions of at most 20
 MAX_BATCH = 1024  # images per batch: all of them are decoded in memory at once
+WEIGHTS_HELP = ("a weights entry name (captioner.pretrained.list_weights()) or a weights folder "
+                "(default: the default entry, the shipped weights)")
+BEAM_HELP = f"beam size (default: the weights' decoding setting; at most {MAX_BEAM})"
 OUTPUT_HELP = ("write here instead of stdout (missing folders are created; the file is replaced only when the "
                "command completes)")
 
@@ -95,10 +98,10 @@ def _add_caption(sub) -> None:
         "Unreadable files, and folders without images, are reported on stderr and skipped; the exit code is 1 "
         "if any failed."))
     p.add_argument("paths", nargs="+", metavar="PATHS", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--weights", help="weights folder (default: the shipped weights/)")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
     p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
-                   help=f"beam size (default 3, at most {MAX_BEAM})")
+                   help=BEAM_HELP)
     p.add_argument("--greedy", action="store_true", help="greedy decoding")
     p.add_argument("--sample", action="store_true", help="sample instead of beam search")
     p.add_argument("--temperature", type=_number(float, above=0), help="sampling temperature (default 1.0)")
@@ -111,11 +114,11 @@ def _add_caption(sub) -> None:
     p.add_argument("--n-best", type=_number(int, 1, MAX_BEAM),
                    help="captions per image (≤ beam size; with --sample, independent samples)")
     p.add_argument("--length-penalty", type=_number(float, 0),
-                   help="rank beams by log-prob / length ** this (default: the weights' \"decoding\" setting, else 0)")
+                   help="rank beams by log-prob / length ** this (default: the weights' decoding setting)")
     p.add_argument("--min-length", type=_number(int, 0, MAX_WORDS), help="at least this many words")
     p.add_argument("--max-length", type=_number(int, 1, MAX_WORDS), help="at most this many words")
     p.add_argument("--no-repeat-ngram", type=_number(int, 0),
-                   help="never repeat an n-gram of this size (default: the weights' \"decoding\" setting, else 0: off)")
+                   help="never repeat an n-gram of this size (default: the weights' decoding setting; 0: off)")
     p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
                    help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON")
@@ -124,8 +127,8 @@ def _add_caption(sub) -> None:
 
 
 def _cmd_caption(args) -> int:
-    from .data import BadImageError, expand_paths, image_id_from_filename, load_image
     from .features import batched
+    from .images import BadImageError, expand_paths, image_id_from_filename, load_image
     from .pipeline import Captioner, decode_config
 
     if sum([args.sample, args.greedy, args.beam is not None]) > 1:
@@ -147,7 +150,7 @@ def _cmd_caption(args) -> int:
     for folder in empty:
         print(f"captioner: skipped {folder}: no image files in this folder", file=sys.stderr)
     failed, coco = 0, []
-    size = model.encoder.spec.image_size
+    size = model.encoder.preprocessing.image_size
     with _output(args.output) as out, tqdm(total=len(paths), desc="captioning", unit="img", file=sys.stderr) as bar:
         writer = csv.writer(out) if args.format == "csv" else None
         if writer:
@@ -203,21 +206,40 @@ _TRAINING_RANGES: dict[str, dict[str, float]] = {
 }
 
 
+# Help of the training settings both `train` and `train-vqa` have; each command adds its own. The parser's
+# formatter appends each option's default.
+_TRAINING_HELP = {
+    "train_split": "split to train on", "out": "run folder", "encoder": "image encoder name",
+    "encoder_weights": "local encoder weights file (None: the encoder's published weights)",
+    "flip_augment": "also train on mirrored images, with 'left' and 'right' swapped in the text",
+    "min_count": "keep words seen this often", "embed_dim": "size of the word embeddings",
+    "hidden_dim": "size of the LSTM's hidden state", "num_layers": "stacked recurrent layers",
+    "dropout": "dropout probability", "epochs": "passes over the training set",
+    "lr": "learning rate (Adam) at the start of the cosine schedule", "min_lr_ratio": "final lr / lr (cosine)",
+    "weight_decay": "Adam's weight decay", "clip_norm": "gradient-norm clipping",
+    "seed": "random seed of the initial weights and of the batch order",
+    "save_every": "also checkpoint every N steps (0: each epoch)", "cache_dir": "folder of cached image features",
+    "threads": "torch CPU threads (0: default)",
+}
+
+
 def _add_config_options(p: argparse.ArgumentParser, config_cls, helps: dict[str, str]) -> None:
-    """One --flag per field of a training-config dataclass, with its default; numbers are checked as parsed."""
+    """One --flag per field of a training-config dataclass, with its help (``helps``, else ``_TRAINING_HELP``:
+    every field has one) and its default; numbers are checked as parsed."""
+    helps = {**_TRAINING_HELP, **helps}
     for f in fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag, help_text = "--" + f.name.replace("_", "-"), helps[f.name]
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif str(f.type).startswith("tuple"):  # repeatable; given at least once, it replaces the default list
             p.add_argument(flag, action="append", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                           help=f"{helps.get(f.name, '')}; repeat for several (default: {' '.join(f.default)})")
+                           help=f"{help_text}; repeat for several (default: {' '.join(f.default)})")
         elif str(f.type) in ("int", "float"):
             kind = int if str(f.type) == "int" else float
             p.add_argument(flag, type=_number(kind, **_TRAINING_RANGES.get(f.name, {"low": 0})), default=f.default,
-                           help=helps.get(f.name, " "))
+                           help=help_text)
         else:
-            p.add_argument(flag, default=f.default, help=helps.get(f.name, " "))
+            p.add_argument(flag, default=f.default, help=help_text)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last after an interruption, with the same settings")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run already in OUT")
@@ -241,36 +263,42 @@ def _add_train(sub) -> None:
     helps = {
         "data": "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco or karpathy (FOLDER: the images "
                 "root); WEIGHT scales how often its captions are drawn per epoch (default 1)",
-        "annotations": "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset)",
-        "out": "run folder",
-        "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
+        "annotations": "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset; None: "
+                       "the dataset's own)",
+        "val_split": "split to validate on",
         "finetune_blocks": "also train the encoder's top N blocks (0: frozen encoder)",
         "encoder_lr": "learning rate of the fine-tuned encoder blocks",
-        "flip_augment": "also train on mirrored images", "min_count": "keep words seen this often",
-        "max_length": "longest caption in words", "cell": "lstm or rnn",
+        "max_length": "longest caption in words", "cell": "lstm or rnn", "hidden_dim": "size of the recurrent state",
+        "image_dim": "size of the projected image vector (and of the attended regions)",
         "image_input": "where the image enters: every_step, first_step or init_state",
         "attention": "also attend over the encoder's region grid when choosing each word",
-        "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
-        "max_val_images": "validate on at most this many images (0: all)", "min_lr_ratio": "final lr / lr (cosine)",
-        "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
+        "epochs": "cross-entropy epochs", "batch_size": "captions per batch and process (SCST: batch_size / "
+                                                         "scst_samples images)",
+        "max_val_images": "validate on at most this many images (0: all)",
+        "label_smoothing": "cross-entropy label smoothing",
         "scst_epochs": "self-critical (CIDEr-reward) epochs after the cross-entropy ones, from the best of those",
         "scst_samples": "captions sampled per image in SCST", "scst_lr": "learning rate during SCST",
-        "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best)",
+        "init_from": "start from this checkpoint folder's weights and vocabulary (e.g. OUT/best; None: from scratch)",
     }
     _add_config_options(p, TrainConfig, helps)
     p.set_defaults(func=_cmd_train)
 
 
-def _cmd_train(args) -> int:
-    from .train import TrainConfig, train
-
+def _run_training(args, config_cls, train_fn: Callable[..., dict], report: Sequence[str]) -> int:
+    """Train with the config the flags give; print the ``report`` keys of the best validation scores as JSON."""
     try:
-        best = train(_config_from_args(TrainConfig, args), resume=args.resume, overwrite=args.overwrite)
+        best = train_fn(_config_from_args(config_cls, args), resume=args.resume, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     if best:
-        print(json.dumps({k: best[k] for k in ("epoch", "loss", "Bleu_4", "CIDEr", "datasets") if k in best}))
+        print(json.dumps({k: best[k] for k in report if k in best}))
     return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    return _run_training(args, TrainConfig, train, ("epoch", "loss", "Bleu_4", "CIDEr", "datasets"))
 
 
 # ---------------------------------------------------------------- eval
@@ -288,14 +316,15 @@ def _add_eval(sub) -> None:
     refs.add_argument("--coco-annotations", metavar="FILE", help="COCO captions annotation JSON")
     refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt")
     p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed")
-    p.add_argument("--weights", metavar="DIR", help="caption --data/--root/--split with these weights first")
+    p.add_argument("--weights", metavar="NAME|DIR", help="caption --data/--root/--split with these weights first "
+                                                         "(a weights entry name or folder)")
     p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
     p.add_argument("--data", default="flickr8k", help="dataset format: flickr8k, coco or karpathy (default flickr8k)")
     p.add_argument("--root", help="dataset folder (images root for karpathy)")
     p.add_argument("--split", default="dev", help="dataset split (default dev)")
     p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy")
     p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
-                   help=f"beam size (default 3, at most {MAX_BEAM})")
+                   help=BEAM_HELP)
     p.add_argument("--greedy", action="store_true", help="greedy decoding")
     p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--metrics", help="comma-separated subset of Bleu,METEOR,ROUGE_L,CIDEr,SPICE (default: all)")
@@ -308,8 +337,9 @@ def _add_eval(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluation import (METRICS, caption_dataset, check_coverage, evaluate_captions, java_available,
-                             read_references, read_results, write_per_image_csv)
+    from .caption_metrics import METRICS, check_coverage, evaluate_captions
+    from .ptb import java_available
+    from .results import read_references, read_results, write_per_image_csv
 
     if bool(args.results) == bool(args.weights):
         return _fail("eval: give either RESULTS or --weights", 2)
@@ -330,7 +360,7 @@ def _cmd_eval(args) -> int:
             from dataclasses import asdict
 
             from .data import load_caption_dataset
-            from .pipeline import Captioner, decode_config
+            from .pipeline import Captioner, caption_dataset, decode_config
 
             model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False)
             cfg = decode_config(model.decoding, method="greedy" if args.greedy else "beam" if args.beam else None,
@@ -395,7 +425,7 @@ def _add_ask(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of the --batch images")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.add_argument("--top-k", type=_number(int, 1), default=5, help="answers to print per question (default 5)")
-    p.add_argument("--weights", help="weights folder holding vqa/ (default: the shipped weights/)")
+    p.add_argument("--weights", help=WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
     p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
     p.set_defaults(func=_cmd_ask)
 
@@ -403,8 +433,7 @@ def _add_ask(sub) -> None:
 def _cmd_ask(args) -> int:
     from collections import defaultdict
 
-    from .data import IMAGE_SUFFIXES
-    from .pipeline import _resolve
+    from .images import IMAGE_SUFFIXES
     from .vqa import VQAPredictor
 
     if args.batch and (args.image or args.question):
@@ -415,7 +444,7 @@ def _cmd_ask(args) -> int:
         return _fail("--batch needs --images DIR, the folder of the images", 2)
     try:
         _check_output(args.output)
-        model = VQAPredictor.from_checkpoint(_resolve(args.weights, "vqa"), encoder_weights=args.encoder_weights)
+        model = VQAPredictor.from_pretrained(args.weights, encoder_weights=args.encoder_weights)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
 
@@ -511,18 +540,17 @@ def _add_train_vqa(sub) -> None:
     helps = {
         "data": "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2 or "
                 "easy-vqa (no FOLDER); WEIGHT scales how often its questions are drawn per epoch (default 1)",
-        "questions": "vqa2: questions JSON of the training split", "annotations": "vqa2: its annotations JSON",
+        "questions": "vqa2: questions JSON of the training split (None: the dataset's own)",
+        "annotations": "vqa2: its annotations JSON (None: the dataset's own)",
         "val_split": "validate each dataset on this split where it has one ('' : always hold out images)",
         "split_seed": "seed of the image split",
         "val_fraction": "fraction of training images held out for validation, for datasets without --val-split "
                         "(0: train on all)",
-        "out": "run folder", "encoder": "image encoder name", "encoder_weights": "local encoder weights file",
-        "top_answers": "answer vocabulary: this many most frequent answers", "min_count": "keep words seen this often",
+        "top_answers": "answer vocabulary: this many most frequent answers",
         "max_length": "longest question in words", "fused_dim": "size of the question and image vectors",
         "mlp_dim": "hidden size of the answer classifier", "fusion": "concat or product (element-wise)",
-        "use_image": "feed the image (--no-use-image: question-only baseline)", "min_lr_ratio": "final lr / lr (cosine)",
-        "save_every": "also checkpoint every N steps (0: each epoch)", "threads": "torch CPU threads (0: default)",
-        "clip_norm": "gradient-norm clipping", "label_smoothing": "cross-entropy label smoothing",
+        "use_image": "feed the image (--no-use-image: question-only baseline)",
+        "batch_size": "questions per batch and process",
     }
     _add_config_options(p, VQATrainConfig, helps)
     p.set_defaults(func=_cmd_train_vqa)
@@ -531,13 +559,7 @@ def _add_train_vqa(sub) -> None:
 def _cmd_train_vqa(args) -> int:
     from .train_vqa import VQATrainConfig, train_vqa
 
-    try:
-        best = train_vqa(_config_from_args(VQATrainConfig, args), resume=args.resume, overwrite=args.overwrite)
-    except (FileNotFoundError, ValueError) as e:
-        return _fail(str(e), 2)
-    if best:
-        print(json.dumps({k: best[k] for k in ("epoch", "accuracy", "datasets", "train_loss") if k in best}))
-    return 0
+    return _run_training(args, VQATrainConfig, train_vqa, ("epoch", "accuracy", "datasets", "train_loss"))
 
 
 # ---------------------------------------------------------------- entry point

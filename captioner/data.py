@@ -1,29 +1,19 @@
-"""Datasets and image loading: Flickr8k, COCO captions, Karpathy splits, and safe image decoding.
+"""Dataset formats: Flickr8k, COCO captions, Karpathy splits, and the VQA sets (DAQUAR, COCO questions, VQA v2,
+easy-vqa). Image decoding is in :mod:`captioner.images`.
 
 Every caption loader returns the same thing, a list of :class:`ImageCaptions`, so
 training, evaluation and the CLI never care which dataset they came from.
 """
 from __future__ import annotations
 
-import glob
 import json
-import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, Path, Image.Image]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 80_000_000  # larger images are refused rather than risk running out of memory
-
-
-class BadImageError(ValueError):
-    """An input that cannot be turned into an RGB image; the message is one line for users."""
+from .images import IMAGE_SUFFIXES, image_id_from_filename
 
 
 @dataclass
@@ -33,86 +23,6 @@ class ImageCaptions:
     image_id: int | str
     path: Path
     captions: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- images
-
-
-def _to_8bit_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode (16-bit, float, CMYK, palette, alpha) to 8-bit RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.round().astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
-    """Open ``source`` as an upright 8-bit RGB image, or raise :class:`BadImageError`.
-
-    ``size_hint`` lets JPEG decoding skip detail that a later resize would throw away.
-    """
-    name = getattr(source, "filename", None) or str(source) if not isinstance(source, Image.Image) else "image"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below is stricter
-            if isinstance(source, Image.Image):
-                img = source
-            else:
-                path = Path(source)
-                if not path.exists():
-                    raise BadImageError(f"{path}: file not found")
-                if path.is_dir():
-                    raise BadImageError(f"{path}: is a folder, not an image")
-                img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise BadImageError(f"{name}: image too large ({img.width}x{img.height} pixels)")
-            if size_hint and img.format == "JPEG":
-                img.draft("RGB", (size_hint, size_hint))
-            img = ImageOps.exif_transpose(img)
-            return _to_8bit_rgb(img)
-    except BadImageError:
-        raise
-    except UnidentifiedImageError:
-        raise BadImageError(f"{name}: not an image file") from None
-    except Image.DecompressionBombError:  # PIL refuses to open it at all, so its size is unknown here
-        raise BadImageError(f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-
-
-def expand_paths(patterns: Iterable[str]) -> list[Path]:
-    """Files named by ``patterns``: files as given, folders' image files (sorted), and glob matches.
-
-    A pattern that matches nothing is kept as is, so the caller can report it missing.
-    """
-    out: list[Path] = []
-    for pattern in patterns:
-        p = Path(pattern)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()))
-        elif p.exists():
-            out.append(p)
-        else:
-            matches = sorted(glob.glob(pattern, recursive=True))
-            out.extend(Path(m) for m in matches) if matches else out.append(p)
-    return out
-
-
-_COCO_ID = re.compile(r"^(?:COCO_[a-z]+\d{4}_)?(\d{6,12})$")
-
-
-def image_id_from_filename(path: str | Path) -> int | str:
-    """COCO's integer id when the name carries one (``000000123456.jpg``), else the file name."""
-    name = Path(path).name
-    m = _COCO_ID.match(Path(name).stem)
-    return int(m.group(1)) if m else name
 
 
 # ---------------------------------------------------------------- caption datasets
@@ -129,6 +39,11 @@ def read_flickr8k_tokens(token_file: str | Path) -> dict[str, list[str]]:
     return dict(refs)
 
 
+def read_split_list(path: str | Path) -> list[str]:
+    """The image names of a split list such as Flickr8k's ``Flickr_8k.devImages.txt``: one a line, blanks skipped."""
+    return [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
+
+
 def load_flickr8k(root: str | Path, split: str = "train") -> list[ImageCaptions]:
     """Flickr8k in its official layout: ``images/``, ``Flickr8k.token.txt``, ``Flickr_8k.<split>Images.txt``."""
     root = Path(root)
@@ -136,8 +51,7 @@ def load_flickr8k(root: str | Path, split: str = "train") -> list[ImageCaptions]
     if not split_file.exists():
         raise FileNotFoundError(f"{split_file} not found (splits: train, dev, test)")
     refs = read_flickr8k_tokens(root / "Flickr8k.token.txt")
-    names = [n.strip() for n in split_file.read_text().splitlines() if n.strip()]
-    return [ImageCaptions(n, root / "images" / n, refs.get(n, [])) for n in names]
+    return [ImageCaptions(n, root / "images" / n, refs.get(n, [])) for n in read_split_list(split_file)]
 
 
 def load_coco(annotations: str | Path, image_dir: str | Path) -> list[ImageCaptions]:
@@ -222,7 +136,7 @@ class DatasetSpec:
 # Every VQA loader returns a list of :class:`VQAExample`, so training, the baselines and the
 # CLI never care which dataset a question came from. A question with three or more human answers
 # (VQA v2, most COCO questions) is scored by the soft VQA accuracy, one with fewer (DAQUAR,
-# easy-vqa, COCO-QA, POPE) by exact match: see ``captioner.evaluation.question_metric``.
+# easy-vqa, COCO-QA, POPE) by exact match: see ``captioner.vqa_metrics.question_metric``.
 
 VQA_DATASETS = ("daquar", "coco", "vqa2", "easy-vqa")
 

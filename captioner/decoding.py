@@ -15,6 +15,7 @@ from .model import CaptionDecoder, EncodedImage, State
 from .vocab import Vocabulary
 
 METHODS = ("greedy", "sample", "beam")
+SPECIAL_IDS = (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id)  # never emitted by any decoder
 
 
 @dataclass
@@ -68,10 +69,18 @@ def _length_normalised(log_prob: float, length: int, alpha: float) -> float:
     return log_prob / max(length, 1) ** alpha
 
 
+def mask_special_tokens(log_probs: torch.Tensor) -> torch.Tensor:
+    """``log_probs`` ``(N, vocab)`` with ``<pad>``, ``<start>`` and ``<unk>`` made impossible (a new tensor,
+    so gradients flow through the rest, as self-critical training needs)."""
+    banned = torch.zeros(log_probs.shape[-1], dtype=torch.bool, device=log_probs.device)
+    banned[list(SPECIAL_IDS)] = True
+    return log_probs.masked_fill(banned, float("-inf"))
+
+
 def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
-    """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; never emit markers or ``<unk>``."""
-    log_probs = log_probs.clone()
-    log_probs[:, [Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id]] = float("-inf")
+    """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; never emit markers or ``<unk>``.
+    ``log_probs`` ``(N, vocab)``, ``history`` ``(N, steps)``: the words so far."""
+    log_probs = mask_special_tokens(log_probs)
     steps = history.shape[1]
     if steps < cfg.min_length:
         log_probs[:, Vocabulary.end_id] = float("-inf")
@@ -87,24 +96,25 @@ def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Keep the ``top_k`` most likely words and the smallest set with probability mass ``top_p``."""
+    """Keep the ``top_k`` most likely words and the smallest set with probability mass ``top_p``, of
+    logits ``(N, vocab)``."""
     if top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (N, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # each (N, vocab)
+        cum = sorted_logits.softmax(-1).cumsum(-1)  # (N, vocab)
         drop = cum - sorted_logits.softmax(-1) >= top_p  # mass before this word already reaches top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 
 
-def _sample(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """One word per row of ``probs``, given one uniform draw in [0, 1) per row ``(N, 1)``, by inverting the
-    cumulative distribution: on a CPU this is about 30x faster than ``torch.multinomial`` over a
-    vocabulary-wide row (0.35 against 10 ms for 125 rows of 2,541 words). ``right=True`` never lands on a
-    zero-probability word."""
-    cdf = probs.cumsum(-1)
+def sample_words(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One word ``(N,)`` per row of ``probs`` ``(N, vocab)`` (not necessarily normalised), given one uniform
+    draw in [0, 1) per row ``(N, 1)``, by inverting the cumulative distribution: on a CPU this is about 30x
+    faster than ``torch.multinomial`` over a vocabulary-wide row (0.35 against 10 ms for 125 rows of 2,541
+    words). ``right=True`` never lands on a zero-probability word."""
+    cdf = probs.cumsum(-1)  # (N, vocab)
     return torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)[:, 0].clamp_(max=probs.shape[1] - 1)
 
 
@@ -124,21 +134,21 @@ def _greedy_or_sample(model: CaptionDecoder, image: EncodedImage, cfg: DecodeCon
     given, else from torch's global one."""
     n = len(image)
     state = model.initial_state(image)
-    prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)
-    history = torch.empty(n, 0, dtype=torch.long)
-    picked_lp = torch.empty(n, 0)
-    done = torch.zeros(n, dtype=torch.bool)
+    prev = torch.full((n,), Vocabulary.start_id, dtype=torch.long)  # (N,)
+    history = torch.empty(n, 0, dtype=torch.long)  # (N, t): the words so far
+    picked_lp = torch.empty(n, 0)  # (N, t): their log-probabilities
+    done = torch.zeros(n, dtype=torch.bool)  # (N,)
     for t in range(cfg.max_length):
         log_probs, state = model.step(prev, state, image, first=t == 0)
-        log_probs = _constrain(log_probs, history, cfg)
+        log_probs = _constrain(log_probs, history, cfg)  # (N, vocab)
         if cfg.method == "greedy":
-            word = log_probs.argmax(-1)
+            word = log_probs.argmax(-1)  # (N,)
         else:
             logits = _filter_logits(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
             uniform = (torch.cat([torch.rand(1, 1, generator=g) for g in generators]) if generators
-                       else torch.rand(n, 1))
-            word = _sample(logits.softmax(-1), uniform)
-        lp = log_probs.gather(1, word[:, None])[:, 0]
+                       else torch.rand(n, 1))  # (N, 1)
+            word = sample_words(logits.softmax(-1), uniform)
+        lp = log_probs.gather(1, word[:, None])[:, 0]  # (N,)
         word = word.masked_fill(done, Vocabulary.pad_id)
         history = torch.cat([history, word[:, None]], 1)
         picked_lp = torch.cat([picked_lp, lp.masked_fill(done, 0.0)[:, None]], 1)
@@ -167,21 +177,21 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
     b, k = len(image), cfg.beam_size
     image = image.repeat_interleave(k)  # beams reorder only within their image, so this never changes
     state = model.initial_state(image)
-    prev = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long)
-    history = torch.empty(b * k, 0, dtype=torch.long)
-    token_lps = torch.empty(b * k, 0)
-    beam_lp = torch.zeros(b, k)
+    prev = torch.full((b * k,), Vocabulary.start_id, dtype=torch.long)  # (B * k,)
+    history = torch.empty(b * k, 0, dtype=torch.long)  # (B * k, t): each beam's words so far
+    token_lps = torch.empty(b * k, 0)  # (B * k, t): their log-probabilities
+    beam_lp = torch.zeros(b, k)  # (B, k): each beam's total
     beam_lp[:, 1:] = float("-inf")  # all beams start identical: only the first may expand
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
     done = [False] * b
     for t in range(cfg.max_length):
         log_probs, state = model.step(prev, state, image, first=t == 0)
-        log_probs = _constrain(log_probs, history, cfg)
+        log_probs = _constrain(log_probs, history, cfg)  # (B * k, vocab)
         vocab = log_probs.shape[1]
-        cand = (beam_lp.view(-1, 1) + log_probs).view(b, k * vocab)
-        top_lp, top_idx = cand.topk(2 * k, dim=1)
-        parent, word = top_idx // vocab, top_idx % vocab
-        is_end = word == Vocabulary.end_id
+        cand = (beam_lp.view(-1, 1) + log_probs).view(b, k * vocab)  # (B, k * vocab)
+        top_lp, top_idx = cand.topk(2 * k, dim=1)  # each (B, 2k)
+        parent, word = top_idx // vocab, top_idx % vocab  # each (B, 2k)
+        is_end = word == Vocabulary.end_id  # (B, 2k)
         # Finish every <end> candidate ranked within the top k, then keep the k best live ones.
         for i, r in is_end[:, :k].nonzero().tolist():
             if done[i] or not torch.isfinite(top_lp[i, r]):
@@ -191,10 +201,10 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
             hyp = Hypothesis(history[row].tolist(), lps, True)
             hyp.score = _length_normalised(hyp.log_prob, t + 1, cfg.length_penalty)
             finished[i].append(hyp)
-        beam_lp, pick = top_lp.masked_fill(is_end, float("-inf")).topk(k, dim=1)
-        rows = (parent.gather(1, pick) + torch.arange(b)[:, None] * k).view(-1)
-        word = word.gather(1, pick).view(-1)
-        new_lp = log_probs[rows, word]
+        beam_lp, pick = top_lp.masked_fill(is_end, float("-inf")).topk(k, dim=1)  # each (B, k)
+        rows = (parent.gather(1, pick) + torch.arange(b)[:, None] * k).view(-1)  # (B * k,): each new beam's parent
+        word = word.gather(1, pick).view(-1)  # (B * k,)
+        new_lp = log_probs[rows, word]  # (B * k,)
         history = torch.cat([history[rows], word[:, None]], 1)
         token_lps = torch.cat([token_lps[rows], new_lp[:, None]], 1)
         state, prev = _reorder(state, rows), word
@@ -250,13 +260,13 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
     after reading ``<start>`` and the first ``t`` words.
     """
     model.eval()
-    image = model.encode_image(features.float()[None])
+    image = model.encode_image(features.float()[None])  # a batch of one
     state = model.initial_state(image)
     seq = [Vocabulary.start_id, *tokens]
     hs, cs = [], []
     for t, tok in enumerate(seq):
         _, state = model.step(torch.tensor([tok]), state, image, first=t == 0)
-        hs.append(state[0][-1, 0])
+        hs.append(state[0][-1, 0])  # (hidden,): the top layer's
         if len(state) > 1:
             cs.append(state[1][-1, 0])
     out = {"h": torch.stack(hs)}

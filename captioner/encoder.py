@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import one_line, read_tensors
-from .data import ImageInput, load_image
+from .images import ImageInput, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,6 +33,33 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # statistics shift every activation (on Flickr8k dog photos: 75% top-1 dog classes instead of 82%).
 TF_LITE_MEAN = (127 / 255,) * 3
 TF_LITE_STD = (128 / 255,) * 3
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes an encoder's input: squashed (no crop) to ``image_size`` square with bilinear
+    resampling, scaled to [0, 1], then normalised per channel by ``mean`` and ``std``.
+
+    Weights record theirs (a weights entry, or ``config.json["preprocessing"]``), so they keep their meaning
+    when an encoder's default (:attr:`EncoderSpec.preprocessing`) changes.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash-bilinear"  # the only one so far; named so that another becomes a new value
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        """From its JSON form (``config.json["preprocessing"]``); ValueError for an unknown resize."""
+        pre = cls(int(data["image_size"]), tuple(map(float, data["mean"])), tuple(map(float, data["std"])),
+                  data.get("resize", "squash-bilinear"))
+        if pre.resize != "squash-bilinear" or len(pre.mean) != 3 or len(pre.std) != 3:
+            raise ValueError(f"unsupported preprocessing {data}")
+        return pre
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,11 @@ class EncoderSpec:
     fold_batchnorm: Callable[[nn.Module], None] | None = None  # for a frozen backbone: speed, same function
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """This encoder's current default preprocessing (weights may record another)."""
+        return Preprocessing(self.image_size, self.mean, self.std)
 
 
 def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -153,11 +185,14 @@ class ImageEncoder(nn.Module):
     layout: together about 20% faster on a CPU, with the same outputs to float rounding. With
     ``trainable_blocks = k`` the top ``k`` stages learn (their weights; batch-norm statistics stay
     as pretrained) and :meth:`trunk` gives the frozen stages' output, which training caches.
+    ``preprocessing`` defaults to the spec's current one.
     """
 
-    def __init__(self, spec: EncoderSpec, backbone: nn.Module, trainable_blocks: int = 0):
+    def __init__(self, spec: EncoderSpec, backbone: nn.Module, trainable_blocks: int = 0,
+                 preprocessing: Preprocessing | None = None):
         super().__init__()
         self.spec = spec
+        self.preprocessing = preprocessing or spec.preprocessing
         self.backbone = backbone.eval()
         self.backbone.requires_grad_(False)
         self.trainable_blocks = trainable_blocks
@@ -171,8 +206,8 @@ class ImageEncoder(nn.Module):
         for stage in self._top:
             stage.requires_grad_(True)
         self.backbone.to(memory_format=torch.channels_last)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def feature_dim(self) -> int:
@@ -203,7 +238,7 @@ class ImageEncoder(nn.Module):
 
         Squashing (no crop) matches how the Flickr8k training images were stored.
         """
-        size = self.spec.image_size
+        size = self.preprocessing.image_size
         img = load_image(image, size_hint=size).resize((size, size), Image.BILINEAR)
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
@@ -226,9 +261,10 @@ class ImageEncoder(nn.Module):
 
 
 def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, trainable_blocks: int = 0,
-                  tuned: dict[str, torch.Tensor] | None = None) -> ImageEncoder:
-    """Build a pretrained encoder by name (see ``ENCODERS``); ``weights`` is an optional local file, and
-    ``tuned`` fine-tuned top-block weights (:meth:`ImageEncoder.tuned_state_dict`) to load over them."""
+                  tuned: dict[str, torch.Tensor] | None = None, preprocessing: Preprocessing | None = None) -> ImageEncoder:
+    """Build a pretrained encoder by name (see ``ENCODERS``); ``weights`` is an optional local file,
+    ``tuned`` fine-tuned top-block weights (:meth:`ImageEncoder.tuned_state_dict`) to load over them, and
+    ``preprocessing`` what the weights using it were trained with (default: the encoder's current one)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
     spec = ENCODERS[name]
@@ -238,7 +274,7 @@ def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, 
         raise ValueError(f"{weights or name}: weights do not fit {name} ({one_line(e)})") from None
     if tuned:  # before ImageEncoder folds the batch norms of a frozen one into its convolutions
         _load_tuned(backbone, tuned, name)
-    return ImageEncoder(spec, backbone, trainable_blocks)
+    return ImageEncoder(spec, backbone, trainable_blocks, preprocessing)
 
 
 def _load_tuned(backbone: nn.Module, tuned: dict[str, torch.Tensor], name: str) -> None:

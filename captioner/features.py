@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import ImageInput
 from .encoder import ImageEncoder
+from .images import ImageInput
 
 DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
 PARTIAL = ".partial"  # suffix of a cache file being written, after the writer's process id
@@ -45,8 +45,11 @@ def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: boo
 
 
 def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions: bool) -> str:
-    spec = encoder.spec  # the weights and the normalisation are part of the key: they change every feature
-    h = hashlib.sha1(f"{spec.name}|{encoder.trunk_digest()}|{spec.mean}|{spec.std}|flip={flip}|regions={regions}"
+    # The weights and the preprocessing are part of the key: they change every feature. The default image
+    # size goes with the encoder's name, so only another one is added (existing caches stay valid).
+    spec, pre = encoder.spec, encoder.preprocessing
+    size = "" if pre.image_size == spec.image_size else f"|size={pre.image_size}"
+    h = hashlib.sha1(f"{spec.name}|{encoder.trunk_digest()}|{pre.mean}|{pre.std}{size}|flip={flip}|regions={regions}"
                      f"|float16|trunk={encoder.trainable_blocks}".encode())
     for p in paths:
         st = p.stat()

@@ -16,7 +16,7 @@ and training still needs one ``nn.LSTM`` call plus two batched matrix products.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,17 +30,18 @@ State = tuple[torch.Tensor, ...]  # (h,) for the RNN, (h, c) for the LSTM; each 
 
 @dataclass
 class DecoderConfig:
-    """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence."""
+    """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence. These defaults are the
+    training defaults too (``train.TrainConfig`` reads them from here)."""
 
     vocab_size: int
     feature_dim: int
-    embed_dim: int = 512
+    embed_dim: int = 256
     hidden_dim: int = 512
     image_dim: int = 512
     num_layers: int = 1
     cell: str = "lstm"
     image_input: str = "every_step"
-    dropout: float = 0.5
+    dropout: float = 0.3
     attention: bool = False
 
     def __post_init__(self) -> None:
@@ -95,45 +96,47 @@ class CaptionDecoder(nn.Module):
         """Project CNN region features ``(N, R, feature_dim)`` (or pooled ``(N, feature_dim)``)
         to the image vector ``v`` and, with attention, the regions the decoder attends to."""
         if features.dim() == 2:
-            features = features[:, None]
-        regions = self.region_proj(features) if self.config.attention else None
-        return EncodedImage(self.image_proj(features.mean(1)), regions)
+            features = features[:, None]  # (N, 1, feature_dim)
+        regions = self.region_proj(features) if self.config.attention else None  # (N, R, image_dim)
+        return EncodedImage(self.image_proj(features.mean(1)), regions)  # v: (N, image_dim)
 
     def _attend(self, h: torch.Tensor, image: EncodedImage) -> torch.Tensor:
         """Hidden states ``(N, T, hidden)`` plus what they attend to in their image's regions."""
         if image.regions is None:
             return h
-        scores = self.query(h) @ image.regions.transpose(1, 2) / math.sqrt(self.config.image_dim)
-        return h + self.context(scores.softmax(-1) @ image.regions)
+        scores = self.query(h) @ image.regions.transpose(1, 2) / math.sqrt(self.config.image_dim)  # (N, T, R)
+        return h + self.context(scores.softmax(-1) @ image.regions)  # (N, T, image_dim) -> (N, T, hidden)
 
     def initial_state(self, image: EncodedImage) -> State:
-        c, v = self.config, image.v
+        c, v = self.config, image.v  # v: (N, image_dim)
         n = v.shape[0]
         if c.image_input == "init_state":
             # Layer-normalised before the tanh (see the module docstring): a plain tanh(W v) saturates.
-            pre = self.init_state(v).view(n, 2, c.num_layers, c.hidden_dim)
+            pre = self.init_state(v).view(n, 2, c.num_layers, c.hidden_dim)  # (N, 2, layers, hidden)
+            # each (layers, N, hidden)
             h, cell = torch.tanh(nn.functional.layer_norm(pre, pre.shape[-1:])).permute(1, 2, 0, 3)
             h, cell = h.contiguous(), cell.contiguous()
         else:
-            h = cell = v.new_zeros(c.num_layers, n, c.hidden_dim)
+            h = cell = v.new_zeros(c.num_layers, n, c.hidden_dim)  # (layers, N, hidden)
         return (h, cell) if c.cell == "lstm" else (h,)
 
     def _inputs(self, tokens: torch.Tensor, v: torch.Tensor, first_step: bool) -> torch.Tensor:
         """RNN inputs ``[x_t; v]`` for tokens ``(N, T)``; ``v`` is zeroed after step 0 in first_step mode."""
-        x = self.dropout(self.embed(tokens))
+        x = self.dropout(self.embed(tokens))  # (N, T, embed_dim)
         mode = self.config.image_input
         if mode == "init_state":
             return x
         if mode == "first_step":  # v only at step 0, layer-normalised (see the module docstring)
-            keep = torch.zeros(tokens.shape[1], 1, device=v.device)
+            keep = torch.zeros(tokens.shape[1], 1, device=v.device)  # (T, 1)
             if first_step:
                 keep[0] = 1.0
-            img = nn.functional.layer_norm(v, v.shape[-1:]).unsqueeze(1) * keep
+            img = nn.functional.layer_norm(v, v.shape[-1:]).unsqueeze(1) * keep  # (N, T, image_dim)
         else:
-            img = v.unsqueeze(1).expand(-1, tokens.shape[1], -1)
-        return torch.cat([x, img], dim=-1)
+            img = v.unsqueeze(1).expand(-1, tokens.shape[1], -1)  # (N, T, image_dim)
+        return torch.cat([x, img], dim=-1)  # (N, T, embed_dim + image_dim)
 
     def _run(self, inputs: torch.Tensor, state: State, lengths: torch.Tensor | None = None):
+        """The recurrence over inputs ``(N, T, input_dim)``: outputs ``(N, T, hidden)`` and the final state."""
         hx = state if self.config.cell == "lstm" else state[0]
         if lengths is None:
             out, hx = self.rnn(inputs, hx)
@@ -153,11 +156,11 @@ class CaptionDecoder(nn.Module):
         of ``mask = arange(T) < lengths``, matching ``tokens[:, 1:][mask]`` as targets.
         """
         image = self.encode_image(features)
-        inputs = self._inputs(tokens[:, :-1], image.v, first_step=True)
-        out, _ = self._run(inputs, self.initial_state(image), lengths)
+        inputs = self._inputs(tokens[:, :-1], image.v, first_step=True)  # (N, T - 1, input_dim)
+        out, _ = self._run(inputs, self.initial_state(image), lengths)  # (N, T - 1, hidden)
         out = self._attend(out, image)
         mask = torch.arange(inputs.shape[1], device=tokens.device)[None, :] < lengths[:, None].to(tokens.device)
-        return self.out(self.dropout(out[mask]))
+        return self.out(self.dropout(out[mask]))  # (sum(lengths), vocab)
 
     # ----------------------------------------------------------- inference
 
@@ -167,22 +170,20 @@ class CaptionDecoder(nn.Module):
         The recurrence is written out with ``self.rnn``'s own weights: for one step this is about
         twice as fast on a CPU as calling ``nn.LSTM`` on a length-1 sequence.
         """
-        x = self._inputs(tokens[:, None], image.v, first_step=first)[:, 0]
+        x = self._inputs(tokens[:, None], image.v, first_step=first)[:, 0]  # (N, input_dim)
         new_h, new_c = [], []
         for layer in range(self.config.num_layers):
             w = [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            # (N, gates * hidden): 4 gates for the LSTM, 1 for the RNN
             pre = nn.functional.linear(x, w[0], w[2]) + nn.functional.linear(state[0][layer], w[1], w[3])
             if self.config.cell == "lstm":
                 i, f, g, o = pre.chunk(4, dim=1)  # PyTorch's gate order
-                c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)
+                c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (N, hidden)
+                x = torch.sigmoid(o) * torch.tanh(c)  # (N, hidden)
                 new_c.append(c)
             else:
                 x = torch.tanh(pre)
             new_h.append(x)
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
-        x = self._attend(x[:, None], image)[:, 0]
-        return torch.log_softmax(self.out(x), dim=-1), state
-
-    def to_config_dict(self) -> dict:
-        return asdict(self.config)
+        x = self._attend(x[:, None], image)[:, 0]  # (N, hidden)
+        return torch.log_softmax(self.out(x), dim=-1), state  # (N, vocab)

@@ -1,28 +1,28 @@
 """The one obvious entry point: ``Captioner.from_pretrained().caption(image)``.
 
 It ties the stages together (image -> encoder features -> decoder tokens -> text) and loads
-everything from a weights folder: ``caption/`` (and ``vqa/`` for questions), each holding
-``model.safetensors``, ``config.json`` and ``vocab.json``.
+everything from a weights entry (:mod:`captioner.pretrained`) or a weights folder: ``caption/`` (and
+``vqa/`` for questions), each holding ``model.safetensors``, ``config.json`` and ``vocab.json``.
 """
 from __future__ import annotations
 
 import math
-import os
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, split_encoder_weights
-from .data import ImageInput
-from .decoding import DecodeConfig, Hypothesis, decode, trace_states
+from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
-from .features import encode_images
+from .features import batched, encode_images
+from .images import BadImageError, ImageInput, load_image
 from .model import CaptionDecoder, DecoderConfig
+from .pretrained import Weights, folder_preprocessing, resolve_weights
 from .vocab import Vocabulary, detokenize
-
-DEFAULT_WEIGHTS = Path(os.environ.get("CAPTIONER_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
 
 
 @dataclass
@@ -51,14 +51,6 @@ def decode_config(defaults: DecodeConfig | None = None, **overrides) -> DecodeCo
     return DecodeConfig(**base)
 
 
-def _resolve(weights: str | Path | None, task: str) -> Path:
-    root = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    for candidate in (root / task, root):
-        if (candidate / "config.json").exists():
-            return candidate
-    raise FileNotFoundError(f"no {task} weights in {root} (expected {root / task}/config.json)")
-
-
 class Captioner:
     """Captions images (and answers questions, when VQA weights are present)."""
 
@@ -71,32 +63,38 @@ class Captioner:
         self.vqa = vqa
 
     @classmethod
-    def from_pretrained(cls, weights: str | Path | None = None, encoder_weights: str | None = None,
+    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
                         load_vqa: bool = True) -> "Captioner":
-        """Load shipped (or your own) weights; offline, on the CPU."""
-        path = _resolve(weights, "caption")
+        """Load a weights entry (or its name; default: the default entry) or a weights folder; offline, on the CPU.
+
+        An entry brings its preprocessing and decoding defaults; a folder, its ``config.json``'s (see
+        :mod:`captioner.pretrained`). VQA weights are the default VQA entry's, or for a folder its ``vqa/``.
+        """
+        path, entry = resolve_weights(weights, "caption")
         tensors, config = load_checkpoint(path)
         decoder_weights, tuned = split_encoder_weights(tensors)  # tuned: fine-tuned encoder blocks, if any
         vocab = Vocabulary.load(path / "vocab.json")
         with config_errors(path / CONFIG_FILE):
             decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
-            decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **config.get("decoding", {}))
+            settings = entry.decoding if entry else config.get("decoding", {})
+            decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **settings)
             encoder_name = config["encoder"]
+            preprocessing = entry.preprocessing if entry else folder_preprocessing(config)
             if decoder.config.vocab_size != len(vocab):
                 raise ValueError(f"vocab_size {decoder.config.vocab_size}, but vocab.json has {len(vocab)} words")
         load_weights(decoder, decoder_weights, path / MODEL_FILE)
-        encoder = build_encoder(encoder_name, encoder_weights, tuned=tuned)
+        encoder = build_encoder(encoder_name, encoder_weights, tuned=tuned, preprocessing=preprocessing)
         vqa = None
         if load_vqa:
+            from .vqa import VQAPredictor
+
             try:
-                vqa_path = _resolve(weights, "vqa")
+                vqa_path, vqa_entry = resolve_weights(None if entry else weights, "vqa")
             except FileNotFoundError:
                 vqa_path = None
             if vqa_path is not None and vqa_path != path:
-                from .vqa import VQAPredictor
-
                 # The VQA model was trained on the pretrained encoder: it shares it unless captioning fine-tuned it.
-                vqa = VQAPredictor.from_checkpoint(vqa_path, None if tuned else encoder, encoder_weights)
+                vqa = VQAPredictor.from_pretrained(vqa_entry or vqa_path, None if tuned else encoder, encoder_weights)
         return cls(decoder, vocab, encoder, decoding, vqa)
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
@@ -122,12 +120,28 @@ class Captioner:
         e.g. ``method="sample", temperature=0.8`` or ``beam_size=5``."""
         return self.caption_images([image], decode_config(self.decoding, **decoding))[0][0].text
 
-    def cell_states(self, image: ImageInput, caption: Caption) -> dict[str, torch.Tensor]:
-        """LSTM states after each word of ``caption`` (see :func:`decoding.trace_states`)."""
-        return trace_states(self.decoder, self.features([image])[0], caption.tokens)
-
     def ask(self, image: ImageInput, question: str, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k answers with probabilities for a question about the image."""
         if self.vqa is None:
             raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
         return self.vqa.ask(image, question, top_k)  # the VQA model's encoder: shared, or its own if it differs
+
+
+def caption_dataset(model: Captioner, items: Sequence, config: DecodeConfig | None = None,
+                    batch_size: int = 32) -> dict:
+    """``{image_id: best caption}`` for dataset items; unreadable images are reported on stderr and skipped."""
+    size = model.encoder.preprocessing.image_size
+    results = {}
+    with tqdm(total=len(items), desc="captioning", unit="img", file=sys.stderr) as bar:
+        for chunk in batched(items, batch_size):
+            good, images = [], []
+            for item in chunk:
+                try:
+                    images.append(load_image(item.path, size_hint=size))
+                    good.append(item)
+                except BadImageError as e:
+                    tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
+            for item, nbest in zip(good, model.caption_images(images, config) if images else []):
+                results[item.image_id] = nbest[0].text
+            bar.update(len(chunk))
+    return results

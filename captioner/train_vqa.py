@@ -1,9 +1,9 @@
 """Training the VQA model on cached image features, with checkpoints, ``--resume`` and best-on-validation.
 
-It follows the caption trainer (``train.py``) and reuses its pieces: the same feature cache,
-length-bucketed batches, cosine schedule, distributed setup and checkpoint files, with ``best/``
-(highest validation accuracy) and ``last/`` (optimizer and RNG state, so a resumed run continues
-exactly where an uninterrupted one would be). It trains on one dataset or a mix, with one question
+:class:`VQATask` plugs VQA into the training loop it shares with captions (:mod:`captioner.training`):
+the same feature cache, length-bucketed batches, cosine schedule, distributed setup and checkpoint
+files, with ``best/`` (highest validation accuracy) and ``last/`` (optimizer and RNG state, so a
+resumed run continues exactly where an uninterrupted one would be). It trains on one dataset or a mix, with one question
 vocabulary and one answer vocabulary over all of them. Each dataset is validated on its own dev split
 when it has one, else on held-out whole images (never single questions), and reported apart; the
 mean accuracy over the datasets picks the best checkpoint.
@@ -24,23 +24,21 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from .checkpoint import atomic_directory, existing_checkpoint, load_checkpoint, load_state, save_checkpoint, save_state
+from .checkpoint import load_checkpoint
 from .data import DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import build_encoder
-from .evaluation import normalize_answer, question_score, vqa_report
+from .vqa_metrics import normalize_answer, question_score, vqa_report
 from .features import DEFAULT_CACHE, batched, cached_features
-from .train import (_barrier, _dist_setup, _lr_lambda, _seed_everything, _swap_left_right, check_run_folder,
-                    dataset_names, make_batches, weighted_rows)
+from .training import (Task, fit, gather_features, named_specs, rank_zero_first, shape_keys, swap_left_right,
+                       vocab_json, weighted_rows)
 from .vocab import Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
 # The settings that shape the model: a resumed run must be given the same ones.
-ARCHITECTURE = ("encoder", "embed_dim", "hidden_dim", "num_layers", "fused_dim", "mlp_dim", "fusion", "use_image",
-                "dropout")
+MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")
+ARCHITECTURE = ("encoder", *MODEL_KEYS)
 
 
 @dataclass
@@ -144,7 +142,7 @@ def build_vqa_set(examples: list[VQAExample], features: np.ndarray, flipped: np.
     # A question with no words at all is read as a single <unk>, so the LSTM always gets an input.
     tokens = [vocab.encode(e.question, add_markers=False) or [vocab.unk_id] for e in examples]
     return VQASet(examples, features, flipped, np.array([rows[e.path] for e in examples], dtype=np.int64), tokens,
-                  [_swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, index)
+                  [swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, index)
                                                                   for e in examples])
 
 
@@ -160,8 +158,7 @@ def collate(data: VQASet, rows: Sequence[int], num_answers: int, flips: Sequence
     for i, r in enumerate(rows):
         for a, score in data.targets[r].items():
             targets[i, a] = score
-    feats = np.stack([(data.flipped if f else data.features)[i] for i, f in zip(data.image_index[rows], flips)])
-    return torch.from_numpy(feats).float(), tokens, lengths, targets
+    return gather_features(data.features, data.flipped, data.image_index[rows], flips), tokens, lengths, targets
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -198,7 +195,7 @@ def validate(model: VQAModel, val_sets: dict[str, VQASet], answers: list[str]) -
     return {"accuracy": float(np.mean([d["accuracy"] for d in per_dataset.values()])), "datasets": per_dataset}
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the task
 
 
 def model_config(cfg: VQATrainConfig, model: VQAConfig, extra: dict | None = None) -> dict:
@@ -209,11 +206,8 @@ def model_config(cfg: VQATrainConfig, model: VQAConfig, extra: dict | None = Non
 def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExample], list[VQAExample]]]:
     """Each dataset of the mix as (name, spec, training questions, validation questions). Validation is the
     dataset's ``val_split`` when it has one, else ``val_fraction`` of its training images, held out."""
-    specs = [DatasetSpec.parse(d) for d in cfg.data]
-    if not specs:
-        raise ValueError("no datasets: give --data NAME:ROOT at least once")
     out = []
-    for name, spec in zip(dataset_names(specs), specs):
+    for name, spec in named_specs(cfg.data):
         train = load_vqa_dataset(spec.name, spec.root, cfg.train_split, cfg.questions, cfg.annotations)
         if cfg.val_split and vqa_split_exists(spec.name, spec.root, cfg.val_split):
             val = load_vqa_dataset(spec.name, spec.root, cfg.val_split)
@@ -234,126 +228,88 @@ def image_features(encoder_name: str, encoder_weights: str | None, examples: Ite
     return feats, flipped, {p: i for i, p in enumerate(paths)}
 
 
+class VQATask(Task):
+    """VQA as a :class:`~captioner.training.Task`: soft cross-entropy over the answer vocabulary, on batches of
+    similar-length questions, with mirrored images (and "left"/"right" swapped) when ``flip_augment``."""
+
+    architecture = ARCHITECTURE
+
+    def __init__(self, cfg: VQATrainConfig):
+        self.cfg = cfg
+
+    def build(self, last: Path | None, rank: int, world: int) -> None:
+        cfg = self.cfg
+        mix = load_splits(cfg)
+        train_examples = [e for _, _, train, _ in mix for e in train]
+        val_examples = [e for _, _, _, val in mix for e in val]
+        if not train_examples:
+            raise ValueError("no training questions")
+        if last is not None:
+            self.vocab = Vocabulary.load(last / "vocab.json")
+            self.answers = json.loads((last / ANSWERS_FILE).read_text())
+        else:
+            self.vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
+            self.answers = build_answer_vocab(train_examples, cfg.top_answers)
+        index = answer_index(self.answers)
+        feats, flipped, rows = rank_zero_first(rank, world, lambda: image_features(
+            cfg.encoder, cfg.encoder_weights, train_examples + val_examples, cfg.cache_dir, cfg.flip_augment))
+        self.train_set = build_vqa_set(train_examples, feats, flipped, rows, self.vocab, index)
+        self.val_sets = {name: build_vqa_set(val, feats, None, rows, self.vocab, index)
+                         for name, _, _, val in mix if val}
+        self.trainable = [i for i, t in enumerate(self.train_set.targets) if t]
+        if not self.trainable:
+            raise ValueError("no training question has an answer in the answer vocabulary")
+        example_dataset = np.repeat(np.arange(len(mix)), [len(train) for _, _, train, _ in mix])
+        self.trainable_dataset = example_dataset[self.trainable]
+        self.mix_weights = [spec.weight for _, spec, _, _ in mix]
+        self.lengths = [len(t) for t in self.train_set.tokens]
+        self._build_model(last, feats.shape[-1])
+        self.extra_files = {"vocab.json": vocab_json(self.vocab), ANSWERS_FILE: self.answers}
+
+    def _build_model(self, last: Path | None, feature_dim: int) -> None:
+        """The model of the flags, or on resume of ``last`` (whose flags were checked to be the same)."""
+        if last is not None:
+            weights, config = load_checkpoint(last)
+            self.mcfg = VQAConfig(**config["model"])
+        else:
+            self.mcfg = VQAConfig(len(self.vocab), len(self.answers), feature_dim,
+                                  **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
+        self.model = VQAModel(self.mcfg)
+        if last is not None:
+            self.model.load_state_dict(weights)
+
+    def train_rows(self, generator: torch.Generator) -> list[int]:
+        return [self.trainable[i] for i in weighted_rows(self.trainable_dataset, self.mix_weights, generator)]
+
+    def loss(self, net: nn.Module, batch: list[int], epoch: int, optimizer: torch.optim.Optimizer
+             ) -> tuple[torch.Tensor, float]:
+        feats, tokens, lengths, targets = collate(self.train_set, batch, len(self.answers), self.batch_flips(batch))
+        loss = soft_cross_entropy(net(feats, tokens, lengths), targets)
+        return loss, loss.item()
+
+    def epoch_scores(self, epoch: int, started: float, train_figure: float) -> dict:
+        scores = validate(self.model, self.val_sets, self.answers) if self.val_sets else {}
+        scores.update(epoch=epoch, train_loss=train_figure, seconds=round(time.time() - started, 1))
+        return scores
+
+    def improved(self, scores: dict, best: dict | None) -> bool:
+        return best is None or not self.val_sets or scores["accuracy"] > best["accuracy"]
+
+    def report(self, epoch: int, scores: dict, improved: bool) -> str:
+        per_dataset = "".join(f", {name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
+                              for name, d in scores.get("datasets", {}).items())
+        mean = f", mean accuracy {scores['accuracy']:.4f}" if len(self.val_sets) > 1 else ""
+        return f"epoch {epoch}: train loss {scores['train_loss']:.3f}{per_dataset}{mean}" + (
+            " (best)" if improved and self.val_sets else "")
+
+    def config(self, extra: dict | None = None) -> dict:
+        return model_config(self.cfg, self.mcfg, extra)
+
+
 def train_vqa(cfg: VQATrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Train a VQA model on one dataset or a mix; returns the best validation scores. Writes ``best/`` and
     ``last/`` under ``cfg.out``, refusing to replace a finished run there unless ``overwrite``.
 
     With no validation questions (``val_fraction=0`` and no ``val_split``) ``best/`` is the last epoch.
     """
-    rank, world = _dist_setup()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    last = existing_checkpoint(out / "last") if resume else None
-    saved = json.loads((last / "config.json").read_text())["training"] if last else None
-    check_run_folder(out, saved, cfg, ARCHITECTURE, resume, overwrite)
-    if resume and last is None and rank == 0:
-        print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
-    _seed_everything(cfg.seed)
-
-    mix = load_splits(cfg)
-    train_examples = [e for _, _, train, _ in mix for e in train]
-    val_examples = [e for _, _, _, val in mix for e in val]
-    example_dataset = np.repeat(np.arange(len(mix)), [len(train) for _, _, train, _ in mix])
-    mix_weights = [spec.weight for _, spec, _, _ in mix]
-    if not train_examples:
-        raise ValueError("no training questions")
-    if last is not None:
-        vocab = Vocabulary.load(last / "vocab.json")
-        answers = json.loads((last / ANSWERS_FILE).read_text())
-    else:
-        vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
-        answers = build_answer_vocab(train_examples, cfg.top_answers)
-    index = answer_index(answers)
-
-    for turn in ([0, 1] if world > 1 else [0]):  # rank 0 fills the feature cache first; the others then read it
-        if (rank == 0) == (turn == 0):
-            feats, flipped, rows = image_features(cfg.encoder, cfg.encoder_weights, train_examples + val_examples,
-                                                  cfg.cache_dir, cfg.flip_augment)
-        _barrier(world)
-    train_set = build_vqa_set(train_examples, feats, flipped, rows, vocab, index)
-    val_sets = {name: build_vqa_set(val, feats, None, rows, vocab, index) for name, _, _, val in mix if val}
-    trainable = [i for i, t in enumerate(train_set.targets) if t]
-    if not trainable:
-        raise ValueError("no training question has an answer in the answer vocabulary")
-
-    mcfg = VQAConfig(len(vocab), len(answers), feats.shape[-1], cfg.embed_dim, cfg.hidden_dim, cfg.num_layers,
-                     cfg.fused_dim, cfg.mlp_dim, cfg.fusion, cfg.use_image, cfg.dropout)
-    model = VQAModel(mcfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lengths = [len(t) for t in train_set.tokens]
-    trainable_dataset = example_dataset[trainable]
-
-    def epoch_rows(generator: torch.Generator) -> list[int]:
-        return [trainable[i] for i in weighted_rows(trainable_dataset, mix_weights, generator)]
-
-    steps_per_epoch = len(make_batches(epoch_rows(torch.Generator()), lengths, cfg.batch_size,
-                                       torch.Generator())) // world  # equal on every rank
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.min_lr_ratio, steps_per_epoch * cfg.epochs))
-    epoch, step_in_epoch, history, best = 0, 0, [], None
-    if last is not None:
-        model.load_state_dict(load_checkpoint(last)[0])
-        state = load_state(last)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        epoch, step_in_epoch, history, best = state["epoch"], state["step_in_epoch"], state["history"], state["best"]
-        if rank == 0:
-            print(f"resumed from {last} at epoch {epoch + 1}, step {step_in_epoch}")
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    extra_files = {"vocab.json": {"max_length": vocab.max_length, "words": vocab.words}, ANSWERS_FILE: answers}
-
-    def save_last(epoch: int, step: int) -> None:
-        if rank != 0:
-            return
-        with atomic_directory(out / "last") as tmp:
-            save_checkpoint(tmp, model, model_config(cfg, mcfg), extra_files)
-            save_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
-                             "history": history, "best": best})
-
-    while epoch < cfg.epochs:
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order depends on nothing else
-        batches = make_batches(epoch_rows(gen), lengths, cfg.batch_size, gen)[rank::world][:steps_per_epoch]
-        flips = (torch.rand(len(lengths), generator=gen) < 0.5).tolist() if cfg.flip_augment else None
-        net.train()
-        started, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(total=len(batches), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=rank != 0, unit="batch")
-        for step in range(step_in_epoch, len(batches)):
-            batch = batches[step]
-            feats_b, tokens, lens, targets = collate(train_set, batch, len(answers),
-                                                     [flips[i] for i in batch] if flips else None)
-            loss = soft_cross_entropy(net(feats_b, tokens, lens), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            loss_sum, seen = loss_sum + loss.item(), seen + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
-                save_last(epoch, step + 1)
-        bar.close()
-        step_in_epoch = 0
-        epoch += 1
-        if rank == 0:
-            scores = validate(model, val_sets, answers) if val_sets else {}
-            scores.update(epoch=epoch, train_loss=loss_sum / max(seen, 1), seconds=round(time.time() - started, 1))
-            history.append(scores)
-            improved = best is None or not val_sets or scores["accuracy"] > best["accuracy"]
-            per_dataset = "".join(f", {name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
-                                  for name, d in scores.get("datasets", {}).items())
-            mean = f", mean accuracy {scores['accuracy']:.4f}" if len(val_sets) > 1 else ""
-            print(f"epoch {epoch}: train loss {scores['train_loss']:.3f}{per_dataset}{mean}"
-                  + (" (best)" if improved and val_sets else ""))
-            if improved:
-                best = scores
-                with atomic_directory(out / "best") as tmp:
-                    save_checkpoint(tmp, model, model_config(cfg, mcfg, {"validation": scores}), extra_files)
-        save_last(epoch, 0)
-        _barrier(world)
-    if world > 1:
-        dist.destroy_process_group()
-    return best or {}
+    return fit(VQATask(cfg), resume, overwrite)

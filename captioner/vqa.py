@@ -32,9 +32,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, read_json
-from .data import ImageInput
-from .encoder import ImageEncoder, build_encoder
+from .encoder import ImageEncoder, Preprocessing, build_encoder
 from .features import encode_images
+from .images import ImageInput
+from .pretrained import Weights, folder_preprocessing, resolve_weights
 from .vocab import Vocabulary, pad_ids, tokenize
 
 FUSIONS = ("product", "concat")
@@ -83,10 +84,11 @@ class VQAModel(nn.Module):
 
     def encode_question(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Padded ids ``(N, T)`` and word counts ``(N,)`` to question vectors ``(N, fused_dim)``."""
-        x = torch.tanh(self.embed(tokens))
+        x = torch.tanh(self.embed(tokens))  # (N, T, embed_dim)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, c) = self.rnn(packed)  # each (layers, N, hidden)
-        return self.question_proj(torch.cat([h, c], dim=0).transpose(0, 1).reshape(tokens.shape[0], -1))
+        hc = torch.cat([h, c], dim=0).transpose(0, 1).reshape(tokens.shape[0], -1)  # (N, 2 * layers * hidden)
+        return self.question_proj(hc)  # (N, fused_dim)
 
     def encode_image(self, features: torch.Tensor) -> torch.Tensor:
         """CNN features, pooled ``(N, feature_dim)`` or regions ``(N, R, feature_dim)`` (averaged),
@@ -96,17 +98,18 @@ class VQAModel(nn.Module):
         norm 1 the projection's outputs start near 0 and a product with them would hide the question.
         """
         if features.dim() == 3:
-            features = features.mean(1)
-        v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim ** 0.5
-        return self.image_proj(v)
+            features = features.mean(1)  # (N, feature_dim)
+        v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim ** 0.5  # (N, feature_dim)
+        return self.image_proj(v)  # (N, fused_dim)
 
     def forward(self, features: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Answer logits ``(N, num_answers)``; ``features`` is never read by a question-only model."""
-        q = self.encode_question(tokens, lengths)
+        q = self.encode_question(tokens, lengths)  # (N, fused_dim)
         if not self.config.use_image:
             return self.classifier(q)
-        v = self.encode_image(features)
-        return self.classifier(q * v if self.config.fusion == "product" else torch.cat([q, v], dim=-1))
+        v = self.encode_image(features)  # (N, fused_dim)
+        fused = q * v if self.config.fusion == "product" else torch.cat([q, v], dim=-1)  # (N, fused_dim or twice)
+        return self.classifier(fused)  # (N, num_answers)
 
 
 class VQAPredictor:
@@ -119,9 +122,18 @@ class VQAPredictor:
         self.encoder = encoder
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, encoder: ImageEncoder | None = None,
+    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder: ImageEncoder | None = None,
                         encoder_weights: str | None = None) -> "VQAPredictor":
-        """Load a ``train-vqa`` checkpoint; ``encoder`` is shared when it is the one the model was trained on."""
+        """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
+        or ``vqa/config.json``; ``encoder`` is shared when it is the one the model was trained on."""
+        path, entry = resolve_weights(weights, "vqa")
+        return cls.from_checkpoint(path, encoder, encoder_weights, entry.preprocessing if entry else None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, encoder: ImageEncoder | None = None, encoder_weights: str | None = None,
+                        preprocessing: Preprocessing | None = None) -> "VQAPredictor":
+        """Load a ``train-vqa`` checkpoint; ``encoder`` is shared when it is the one the model was trained on.
+        ``preprocessing`` defaults to ``config.json["preprocessing"]``, else the encoder's current one."""
         path = Path(path)
         tensors, config = load_checkpoint(path)
         if config.get("task") != "vqa":
@@ -130,12 +142,14 @@ class VQAPredictor:
         with config_errors(path / CONFIG_FILE):
             model = VQAModel(VQAConfig(**config["model"]))
             encoder_name = config["encoder"]
+            preprocessing = preprocessing or folder_preprocessing(config)
             if (model.config.vocab_size, model.config.num_answers) != (len(vocab), len(answers)):
                 raise ValueError(f"vocab_size {model.config.vocab_size} and num_answers {model.config.num_answers}, "
                                  f"but vocab.json has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
         load_weights(model, tensors, path / MODEL_FILE)
-        if encoder is None or encoder.spec.name != encoder_name:
-            encoder = build_encoder(encoder_name, encoder_weights)
+        if encoder is None or encoder.spec.name != encoder_name or encoder.preprocessing != (
+                preprocessing or encoder.spec.preprocessing):
+            encoder = build_encoder(encoder_name, encoder_weights, preprocessing=preprocessing)
         return cls(model, vocab, [str(a) for a in answers], encoder)
 
     def question_ids(self, question: str) -> list[int]:

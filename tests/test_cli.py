@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from captioner.cli import main
-from captioner.data import BadImageError, load_image
+from captioner.images import BadImageError, load_image
 from captioner.pipeline import Captioner, decode_config
 
 from synthetic import draw, make_flickr8k, png_claiming_size

@@ -10,7 +10,7 @@ import torch
 
 from captioner.checkpoint import load_checkpoint, load_state, split_encoder_weights
 from captioner.data import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
-from captioner.decoding import DecodeConfig, _filter_logits, _sample, decode
+from captioner.decoding import DecodeConfig, _filter_logits, decode, sample_words
 from captioner.encoder import build_encoder
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
@@ -200,7 +200,7 @@ def test_sampling_filters_and_seed():
 
 def test_sampling_follows_the_distribution_and_never_picks_impossible_words():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]]).repeat(20000, 1)
-    words = _sample(probs, torch.rand(len(probs), 1, generator=torch.Generator().manual_seed(0)))
+    words = sample_words(probs, torch.rand(len(probs), 1, generator=torch.Generator().manual_seed(0)))
     first = torch.bincount(words[0::2], minlength=4) / 20000
     torch.testing.assert_close(first, torch.tensor([0.1, 0.0, 0.6, 0.3]), atol=0.01, rtol=0)
     assert (words[1::2] == 3).all()
@@ -347,6 +347,39 @@ def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, m
     best, _ = load_checkpoint(tmp_path / "best")  # written after epoch 1, never again
     for k in best:
         torch.testing.assert_close(first_scst_weights[0][k], best[k], rtol=0, atol=0)
+
+
+def test_scst_samples_with_the_decoders_sampler_and_never_emits_markers_or_unk():
+    from captioner.train import CiderReward, scst_loss
+
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs"], max_length=4)
+    model = _model(len(vocab))
+    reward, seen = CiderReward([[["a", "dog", "runs"]], [["a", "dog"]]]), []
+
+    def reward_spy(image: int, words: list[str]) -> float:
+        seen.append(words)
+        return reward(image, words)
+
+    loss, _ = scst_loss(model, torch.randn(2, 16), [0, 1], reward_spy, vocab, samples=5)
+    loss.backward()
+    assert len(seen) == 10 and all(len(w) <= vocab.max_length for w in seen)
+    assert not {w for words in seen for w in words} & {"<pad>", "<start>", "<unk>"}
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.out.parameters())
+
+
+@pytest.mark.parametrize("command", ["train", "train-vqa"])
+def test_every_training_option_has_help_that_states_its_default(command):
+    import argparse
+
+    from captioner.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = subparsers.choices[command]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help and action.help.strip(), action.option_strings
+            assert "default" in formatter._get_help_string(action), action.option_strings
 
 
 def test_missing_encoder_weights_package_is_a_clear_error(monkeypatch):

@@ -12,10 +12,10 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocotools.coco import COCO
 
-from captioner import evaluation
+from captioner.caption_metrics import corpus_scores, evaluate_captions
 from captioner.cli import main
-from captioner.evaluation import (corpus_scores, evaluate_captions, exact_match, normalize_answer, ptb_tokenize,
-                                  tokenize, vqa_report, vqa_soft_accuracy)
+from captioner.ptb import ptb_tokenize, tokenize_captions
+from captioner.vqa_metrics import exact_match, normalize_answer, vqa_report, vqa_soft_accuracy
 from synthetic import make_flickr8k
 
 WORDS = "a an the dog dogs man woman child red blue green ball frisbee grass water runs jumps sits on in with".split()
@@ -52,7 +52,7 @@ def test_scores_equal_pycocoevalcap(kind):
     refs = _references(40, rng)
     results = {i: HYPOTHESIS_SPREAD[kind](r, rng) if n % 2 else r[1] for n, (i, r) in enumerate(refs.items())}
     ours = corpus_scores(results, refs, metrics=["Bleu", "ROUGE_L", "CIDEr"])
-    expected = _toolkit(tokenize(refs), tokenize({i: [c] for i, c in results.items()}))
+    expected = _toolkit(tokenize_captions(refs), tokenize_captions({i: [c] for i, c in results.items()}))
     assert ours.keys() == expected.keys()
     for name, value in expected.items():
         assert abs(ours[name] - value) <= 1e-9, name
@@ -105,7 +105,7 @@ def test_python_tokenizer_equals_java_ptbtokenizer():
     rng = random.Random(3)
     refs = _references(30, rng)
     refs["tricky"] = [kind(r, rng) for kind in HYPOTHESIS_SPREAD.values() for r in list(refs.values())[:1]]
-    assert tokenize(refs, "python") == tokenize(refs, "java")
+    assert tokenize_captions(refs, "python") == tokenize_captions(refs, "java")
 
 
 # ---------------------------------------------------------------- CLI
@@ -128,8 +128,8 @@ def test_cli_on_coco_files_loaded_through_pycocotools(tmp_path):
     coco = COCO(str(ann_file))
     coco_res = coco.loadRes(str(res_file))
     ids = coco.getImgIds()  # what COCOEvalCap evaluates, in its order
-    gts = tokenize({i: [a["caption"] for a in coco.imgToAnns[i]] for i in ids})
-    res = tokenize({i: [a["caption"] for a in coco_res.imgToAnns[i]] for i in ids})
+    gts = tokenize_captions({i: [a["caption"] for a in coco.imgToAnns[i]] for i in ids})
+    res = tokenize_captions({i: [a["caption"] for a in coco_res.imgToAnns[i]] for i in ids})
     record = json.loads(out.read_text())
     for name, value in _toolkit(gts, res).items():
         assert abs(record[name] - value) <= 1e-9, name
@@ -207,20 +207,16 @@ def test_vqa_report_per_type_and_exact():
         vqa_report({9: "x"}, answers)
 
 
-def test_module_exposes_vqa_api():
-    assert callable(evaluation.vqa_report) and callable(evaluation.exact_match)
-
-
 def test_caption_dataset_skips_unreadable_images(tmp_path, capsys):
     from types import SimpleNamespace
 
     from captioner.data import ImageCaptions
-    from captioner.evaluation import caption_dataset
+    from captioner.pipeline import caption_dataset
 
     root = make_flickr8k(tmp_path / "flickr8k")
     (root / "images" / "broken.jpg").write_bytes(b"not an image")
     names = ["broken.jpg", *(root / "Flickr_8k.devImages.txt").read_text().split()[:3]]
-    model = SimpleNamespace(encoder=SimpleNamespace(spec=SimpleNamespace(image_size=32)),
+    model = SimpleNamespace(encoder=SimpleNamespace(preprocessing=SimpleNamespace(image_size=32)),
                             caption_images=lambda images, cfg: [[SimpleNamespace(text=f"{cfg} {im.size}")] for im in images])
     results = caption_dataset(model, [ImageCaptions(n, root / "images" / n) for n in names], "greedy", batch_size=2)
     assert list(results) == names[1:] and results[names[1]].startswith("greedy (")

@@ -8,10 +8,11 @@ import torch
 
 from captioner.cli import main
 from captioner.data import DatasetSpec, load_coco_questions, load_vqa_dataset
-from captioner.evaluation import question_metric, vqa_report
-from captioner.train import TrainConfig, train, weighted_rows
+from captioner.train import TrainConfig, train
 from captioner.train_vqa import VQATrainConfig, train_vqa
+from captioner.training import weighted_rows
 from captioner.vocab import Vocabulary
+from captioner.vqa_metrics import question_metric, vqa_report
 
 from synthetic import COLORS, make_coco_folder, make_flickr8k
 from test_vqa import TINY, make_daquar

@@ -22,11 +22,11 @@ from PIL import Image
 from captioner import features as feature_cache
 from captioner.checkpoint import save_checkpoint
 from captioner.cli import main
-from captioner.data import BadImageError, load_image
 from captioner.decoding import DecodeConfig, decode
-from captioner.evaluation import read_results
+from captioner.images import BadImageError, load_image
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
+from captioner.results import read_results
 from captioner.train import TrainConfig
 from captioner.train_vqa import VQATrainConfig
 from captioner.vocab import Vocabulary, tokenize
@@ -99,7 +99,7 @@ def _checkpoint(folder: Path) -> Path:
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog"])
     decoder = CaptionDecoder(DecoderConfig(len(vocab), 1280, 8, 8, 8))
     save_checkpoint(folder, decoder, {"task": "caption", "encoder": "efficientnet-lite0",
-                                      "decoder": decoder.to_config_dict()},
+                                      "decoder": asdict(decoder.config)},
                     {"vocab.json": {"max_length": 20, "words": vocab.words}})
     return folder
 
@@ -342,7 +342,10 @@ class _Encoder:
     """Just enough of an ImageEncoder for ``cached_features``."""
 
     class spec:  # noqa: N801 (mirrors ImageEncoder.spec)
-        name, mean, std = "fake", (0.5,), (0.5,)
+        name, image_size = "fake", 32
+
+    class preprocessing:  # noqa: N801 (mirrors ImageEncoder.preprocessing)
+        image_size, mean, std = 32, (0.5,), (0.5,)
 
     trainable_blocks = 0
 

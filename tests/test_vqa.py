@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -304,7 +305,7 @@ def test_python_api_asks(weights, daquar):
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a"])
     decoder = CaptionDecoder(DecoderConfig(len(vocab), 1280, 8, 8, 8))
     save_checkpoint(weights / "caption", decoder, {"task": "caption", "encoder": "efficientnet-lite0",
-                                                   "decoder": {**decoder.to_config_dict()}},
+                                                   "decoder": asdict(decoder.config)},
                     {"vocab.json": {"max_length": 20, "words": vocab.words}})
     model = Captioner.from_pretrained(weights)
     assert model.vqa.encoder is model.encoder  # one encoder serves captions and questions

@@ -1,9 +1,7 @@
-"""Caption metrics exactly as the coco-caption toolkit (pycocoevalcap) computes them, and VQA accuracy.
+"""A pure-Python port of the Stanford PTB tokenizer that pycocoevalcap runs, for scoring captions without Java.
 
-Scores come from pycocoevalcap's own scorers (Bleu, Meteor, Rouge, Cider, Spice) after its own
-tokenization: Stanford PTBTokenizer, then punctuation removal. PTBTokenizer and METEOR need Java,
-so this module also carries a pure-Python port of the PTB tokenizer that gives the same tokens on
-caption text; without Java, evaluation uses it and skips METEOR and SPICE.
+pycocoevalcap tokenizes captions with Stanford PTBTokenizer (Java), then removes punctuation.
+The port gives the same tokens on caption text; :func:`tokenize_captions` runs either one.
 
 The port follows the lexer in ``stanford-corenlp-3.4.1.jar`` (the jar pycocoevalcap ships) as it runs
 with ``-preserveLines -lowerCase``: the captions are lexed as one text, one caption a line, because
@@ -11,20 +9,13 @@ a few rules look ahead past the end of a line (``letter s.`` before a line start
 """
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import re
 import shutil
 import unicodedata
-from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
-# ---------------------------------------------------------------- PTB tokenization in Python
 
 
 def _class(pred) -> str:
@@ -374,8 +365,6 @@ def java_lower(token):
     return "".join(out)
 
 
-
-
 # pycocoevalcap's ``PTBTokenizer.PUNCTUATIONS``: tokens dropped after tokenization. Lowercasing comes
 # first, so "-lrb-" and friends survive, as they do in the toolkit.
 PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
@@ -412,7 +401,7 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def tokenize(captions: Mapping, tokenizer: str = "python") -> dict:
+def tokenize_captions(captions: Mapping, tokenizer: str = "python") -> dict:
     """``{id: [caption, ...]}`` -> ``{id: [tokenized caption, ...]}``, with ``tokenizer`` "java"
     (pycocoevalcap's PTBTokenizer) or "python" (:func:`ptb_tokenize`, same tokens)."""
     if tokenizer == "java":
@@ -426,315 +415,3 @@ def tokenize(captions: Mapping, tokenizer: str = "python") -> dict:
     for k, v in captions.items():
         out[k], i = flat[i : i + len(v)], i + len(v)
     return out
-
-
-# ---------------------------------------------------------------- caption metrics
-
-METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
-
-
-def spice_available() -> bool:
-    """SPICE needs the Stanford CoreNLP 3.6.0 jars, which pycocoevalcap downloads on first use; we never do."""
-    import pycocoevalcap.spice
-
-    lib = Path(pycocoevalcap.spice.__file__).parent / "lib"
-    return all((lib / f"stanford-corenlp-3.6.0{s}.jar").exists() for s in ("", "-models"))
-
-
-def _scorer(name: str):
-    if name == "Bleu":
-        from pycocoevalcap.bleu.bleu import Bleu
-        return Bleu(4)
-    if name == "METEOR":
-        from pycocoevalcap.meteor.meteor import Meteor
-        return Meteor()
-    if name == "ROUGE_L":
-        from pycocoevalcap.rouge.rouge import Rouge
-        return Rouge()
-    if name == "CIDEr":
-        from pycocoevalcap.cider.cider import Cider
-        return Cider()
-    from pycocoevalcap.spice.spice import Spice
-    return Spice()
-
-
-@dataclass
-class CaptionScores:
-    """One evaluation: corpus scores under pycocoevalcap's names and scales, and per-image scores."""
-
-    corpus: dict[str, float]
-    per_image: dict[str, list[float]]  # metric -> one score per image, in ``image_ids`` order
-    image_ids: list
-    tokenizer: str  # "java" (pycocoevalcap's PTBTokenizer) or "python" (ptb_tokenize)
-    skipped: list[str] = field(default_factory=list)  # "METRIC: why" for requested metrics that did not run
-
-
-def check_coverage(results: Mapping, references: Mapping) -> list[str]:
-    """Warnings about what ``results`` cover; ValueError when a result has no references to score against."""
-    if not results:
-        raise ValueError("no captions to evaluate")
-    orphans = [i for i in results if not references.get(i)]
-    if orphans:
-        raise ValueError(f"{len(orphans)} of {len(results)} result image(s) have no reference captions "
-                         f"(first: {orphans[0]!r}); do the ids match the reference file?")
-    warnings = []
-    if len(results) < len(references):
-        missing = [i for i in references if i not in results]
-        warnings.append(f"results cover {len(results)} of {len(references)} reference images "
-                        f"(first missing: {missing[0]!r}); scoring those {len(results)} only")
-    if len(results) == 1:
-        warnings.append("only one image: CIDEr-D is meaningless on one image (its document frequencies "
-                        "come from that image's references alone)")
-    return warnings
-
-
-def evaluate_captions(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
-                      tokenizer: str = "auto") -> CaptionScores:
-    """Score ``results`` ({image id: caption}) against ``references`` ({image id: [captions]}).
-
-    ``metrics`` picks scorers from :data:`METRICS` (default: all that can run). ``tokenizer`` is
-    "java", "python" or "auto" (Java when installed). METEOR and SPICE need Java; they are skipped,
-    and listed in ``skipped``, when it or SPICE's models are missing.
-    """
-    wanted = list(METRICS if metrics is None else metrics)
-    unknown = [m for m in wanted if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)} (choose from {', '.join(METRICS)})")
-    check_coverage(results, references)
-    java = java_available()
-    if tokenizer == "auto":
-        tokenizer = "java" if java else "python"
-    skipped = []
-    for name in ("METEOR", "SPICE"):
-        if name in wanted and not java:
-            skipped.append(f"{name}: needs Java")
-    if "SPICE" in wanted and java and not spice_available():
-        skipped.append("SPICE: Stanford CoreNLP models not installed (run pycocoevalcap's get_stanford_models)")
-    ids = list(results)
-    gts = tokenize({i: list(references[i]) for i in ids}, tokenizer)
-    res = tokenize({i: [results[i]] for i in ids}, tokenizer)
-    corpus, per_image = {}, {}
-    for name in (m for m in METRICS if m in wanted and not any(s.startswith(m + ":") for s in skipped)):
-        scorer = _scorer(name)
-        score, scores = scorer.compute_score(gts, res, verbose=0) if name == "Bleu" else scorer.compute_score(gts, res)
-        if name == "Bleu":
-            for n in range(4):
-                corpus[f"Bleu_{n + 1}"], per_image[f"Bleu_{n + 1}"] = float(score[n]), [float(s) for s in scores[n]]
-        elif name == "SPICE":  # pycocoevalcap's Spice returns images in sorted id order
-            by_id = dict(zip(sorted(ids), (s["All"]["f"] for s in scores)))
-            corpus[name], per_image[name] = float(score), [float(by_id[i]) for i in ids]
-        else:
-            corpus[name], per_image[name] = float(score), [float(s) for s in scores]
-    return CaptionScores(corpus, per_image, ids, tokenizer, skipped)
-
-
-def corpus_scores(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
-                  tokenizer: str = "python") -> dict[str, float]:
-    """Corpus scores only; the Java-free tokenizer by default, so training can call it every epoch."""
-    return evaluate_captions(results, references, metrics, tokenizer).corpus
-
-
-# ---------------------------------------------------------------- VQA accuracy
-# The official VQA v2 evaluation (vqaEval.py): normalize answers, then a prediction earns
-# min(#humans who gave it / 3, 1), averaged over the 10 leave-one-out subsets of the human answers.
-
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = {"a", "an", "the"}
-_CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
-    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
-    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
-    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
-    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
-    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
-    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at",
-    "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's",
-    "shouldve": "should've", "shouldnt": "shouldn't", "shouldnt've": "shouldn't've",
-    "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd", "somebodyd've": "somebody'd've",
-    "somebody'dve": "somebody'd've", "somebodyll": "somebody'll", "somebodys": "somebody's",
-    "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
-    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
-    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
-    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
-    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
-    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas",
-    "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
-    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
-    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
-    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
-    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
-    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
-    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
-    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
-    "youve": "you've"}
-_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: the official pattern, typo and all
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-
-
-def _strip_answer_punctuation(text: str) -> str:
-    out = text
-    for p in _PUNCT:
-        if p + " " in text or " " + p in text or _COMMA_STRIP.search(text):
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out, re.UNICODE)  # sic: the official code passes re.UNICODE as the count
-
-
-def normalize_answer(answer: str) -> str:
-    """An answer as the official VQA evaluation compares it: punctuation, number words, articles, contractions."""
-    text = _strip_answer_punctuation(answer.replace("\n", " ").replace("\t", " ").strip())
-    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
-    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
-
-
-def vqa_soft_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one prediction: min(matches / 3, 1) averaged over leave-one-out subsets."""
-    if not human_answers:
-        raise ValueError("no human answers")
-    pred = normalize_answer(prediction)
-    gts = [normalize_answer(a) for a in human_answers]
-    return sum(min(1.0, sum(g == pred for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
-
-
-def exact_match(prediction: str, answer: str) -> bool:
-    """Plain accuracy for single-reference sets such as DAQUAR, after the same normalization."""
-    return normalize_answer(prediction) == normalize_answer(answer)
-
-
-def question_metric(answers: Sequence[str]) -> str:
-    """How one question is scored: the soft VQA accuracy needs several humans (three or more answers);
-    with fewer, a prediction is right when it matches one of them."""
-    return "vqa" if len(answers) >= 3 else "exact"
-
-
-def question_score(prediction: str, answers: Sequence[str], metric: str = "auto") -> float:
-    """The score of one prediction: ``metric`` "vqa" (soft accuracy), "exact", or "auto" (:func:`question_metric`)."""
-    if metric == "auto":
-        metric = question_metric(answers)
-    return vqa_soft_accuracy(prediction, answers) if metric == "vqa" else float(any(exact_match(prediction, a)
-                                                                                   for a in answers))
-
-
-def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None,
-               metric: str = "auto") -> dict:
-    """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and
-    per answer type. ``metric`` "vqa" is the official soft accuracy; "exact" counts a prediction right
-    when it matches any listed answer; "auto" picks one of the two per question (:func:`question_metric`)."""
-    if metric not in ("vqa", "exact", "auto"):
-        raise ValueError(f"unknown metric {metric!r} (choose vqa, exact or auto)")
-    orphans = [q for q in predictions if q not in answers]
-    if orphans:
-        raise ValueError(f"{len(orphans)} prediction(s) have no reference answers (first: {orphans[0]!r})")
-    if not predictions:
-        raise ValueError("no predictions to evaluate")
-    score = {q: question_score(p, answers[q], metric) for q, p in predictions.items()}
-    report = {"metric": metric, "accuracy": float(np.mean(list(score.values()))), "questions": len(score)}
-    if answer_types:
-        groups: dict = {}
-        for q, s in score.items():
-            groups.setdefault(answer_types.get(q, "unknown"), []).append(s)
-        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)} for t, v in sorted(groups.items())}
-    return report
-
-
-# ---------------------------------------------------------------- files and generation (for ``captioner eval``)
-
-
-def read_results(path: str | Path) -> dict:
-    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; a one-line ValueError when the file
-    is not one, when an image is repeated, or when an id is not a number or string or a caption not a string
-    (``null`` would otherwise be scored as the word "None")."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not a results file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: neither a JSON list nor JSON lines ({e})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"image_id", "caption"} <= r.keys()
-                                                for r in records):
-        raise ValueError(f"{path}: expected records with 'image_id' and 'caption'")
-    results: dict = {}
-    for r in records:
-        image_id, caption = r["image_id"], r["caption"]
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            raise ValueError(f"{path}: image_id must be a number or a string, not {json.dumps(image_id)[:40]}")
-        if not isinstance(caption, str):
-            raise ValueError(f"{path}: the caption of image {image_id!r} must be a string, "
-                             f"not {json.dumps(caption)[:40]}")
-        if image_id in results:
-            raise ValueError(f"{path}: image {image_id!r} has more than one caption; keep one per image")
-        results[image_id] = caption
-    return results
-
-
-def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
-                    split_list: str | Path | None = None) -> dict:
-    """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``)."""
-    from .checkpoint import one_line
-    from .data import load_coco, read_flickr8k_tokens
-
-    if coco_annotations:
-        try:
-            return {it.image_id: it.captions for it in load_coco(coco_annotations, ".") if it.captions}
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{coco_annotations}: not a COCO captions file ({one_line(e)})") from None
-    if not flickr8k_tokens:
-        raise ValueError("no references given")
-    refs = read_flickr8k_tokens(flickr8k_tokens)
-    if split_list:
-        names = [n.strip() for n in Path(split_list).read_text().splitlines() if n.strip()]
-        refs = {n: refs[n] for n in names if n in refs}
-    return refs
-
-
-def caption_dataset(model, items: Sequence, config, batch_size: int = 32) -> dict:
-    """``{image_id: best caption}`` for dataset items; unreadable images are reported on stderr and skipped."""
-    import sys
-
-    from tqdm import tqdm
-
-    from .data import BadImageError, load_image
-    from .features import batched
-
-    size = model.encoder.spec.image_size
-    results = {}
-    with tqdm(total=len(items), desc="captioning", unit="img", file=sys.stderr) as bar:
-        for chunk in batched(items, batch_size):
-            good, images = [], []
-            for item in chunk:
-                try:
-                    images.append(load_image(item.path, size_hint=size))
-                    good.append(item)
-                except BadImageError as e:
-                    tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
-            for item, nbest in zip(good, model.caption_images(images, config) if images else []):
-                results[item.image_id] = nbest[0].text
-            bar.update(len(chunk))
-    return results
-
-
-def write_per_image_csv(path: str | Path, scores: CaptionScores, results: Mapping) -> None:
-    """Per-image scores. BLEU and METEOR columns are named ``sentence_*``: their mean is not the corpus score
-    (corpus BLEU pools n-gram counts over all images); ``image_*`` columns do average to the corpus score.
-    The file is written whole or not at all (:func:`checkpoint.atomic_path`)."""
-    from .checkpoint import atomic_path
-
-    names = {m: f"sentence_{m}" if m.startswith(("Bleu", "METEOR")) else f"image_{m}" for m in scores.per_image}
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image_id", "caption", *names.values()])
-        for row, image_id in enumerate(scores.image_ids):
-            writer.writerow([image_id, results[image_id], *(f"{scores.per_image[m][row]:.6f}" for m in names)])

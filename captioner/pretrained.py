@@ -1,0 +1,131 @@
+"""Versioned weights entries, as torchvision's ``Weights``: what each set of shipped weights is.
+
+An entry names one set of weights and carries what it needs to be used as it was trained and
+evaluated: its task, its folder (under :func:`weights_root`), its encoder and that encoder's
+preprocessing, its decoding defaults, its dev scores, the command that trained it, and the
+licence of its data. An entry never changes meaning: weights trained with another preprocessing
+or recipe become a new entry (``...-v2``), and the old one stays loadable as it was.
+
+    from captioner.pretrained import list_weights
+    for w in list_weights():
+        print(w.name, w.task, w.scores)
+    Captioner.from_pretrained("caption-flickr8k-v1")   # or a folder, or nothing: the default entry
+
+A plain folder (a training run's ``best/``) is described by its own ``config.json``: its
+``"decoding"`` and ``"preprocessing"`` sections when present, else the library's defaults.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CONFIG_FILE
+from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
+
+TASKS = ("caption", "vqa")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One set of weights and everything needed to use it as it was trained and scored."""
+
+    name: str
+    task: str  # "caption" or "vqa"
+    folder: str  # under weights_root()
+    encoder: str
+    preprocessing: Preprocessing
+    recipe: str  # the command that trained it
+    data_license: str
+    decoding: dict[str, Any] = field(default_factory=dict)  # DecodeConfig settings (caption entries)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # dev scores, by "dataset split"
+
+    @property
+    def path(self) -> Path:
+        return weights_root() / self.folder
+
+
+def weights_root() -> Path:
+    """Where the shipped weights are: ``$CAPTIONER_WEIGHTS``, else installed inside the package (a wheel,
+    ``pip install .``), else the ``weights/`` folder of a source checkout (``pip install -e .``)."""
+    if os.environ.get("CAPTIONER_WEIGHTS"):
+        return Path(os.environ["CAPTIONER_WEIGHTS"])
+    package = Path(__file__).resolve().parent
+    return package / "weights" if (package / "weights").is_dir() else package.parent / "weights"
+
+
+_LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
+
+_ENTRIES = [
+    Weights(
+        name="caption-flickr8k-v1", task="caption", folder="caption", encoder="efficientnet-lite0",
+        preprocessing=_LITE0,
+        decoding={"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3},
+        scores={"flickr8k dev": {"Bleu_1": 0.6201, "Bleu_2": 0.4368, "Bleu_3": 0.3040, "Bleu_4": 0.2101,
+                                 "METEOR": 0.1934, "ROUGE_L": 0.4493, "CIDEr": 0.4883},
+                "flickr8k dev (training validation, greedy)": {"Bleu_4": 0.1975, "CIDEr": 0.4490}},
+        recipe="captioner train --data flickr8k:../shared/data/flickr8k --out runs/tf1 --encoder efficientnet-lite0 "
+               "--embed-dim 256 --hidden-dim 512 --image-dim 512 --num-layers 1 --cell lstm --image-input every_step "
+               "--dropout 0.3 --no-attention --no-flip-augment --min-count 5 --max-length 20 --epochs 12 "
+               "--batch-size 128 --lr 0.002 --min-lr-ratio 0.05 --weight-decay 0 --clip-norm 5 --label-smoothing 0 "
+               "--scst-epochs 1 --scst-samples 5 --scst-lr 5e-05 --seed 0 && cp -r runs/tf1/best weights/caption",
+        data_license="Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only"),
+    Weights(
+        name="vqa-daquar-v1", task="vqa", folder="vqa", encoder="efficientnet-lite0", preprocessing=_LITE0,
+        scores={"daquar train (last epoch)": {"train_loss": 2.2324}},
+        recipe="captioner train-vqa --data daquar:../shared/data/daquar --out runs/vqa-tf --encoder efficientnet-lite0 "
+               "--flip-augment --top-answers 1000 --min-count 1 --max-length 30 --embed-dim 300 --hidden-dim 256 "
+               "--num-layers 1 --fused-dim 512 --mlp-dim 512 --fusion concat --use-image --dropout 0.5 --epochs 14 "
+               "--batch-size 64 --lr 0.001 --min-lr-ratio 0.05 --weight-decay 0 --clip-norm 5 --val-fraction 0 "
+               "--seed 0 && cp -r runs/vqa-tf/best weights/vqa",
+        data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images (Silberman et al. 2012): research use"),
+]
+ENTRIES = {w.name: w for w in _ENTRIES}
+DEFAULT = {"caption": "caption-flickr8k-v1", "vqa": "vqa-daquar-v1"}  # what from_pretrained() loads
+
+
+def list_weights(task: str | None = None) -> list[Weights]:
+    """The weights entries (of ``task`` when given), defaults first."""
+    return sorted((w for w in _ENTRIES if task in (None, w.task)), key=lambda w: w.name not in DEFAULT.values())
+
+
+def get_weights(name: str) -> Weights:
+    """The entry called ``name``; ValueError listing the others when there is none."""
+    if name not in ENTRIES:
+        raise ValueError(f"no weights entry {name!r} (entries: {', '.join(ENTRIES)})")
+    return ENTRIES[name]
+
+
+def resolve_weights(weights: str | Path | Weights | None, task: str) -> tuple[Path, Weights | None]:
+    """The folder of ``task`` weights, and their entry when they are a listed one.
+
+    ``weights`` is an entry or its name, a folder holding ``config.json`` or ``TASK/config.json`` (such as
+    the shipped ``weights/``), or None for the default entry of ``task``. A folder that holds an entry's
+    weights is that entry. FileNotFoundError when there are no such weights.
+    """
+    if weights is None:
+        weights = DEFAULT[task]
+    if isinstance(weights, str) and weights in ENTRIES and not Path(weights).exists():
+        weights = ENTRIES[weights]
+    if isinstance(weights, Weights):
+        if weights.task != task:
+            raise ValueError(f"{weights.name} holds {weights.task} weights, not {task} weights")
+        if not (weights.path / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"no {task} weights in {weights.path} (entry {weights.name})")
+        return weights.path, weights
+    root = Path(weights)
+    for candidate in (root / task, root):
+        if (candidate / CONFIG_FILE).exists():
+            return candidate, _entry_at(candidate, task)
+    raise FileNotFoundError(f"no {task} weights in {root} (expected {root / task}/{CONFIG_FILE})")
+
+
+def _entry_at(folder: Path, task: str) -> Weights | None:
+    here = folder.resolve()
+    return next((w for w in _ENTRIES if w.task == task and w.path.resolve() == here), None)
+
+
+def folder_preprocessing(config: dict) -> Preprocessing | None:
+    """A plain folder's recorded preprocessing (``config.json["preprocessing"]``); None: the encoder's current one."""
+    return Preprocessing.from_dict(config["preprocessing"]) if "preprocessing" in config else None
