@@ -430,61 +430,42 @@ def _add_ask(sub) -> None:
     p.set_defaults(func=_cmd_ask)
 
 
-def _cmd_ask(args) -> int:
-    from collections import defaultdict
+def _warn_unknown(model, question: str, where: str = "") -> None:
+    unknown = model.unknown_words(question)
+    if unknown:
+        print(f"captioner: warning: {where}unknown words read as <unk>: {', '.join(unknown)}", file=sys.stderr)
 
-    from .images import IMAGE_SUFFIXES
-    from .vqa import VQAPredictor
 
-    if args.batch and (args.image or args.question):
-        return _fail("give either IMAGE QUESTION or --batch QA.csv, not both", 2)
-    if not args.batch and (args.image is None or args.question is None):
-        return _fail("give an IMAGE and a QUESTION, or --batch QA.csv --images DIR", 2)
-    if args.batch and not args.images:
-        return _fail("--batch needs --images DIR, the folder of the images", 2)
+def _read_questions(path: str) -> tuple[list[dict], list[str]]:
+    """The rows and column names of an ``ask --batch`` CSV; ValueError (one line) when it cannot be used."""
     try:
-        _check_output(args.output)
-        model = VQAPredictor.from_pretrained(args.weights, encoder_weights=args.encoder_weights)
-    except (FileNotFoundError, ValueError) as e:
-        return _fail(str(e), 2)
-
-    def warn_unknown(question: str, where: str = "") -> None:
-        unknown = model.unknown_words(question)
-        if unknown:
-            print(f"captioner: warning: {where}unknown words read as <unk>: {', '.join(unknown)}", file=sys.stderr)
-
-    if not args.batch:
-        try:
-            model.question_ids(args.question)
-            warn_unknown(args.question)
-            answers = model.ask(args.image, args.question, args.top_k)  # BadImageError is a ValueError
-        except ValueError as e:
-            return _fail(str(e))
-        with _output(args.output) as out:
-            out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
-        return 0
-
-    try:
-        with open(args.batch, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
             reader = csv.DictReader(f)
             rows, columns = list(reader), reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return _fail(f"{args.batch}: cannot read ({e})")
+        raise ValueError(f"{path}: cannot read ({e})") from None
     missing = [c for c in ("image_id", "question") if c not in columns]
     if missing:
-        return _fail(f"{args.batch}: missing column(s) {', '.join(missing)} (expected image_id,question)")
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected image_id,question)")
     taken = [c for c in PREDICTION_COLUMNS if c in columns]
     if taken:
-        return _fail(f"{args.batch}: already has column(s) {', '.join(taken)}, where the predictions would go; "
-                     "rename or remove them")
-    folder = Path(args.images)
-    if not folder.is_dir():
-        return _fail(f"{folder}: not a folder")
+        raise ValueError(f"{path}: already has column(s) {', '.join(taken)}, where the predictions would go; "
+                         "rename or remove them")
+    return rows, columns
+
+
+def _answer_rows(model, rows: list[dict], folder: Path) -> tuple[dict[int, tuple[str, float]], dict[int, str]]:
+    """The top answer of every row whose image (``folder/<image_id>.*``) and question can be read, and the
+    error of every other row, by row index. Each image is encoded once for all its questions."""
+    from collections import defaultdict
+
+    from .images import IMAGE_SUFFIXES
+
     files = defaultdict(list)
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             files[path.stem].append(path)
-    by_image = defaultdict(list)  # image_id -> row indices, so each image is encoded once
+    by_image = defaultdict(list)  # image_id -> row indices
     for i, row in enumerate(rows):
         by_image[(row["image_id"] or "").strip()].append(i)
     results, errors = {}, {}
@@ -501,7 +482,7 @@ def _cmd_ask(args) -> int:
         for i in indices:
             try:
                 model.question_ids(rows[i]["question"] or "")
-                warn_unknown(rows[i]["question"], f"row {i + 1}: ")
+                _warn_unknown(model, rows[i]["question"], f"row {i + 1}: ")
                 good.append(i)
             except ValueError as e:
                 errors[i] = str(e)
@@ -509,6 +490,42 @@ def _cmd_ask(args) -> int:
             answers = model.answer(features.expand(len(good), *features.shape[1:]),
                                    [rows[i]["question"] for i in good], 1)
             results.update((i, a[0]) for i, a in zip(good, answers))
+    return results, errors
+
+
+def _cmd_ask(args) -> int:
+    from .vqa import VQAPredictor
+
+    if args.batch and (args.image or args.question):
+        return _fail("give either IMAGE QUESTION or --batch QA.csv, not both", 2)
+    if not args.batch and (args.image is None or args.question is None):
+        return _fail("give an IMAGE and a QUESTION, or --batch QA.csv --images DIR", 2)
+    if args.batch and not args.images:
+        return _fail("--batch needs --images DIR, the folder of the images", 2)
+    try:
+        _check_output(args.output)
+        model = VQAPredictor.from_pretrained(args.weights, encoder_weights=args.encoder_weights)
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(str(e), 2)
+    if not args.batch:
+        try:
+            model.question_ids(args.question)
+            _warn_unknown(model, args.question)
+            answers = model.ask(args.image, args.question, args.top_k)  # BadImageError is a ValueError
+        except ValueError as e:
+            return _fail(str(e))
+        with _output(args.output) as out:
+            out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
+        return 0
+
+    try:
+        rows, columns = _read_questions(args.batch)
+    except ValueError as e:
+        return _fail(str(e))
+    folder = Path(args.images)
+    if not folder.is_dir():
+        return _fail(f"{folder}: not a folder")
+    results, errors = _answer_rows(model, rows, folder)
     for i in sorted(errors):
         print(f"captioner: row {i + 1}: {errors[i]}", file=sys.stderr)
     with _output(args.output) as out:

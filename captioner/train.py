@@ -21,7 +21,7 @@ from torch import nn
 from .checkpoint import ENCODER_PREFIX, load_checkpoint, split_encoder_weights
 from .data import DatasetSpec, ImageCaptions, load_caption_dataset
 from .decoding import DecodeConfig, decode, mask_special_tokens, sample_words
-from .encoder import ImageEncoder, build_encoder
+from .encoder import ENCODERS, ImageEncoder, build_encoder
 from .caption_metrics import corpus_scores
 from .features import DEFAULT_CACHE, batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
@@ -248,8 +248,8 @@ def _start_from_best(model: nn.Module, encoder: ImageEncoder | None, optimizer: 
 
 def model_config(cfg: TrainConfig, decoder: DecoderConfig, extra: dict | None = None) -> dict:
     """The JSON config shipped with caption weights: what to build and how it was trained."""
-    return {"task": "caption", "encoder": cfg.encoder, "decoder": asdict(decoder),
-            "training": asdict(cfg), **(extra or {})}
+    return {"task": "caption", "encoder": cfg.encoder, "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
+            "decoder": asdict(decoder), "training": asdict(cfg), **(extra or {})}
 
 
 def load_mix(cfg: TrainConfig, split: str) -> list[tuple[str, DatasetSpec, list[ImageCaptions]]]:

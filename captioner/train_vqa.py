@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
-from .encoder import build_encoder
+from .encoder import ENCODERS, build_encoder
 from .vqa_metrics import normalize_answer, question_score, vqa_report
 from .features import DEFAULT_CACHE, batched, cached_features
 from .training import (Task, fit, gather_features, named_specs, rank_zero_first, shape_keys, swap_left_right,
@@ -200,7 +200,8 @@ def validate(model: VQAModel, val_sets: dict[str, VQASet], answers: list[str]) -
 
 def model_config(cfg: VQATrainConfig, model: VQAConfig, extra: dict | None = None) -> dict:
     """The JSON config shipped with VQA weights: what to build and how it was trained."""
-    return {"task": "vqa", "encoder": cfg.encoder, "model": asdict(model), "training": asdict(cfg), **(extra or {})}
+    return {"task": "vqa", "encoder": cfg.encoder, "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
+            "model": asdict(model), "training": asdict(cfg), **(extra or {})}
 
 
 def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExample], list[VQAExample]]]:

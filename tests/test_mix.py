@@ -62,6 +62,7 @@ def test_caption_training_on_a_mix_reports_each_dataset(data, tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert config["training"]["data"] == list(cfg.data)
     assert set(config["validation"]["datasets"]) == {"flickr8k", "coco"}
+    assert config["preprocessing"]["image_size"] == 224  # recorded, so the weights keep their meaning
 
 
 def test_coco_questions_are_scored_softly_with_three_answers_or_more(data):

@@ -43,6 +43,9 @@ def test_a_folder_keeps_its_recorded_preprocessing(tmp_path):
         pytest.skip("no shipped weights")
     folder = tmp_path / "caption"
     shutil.copytree(entry.path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["preprocessing"] == entry.preprocessing.to_dict()  # recorded at training time
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "preprocessing"}))
     by_name = Captioner.from_pretrained(entry.name, load_vqa=False)
     plain = Captioner.from_pretrained(folder, load_vqa=False)  # no "preprocessing": the encoder's current one
     assert plain.encoder.preprocessing == ENCODERS[entry.encoder].preprocessing
