@@ -39,6 +39,13 @@ def read_flickr8k_tokens(token_file: str | Path) -> dict[str, list[str]]:
     return dict(refs)
 
 
+def _required(path: Path, hint: str = "") -> Path:
+    """``path``, or FileNotFoundError naming it (and ``hint``) when it does not exist."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found{hint}")
+    return path
+
+
 def read_split_list(path: str | Path) -> list[str]:
     """The image names of a split list such as Flickr8k's ``Flickr_8k.devImages.txt``: one a line, blanks skipped."""
     return [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
@@ -47,9 +54,7 @@ def read_split_list(path: str | Path) -> list[str]:
 def load_flickr8k(root: str | Path, split: str = "train") -> list[ImageCaptions]:
     """Flickr8k in its official layout: ``images/``, ``Flickr8k.token.txt``, ``Flickr_8k.<split>Images.txt``."""
     root = Path(root)
-    split_file = root / f"Flickr_8k.{split}Images.txt"
-    if not split_file.exists():
-        raise FileNotFoundError(f"{split_file} not found (splits: train, dev, test)")
+    split_file = _required(root / f"Flickr_8k.{split}Images.txt", " (splits: train, dev, test)")
     refs = read_flickr8k_tokens(root / "Flickr8k.token.txt")
     return [ImageCaptions(n, root / "images" / n, refs.get(n, [])) for n in read_split_list(split_file)]
 
@@ -171,9 +176,7 @@ def load_daquar(root: str | Path, split: str = "train") -> list[VQAExample]:
     import csv
 
     root = Path(root)
-    qa_file = root / f"qa_{split}.csv"
-    if not qa_file.exists():
-        raise FileNotFoundError(f"{qa_file} not found")
+    qa_file = _required(root / f"qa_{split}.csv")
     images = _images_by_stem(root / "images")
     out = []
     with open(qa_file, newline="", encoding="utf-8") as f:
@@ -214,9 +217,7 @@ def load_coco_questions(root: str | Path, split: str = "train") -> list[VQAExamp
     (vqa_v2, okvqa, cocoqa, ...) is kept as the question's type, for per-source reports.
     """
     root = Path(root)
-    qa_file = root / f"qa_{split}.jsonl"
-    if not qa_file.exists():
-        raise FileNotFoundError(f"{qa_file} not found")
+    qa_file = _required(root / f"qa_{split}.jsonl")
     if not (root / split).is_dir():
         raise FileNotFoundError(f"{root / split}: image folder not found")
     images = {image_id_from_filename(p): p for p in sorted((root / split).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}

@@ -23,31 +23,24 @@ from .data import DatasetSpec, ImageCaptions, load_caption_dataset
 from .decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from .encoder import ENCODERS, ImageEncoder, build_encoder
 from .caption_metrics import corpus_scores
-from .features import DEFAULT_CACHE, batched, cached_features
+from .features import batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
 # dataset_names is not used here: it is imported for the callers of captioner.train.dataset_names
-from .training import (Task, dataset_names, fit, gather_features, named_specs, rank_zero_first, shape_keys,
+from .training import (RunConfig, Task, dataset_names, fit, gather_features, named_specs, rank_zero_first, shape_keys,
                        swap_left_right, vocab_json, weighted_rows)
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Everything a caption training run depends on; saved beside the checkpoints. The model's shape
-    defaults are :class:`DecoderConfig`'s, defined there only."""
+    defaults are :class:`DecoderConfig`'s, defined there only; the shared ones are :class:`RunConfig`'s."""
 
-    data: tuple[str, ...] = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")  # NAME:ROOT[:WEIGHT]
-    annotations: str | None = None
-    train_split: str = "train"
-    val_split: str = "dev"
+    data: tuple[str, ...] = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")
     out: str = "runs/caption"
-    encoder: str = "efficientnet-lite0"
-    encoder_weights: str | None = None
+    min_count: int = 5
     finetune_blocks: int = 0
     encoder_lr: float = 1e-4
-    flip_augment: bool = False
-    min_count: int = 5
-    max_length: int = 20
     embed_dim: int = DecoderConfig.embed_dim
     hidden_dim: int = DecoderConfig.hidden_dim
     image_dim: int = DecoderConfig.image_dim
@@ -56,22 +49,12 @@ class TrainConfig:
     image_input: str = DecoderConfig.image_input
     dropout: float = DecoderConfig.dropout
     attention: bool = DecoderConfig.attention
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
     label_smoothing: float = 0.0
     scst_epochs: int = 0
     scst_samples: int = 5
     scst_lr: float = 5e-5
     init_from: str | None = None
-    seed: int = 0
-    save_every: int = 0
     max_val_images: int = 0
-    cache_dir: str = str(DEFAULT_CACHE)
-    threads: int = 0
 
 
 # The settings that shape the model: a resumed run must be given the same ones.

@@ -30,8 +30,8 @@ from .checkpoint import load_checkpoint
 from .data import DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import ENCODERS, build_encoder
 from .vqa_metrics import normalize_answer, question_score, vqa_report
-from .features import DEFAULT_CACHE, batched, cached_features
-from .training import (Task, fit, gather_features, named_specs, rank_zero_first, shape_keys, swap_left_right,
+from .features import batched, cached_features
+from .training import (RunConfig, Task, fit, gather_features, named_specs, rank_zero_first, shape_keys, swap_left_right,
                        vocab_json, weighted_rows)
 from .vocab import Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
@@ -42,27 +42,24 @@ ARCHITECTURE = ("encoder", *MODEL_KEYS)
 
 
 @dataclass
-class VQATrainConfig:
+class VQATrainConfig(RunConfig):
     """Everything a VQA training run depends on; saved beside the checkpoints.
 
     The model defaults were chosen on DAQUAR's by-image validation split: one LSTM layer and 512-d
     fused vectors (Antol et al. used two layers and 1024 on VQA, a hundred times more questions).
     """
 
-    data: tuple[str, ...] = ("daquar:../shared/data/daquar", "coco:../shared/data/coco")  # NAME:ROOT[:WEIGHT]
+    data: tuple[str, ...] = ("daquar:../shared/data/daquar", "coco:../shared/data/coco")
+    out: str = "runs/vqa"
+    flip_augment: bool = True
+    max_length: int = 30
+    epochs: int = 14
+    batch_size: int = 64
+    lr: float = 1e-3
     questions: str | None = None
-    annotations: str | None = None
-    train_split: str = "train"
-    val_split: str = "dev"
     val_fraction: float = 0.2
     split_seed: int = 0
-    out: str = "runs/vqa"
-    encoder: str = "efficientnet-lite0"
-    encoder_weights: str | None = None
-    flip_augment: bool = True
     top_answers: int = 1000
-    min_count: int = 1
-    max_length: int = 30
     # the model's shape: VQAConfig's defaults, defined there only
     embed_dim: int = VQAConfig.embed_dim
     hidden_dim: int = VQAConfig.hidden_dim
@@ -72,16 +69,6 @@ class VQATrainConfig:
     fusion: str = VQAConfig.fusion
     use_image: bool = VQAConfig.use_image
     dropout: float = VQAConfig.dropout
-    epochs: int = 14
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
-    seed: int = 0
-    save_every: int = 0
-    cache_dir: str = str(DEFAULT_CACHE)
-    threads: int = 0
 
 
 # ---------------------------------------------------------------- answers and targets

@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -30,9 +30,37 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_directory, existing_checkpoint, load_state, save_checkpoint, save_state
 from .data import DatasetSpec
+from .features import DEFAULT_CACHE
 from .vocab import Vocabulary
 
 T = TypeVar("T")
+
+
+@dataclass
+class RunConfig:
+    """The settings every training run has, captions or VQA, with their shared defaults. A task's config
+    (``TrainConfig``, ``VQATrainConfig``) adds its own settings and overrides the defaults that differ."""
+
+    data: tuple[str, ...] = ()  # NAME:ROOT[:WEIGHT], one or more
+    annotations: str | None = None
+    train_split: str = "train"
+    val_split: str = "dev"
+    out: str = "runs/run"
+    encoder: str = "efficientnet-lite0"
+    encoder_weights: str | None = None
+    flip_augment: bool = False
+    min_count: int = 1
+    max_length: int = 20
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0
+    seed: int = 0
+    save_every: int = 0
+    cache_dir: str = str(DEFAULT_CACHE)
+    threads: int = 0
 
 
 # ---------------------------------------------------------------- processes, seeds, schedule
