@@ -1,6 +1,6 @@
 """The captioner demo: caption a photo, look inside the LSTM, ask a question about it.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--share false] [--weights DIR]
+    python app.py [--host 127.0.0.1] [--port 7860] [--share false] [--weights DIR] [--precision auto]
 
 A thin Gradio UI over :class:`captioner.pipeline.Captioner`, offline on the CPU. The models
 load once at start-up; every request goes through Gradio's queue. Named API endpoints:
@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 from captioner.images import BadImageError, load_image  # noqa: E402
 from captioner.decoding import METHODS, trace_states  # noqa: E402
 from captioner.pipeline import Captioner, decode_config  # noqa: E402
+from captioner.precision import PRECISION_HELP, PRECISIONS  # noqa: E402
 
 matplotlib.use("Agg")  # plots are rendered to PNG in worker threads; never open a window
 
@@ -340,16 +341,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also make a public gradio.live link (needs internet; default false)")
     p.add_argument("--weights", help="weights entry name, or folder with caption/ (and vqa/); "
                                      "default: the default entry, the shipped weights")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default auto)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        model = Captioner.from_pretrained(args.weights)
+        model = Captioner.from_pretrained(args.weights, precision=args.precision)
     except (FileNotFoundError, ValueError) as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2
+    print(f"captioner app: precision {model.runtime}", flush=True)
     # One thread per request: CONCURRENCY requests then share the cores. Several threads per request
     # oversubscribe them, and on a busy CPU a request can wait seconds for its slowest thread.
     torch.set_num_threads(1)

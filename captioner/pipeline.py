@@ -21,6 +21,7 @@ from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, load_image
 from .model import CaptionDecoder, DecoderConfig
+from .precision import Precision, resolve_precision
 from .pretrained import Weights, folder_preprocessing, resolve_weights
 from .vocab import Vocabulary, detokenize
 
@@ -55,21 +56,30 @@ class Captioner:
     """Captions images (and answers questions, when VQA weights are present)."""
 
     def __init__(self, decoder: CaptionDecoder, vocab: Vocabulary, encoder: ImageEncoder,
-                 decoding: DecodeConfig | None = None, vqa=None):
+                 decoding: DecodeConfig | None = None, vqa=None, precision: str | Precision = "auto"):
         self.decoder = decoder.eval()
         self.vocab = vocab
         self.encoder = encoder
         self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
         self.vqa = vqa
+        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
+
+    @property
+    def precision(self) -> str:
+        """The precision inference runs at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved; see ``runtime``)."""
+        return self.runtime.name
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        load_vqa: bool = True) -> "Captioner":
+                        load_vqa: bool = True, precision: str | Precision = "auto") -> "Captioner":
         """Load a weights entry (or its name; default: the default entry) or a weights folder; offline, on the CPU.
 
         An entry brings its preprocessing and decoding defaults; a folder, its ``config.json``'s (see
         :mod:`captioner.pretrained`). VQA weights are the default VQA entry's, or for a folder its ``vqa/``.
+        ``precision`` is one of :data:`captioner.precision.PRECISIONS`; ``auto`` picks the fastest this CPU runs
+        natively, and an explicit one it cannot run is a ValueError.
         """
+        runtime = resolve_precision(precision)  # before anything is loaded
         path, entry = resolve_weights(weights, "caption")
         tensors, config = load_checkpoint(path)
         decoder_weights, tuned = split_encoder_weights(tensors)  # tuned: fine-tuned encoder blocks, if any
@@ -94,18 +104,21 @@ class Captioner:
                 vqa_path = None
             if vqa_path is not None and vqa_path != path:
                 # The VQA model was trained on the pretrained encoder: it shares it unless captioning fine-tuned it.
-                vqa = VQAPredictor.from_pretrained(vqa_entry or vqa_path, None if tuned else encoder, encoder_weights)
-        return cls(decoder, vocab, encoder, decoding, vqa)
+                vqa = VQAPredictor.from_pretrained(vqa_entry or vqa_path, None if tuned else encoder, encoder_weights,
+                                                   runtime)
+        return cls(decoder, vocab, encoder, decoding, vqa, runtime)
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder region features ``(N, R, feature_dim)``; raises BadImageError for an unreadable image."""
-        return encode_images(self.encoder, images)
+        """Encoder region features ``(N, R, feature_dim)``, float32 at any precision; raises BadImageError for an
+        unreadable image."""
+        with self.runtime.autocast():
+            return encode_images(self.encoder, images).float()
 
     def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None,
                          keys: Sequence[str] | None = None) -> list[list[Caption]]:
         """Decode a batch of features; ``config.n_best`` captions per image, best first. Seeded sampling
         seeds each image from the seed and its key (see :func:`decoding.decode`)."""
-        hyps = decode(self.decoder, features, config or self.decoding, keys)
+        hyps = decode(self.decoder, features, config or self.decoding, keys)  # float32 at any precision
         return [[_to_caption(h, self.vocab) for h in per_image] for per_image in hyps]
 
     def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None,

@@ -35,6 +35,7 @@ from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint,
 from .encoder import ImageEncoder, Preprocessing, build_encoder
 from .features import encode_images
 from .images import ImageInput
+from .precision import Precision, resolve_precision
 from .pretrained import Weights, folder_preprocessing, resolve_weights
 from .vocab import Vocabulary, pad_ids, tokenize
 
@@ -83,10 +84,14 @@ class VQAModel(nn.Module):
                                         nn.Dropout(c.dropout), nn.Linear(c.mlp_dim, c.num_answers))
 
     def encode_question(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Padded ids ``(N, T)`` and word counts ``(N,)`` to question vectors ``(N, fused_dim)``."""
+        """Padded ids ``(N, T)`` and word counts ``(N,)`` to question vectors ``(N, fused_dim)``.
+
+        The LSTM runs in float32 under any autocast: oneDNN has no reduced-precision LSTM on every CPU, and
+        a question costs little next to the image."""
         x = torch.tanh(self.embed(tokens))  # (N, T, embed_dim)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, c) = self.rnn(packed)  # each (layers, N, hidden)
+        with torch.autocast(tokens.device.type, enabled=False):
+            _, (h, c) = self.rnn(packed)  # each (layers, N, hidden)
         hc = torch.cat([h, c], dim=0).transpose(0, 1).reshape(tokens.shape[0], -1)  # (N, 2 * layers * hidden)
         return self.question_proj(hc)  # (N, fused_dim)
 
@@ -115,23 +120,32 @@ class VQAModel(nn.Module):
 class VQAPredictor:
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
-    def __init__(self, model: VQAModel, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder):
+    def __init__(self, model: VQAModel, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
+                 precision: str | Precision = "auto"):
         self.model = model.eval()
         self.vocab = vocab
         self.answers = answers
         self.encoder = encoder
+        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
+
+    @property
+    def precision(self) -> str:
+        """The precision inference runs at (``auto`` resolved); see :mod:`captioner.precision`."""
+        return self.runtime.name
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder: ImageEncoder | None = None,
-                        encoder_weights: str | None = None) -> "VQAPredictor":
+                        encoder_weights: str | None = None, precision: str | Precision = "auto") -> "VQAPredictor":
         """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
         or ``vqa/config.json``; ``encoder`` is shared when it is the one the model was trained on."""
+        runtime = resolve_precision(precision)  # before anything is loaded
         path, entry = resolve_weights(weights, "vqa")
-        return cls.from_checkpoint(path, encoder, encoder_weights, entry.preprocessing if entry else None)
+        return cls.from_checkpoint(path, encoder, encoder_weights, entry.preprocessing if entry else None, runtime)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, encoder: ImageEncoder | None = None, encoder_weights: str | None = None,
-                        preprocessing: Preprocessing | None = None) -> "VQAPredictor":
+                        preprocessing: Preprocessing | None = None,
+                        precision: str | Precision = "auto") -> "VQAPredictor":
         """Load a ``train-vqa`` checkpoint; ``encoder`` is shared when it is the one the model was trained on.
         ``preprocessing`` defaults to ``config.json["preprocessing"]``, else the encoder's current one."""
         path = Path(path)
@@ -150,7 +164,7 @@ class VQAPredictor:
         if encoder is None or encoder.spec.name != encoder_name or encoder.preprocessing != (
                 preprocessing or encoder.spec.preprocessing):
             encoder = build_encoder(encoder_name, encoder_weights, preprocessing=preprocessing)
-        return cls(model, vocab, [str(a) for a in answers], encoder)
+        return cls(model, vocab, [str(a) for a in answers], encoder, precision)
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
@@ -166,8 +180,10 @@ class VQAPredictor:
         return [w for w in tokenize(question) if w not in self.vocab.index]
 
     def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder region features ``(N, R, feature_dim)``; raises BadImageError for an unreadable image."""
-        return encode_images(self.encoder, images)
+        """Encoder region features ``(N, R, feature_dim)``, float32 at any precision; raises BadImageError for an
+        unreadable image."""
+        with self.runtime.autocast():
+            return encode_images(self.encoder, images).float()
 
     @torch.inference_mode()
     def answer(self, features: torch.Tensor, questions: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
@@ -175,7 +191,9 @@ class VQAPredictor:
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
-        probs = torch.softmax(self.model(features.float(), tokens, lengths), dim=-1)
+        with self.runtime.autocast():
+            logits = self.model(features.float(), tokens, lengths)
+        probs = torch.softmax(logits.float(), dim=-1)  # ranked in float32 at any precision
         values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
         return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)]
 
