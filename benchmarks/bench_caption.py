@@ -1,7 +1,7 @@
 """Caption quality per dataset, throughput and memory of the shipped weights, and the example photos.
 
     python benchmarks/bench_caption.py [--data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco]
-                                       [--weights NAME|DIR] [--check]
+                                       [--weights NAME|DIR] [--precision P] [--check]
 
 Runs `captioner caption` (the weights' default decoding) end to end on the dev images of every dataset at once (Flickr8k's
 1,000 and COCO's 300), as a user would, then scores each dataset's captions with the coco-caption
@@ -11,6 +11,7 @@ names the main object.
 
 With --check, exits 1 unless the scores match the dev scores of the weights entry (to 0.002):
 ``captioner.pretrained``, where the weights' decoding defaults also live. The benchmark only reads them.
+The entry's scores are float32 figures, so --check captions at ``--precision fp32`` unless told otherwise.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from pathlib import Path
 
 from captioner.caption_metrics import corpus_scores
 from captioner.data import DatasetSpec, load_caption_dataset
+from captioner.precision import PRECISIONS, resolve_precision
 from captioner.pretrained import resolve_weights
-from captioner.train import dataset_names
+from captioner.training import dataset_names
 
 TARGETS = {"flickr8k": {"Bleu_4": 0.20, "CIDEr": 0.47}, "coco": {"Bleu_4": 0.20, "CIDEr": 0.60}}
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -35,12 +37,13 @@ MAIN_OBJECT = {"laptop.jpg": r"laptop|computer", "pizza.jpg": r"pizza", "stop-si
                "tennis.jpg": r"tennis", "skateboarder.jpg": r"skateboard", "cat-mirror.jpg": r"\bcats?\b"}
 
 
-def caption_files(paths: list[Path], weights: str | None, decoding: dict) -> tuple[dict[str, str], float, float]:
+def caption_files(paths: list[Path], weights: str | None, decoding: dict,
+                  precision: str) -> tuple[dict[str, str], float, float]:
     """``captioner caption`` over ``paths`` in a subprocess: {path: caption}, seconds, and its peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
         cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl",
-               "--output", str(out), *(["--weights", weights] if weights else [])]
+               "--output", str(out), "--precision", precision, *(["--weights", weights] if weights else [])]
         for key, value in decoding.items():
             cmd += ["--" + key.replace("_", "-"), str(value)]
         started = time.perf_counter()
@@ -59,16 +62,20 @@ def main() -> int:
     parser.add_argument("--beam", type=int, help="beam size (default: the weights' own decoding setting)")
     parser.add_argument("--length-penalty", type=float, help="default: the weights' own decoding setting")
     parser.add_argument("--no-repeat-ngram", type=int, help="default: the weights' own decoding setting")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="inference precision (default: fp32 with --check, else auto)")
     parser.add_argument("--check", action="store_true", help="fail unless the weights entry's scores are reproduced")
     args = parser.parse_args()
+    precision = args.precision or ("fp32" if args.check else "auto")
 
     specs = [DatasetSpec.parse(d) for d in args.data or ["flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco"]]
     parts = {name: load_caption_dataset(s.name, s.root, args.split) for name, s in zip(dataset_names(specs), specs)}
     decoding = {k: v for k, v in [("beam", args.beam), ("length_penalty", args.length_penalty),
                                   ("no_repeat_ngram", args.no_repeat_ngram)] if v is not None}
     paths = [it.path for items in parts.values() for it in items]
-    captions, seconds, peak_mb = caption_files(paths, args.weights, decoding)
-    print(f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}")
+    captions, seconds, peak_mb = caption_files(paths, args.weights, decoding, precision)
+    print(f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}  precision: "
+          f"{resolve_precision(precision)}")
     print(f"end-to-end: {seconds:.1f} s, {len(captions) / seconds:.1f} images/s (model loading included)")
     print(f"peak memory (RSS): {peak_mb:.0f} MB")
     scores = {}
@@ -83,7 +90,7 @@ def main() -> int:
 
     examples = sorted(EXAMPLES.glob("*.jpg"))
     named = 0
-    for path, caption in caption_files(examples, args.weights, decoding)[0].items():
+    for path, caption in caption_files(examples, args.weights, decoding, precision)[0].items():
         hit = bool(re.search(MAIN_OBJECT.get(Path(path).name, r"$^"), caption))
         named += hit
         print(f"  {'ok ' if hit else 'MISS'} {Path(path).name}: {caption}")

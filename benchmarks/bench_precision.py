@@ -34,7 +34,6 @@ from captioner.caption_metrics import corpus_scores
 from captioner.data import load_caption_dataset, load_vqa_dataset
 from captioner.encoder import build_encoder
 from captioner.images import load_image
-from captioner.pipeline import caption_dataset
 from captioner.precision import Precision, native_precisions, resolve_precision
 from captioner.vqa_metrics import vqa_report
 
@@ -69,7 +68,8 @@ def worker(name: str, encoder_name: str | None, out: Path) -> None:
         model.encoder = build_encoder(encoder_name)
     parts = {d: load_caption_dataset(d, root, "dev") for d, root in DATA.items()}
     items = [it for its in parts.values() for it in its]
-    results = caption_dataset(model, items, model.decoding)
+    results = {item.image_id: nbest[0].text for item, nbest, _ in
+               model.caption_files(items, path_of=lambda item: item.path, progress=False) if nbest}
     seconds = time.perf_counter() - started
     report = {"precision": name, "encoder": model.encoder.spec.name, "images": len(items),
               "images_per_s": len(items) / seconds}
@@ -101,7 +101,7 @@ def vqa_figures(model: Captioner) -> dict:
         by_image.setdefault(q.path, []).append(q)
     predictions, start = {}, time.perf_counter()
     for path, qs in by_image.items():
-        features = model.vqa.features([path])
+        features = model.vqa.preprocess([path])
         answers = model.vqa.answer(features.expand(len(qs), *features.shape[1:]), [q.question for q in qs], 1)
         predictions.update((q.question_id, a[0][0]) for q, a in zip(qs, answers))
     seconds = time.perf_counter() - start

@@ -27,10 +27,9 @@ import torch
 
 from captioner.data import VQAExample, load_easy_vqa
 from captioner.pretrained import resolve_weights
-from captioner.train_vqa import (VQATrainConfig, answer_index, build_vqa_set, evaluate, image_features, load_splits,
-                                 train_vqa)
+from captioner.pipeline import VQAPredictor
+from captioner.train_vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
 from captioner.vocab import tokenize
-from captioner.vqa import VQAPredictor
 from captioner.vqa_metrics import normalize_answer, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
@@ -49,9 +48,7 @@ def question_prior(train: list[VQAExample], val: list[VQAExample]) -> float:
 
 def shipped_accuracy(model: VQAPredictor, cfg: VQATrainConfig, val: list[VQAExample]) -> float:
     """Accuracy of the shipped weights on ``val``."""
-    feats, _, rows = image_features(cfg.encoder, cfg.encoder_weights, val, cfg.cache_dir)
-    data = build_vqa_set(val, feats, None, rows, model.vocab, answer_index(model.answers))
-    return evaluate(model.model, data, model.answers)["accuracy"]
+    return evaluate_weights(model.model, model.vocab, model.answers, val, cfg)["accuracy"]
 
 
 def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int) -> dict[str, dict]:
@@ -76,11 +73,9 @@ def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int)
 def easy_vqa_test(cfg: VQATrainConfig) -> dict[str, float]:
     """Accuracy on the easy-vqa test set of the model chosen on held-out train images."""
     best = train_vqa(cfg)
-    model = VQAPredictor.from_checkpoint(Path(cfg.out) / "best")
+    model = VQAPredictor.from_pretrained(Path(cfg.out) / "best")
     test = load_easy_vqa("test")
-    feats, _, rows = image_features(cfg.encoder, cfg.encoder_weights, test, cfg.cache_dir)
-    data = build_vqa_set(test, feats, None, rows, model.vocab, answer_index(model.answers))
-    scores = evaluate(model.model, data, model.answers)
+    scores = evaluate_weights(model.model, model.vocab, model.answers, test, cfg)
     return {"test accuracy": scores["accuracy"], "val accuracy": best["accuracy"], "epoch": best["epoch"],
             "test questions": len(test)}
 

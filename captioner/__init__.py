@@ -3,7 +3,7 @@
     from captioner import Captioner
     Captioner.from_pretrained().caption("photo.jpg")
 """
-from .pipeline import Captioner
+from .pipeline import Captioner, VQAPredictor
 
-__all__ = ["Captioner"]
+__all__ = ["Captioner", "VQAPredictor"]
 __version__ = "0.1.0"

@@ -124,14 +124,22 @@ def config_errors(path: str | Path) -> Iterator[None]:
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and config of a checkpoint folder; a one-line error naming the file if it is not one."""
+    tensors, files = read_checkpoint(directory)
+    return tensors, files[CONFIG_FILE]
+
+
+def read_checkpoint(directory: str | Path, json_files: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint folder's tensors, and its config and ``json_files`` (such as ``vocab.json``) by name; a
+    one-line error naming the file that is missing or unreadable."""
     directory = Path(directory)
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (directory / name).exists():
+    for name in (MODEL_FILE, CONFIG_FILE, *json_files):
+        if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory}: not a checkpoint (missing {name})")
-    config = read_json(directory / CONFIG_FILE)
-    if not isinstance(config, dict):
+    tensors = read_tensors(directory / MODEL_FILE)
+    files = {name: read_json(directory / name) for name in (CONFIG_FILE, *json_files)}
+    if not isinstance(files[CONFIG_FILE], dict):
         raise ValueError(f"{directory / CONFIG_FILE}: expected a JSON object")
-    return read_tensors(directory / MODEL_FILE), config
+    return tensors, files
 
 
 ENCODER_PREFIX = "encoder."  # fine-tuned encoder blocks, saved beside the decoder's weights

@@ -22,9 +22,14 @@ from tqdm import tqdm
 from .encoder import ImageEncoder
 from .images import ImageInput
 
-DEFAULT_CACHE = Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
 PARTIAL = ".partial"  # suffix of a cache file being written, after the writer's process id
 ENCODE_CHUNK = 4  # small batches keep the CNN's activations in cache: ~2x faster than 32 on a laptop CPU
+
+
+def default_cache_dir() -> Path:
+    """Where features are cached when a run names no folder: ``$CAPTIONER_CACHE``, else ``~/.cache/captioner``.
+    Read when a run starts (not when the module is imported), so the variable set by then is the one used."""
+    return Path(os.environ.get("CAPTIONER_CACHE") or Path.home() / ".cache" / "captioner")
 
 
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -57,7 +62,7 @@ def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions
     return h.hexdigest()[:16]
 
 
-def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path = DEFAULT_CACHE,
+def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
                     flip: bool = False, regions: bool = False, batch_size: int = 32,
                     desc: str = "features") -> np.ndarray:
     """Features of ``paths`` as a read-only float16 memory map, computed (with a progress bar) only if
@@ -67,13 +72,13 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
 
     The file is written to a temporary name and renamed when complete, so an interrupted run never
     leaves a corrupt cache behind; nor a stray temporary file: an interrupted run deletes its own, and
-    one whose writer was killed outright is deleted by the next call.
+    one whose writer was killed outright is deleted by the next call. ``cache_dir`` None: :func:`default_cache_dir`.
     """
     trunk = encoder.trainable_blocks > 0
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no images to encode")
-    cache_dir = Path(cache_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{encoder.spec.name}-{len(paths)}-{_cache_key(encoder, paths, flip, regions)}.npy"
     if not target.exists():

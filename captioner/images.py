@@ -87,6 +87,16 @@ def expand_paths(patterns: Iterable[str]) -> list[Path]:
     return out
 
 
+def images_by_stem(folder: str | Path) -> dict[str, list[Path]]:
+    """The image files of ``folder`` (not its subfolders) by name without extension, sorted; a name can have
+    several (``1.jpg``, ``1.png``), which callers that look images up by name must refuse."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.setdefault(path.stem, []).append(path)
+    return found
+
+
 _COCO_ID = re.compile(r"^(?:COCO_[a-z]+\d{4}_)?(\d{6,12})$")
 
 

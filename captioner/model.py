@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .config import MAX_DIM, MAX_LAYERS, check, setting
+
 CELLS = ("lstm", "rnn")
 IMAGE_INPUTS = ("every_step", "first_step", "init_state")
 
@@ -30,25 +32,24 @@ State = tuple[torch.Tensor, ...]  # (h,) for the RNN, (h, c) for the LSTM; each 
 
 @dataclass
 class DecoderConfig:
-    """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence. These defaults are the
-    training defaults too (``train.TrainConfig`` reads them from here)."""
+    """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence. These settings are the
+    training settings too (``train_caption.TrainConfig`` takes them from here: default, range and help)."""
 
-    vocab_size: int
+    vocab_size: int  # these two the data decides
     feature_dim: int
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    image_dim: int = 512
-    num_layers: int = 1
-    cell: str = "lstm"
-    image_input: str = "every_step"
-    dropout: float = 0.3
-    attention: bool = False
+    embed_dim: int = setting(256, "size of the word embeddings", low=1, high=MAX_DIM)
+    hidden_dim: int = setting(512, "size of the recurrent state", low=1, high=MAX_DIM)
+    image_dim: int = setting(512, "size of the projected image vector (and of the attended regions)", low=1,
+                             high=MAX_DIM)
+    num_layers: int = setting(1, "stacked recurrent layers", low=1, high=MAX_LAYERS)
+    cell: str = setting("lstm", "recurrent cell: lstm, or rnn (a vanilla tanh RNN)", choices=CELLS)
+    image_input: str = setting("every_step", "where the image enters: every_step, first_step or init_state",
+                               choices=IMAGE_INPUTS)
+    dropout: float = setting(0.3, "dropout probability", low=0, below=1)
+    attention: bool = setting(False, "also attend over the encoder's region grid when choosing each word")
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
-        if self.image_input not in IMAGE_INPUTS:
-            raise ValueError(f"image_input must be one of {IMAGE_INPUTS}, not {self.image_input!r}")
+        check(self)
 
 
 @dataclass

@@ -1,29 +1,79 @@
-"""The one obvious entry point: ``Captioner.from_pretrained().caption(image)``.
+"""The entry points: ``Captioner.from_pretrained().caption(image)``, and ``VQAPredictor`` for answers alone.
 
-It ties the stages together (image -> encoder features -> decoder tokens -> text) and loads
-everything from a weights entry (:mod:`captioner.pretrained`) or a weights folder: ``caption/`` (and
-``vqa/`` for questions), each holding ``model.safetensors``, ``config.json`` and ``vocab.json``.
+Both are pipelines in the Hugging Face sense, under one contract: ``preprocess`` turns images into
+encoder features (at the chosen precision), ``forward`` runs the model on them, ``postprocess`` turns
+its outputs into text. A user's keyword arguments are routed once, into a ``DecodeConfig``
+(:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
+this module adds the image encoder, shared by captions and answers when they were trained on the same.
+:func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
+for ``caption``, ``ask --batch`` and ``eval`` alike.
 """
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, fields
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, split_encoder_weights
-from .decoding import DecodeConfig, Hypothesis, decode
+from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
-from .images import BadImageError, ImageInput, load_image
-from .model import CaptionDecoder, DecoderConfig
+from .images import BadImageError, ImageInput, images_by_stem, load_image
 from .precision import Precision, resolve_precision
-from .pretrained import Weights, folder_preprocessing, resolve_weights
-from .vocab import Vocabulary, detokenize
+from .pretrained import Weights, load_pretrained, load_vqa
+from .vocab import Vocabulary, detokenize, pad_ids, tokenize
+
+T = TypeVar("T")
+TOP_ANSWERS = 5  # answers given per question unless asked for another number
+
+
+def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = None,
+                  path_of: Callable[[T], ImageInput] = lambda item: item, progress: bool = True,
+                  desc: str = "captioning") -> Iterator[tuple[list[T], list, list[tuple[T, str]]]]:
+    """Batches of ``items`` as (the readable items, their images, (item, one-line reason) for the others), with a
+    progress bar on stderr unless ``progress`` is false. ``path_of`` gives an item's image (path or PIL image)."""
+    with tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar:
+        for chunk in batched(items, batch_size):
+            good, images, bad = [], [], []
+            for item in chunk:
+                try:
+                    images.append(load_image(path_of(item), size_hint=size_hint))
+                    good.append(item)
+                except BadImageError as e:
+                    bad.append((item, str(e)))
+            yield good, images, bad
+            bar.update(len(chunk))
+
+
+class Pipeline:
+    """What captioning and answering share: an image encoder, the precision it runs at, and ``preprocess``."""
+
+    def __init__(self, encoder: ImageEncoder, precision: str | Precision = "auto"):
+        self.encoder = encoder
+        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
+
+    @property
+    def precision(self) -> str:
+        """The precision inference runs at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved; see ``runtime``)."""
+        return self.runtime.name
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.preprocessing.image_size
+
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Encoder region features ``(N, R, feature_dim)``, float32 at any precision; BadImageError (one line)
+        for an unreadable image."""
+        with self.runtime.autocast():
+            return encode_images(self.encoder, images).float()
+
+
+# ---------------------------------------------------------------- captions
 
 
 @dataclass
@@ -39,39 +89,20 @@ class Caption:
     tokens: list[int]
 
 
-def _to_caption(h: Hypothesis, vocab: Vocabulary) -> Caption:
-    words = [vocab.words[t] for t in h.tokens]
-    return Caption(detokenize(words), words, [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
-                   h.log_prob, h.score, h.finished, h.tokens)
-
-
-def decode_config(defaults: DecodeConfig | None = None, **overrides) -> DecodeConfig:
-    """A DecodeConfig from defaults plus keyword overrides (``None`` values are ignored)."""
-    base = {f.name: getattr(defaults, f.name) for f in fields(DecodeConfig)} if defaults else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return DecodeConfig(**base)
-
-
-class Captioner:
+class Captioner(Pipeline):
     """Captions images (and answers questions, when VQA weights are present)."""
 
-    def __init__(self, decoder: CaptionDecoder, vocab: Vocabulary, encoder: ImageEncoder,
-                 decoding: DecodeConfig | None = None, vqa=None, precision: str | Precision = "auto"):
+    def __init__(self, decoder, vocab: Vocabulary, encoder: ImageEncoder, decoding: DecodeConfig | None = None,
+                 vqa: VQAPredictor | None = None, precision: str | Precision = "auto"):
+        super().__init__(encoder, precision)
         self.decoder = decoder.eval()
         self.vocab = vocab
-        self.encoder = encoder
         self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
         self.vqa = vqa
-        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
-
-    @property
-    def precision(self) -> str:
-        """The precision inference runs at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved; see ``runtime``)."""
-        return self.runtime.name
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        load_vqa: bool = True, precision: str | Precision = "auto") -> "Captioner":
+                        load_vqa: bool = True, precision: str | Precision = "auto") -> Captioner:
         """Load a weights entry (or its name; default: the default entry) or a weights folder; offline, on the CPU.
 
         An entry brings its preprocessing and decoding defaults; a folder, its ``config.json``'s (see
@@ -80,81 +111,171 @@ class Captioner:
         natively, and an explicit one it cannot run is a ValueError.
         """
         runtime = resolve_precision(precision)  # before anything is loaded
-        path, entry = resolve_weights(weights, "caption")
-        tensors, config = load_checkpoint(path)
-        decoder_weights, tuned = split_encoder_weights(tensors)  # tuned: fine-tuned encoder blocks, if any
-        vocab = Vocabulary.load(path / "vocab.json")
-        with config_errors(path / CONFIG_FILE):
-            decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
-            settings = entry.decoding if entry else config.get("decoding", {})
-            decoding = decode_config(DecodeConfig(max_length=vocab.max_length), **settings)
-            encoder_name = config["encoder"]
-            preprocessing = entry.preprocessing if entry else folder_preprocessing(config)
-            if decoder.config.vocab_size != len(vocab):
-                raise ValueError(f"vocab_size {decoder.config.vocab_size}, but vocab.json has {len(vocab)} words")
-        load_weights(decoder, decoder_weights, path / MODEL_FILE)
-        encoder = build_encoder(encoder_name, encoder_weights, tuned=tuned, preprocessing=preprocessing)
+        caption, answers = load_pretrained(weights, with_vqa=load_vqa)
+        encoder = build_encoder(caption.encoder, encoder_weights, tuned=caption.tuned,
+                                preprocessing=caption.preprocessing)
         vqa = None
-        if load_vqa:
-            from .vqa import VQAPredictor
+        if answers is not None:  # it shares the encoder when it was trained on the same one
+            same = (not caption.tuned and (answers.encoder, answers.preprocessing or encoder.spec.preprocessing)
+                    == (encoder.spec.name, encoder.preprocessing))
+            vqa_encoder = encoder if same else build_encoder(answers.encoder, encoder_weights,
+                                                             preprocessing=answers.preprocessing)
+            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime)
+        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime)
 
-            try:
-                vqa_path, vqa_entry = resolve_weights(None if entry else weights, "vqa")
-            except FileNotFoundError:
-                vqa_path = None
-            if vqa_path is not None and vqa_path != path:
-                # The VQA model was trained on the pretrained encoder: it shares it unless captioning fine-tuned it.
-                vqa = VQAPredictor.from_pretrained(vqa_entry or vqa_path, None if tuned else encoder, encoder_weights,
-                                                   runtime)
-        return cls(decoder, vocab, encoder, decoding, vqa, runtime)
+    def forward(self, features: torch.Tensor, config: DecodeConfig | None = None,
+                keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
+        """Decode features ``(N, R, feature_dim)``, in float32 at any precision (see :mod:`captioner.precision`)."""
+        return decode(self.decoder, features, config or self.decoding, keys)
 
-    def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder region features ``(N, R, feature_dim)``, float32 at any precision; raises BadImageError for an
-        unreadable image."""
-        with self.runtime.autocast():
-            return encode_images(self.encoder, images).float()
+    def postprocess(self, hyps: list[list[Hypothesis]]) -> list[list[Caption]]:
+        return [[self._caption(h) for h in per_image] for per_image in hyps]
+
+    def _caption(self, h: Hypothesis) -> Caption:
+        words = [self.vocab.words[t] for t in h.tokens]
+        return Caption(detokenize(words), words, [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
+                       h.log_prob, h.score, h.finished, h.tokens)
 
     def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None,
                          keys: Sequence[str] | None = None) -> list[list[Caption]]:
-        """Decode a batch of features; ``config.n_best`` captions per image, best first. Seeded sampling
-        seeds each image from the seed and its key (see :func:`decoding.decode`)."""
-        hyps = decode(self.decoder, features, config or self.decoding, keys)  # float32 at any precision
-        return [[_to_caption(h, self.vocab) for h in per_image] for per_image in hyps]
+        """``config.n_best`` captions per image of a batch of features, best first. Seeded sampling seeds each
+        image from the seed and its key (see :func:`decoding.decode`)."""
+        return self.postprocess(self.forward(features, config, keys))
 
     def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None,
                        keys: Sequence[str] | None = None) -> list[list[Caption]]:
         """Caption a batch of images; ``keys`` default to the file names of paths (see ``caption_features``)."""
         if keys is None and all(isinstance(image, (str, Path)) for image in images):
             keys = [Path(image).name for image in images]
-        return self.caption_features(self.features(images), config, keys)
+        return self.caption_features(self.preprocess(images), config, keys)
 
     def caption(self, image: ImageInput, **decoding) -> str:
         """The best caption of one image (path or PIL image). Keywords override decoding settings,
         e.g. ``method="sample", temperature=0.8`` or ``beam_size=5``."""
-        return self.caption_images([image], decode_config(self.decoding, **decoding))[0][0].text
+        return self.caption_images([image], self.decoding.override(**decoding))[0][0].text
 
-    def ask(self, image: ImageInput, question: str, top_k: int = 5) -> list[tuple[str, float]]:
+    def caption_files(self, items: Sequence[T], config: DecodeConfig | None = None, batch_size: int = 32,
+                      path_of: Callable[[T], Path] = lambda item: item, progress: bool = True
+                      ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
+        """(item, its captions, None) for each readable image file of ``items``, in order, and (item, None, the
+        reason) for the others; sampling with a seed keys each image by its file name."""
+        for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
+            keys = [Path(path_of(item)).name for item in good]
+            yield from ((item, None, reason) for item, reason in bad)
+            if images:
+                yield from ((item, nbest, None) for item, nbest in zip(good, self.caption_images(images, config, keys)))
+
+    @property
+    def state_kinds(self) -> tuple[str, ...]:
+        """The recurrent states :meth:`states` traces: ``c`` (the LSTM's cell) and ``h``, or ``h`` alone (RNN)."""
+        return ("c", "h") if self.decoder.config.cell == "lstm" else ("h",)
+
+    @property
+    def state_size(self) -> int:
+        return self.decoder.config.hidden_dim
+
+    def states(self, features: torch.Tensor, caption: Caption) -> dict[str, torch.Tensor]:
+        """The decoder's top-layer states ``(len(words) + 1, state_size)`` after ``<start>`` and each word of
+        ``caption``, read from one image's ``features`` (Karpathy, Johnson & Fei-Fei's "look inside")."""
+        return trace_states(self.decoder, features, caption.tokens)
+
+    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS) -> list[tuple[str, float]]:
         """Top-k answers with probabilities for a question about the image."""
         if self.vqa is None:
             raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
         return self.vqa.ask(image, question, top_k)  # the VQA model's encoder: shared, or its own if it differs
 
 
-def caption_dataset(model: Captioner, items: Sequence, config: DecodeConfig | None = None,
-                    batch_size: int = 32) -> dict:
-    """``{image_id: best caption}`` for dataset items; unreadable images are reported on stderr and skipped."""
-    size = model.encoder.preprocessing.image_size
-    results = {}
-    with tqdm(total=len(items), desc="captioning", unit="img", file=sys.stderr) as bar:
-        for chunk in batched(items, batch_size):
-            good, images = [], []
-            for item in chunk:
-                try:
-                    images.append(load_image(item.path, size_hint=size))
-                    good.append(item)
-                except BadImageError as e:
-                    tqdm.write(f"captioner: skipped {e}", file=sys.stderr)
-            for item, nbest in zip(good, model.caption_images(images, config) if images else []):
-                results[item.image_id] = nbest[0].text
-            bar.update(len(chunk))
-    return results
+# ---------------------------------------------------------------- answers
+
+
+class VQAPredictor(Pipeline):
+    """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
+
+    def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
+                 precision: str | Precision = "auto"):
+        super().__init__(encoder, precision)
+        self.model = model.eval()
+        self.vocab = vocab
+        self.answers = answers
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
+                        precision: str | Precision = "auto") -> VQAPredictor:
+        """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
+        or ``vqa/config.json``."""
+        runtime = resolve_precision(precision)  # before anything is loaded
+        answers = load_vqa(weights)
+        encoder = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
+        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime)
+
+    def question_ids(self, question: str) -> list[int]:
+        """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
+        words = tokenize(question)
+        if not words:
+            raise ValueError("the question is empty (it has no words)")
+        if len(words) > self.vocab.max_length:
+            raise ValueError(f"the question is too long ({len(words)} words; at most {self.vocab.max_length})")
+        return self.vocab.encode(question, add_markers=False)
+
+    def unknown_words(self, question: str) -> list[str]:
+        """Words of ``question`` outside the vocabulary; the model reads them as ``<unk>``."""
+        return [w for w in tokenize(question) if w not in self.vocab.index]
+
+    @torch.inference_mode()
+    def forward(self, features: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
+        """Answer probabilities ``(N, answers)`` for (features row, question) pairs; computed in float32 from the
+        logits at any precision."""
+        tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
+        with self.runtime.autocast():
+            logits = self.model(features.float(), tokens, lengths)
+        return torch.softmax(logits.float(), dim=-1)
+
+    def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+        values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
+        return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)]
+
+    def answer(self, features: torch.Tensor, questions: list[str], top_k: int = TOP_ANSWERS) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` answers and their probabilities for each (image features row, question) pair."""
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        return self.postprocess(self.forward(features, questions), top_k)
+
+    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS) -> list[tuple[str, float]]:
+        """Top-k answers with probabilities for one question about one image."""
+        self.question_ids(question)  # a bad question fails before the image is encoded
+        return self.answer(self.preprocess([image]), [question], top_k)[0]
+
+    def answer_rows(self, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True
+                    ) -> tuple[dict[int, tuple[str, float]], dict[int, str]]:
+        """The top answer of each (image_id, question) row whose image (``folder/<image_id>.*``) and question can
+        be read, and the one-line reason for each other row, both by row index. Each image is read and encoded
+        once for all its questions (the images' ``ask --batch``)."""
+        files = images_by_stem(folder)
+        by_image: dict[str, list[int]] = defaultdict(list)
+        for i, (image_id, _) in enumerate(rows):
+            by_image[image_id.strip()].append(i)
+        results, errors = {}, {}
+        known = [image_id for image_id in by_image if len(files.get(image_id, [])) == 1]
+        for image_id in by_image.keys() - set(known):
+            reason = (f"no image named {image_id!r} in {folder}" if image_id not in files else
+                      f"more than one image named {image_id!r} in {folder}")
+            errors.update((i, reason) for i in by_image[image_id])
+        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id][0],
+                                               progress, desc="answering"):
+            for image_id, reason in bad:
+                errors.update((i, reason) for i in by_image[image_id])
+            for image_id, image in zip(good, images):
+                answerable = []
+                for i in by_image[image_id]:
+                    try:
+                        self.question_ids(rows[i][1])
+                        answerable.append(i)
+                    except ValueError as e:
+                        errors[i] = str(e)
+                if answerable:
+                    features = self.preprocess([image])
+                    answers = self.answer(features.expand(len(answerable), *features.shape[1:]),
+                                          [rows[i][1] for i in answerable], 1)
+                    results.update((i, a[0]) for i, a in zip(answerable, answers))
+        return results, errors

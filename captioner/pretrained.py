@@ -14,6 +14,10 @@ are in the git history, their weights with them, and load as folders.
 
 A plain folder (a training run's ``best/``) is described by its own ``config.json``: its
 ``"decoding"`` and ``"preprocessing"`` sections when present, else the library's defaults.
+
+:func:`load_pretrained` is the one loader of weights folders, for captions and answers alike: it
+finds the folders, reads every file once, checks that they agree, and builds the models, so that a
+facade (:mod:`captioner.pipeline`) only adds the image encoder.
 """
 from __future__ import annotations
 
@@ -22,8 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CONFIG_FILE
+import torch
+from torch import nn
+
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_weights, read_checkpoint, split_encoder_weights
+from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
+from .model import CaptionDecoder, DecoderConfig
+from .vocab import Vocabulary
+from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
 TASKS = ("caption", "vqa")
 
@@ -127,3 +138,82 @@ def _entry_at(folder: Path, task: str) -> Weights | None:
 def folder_preprocessing(config: dict) -> Preprocessing | None:
     """A plain folder's recorded preprocessing (``config.json["preprocessing"]``); None: the encoder's current one."""
     return Preprocessing.from_dict(config["preprocessing"]) if "preprocessing" in config else None
+
+
+# ---------------------------------------------------------------- loading
+
+
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass
+class Loaded:
+    """One task's weights, read and built: the model (eval mode), its vocabulary (and answers, for VQA), the
+    encoder it was trained on with that encoder's preprocessing, and (captions) the decoding defaults and any
+    fine-tuned encoder blocks."""
+
+    path: Path
+    entry: Weights | None
+    model: nn.Module
+    vocab: Vocabulary
+    encoder: str
+    preprocessing: Preprocessing | None  # None: the encoder's current default
+    answers: list[str] = field(default_factory=list)
+    decoding: DecodeConfig | None = None
+    tuned: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def load_pretrained(weights: str | Path | Weights | None = None,
+                    with_vqa: bool = True) -> tuple[Loaded, Loaded | None]:
+    """The caption weights that ``weights`` names (see :func:`resolve_weights`) and, with ``with_vqa``, the VQA
+    weights that go with them: the default VQA entry for an entry, ``vqa/`` beside a folder's ``caption/``.
+    FileNotFoundError or ValueError (one line, naming the file) when they cannot be used."""
+    built = {}
+    for task, path, entry in _folders(weights, with_vqa):
+        built[task] = _build(path, entry, task)
+    return built["caption"], built.get("vqa")
+
+
+def load_vqa(weights: str | Path | Weights | None = None) -> Loaded:
+    """VQA weights alone: an entry, its name, or a folder holding ``config.json`` or ``vqa/config.json``."""
+    return _build(*resolve_weights(weights, "vqa"), "vqa")
+
+
+def _folders(weights: str | Path | Weights | None, with_vqa: bool) -> list[tuple[str, Path, Weights | None]]:
+    """(task, folder, entry) of the caption weights, then of the VQA weights when asked for and present."""
+    path, entry = resolve_weights(weights, "caption")
+    folders = [("caption", path, entry)]
+    try:
+        vqa_path, vqa_entry = resolve_weights(None if entry else weights, "vqa") if with_vqa else (path, None)
+    except FileNotFoundError:
+        return folders
+    return folders + ([("vqa", vqa_path, vqa_entry)] if vqa_path != path else [])
+
+
+def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
+    """Read a weights folder once and build its model; one-line errors name the file and the field."""
+    tensors, files = read_checkpoint(path, (VOCAB_FILE, ANSWERS_FILE) if task == "vqa" else (VOCAB_FILE,))
+    config = files[CONFIG_FILE]
+    if config.get("task", task) != task:
+        raise ValueError(f"{path / CONFIG_FILE}: holds {config.get('task')} weights, not {task} weights")
+    with config_errors(path / VOCAB_FILE):
+        vocab = Vocabulary(list(files[VOCAB_FILE]["words"]), int(files[VOCAB_FILE]["max_length"]))
+    with config_errors(path / CONFIG_FILE):
+        encoder = config["encoder"]
+        preprocessing = entry.preprocessing if entry else folder_preprocessing(config)
+        if task == "vqa":
+            answers = [str(a) for a in files[ANSWERS_FILE]]
+            model = VQAModel(VQAConfig(**config["model"]))
+            decoding, tuned = None, {}
+            if (model.config.vocab_size, model.config.num_answers) != (len(vocab), len(answers)):
+                raise ValueError(f"vocab_size {model.config.vocab_size} and num_answers {model.config.num_answers}, "
+                                 f"but {VOCAB_FILE} has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
+        else:
+            answers, (tensors, tuned) = [], split_encoder_weights(tensors)
+            model = CaptionDecoder(DecoderConfig(**config["decoder"]))
+            decoding = DecodeConfig(**{"max_length": vocab.max_length,
+                                       **(entry.decoding if entry else config.get("decoding", {}))})
+            if model.config.vocab_size != len(vocab):
+                raise ValueError(f"vocab_size {model.config.vocab_size}, but {VOCAB_FILE} has {len(vocab)} words")
+    load_weights(model, tensors, path / MODEL_FILE)
+    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned)

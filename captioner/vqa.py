@@ -24,20 +24,13 @@ never match a list; a list class is what the model is scored on, so it is what i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_checkpoint, load_weights, read_json
-from .encoder import ImageEncoder, Preprocessing, build_encoder
-from .features import encode_images
-from .images import ImageInput
-from .precision import Precision, resolve_precision
-from .pretrained import Weights, folder_preprocessing, resolve_weights
-from .vocab import Vocabulary, pad_ids, tokenize
+from .config import MAX_DIM, MAX_LAYERS, check, setting
+from .vocab import Vocabulary
 
 FUSIONS = ("product", "concat")
 ANSWERS_FILE = "answers.json"
@@ -45,25 +38,24 @@ ANSWERS_FILE = "answers.json"
 
 @dataclass
 class VQAConfig:
-    """Shape of the VQA model; ``use_image=False`` is the question-only ablation."""
+    """Shape of the VQA model; ``use_image=False`` is the question-only ablation. These settings are the training
+    settings too (``train_vqa.VQATrainConfig`` takes them from here: default, range and help)."""
 
-    vocab_size: int
+    vocab_size: int  # these three the data decides
     num_answers: int
     feature_dim: int
-    embed_dim: int = 300
-    hidden_dim: int = 256
-    num_layers: int = 1
-    fused_dim: int = 512
-    mlp_dim: int = 512
-    fusion: str = "concat"
-    use_image: bool = True
-    dropout: float = 0.5
+    embed_dim: int = setting(300, "size of the word embeddings", low=1, high=MAX_DIM)
+    hidden_dim: int = setting(256, "size of the question LSTM's hidden state", low=1, high=MAX_DIM)
+    num_layers: int = setting(1, "stacked LSTM layers of the question encoder", low=1, high=MAX_LAYERS)
+    fused_dim: int = setting(512, "size of the question and image vectors", low=1, high=MAX_DIM)
+    mlp_dim: int = setting(512, "hidden size of the answer classifier", low=1, high=MAX_DIM)
+    fusion: str = setting("concat", "how the two vectors combine: concat, or product (element-wise)",
+                          choices=FUSIONS)
+    use_image: bool = setting(True, "feed the image (--no-use-image: the question-only baseline)")
+    dropout: float = setting(0.5, "dropout probability", low=0, below=1)
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
-        if self.num_layers < 1:
-            raise ValueError("num_layers must be at least 1")
+        check(self)
 
 
 class VQAModel(nn.Module):
@@ -115,89 +107,3 @@ class VQAModel(nn.Module):
         v = self.encode_image(features)  # (N, fused_dim)
         fused = q * v if self.config.fusion == "product" else torch.cat([q, v], dim=-1)  # (N, fused_dim or twice)
         return self.classifier(fused)  # (N, num_answers)
-
-
-class VQAPredictor:
-    """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
-
-    def __init__(self, model: VQAModel, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
-                 precision: str | Precision = "auto"):
-        self.model = model.eval()
-        self.vocab = vocab
-        self.answers = answers
-        self.encoder = encoder
-        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
-
-    @property
-    def precision(self) -> str:
-        """The precision inference runs at (``auto`` resolved); see :mod:`captioner.precision`."""
-        return self.runtime.name
-
-    @classmethod
-    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder: ImageEncoder | None = None,
-                        encoder_weights: str | None = None, precision: str | Precision = "auto") -> "VQAPredictor":
-        """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
-        or ``vqa/config.json``; ``encoder`` is shared when it is the one the model was trained on."""
-        runtime = resolve_precision(precision)  # before anything is loaded
-        path, entry = resolve_weights(weights, "vqa")
-        return cls.from_checkpoint(path, encoder, encoder_weights, entry.preprocessing if entry else None, runtime)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, encoder: ImageEncoder | None = None, encoder_weights: str | None = None,
-                        preprocessing: Preprocessing | None = None,
-                        precision: str | Precision = "auto") -> "VQAPredictor":
-        """Load a ``train-vqa`` checkpoint; ``encoder`` is shared when it is the one the model was trained on.
-        ``preprocessing`` defaults to ``config.json["preprocessing"]``, else the encoder's current one."""
-        path = Path(path)
-        tensors, config = load_checkpoint(path)
-        if config.get("task") != "vqa":
-            raise ValueError(f"{path}: not a VQA checkpoint")
-        vocab, answers = Vocabulary.load(path / "vocab.json"), read_json(path / ANSWERS_FILE)
-        with config_errors(path / CONFIG_FILE):
-            model = VQAModel(VQAConfig(**config["model"]))
-            encoder_name = config["encoder"]
-            preprocessing = preprocessing or folder_preprocessing(config)
-            if (model.config.vocab_size, model.config.num_answers) != (len(vocab), len(answers)):
-                raise ValueError(f"vocab_size {model.config.vocab_size} and num_answers {model.config.num_answers}, "
-                                 f"but vocab.json has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
-        load_weights(model, tensors, path / MODEL_FILE)
-        if encoder is None or encoder.spec.name != encoder_name or encoder.preprocessing != (
-                preprocessing or encoder.spec.preprocessing):
-            encoder = build_encoder(encoder_name, encoder_weights, preprocessing=preprocessing)
-        return cls(model, vocab, [str(a) for a in answers], encoder, precision)
-
-    def question_ids(self, question: str) -> list[int]:
-        """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
-        words = tokenize(question)
-        if not words:
-            raise ValueError("the question is empty (it has no words)")
-        if len(words) > self.vocab.max_length:
-            raise ValueError(f"the question is too long ({len(words)} words; at most {self.vocab.max_length})")
-        return self.vocab.encode(question, add_markers=False)
-
-    def unknown_words(self, question: str) -> list[str]:
-        """Words of ``question`` outside the vocabulary; the model reads them as ``<unk>``."""
-        return [w for w in tokenize(question) if w not in self.vocab.index]
-
-    def features(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Encoder region features ``(N, R, feature_dim)``, float32 at any precision; raises BadImageError for an
-        unreadable image."""
-        with self.runtime.autocast():
-            return encode_images(self.encoder, images).float()
-
-    @torch.inference_mode()
-    def answer(self, features: torch.Tensor, questions: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """The ``top_k`` answers and their probabilities for each (image features row, question) pair."""
-        if top_k < 1:
-            raise ValueError("top_k must be at least 1")
-        tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
-        with self.runtime.autocast():
-            logits = self.model(features.float(), tokens, lengths)
-        probs = torch.softmax(logits.float(), dim=-1)  # ranked in float32 at any precision
-        values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
-        return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)]
-
-    def ask(self, image: ImageInput, question: str, top_k: int = 5) -> list[tuple[str, float]]:
-        """Top-k answers with probabilities for one question about one image."""
-        self.question_ids(question)  # a bad question fails before the image is encoded
-        return self.answer(self.features([image]), [question], top_k)[0]

@@ -103,3 +103,15 @@ def png_claiming_size(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+
+
+def tiny_decoder(vocab_size: int = 12, cell: str = "lstm", image_input: str = "every_step", seed: int = 0,
+                 attention: bool = False):
+    """A small caption decoder with seeded random weights (feature_dim 16), for model and decoding tests."""
+    import torch
+
+    from captioner.model import CaptionDecoder, DecoderConfig
+
+    torch.manual_seed(seed)
+    return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0,
+                                        attention=attention))

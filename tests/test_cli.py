@@ -1,9 +1,11 @@
-"""`captioner caption` on good and bad input, and multi-process training under torchrun."""
+"""`captioner caption` on good and bad input, every command's help, and multi-process training under torchrun."""
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.cli import main
+from captioner.cli import build_parser, main
+from captioner.decoding import DecodeConfig
 from captioner.images import BadImageError, load_image
-from captioner.pipeline import Captioner, decode_config
+from captioner.pipeline import Captioner
+from captioner.pretrained import load_pretrained
 
 from synthetic import draw, make_flickr8k, png_claiming_size
 
@@ -108,7 +112,7 @@ def test_weights_carry_their_decoding_defaults_and_flags_override_them(weights_d
     (folder / "config.json").write_text(json.dumps(config))
     model = Captioner.from_pretrained(folder.parent, load_vqa=False)
     assert (model.decoding.length_penalty, model.decoding.beam_size) == (0.7, 2)
-    cfg = decode_config(model.decoding, length_penalty=0.0, n_best=None)
+    cfg = model.decoding.override(length_penalty=0.0, n_best=None)
     assert (cfg.length_penalty, cfg.beam_size) == (0.0, 2)
 
 
@@ -138,3 +142,41 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "best" / "model.safetensors").exists() and (out / "last" / "state.json").exists()
     assert done.stdout.count("epoch 3:") == 1  # only rank 0 validates and reports; epoch 3 is self-critical
+
+
+def _stated_defaults(command: str) -> list[tuple[argparse.Action, str]]:
+    """Each option of ``command`` with what its help says its default is (the words after 'default: ')."""
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = subparsers.choices[command]
+    out = []
+    for action in parser._actions:
+        if action.dest == "help" or not action.option_strings:
+            continue
+        said = re.search(r"default: ([^;)]*)", " ".join(action.help.split()))
+        assert said, f"{command} {action.option_strings[0]}: the help does not state the default"
+        out.append((action, said.group(1).strip()))
+    return out
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else "none" if value is None else str(value)
+
+
+@pytest.mark.parametrize("command", ["caption", "ask", "eval", "app", "train", "train-vqa"])
+def test_every_option_states_its_true_default(command):
+    """The help's 'default: X' is what the option really defaults to; where the weights decide (the option
+    defaults to unset), X is the shipped weights' own setting."""
+    shipped = load_pretrained(with_vqa=False)[0].decoding
+    for action, said in _stated_defaults(command):
+        name = f"{command} {action.option_strings[0]}"
+        if action.default is None or action.default is argparse.SUPPRESS or action.default is False:
+            weights_own = re.fullmatch(r"the weights' own, (\S+) for the shipped weights", said)
+            if weights_own:
+                assert weights_own.group(1) == str(getattr(shipped, action.dest)), name
+            elif action.dest in DecodeConfig.__dataclass_fields__:  # unset: DecodeConfig's default applies
+                assert said == _shown(getattr(shipped, action.dest)), f"{name}: says {said!r}"
+            else:
+                assert said.split(",")[0] in ("none", "off", "false", "stdout", "all", "all images", "auto") or \
+                       said.startswith(("the ", "ROOT/")), f"{name}: says {said!r}"
+        else:
+            assert said.split(",")[0] == _shown(action.default), f"{name}: says {said!r}, is {action.default!r}"

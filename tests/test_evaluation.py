@@ -207,17 +207,15 @@ def test_vqa_report_per_type_and_exact():
         vqa_report({9: "x"}, answers)
 
 
-def test_caption_dataset_skips_unreadable_images(tmp_path, capsys):
-    from types import SimpleNamespace
-
-    from captioner.data import ImageCaptions
-    from captioner.pipeline import caption_dataset
+def test_image_batches_report_unreadable_images_and_go_on(tmp_path):
+    from captioner.pipeline import image_batches
 
     root = make_flickr8k(tmp_path / "flickr8k")
     (root / "images" / "broken.jpg").write_bytes(b"not an image")
     names = ["broken.jpg", *(root / "Flickr_8k.devImages.txt").read_text().split()[:3]]
-    model = SimpleNamespace(encoder=SimpleNamespace(preprocessing=SimpleNamespace(image_size=32)),
-                            caption_images=lambda images, cfg: [[SimpleNamespace(text=f"{cfg} {im.size}")] for im in images])
-    results = caption_dataset(model, [ImageCaptions(n, root / "images" / n) for n in names], "greedy", batch_size=2)
-    assert list(results) == names[1:] and results[names[1]].startswith("greedy (")
-    assert "broken.jpg" in capsys.readouterr().err
+    batches = list(image_batches(names, 2, 32, lambda n: root / "images" / n, progress=False))
+    assert [len(good) + len(bad) for good, _, bad in batches] == [2, 2]
+    assert [n for good, _, _ in batches for n in good] == names[1:]
+    assert all(im.size[0] > 0 for _, images, _ in batches for im in images)
+    (item, reason), = batches[0][2]
+    assert item == "broken.jpg" and "broken.jpg" in reason and "\n" not in reason

@@ -8,7 +8,7 @@ import torch
 
 from captioner.cli import main
 from captioner.data import DatasetSpec, load_coco_questions, load_vqa_dataset
-from captioner.train import TrainConfig, train
+from captioner.train_caption import TrainConfig, train
 from captioner.train_vqa import VQATrainConfig, train_vqa
 from captioner.training import weighted_rows
 from captioner.vocab import Vocabulary

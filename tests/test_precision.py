@@ -120,7 +120,7 @@ def _bf16() -> Precision:
 def test_bf16_captions_are_valid_and_decoded_in_float32(weights_dir):
     model = Captioner.from_pretrained(weights_dir, load_vqa=False, precision=_bf16())
     assert model.precision == "bf16"
-    features = model.features([EXAMPLE_IMAGE])
+    features = model.preprocess([EXAMPLE_IMAGE])
     assert features.dtype == torch.float32 and torch.isfinite(features).all()
     cfg = DecodeConfig(**{**model.decoding.__dict__, "n_best": 2})
     captions = model.caption_features(features, cfg)[0]

@@ -26,11 +26,12 @@ from captioner.decoding import DecodeConfig, decode
 from captioner.images import BadImageError, load_image
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
-from captioner.results import read_results
-from captioner.train import TrainConfig
+from captioner.files import read_results
+from captioner.train_caption import TrainConfig
 from captioner.train_vqa import VQATrainConfig
 from captioner.vocab import Vocabulary, tokenize
-from captioner.vqa import VQAConfig, VQAModel, VQAPredictor
+from captioner.pipeline import VQAPredictor
+from captioner.vqa import VQAConfig, VQAModel
 
 from conftest import EXAMPLE_IMAGE, ROOT
 from synthetic import draw, png_claiming_size
@@ -78,8 +79,11 @@ OPTION_GRID = (
     + [["ask", IMAGE, "what is it", "--top-k", value] for value in ("0", "-1", "nan")]
     + [[command, flag, value] for command, cls in (("train", TrainConfig), ("train-vqa", VQATrainConfig))
        for flag in _training_flags(cls) for value in ("nan", "-inf", "-1", "x")]
-    + [["train", flag, "0"] for flag in ("--batch-size", "--lr", "--hidden-dim", "--num-layers", "--scst-lr")]
+    + [["train", flag, "0"] for flag in ("--batch-size", "--lr", "--hidden-dim", "--num-layers", "--scst-lr",
+                                         "--epochs")]
     + [["train", "--dropout", "1"], ["train", "--scst-samples", "1"], ["train-vqa", "--val-fraction", "1"],
+       ["train-vqa", "--lr", "1e300"], ["train", "--hidden-dim", "100000"], ["train", "--max-length", "101"],
+       ["train", "--seed", str(2 ** 32)], ["train-vqa", "--epochs", "0"], ["train-vqa", "--fusion", "sum"],
        ["caption"], ["caption", IMAGE, "--format", "xml"], ["frobnicate"], ["caption", IMAGE, "--no-such-flag"]]
 )
 
@@ -89,6 +93,20 @@ def test_bad_option_values_are_one_line_errors_at_parse_time(capsys, argv):
     code, out, err = run(capsys, argv)
     assert code == 2 and out == ""
     assert_one_line_error(code, err)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, karpathy;"),
+    (["train-vqa"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: daquar, coco, vqa2,"),
+    (["train", "--data", "flickr8k"], "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
+    (["train", "--data", "daquar:x"], "dataset 'daquar:x': unknown format 'daquar'"),
+    (["train-vqa", "--data", "coco"], "dataset 'coco': give its folder, as coco:FOLDER[:WEIGHT]"),
+], ids=" ".join)
+def test_training_without_usable_datasets_is_a_one_line_error(capsys, tmp_path, argv, says):
+    code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run")])
+    assert code == 2 and out == "" and err.startswith(f"captioner: error: {says}")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 # ---------------------------------------------------------------- fuzz: bad inputs
@@ -276,14 +294,14 @@ def test_vqa_load_errors_name_the_file_in_one_line(tmp_path):
                     {"vocab.json": {"max_length": 30, "words": vocab.words}, "answers.json": ["yes", "no", "maybe"]})
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: vocab_size 5 and num_answers 2, "
                                                    "but vocab.json has 5 words and answers.json 3 answers")):
-        VQAPredictor.from_checkpoint(tmp_path)
+        VQAPredictor.from_pretrained(tmp_path)
     (tmp_path / "answers.json").write_text("[yes")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'answers.json'}: cannot read JSON")):
-        VQAPredictor.from_checkpoint(tmp_path)
+        VQAPredictor.from_pretrained(tmp_path)
     save_checkpoint(tmp_path, {k: v * float("inf") for k, v in model.state_dict().items()},
                     json.loads((tmp_path / "config.json").read_text()))
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'model.safetensors'}: ")):
-        VQAPredictor.from_checkpoint(tmp_path)
+        VQAPredictor.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------- seeded sampling

@@ -17,7 +17,8 @@ from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.train_vqa import (VQATrainConfig, answer_index, build_answer_vocab, build_vqa_set, collate,
                                   soft_targets, train_vqa)
 from captioner.vocab import Vocabulary, pad_ids
-from captioner.vqa import VQAConfig, VQAModel, VQAPredictor
+from captioner.pipeline import VQAPredictor
+from captioner.vqa import VQAConfig, VQAModel
 
 from synthetic import COLORS, SHAPES, draw
 
@@ -158,9 +159,9 @@ def test_question_only_ablation_ignores_the_image():
 
 
 def test_overfits_generated_set_and_needs_the_image(weights, daquar):
-    model = VQAPredictor.from_checkpoint(weights / "vqa")
+    model = VQAPredictor.from_pretrained(weights / "vqa")
     examples = load_daquar(daquar)
-    answers = model.answer(model.features([e.path for e in examples]), [e.question for e in examples], top_k=3)
+    answers = model.answer(model.preprocess([e.path for e in examples]), [e.question for e in examples], top_k=3)
     assert [a[0][0] for a in answers] == [e.answers[0] for e in examples]
     for top in answers:
         probs = [p for _, p in top]
@@ -169,9 +170,9 @@ def test_overfits_generated_set_and_needs_the_image(weights, daquar):
 
 def test_trained_question_only_model_answers_alike_for_every_image(daquar, tmp_path):
     train_vqa(train_config(daquar, tmp_path / "blind", use_image=False, epochs=5))
-    blind = VQAPredictor.from_checkpoint(tmp_path / "blind" / "best")
+    blind = VQAPredictor.from_pretrained(tmp_path / "blind" / "best")
     examples = [e for e in load_daquar(daquar) if e.question == "what color is the shape"]
-    answers = blind.answer(blind.features([e.path for e in examples]), [e.question for e in examples], top_k=3)
+    answers = blind.answer(blind.preprocess([e.path for e in examples]), [e.question for e in examples], top_k=3)
     assert all(a == answers[0] for a in answers)
 
 
