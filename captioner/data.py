@@ -143,7 +143,8 @@ class DatasetSpec:
 # (VQA v2, most COCO questions) is scored by the soft VQA accuracy, one with fewer (DAQUAR,
 # easy-vqa, COCO-QA, POPE) by exact match: see ``captioner.vqa_metrics.question_metric``.
 
-VQA_DATASETS = ("daquar", "coco", "vqa2", "easy-vqa")
+VQA_DATASETS = ("daquar", "coco", "vqa2", "easy-vqa", "generated")
+TRAIN_ONLY = ("generated",)  # question sets only trained on: never validated, so they never pick best/
 
 
 @dataclass
@@ -211,16 +212,16 @@ def load_vqa_v2(questions: str | Path, annotations: str | Path | None, image_dir
 
 
 def load_coco_questions(root: str | Path, split: str = "train") -> list[VQAExample]:
-    """Questions on COCO images as ``qa_<split>.jsonl`` beside ``<split>/<12-digit id>.jpg``.
+    """Questions as ``qa_<split>.jsonl``: on COCO images beside it in ``<split>/<12-digit id>.jpg``, or on any
+    image a record names by ``file_name`` (relative to ``root``, or absolute), as generated questions do.
 
-    Each line is ``{"image_id", "question", "answers": [every human answer], "source"}``; ``source``
-    (vqa_v2, okvqa, cocoqa, ...) is kept as the question's type, for per-source reports.
+    Each line is ``{"image_id", "question", "answers": [every human answer], "source"}``, with ``file_name`` and
+    ``kind`` optional. The question's type is its ``kind`` (generated questions: object, number, color, location,
+    yes/no), else its ``source`` (vqa_v2, okvqa, cocoqa, ...), for per-type reports.
     """
     root = Path(root)
     qa_file = _required(root / f"qa_{split}.jsonl")
-    if not (root / split).is_dir():
-        raise FileNotFoundError(f"{root / split}: image folder not found")
-    images = {image_id_from_filename(p): p for p in sorted((root / split).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images: dict[int | str, Path] | None = None  # the <split>/ folder, read when a record needs it
     out = []
     with open(qa_file, encoding="utf-8") as f:
         for i, line in enumerate(f):
@@ -228,13 +229,26 @@ def load_coco_questions(root: str | Path, split: str = "train") -> list[VQAExamp
                 continue
             try:
                 row = json.loads(line)
-                image_id, question, answers = int(row["image_id"]), str(row["question"]).strip(), row["answers"]
+                question, answers = str(row["question"]).strip(), [str(a) for a in row["answers"]]
+                image_id = row["image_id"] if "file_name" in row else int(row["image_id"])
+                if not isinstance(image_id, (int, str)):
+                    raise TypeError(f"image_id must be a number or a string, not {image_id!r}")
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{qa_file}: line {i + 1}: not a question record ({e})") from None
-            if image_id not in images:
-                raise FileNotFoundError(f"{qa_file}: line {i + 1}: no image {image_id} in {root / split}")
-            out.append(VQAExample(f"{split}-{i}", question, image_id, images[image_id], [str(a) for a in answers],
-                                  row.get("source")))
+            if "file_name" in row:
+                path = root / str(row["file_name"])
+                if not path.is_file():
+                    raise FileNotFoundError(f"{qa_file}: line {i + 1}: no image {path}")
+            else:
+                if images is None:
+                    if not (root / split).is_dir():
+                        raise FileNotFoundError(f"{root / split}: image folder not found")
+                    images = {image_id_from_filename(p): p for p in sorted((root / split).iterdir())
+                              if p.suffix.lower() in IMAGE_SUFFIXES}
+                if image_id not in images:
+                    raise FileNotFoundError(f"{qa_file}: line {i + 1}: no image {image_id} in {root / split}")
+                path = images[image_id]
+            out.append(VQAExample(f"{split}-{i}", question, image_id, path, answers, row.get("kind") or row.get("source")))
     return out
 
 
@@ -261,14 +275,15 @@ def vqa_split_exists(name: str, root: str | Path | None, split: str) -> bool:
 
 def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: str | Path | None = None,
                      annotations: str | Path | None = None) -> list[VQAExample]:
-    """Pick a VQA loader by name: ``daquar``, ``coco``, ``vqa2`` or ``easy-vqa`` (which needs no ``root``)."""
+    """Pick a VQA loader by name: ``daquar``, ``coco``, ``vqa2``, ``easy-vqa`` (which needs no ``root``) or
+    ``generated`` (``python -m captioner.questions``: ``qa_train.jsonl``, read as ``coco``'s)."""
     if name == "easy-vqa":
         return load_easy_vqa(split)
     if root is None:
         raise ValueError(f"{name} needs a dataset folder ({name}:ROOT)")
     if name == "daquar":
         return load_daquar(root, split)
-    if name == "coco":
+    if name in ("coco", "generated"):
         return load_coco_questions(root, split)
     if name == "vqa2":
         root = Path(root)

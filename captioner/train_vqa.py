@@ -26,7 +26,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from .config import like, setting
-from .data import VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
+from .data import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import ENCODERS, build_encoder
 from .features import batched, cached_features
 from .training import (SEED_MAX, VOCAB_FILE, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
@@ -62,8 +62,9 @@ class VQATrainConfig(RunConfig):
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", *MODEL_KEYS)
 
     data: tuple[str, ...] = like(RunConfig, "data", help=(
-        "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2 or easy-vqa (no "
-        "FOLDER); WEIGHT scales how often its questions are drawn per epoch (default 1)"))
+        "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2, easy-vqa (no "
+        "FOLDER) or generated (qa_train.jsonl from python -m captioner.questions; trained on, never validated); "
+        "WEIGHT scales how often its questions are drawn per epoch (default 1)"))
     annotations: str | None = like(RunConfig, "annotations", help=(
         "vqa2: the annotations JSON of the training split (None: the dataset's own)"))
     val_split: str = like(RunConfig, "val_split", help=(
@@ -215,7 +216,9 @@ def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExa
     out = []
     for name, spec in cfg.datasets():
         train = load_vqa_dataset(spec.name, spec.root, cfg.train_split, cfg.questions, cfg.annotations)
-        if cfg.val_split and vqa_split_exists(spec.name, spec.root, cfg.val_split):
+        if spec.name in TRAIN_ONLY:
+            val = []
+        elif cfg.val_split and vqa_split_exists(spec.name, spec.root, cfg.val_split):
             val = load_vqa_dataset(spec.name, spec.root, cfg.val_split)
         else:
             train, val = split_by_image(train, cfg.val_fraction, cfg.split_seed)

@@ -8,6 +8,7 @@ import torch
 
 from captioner.cli import main
 from captioner.data import DatasetSpec, load_coco_questions, load_vqa_dataset
+from captioner.questions import generate_questions, write_questions
 from captioner.train_caption import TrainConfig, train
 from captioner.train_vqa import VQATrainConfig, train_vqa
 from captioner.training import weighted_rows
@@ -90,6 +91,23 @@ def test_train_vqa_on_daquar_and_coco_questions(data, tmp_path, capsys):
     assert set(best["datasets"]) == {"daquar", "coco"}
     answers = json.loads((tmp_path / "run" / "best" / "answers.json").read_text())
     assert set(COLORS) <= set(answers) and "circle, red" in answers  # one answer vocabulary, DAQUAR lists kept
+
+
+def test_generated_questions_mix_in_through_data_and_are_never_validated(data, tmp_path, capsys):
+    images = sorted((data["daquar"] / "images").iterdir())
+    captions = ["a red bus parked on the street", "two dogs play in the snow", "a cat sitting on a bed"]
+    questions = generate_questions([(p.stem, p, [captions[i % 3]]) for i, p in enumerate(images)])
+    write_questions(questions, tmp_path / "generated" / "qa_train.jsonl")
+    loaded = load_vqa_dataset("generated", tmp_path / "generated", "train")
+    assert [(e.image_id, e.path, e.answer_type) for e in loaded] == [(q.image_id, q.path, q.kind) for q in questions]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert main(["train-vqa", "--data", f"daquar:{data['daquar']}", "--data", f"generated:{tmp_path / 'generated'}:0.5",
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4", "--threads", "1",
+                 "--val-fraction", "0.25", "--cache-dir", str(data["cache"]), *flags]) == 0
+    best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(best["datasets"]) == {"daquar"}  # trained on, never validated: real questions pick best/
+    answers = json.loads((tmp_path / "run" / "best" / "answers.json").read_text())
+    assert {"red", "2", "bed", "yes", "no"} <= set(answers)  # the generated answers are learnt
 
 
 def test_refuses_to_replace_a_finished_run_or_resume_it_with_other_flags(data, tmp_path):
