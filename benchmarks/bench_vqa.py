@@ -8,8 +8,13 @@
    the soft VQA accuracy, the others by exact match.
 2. easy-vqa: trained on its train set (model chosen on held-out train images), scored on its test set.
 3. ``ask`` latency on the CPU with the shipped weights, once loaded: image decoding, encoding and answering.
+4. A breakdown on the COCO dev questions of one or more weights (``--breakdown NAME=WEIGHTS``, e.g. with and
+   without the generated questions, and question-only): accuracy overall, by question type (yes/no, number,
+   color, other: ``captioner.vqa_metrics.question_type``, from the question's words) and by source (vqa_v2,
+   okvqa, ...), answered as ``ask`` answers (fp32 features computed afresh, not the training cache).
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
+    python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
 """
 from __future__ import annotations
 
@@ -25,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from captioner.data import VQAExample, load_easy_vqa
+from captioner.data import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.pretrained import resolve_weights
 from captioner.pipeline import VQAPredictor
 from captioner.train_vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
 from captioner.vocab import tokenize
-from captioner.vqa_metrics import normalize_answer, vqa_report
+from captioner.vqa_metrics import normalize_answer, question_type, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 
@@ -94,12 +99,49 @@ def ask_latency(weights: str | None, images: list[Path], questions: list[str], r
             "threads": torch.get_num_threads()}
 
 
+def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
+    """COCO dev accuracy of each named weights, overall, by question type and by source."""
+    examples = load_vqa_dataset("coco", coco, "dev")
+    by_image = defaultdict(list)
+    for e in examples:
+        by_image[e.path].append(e)
+    references = {e.question_id: e.answers for e in examples}
+    kinds = {"type": {e.question_id: question_type(e.question) for e in examples},
+             "source": {e.question_id: e.answer_type or "unknown" for e in examples}}
+    out = {}
+    for name, folder in weights.items():
+        model = VQAPredictor.from_pretrained(folder, precision="fp32")
+        predictions = {}
+        for path, questions in by_image.items():
+            features = model.preprocess([path])
+            answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
+            predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
+        out[name] = {"accuracy": vqa_report(predictions, references)["accuracy"]} | {
+            by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()}
+    return out
+
+
+def print_breakdown(report: dict[str, dict]) -> None:
+    names = list(report)
+    print("COCO dev breakdown (accuracy %, questions):")
+    print(f"  {'':<18}" + "".join(f"{n[:14]:>15}" for n in names))
+    print(f"  {'all':<18}" + "".join(f"{100 * report[n]['accuracy']:15.2f}" for n in names))
+    for by in ("type", "source"):
+        for group, figures in report[names[0]][by].items():
+            cells = "".join(f"{100 * report[n][by].get(group, {}).get('accuracy', float('nan')):15.2f}" for n in names)
+            print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="question-only training seeds to average (default: 0)")
     p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency"], help="sections to skip")
+    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown"],
+                   help="sections to skip (default: none)")
+    p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
+                   help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
+    p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
     p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--json", help="also write the figures here")
@@ -121,6 +163,10 @@ def main() -> int:
         questions = ["what is in the picture?", "what color is it?", "is there a person?", "how many are there?"]
         report["ask latency"] = ask_latency(args.weights, examples, questions, args.repeats)
 
+    if "breakdown" not in args.skip:
+        named = [b.partition("=") for b in args.breakdown or [f"shipped={args.weights or ''}"]]
+        report["breakdown"] = breakdown({name: folder or None for name, _, folder in named}, args.coco)
+
     print("\n== VQA benchmark ==")
     for name, d in report.get("mix", {}).items():
         print(f"{name} validation ({d['val images']} images, {d['val questions']} questions):")
@@ -138,6 +184,8 @@ def main() -> int:
         a = report["ask latency"]
         print(f"ask latency: median {a['median ms']:.1f} ms, p90 {a['p90 ms']:.1f} ms ({a['threads']} threads; "
               f"target <= 150 ms)")
+    if "breakdown" in report:
+        print_breakdown(report["breakdown"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

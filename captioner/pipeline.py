@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -36,17 +37,28 @@ def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = N
                   path_of: Callable[[T], ImageInput] = lambda item: item, progress: bool = True,
                   desc: str = "captioning") -> Iterator[tuple[list[T], list, list[tuple[T, str]]]]:
     """Batches of ``items`` as (the readable items, their images, (item, one-line reason) for the others), with a
-    progress bar on stderr unless ``progress`` is false. ``path_of`` gives an item's image (path or PIL image)."""
-    with tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar:
-        for chunk in batched(items, batch_size):
-            good, images, bad = [], [], []
-            for item in chunk:
-                try:
-                    images.append(load_image(path_of(item), size_hint=size_hint))
-                    good.append(item)
-                except BadImageError as e:
-                    bad.append((item, str(e)))
-            yield good, images, bad
+    progress bar on stderr unless ``progress`` is false. ``path_of`` gives an item's image (path or PIL image).
+    The next batch is read in a second thread while the caller works on this one (JPEG decoding mostly
+    releases the GIL, so reading overlaps encoding)."""
+
+    def read(chunk: Sequence[T]) -> tuple[list[T], list, list[tuple[T, str]]]:
+        good, images, bad = [], [], []
+        for item in chunk:
+            try:
+                images.append(load_image(path_of(item), size_hint=size_hint))
+                good.append(item)
+            except BadImageError as e:
+                bad.append((item, str(e)))
+        return good, images, bad
+
+    chunks = list(batched(items, batch_size))
+    with tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(read, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            batch = upcoming.result()
+            upcoming = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
+            yield batch
             bar.update(len(chunk))
 
 
@@ -54,8 +66,8 @@ class Pipeline:
     """What captioning and answering share: an image encoder, the precision it runs at, and ``preprocess``."""
 
     def __init__(self, encoder: ImageEncoder, precision: str | Precision = "auto"):
-        self.encoder = encoder
         self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
+        self.encoder = self.runtime.prepare(encoder)  # weights in the runtime's precision: no cast at every call
 
     @property
     def precision(self) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,6 +90,16 @@ class Precision:
         if self.name == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device, dtype=self.dtype)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Cast a frozen inference module's weights to this precision, once, in place. Autocast would cast them at
+        every call, to the same values (so the outputs are identical, as tested): this saves that work, about a
+        tenth of the bf16 encoder's time on the CPU. The module must then be called under :meth:`autocast`."""
+        if self.name != "fp32":
+            for p in module.parameters():
+                p.requires_grad_(False)
+                p.data = p.data.to(self.dtype)
+        return module
 
     def __str__(self) -> str:
         return f"{self.name} ({self.reason})"

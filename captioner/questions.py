@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -499,7 +500,7 @@ class GeneratedQuestion:
 
     def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "question": self.question, "answers": self.answers, "source": "generated",
-                "kind": self.kind, "file_name": str(self.path), "caption": self.caption}
+                "kind": self.kind, "file_name": os.path.abspath(self.path), "caption": self.caption}  # absolute: read from anywhere
 
 
 def _count_ok(noun: Noun, count: int, mentions: list[list[Mention]]) -> bool:

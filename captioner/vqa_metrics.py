@@ -92,6 +92,24 @@ def question_score(prediction: str, answers: Sequence[str], metric: str = "auto"
                                                                                    for a in answers))
 
 
+QUESTION_TYPES = ("yes/no", "number", "color", "other")
+_AUXILIARIES = frozenset("is are was were am do does did can could will would should shall has have had may might "
+                         "must".split())
+
+
+def question_type(question: str) -> str:
+    """A question's type from its words, one of :data:`QUESTION_TYPES`: "yes/no" when it opens with an auxiliary
+    verb ("is there a dog?", "does the man ..."), "number" when it opens with "how many", "color" when it names
+    colour ("what color is the bus?"), else "other". Read from the question alone, so that every dataset can be
+    broken down alike (VQA v2's own answer types come from the answers, which other sets lack)."""
+    words = re.findall(r"[a-z]+", question.lower())
+    if words[:1] and words[0] in _AUXILIARIES:
+        return "yes/no"
+    if words[:2] == ["how", "many"]:
+        return "number"
+    return "color" if {"color", "colour", "colors", "colours"} & set(words) else "other"
+
+
 def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None,
                metric: str = "auto") -> dict:
     """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and

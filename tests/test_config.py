@@ -142,7 +142,7 @@ def test_no_datasets_is_a_one_line_error_that_shows_the_formats(tmp_path):
     message = str(error.value)
     assert message == ("no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, "
                        "karpathy; e.g. --data flickr8k:data/flickr8k --data coco:data/coco:1.5)")
-    with pytest.raises(ValueError, match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\); e\.g"):
+    with pytest.raises(ValueError, match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\), generated; e\.g"):
         train_vqa(VQATrainConfig(out=str(tmp_path / "vqa")))
     assert not (tmp_path / "run").exists() and not (tmp_path / "vqa").exists()
 

@@ -15,7 +15,8 @@ from pycocotools.coco import COCO
 from captioner.caption_metrics import corpus_scores, evaluate_captions
 from captioner.cli import main
 from captioner.ptb import ptb_tokenize, tokenize_captions
-from captioner.vqa_metrics import exact_match, normalize_answer, vqa_report, vqa_soft_accuracy
+from captioner.vqa_metrics import (QUESTION_TYPES, exact_match, normalize_answer, question_type, vqa_report,
+                                   vqa_soft_accuracy)
 from synthetic import make_flickr8k
 
 WORDS = "a an the dog dogs man woman child red blue green ball frisbee grass water runs jumps sits on in with".split()
@@ -219,3 +220,14 @@ def test_image_batches_report_unreadable_images_and_go_on(tmp_path):
     assert all(im.size[0] > 0 for _, images, _ in batches for im in images)
     (item, reason), = batches[0][2]
     assert item == "broken.jpg" and "broken.jpg" in reason and "\n" not in reason
+
+@pytest.mark.parametrize("question, kind", [
+    ("Is there a dog in the image?", "yes/no"), ("does the man wear a hat", "yes/no"),
+    ("Is the bus the same color as the car?", "yes/no"),  # an auxiliary first decides, colour or not
+    ("How many dogs are there?", "number"), ("how many", "number"),
+    ("What color is the bus?", "color"), ("What colour are the flowers?", "color"), ("the bus's colors?", "color"),
+    ("What is the man riding?", "other"), ("Where is the cat?", "other"), ("how much is it", "other"),
+    ("", "other"), ("?!", "other"), ("Island or city?", "other"),  # "island" is no auxiliary
+])
+def test_question_types_follow_the_documented_rule(question, kind):
+    assert question_type(question) == kind and kind in QUESTION_TYPES

@@ -117,6 +117,16 @@ def _bf16() -> Precision:
     return Precision("bf16", reason="test (emulated where not native)")
 
 
+def test_weights_cast_once_give_what_autocast_gives():
+    encoder, images = build_encoder("efficientnet-lite0"), [EXAMPLE_IMAGE, EXAMPLE_IMAGE.parent / "laptop.jpg"]
+    with torch.inference_mode(), _bf16().autocast():
+        expected = encode_images(encoder, images)
+        prepared = _bf16().prepare(encoder)
+        assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
+        assert torch.equal(encode_images(prepared, images), expected)
+    assert {p.dtype for p in Precision("fp32").prepare(build_encoder("efficientnet-lite0")).parameters()} == {torch.float32}
+
+
 def test_bf16_captions_are_valid_and_decoded_in_float32(weights_dir):
     model = Captioner.from_pretrained(weights_dir, load_vqa=False, precision=_bf16())
     assert model.precision == "bf16"
