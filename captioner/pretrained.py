@@ -33,7 +33,7 @@ from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_weights, re
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .model import CaptionDecoder, DecoderConfig
-from .vocab import Vocabulary
+from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
 TASKS = ("caption", "vqa")
@@ -141,9 +141,6 @@ def folder_preprocessing(config: dict) -> Preprocessing | None:
 
 
 # ---------------------------------------------------------------- loading
-
-
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass

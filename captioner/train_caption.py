@@ -25,9 +25,9 @@ from .decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from .encoder import ENCODERS, ImageEncoder, build_encoder
 from .features import batched, cached_features
 from .model import CaptionDecoder, DecoderConfig
-from .training import (VOCAB_FILE, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
+from .training import (Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
                        rank_zero_first, shape_keys, swap_left_right, weighted_rows)
-from .vocab import Vocabulary, detokenize, pad_ids, tokenize
+from .vocab import VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
 
 CAPTION_FORMATS = ("flickr8k", "coco", "karpathy")  # what load_caption_dataset reads
 DECODER_KEYS = shape_keys(DecoderConfig, "vocab_size", "feature_dim")  # the decoder settings a run sets

@@ -29,9 +29,9 @@ from .config import like, setting
 from .data import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
 from .encoder import ENCODERS, build_encoder
 from .features import batched, cached_features
-from .training import (SEED_MAX, VOCAB_FILE, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
+from .training import (SEED_MAX, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
                        rank_zero_first, shape_keys, swap_left_right, weighted_rows)
-from .vocab import Vocabulary, pad_ids
+from .vocab import VOCAB_FILE, Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 from .vqa_metrics import normalize_answer, question_score, vqa_report
 

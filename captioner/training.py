@@ -40,7 +40,6 @@ from .vocab import MAX_CAPTION_WORDS, Vocabulary
 
 T = TypeVar("T")
 SEED_MAX = 2 ** 32 - 1  # numpy's global generator takes 32-bit seeds
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from .checkpoint import config_errors, read_json, write_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+VOCAB_FILE = "vocab.json"  # a vocabulary's file name beside weights
 MAX_CAPTION_WORDS = 20  # the longest caption a vocabulary encodes, unless built with another max_length
 SPECIALS = (PAD, START, END, UNK)
 
