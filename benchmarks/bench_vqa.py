@@ -10,8 +10,9 @@
 3. ``ask`` latency on the CPU with the shipped weights, once loaded: image decoding, encoding and answering.
 4. A breakdown on the COCO dev questions of one or more weights (``--breakdown NAME=WEIGHTS``, e.g. with and
    without the generated questions, and question-only): accuracy overall, by question type (yes/no, number,
-   color, other: ``captioner.vqa_metrics.question_type``, from the question's words) and by source (vqa_v2,
-   okvqa, ...), answered as ``ask`` answers (fp32 features computed afresh, not the training cache).
+   color, other: ``captioner.vqa_metrics.question_type``, from the question's words), by source (vqa_v2,
+   okvqa, ...) and by metric (``vqa``: the soft accuracy; ``exact``: exact match, for questions with fewer than
+   three answers), answered as ``ask`` answers (fp32 features computed afresh, not the training cache).
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
@@ -116,7 +117,8 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
             features = model.preprocess([path])
             answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
             predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
-        out[name] = {"accuracy": vqa_report(predictions, references)["accuracy"]} | {
+        overall = vqa_report(predictions, references)
+        out[name] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
             by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()}
     return out
 
@@ -126,7 +128,7 @@ def print_breakdown(report: dict[str, dict]) -> None:
     print("COCO dev breakdown (accuracy %, questions):")
     print(f"  {'':<18}" + "".join(f"{n[:14]:>15}" for n in names))
     print(f"  {'all':<18}" + "".join(f"{100 * report[n]['accuracy']:15.2f}" for n in names))
-    for by in ("type", "source"):
+    for by in ("type", "source", "metric"):  # metric exact: questions with 1-2 answers, scored by exact match
         for group, figures in report[names[0]][by].items():
             cells = "".join(f"{100 * report[n][by].get(group, {}).get('accuracy', float('nan')):15.2f}" for n in names)
             print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")

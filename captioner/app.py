@@ -1,32 +1,48 @@
 """The captioner demo: caption a photo, look inside the LSTM, ask a question about it.
 
     captioner app [--host 127.0.0.1] [--port 7860] [--share false] [--weights DIR] [--precision auto]
+                  [--monitoring false]
 
 (also ``python -m captioner.app`` and ``python app.py`` in a checkout). A thin Gradio UI over
 :class:`captioner.pipeline.Captioner`, offline on the CPU. The models load once at start-up; every
 request goes through Gradio's queue. Named API endpoints: ``/caption``, ``/ask`` (stable),
 ``/look_inside`` and ``/cell`` (need a ``/caption`` first in the same session). The README's "The demo
 app" section has a ``gradio_client`` example.
+
+Every request is untrusted: its inputs are checked before Gradio acts on them (:class:`_CheckedBlocks`), an
+upload request carries one file of 25 MB at most (:class:`_UploadLimits`), and the uploads live in a folder of
+this run's own, swept of old files while it runs and removed at shutdown (:func:`_upload_cleanup`).
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import gradio as gr
 import matplotlib
 import numpy as np
 import torch
+from fastapi import HTTPException
 from gradio.utils import get_upload_folder
 from matplotlib.figure import Figure
 from PIL import Image
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
+from starlette.responses import PlainTextResponse
 
 from .decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
-from .images import BadImageError, load_image
+from .images import MAX_PIXELS, BadImageError, load_image
 from .pipeline import TOP_ANSWERS, Captioner
 
 PACKAGE = Path(__file__).resolve().parent
@@ -34,22 +50,45 @@ PACKAGE = Path(__file__).resolve().parent
 EXAMPLES_DIR = PACKAGE / "examples" if (PACKAGE / "examples").is_dir() else PACKAGE.parent / "examples"
 CONCURRENCY = os.cpu_count() or 1  # requests computed at once, one core each (see serve)
 QUEUE_SIZE = 64  # requests waiting beyond this are told the queue is full
-MAX_FILE_SIZE = "25mb"
-# Gradio's upload cache: every 10 minutes, delete the uploads older than an hour (and all of them at shutdown).
+MAX_FILE_MB = 25  # the largest upload, in MB of 2**20 bytes as Gradio counts them (it refuses larger files)
+MAX_UPLOAD_FILES = 1  # files per upload request: the page and gradio_client send one
+MAX_UPLOAD_BYTES = MAX_FILE_MB * MAX_UPLOAD_FILES * 2**20 + 2**16  # a request's whole body: its files and form
+LIMITS = f"this app reads images of up to {MAX_PIXELS / 1e6:g} megapixels and {MAX_FILE_MB} MB"
+# The app's own upload folder: every 10 minutes, delete the files older than an hour (and all of them at shutdown).
 CACHE_CLEANUP = (600, 3600)
 ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the heatmap may show
 DECODING = DecodeConfig()  # the decoding defaults and ranges the controls show (the weights' own beam size apart)
 KINDS = {"c": "c_t (cell state)", "h": "h_t (hidden state)"}
+# On a phone (the columns stacked), a smaller photo and one row of example thumbnails, so that the photo, the
+# Caption button and the caption fit the first screen (390 x 844: see tests/test_browser.py).
+CSS = """
+@media (max-width: 640px) {
+  #image { height: 260px !important; }
+  #examples .gallery { flex-wrap: nowrap; overflow-x: auto; }
+  #examples .gallery-item .container { width: 52px; height: 52px; }
+  #alternatives table { font-size: 12px; }
+  #alternatives .cell-wrap { padding: 4px 2px; }
+}
+"""
 # The one answer to an image path that is not a Gradio upload or an example: the same for every such path, so
 # that it tells nothing about the server's files (whether one exists, is a folder, is an image).
 REFUSED = "Upload the image again: this app reads only images uploaded to it and its own examples."
+SHOWN = 40  # characters of a value sent by a client that a message quotes, at most
 
 Scored = list[tuple[str, float | None]]  # HighlightedText: (text, score or None for no colour)
 
 
 def _mistake(message: str) -> gr.Error:
-    """A user's mistake: one line for them, and no traceback in the server log."""
+    """A refused request: one line for the user, and one line in the server log (no traceback)."""
+    print(f"captioner app: refused: {message}", file=sys.stderr, flush=True)
     return gr.Error(message, print_exception=False)
+
+
+def _shown(value: Any) -> str:
+    """A client's value as a message quotes it: a short prefix of a string or number; the type of anything else."""
+    if isinstance(value, str):
+        return repr(value[:SHOWN]) + ("..." if len(value) > SHOWN else "")
+    return repr(value)[:SHOWN] if isinstance(value, (int, float)) else f"a {type(value).__name__}"
 
 
 def _whole(name: str, value: Any, low: int = 0, high: int | None = None) -> int:
@@ -57,21 +96,22 @@ def _whole(name: str, value: Any, low: int = 0, high: int | None = None) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise _mistake(f"{name} must be a number, not {str(value)[:40]!r}") from None
+        raise _mistake(f"{name} must be a number, not {_shown(value)}") from None
     if not number.is_integer() or number < low or high is not None and number > high:
         raise _mistake(f"{name} must be a whole number from {low}" + (f" to {high}" if high is not None else "") +
-                       f", not {str(value)[:40]!r}")
+                       f", not {_shown(value)}")
     return int(number)
 
 
-def _allowed_file(payload: Any, roots: Sequence[Path]) -> Path:
+def _image_file(payload: Any, roots: Sequence[Path]) -> Path:
     """The regular file that an image payload names, when it lies (symbolic links resolved) under one of
-    ``roots``: Gradio's upload folder and the app's examples. Any other path gets :data:`REFUSED`, decided
+    ``roots``: the app's upload folder and its examples. Any other path gets :data:`REFUSED`, decided
     from the path and ``stat`` alone, so nothing else is opened (not a FIFO, not /dev/stdin).
 
-    This check is needed because an API call may send ``{"path": ...}`` without Gradio's ``meta`` marker,
-    which skips Gradio's own check of the path.
+    Requests are checked before Gradio handles them (see :class:`_CheckedBlocks`), and again by the handlers.
     """
+    if not payload or isinstance(payload, dict) and not payload.get("path"):
+        raise _mistake("Upload an image first (or pick an example).")
     path = payload.get("path") if isinstance(payload, dict) else None
     try:
         real = Path(os.path.realpath(path)) if isinstance(path, str) else None
@@ -82,17 +122,18 @@ def _allowed_file(payload: Any, roots: Sequence[Path]) -> Path:
     raise _mistake(REFUSED)
 
 
-def _warned(handler: Callable) -> Callable:
-    """``handler`` for the page's own events: a mistake becomes a one-line warning and the outputs keep what they
-    showed (an error would mark every output panel with a red "Error" badge). The API endpoints use the
-    handlers as they are, so that API callers get the error."""
+def _warned(handler: Callable, cleared: Any) -> Callable:
+    """``handler`` for the page's own events: a mistake becomes a one-line warning and the outputs show
+    ``cleared`` (empty: what they showed no longer answers what was asked; an error would mark every output
+    panel with a red "Error" badge). The API endpoints use the handlers as they are, so that API callers get
+    the error."""
     @functools.wraps(handler)
     def page_handler(*args: Any) -> Any:
         try:
             return handler(*args)
         except gr.Error as e:
             gr.Warning(e.message)
-            return gr.skip()
+            return cleared
     return page_handler
 
 
@@ -124,23 +165,42 @@ def _cell_view(values: np.ndarray, labels: list[str], cell: int, kind: str) -> t
     return fig, [(word, round(float(v) / scale, 3)) for word, v in zip(labels, series)]
 
 
+def _image_roots() -> list[Path]:
+    """Where images may come from: the app's upload folder and its examples."""
+    return [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
+
+
+class _CheckedBlocks(gr.Blocks):
+    """Blocks that check a request's inputs before Gradio acts on them, refusing in one line:
+    - too few inputs (Gradio's own check logs a traceback and tells the client nothing);
+    - an image path that is not one of the app's own files (uploads, examples). Gradio records a path inside its
+      upload folder for deletion, even the folder itself, which would stop its cleanup; the handlers see it only
+      afterwards."""
+
+    def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+        if len(inputs) < len(block_fn.inputs):
+            raise _mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
+        roots = _image_roots()
+        for block, value in zip(block_fn.inputs, inputs):
+            if isinstance(block, gr.Image) and value is not None:
+                _image_file(value, roots)
+
+
 class Demo:
     """The request handlers; their signatures and docstrings are what the API page shows."""
 
     def __init__(self, model: Captioner):
         self.model = model
-        self.roots = [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]  # where images may come from
+        self.roots = _image_roots()
 
     def _image(self, payload: dict | None) -> Image.Image:
         """The uploaded file as an RGB image, through ``load_image`` (EXIF, modes, size limits)."""
-        if not payload or isinstance(payload, dict) and not payload.get("path"):
-            raise _mistake("Upload an image first (or pick an example).")
-        path = _allowed_file(payload, self.roots)
-        name = " ".join(Path(str(payload.get("orig_name") or "the file")).name.split())  # shown, so one line
+        path = _image_file(payload, self.roots)
+        name = " ".join(Path(str(payload.get("orig_name") or "the file")).name.split())[:SHOWN]  # shown: one line
         try:
             return load_image(path, size_hint=self.model.image_size)
         except BadImageError as e:
-            raise _mistake(str(e).replace(str(path), name)) from None
+            raise _mistake(f"{str(e).replace(str(path), name)} ({LIMITS})") from None
 
     def caption(self, image: dict | None, method: str = DECODING.method, beam_size: int | None = None,
                 temperature: float = DECODING.temperature, top_k: int = DECODING.top_k,
@@ -149,8 +209,8 @@ class Demo:
         they are ranked by (log-probability / length ** length penalty) and its log-probability; and each word
         with its probability. ``alternatives`` is capped at the beam size (greedy gives one caption);
         ``beam_size`` defaults to the weights' own."""
-        if method not in METHODS:
-            raise _mistake(f"method must be one of {', '.join(METHODS)}, not {str(method)[:40]!r}")
+        if not isinstance(method, str) or method not in METHODS:
+            raise _mistake(f"method must be one of {', '.join(METHODS)}, not {_shown(method)}")
         beam_size = self.model.decoding.beam_size if beam_size is None else _whole("beam_size", beam_size, 1)
         alternatives, top_k = _whole("alternatives", alternatives, 1, MAX_BEAM), _whole("top_k", top_k)
         try:
@@ -171,8 +231,8 @@ class Demo:
         """The LSTM states, word by word, for the session's last caption."""
         if not last:
             raise _mistake("Caption an image first: the plots show the cells for that caption.")
-        if kind not in self.model.state_kinds:
-            raise _mistake(f"kind must be one of {list(self.model.state_kinds)}, not {str(kind)[:40]!r}")
+        if not isinstance(kind, str) or kind not in self.model.state_kinds:
+            raise _mistake(f"kind must be one of {list(self.model.state_kinds)}, not {_shown(kind)}")
         states = self.model.states(last["features"], last["caption"])
         return states[kind].numpy(), ["<start>", *last["caption"].words]  # row t: after reading word t
 
@@ -190,7 +250,9 @@ class Demo:
 
     def ask(self, image: dict | None, question: str = "") -> dict[str, float]:
         """Answer a question about an image: the top-5 answers with their probabilities."""
-        question = str(question or "").strip()
+        if question is not None and not isinstance(question, str):
+            raise _mistake(f"question must be text, not {_shown(question)}")
+        question = (question or "").strip()
         if not question:
             raise _mistake("Type a question first.")
         if self.model.vqa is None:
@@ -216,17 +278,18 @@ def _image_column() -> gr.Image:
     examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
     if examples:
         gr.Examples([[str(p)] for p in examples], inputs=[image], examples_per_page=len(examples),
-                    label="Examples (CC BY 2.0 photos from COCO, see examples/CREDITS.md)")
+                    label="Examples (CC BY 2.0 photos from COCO, see examples/CREDITS.md)", elem_id="examples")
     return image
 
 
 def _caption_tab(model: Captioner) -> dict[str, Any]:
     """The Caption tab: the button, the caption, its word probabilities, the alternatives, the settings."""
-    ui = {"button": gr.Button("Caption", variant="primary"),
+    ui = {"button": gr.Button("Caption", variant="primary", elem_id="caption-button"),
           "text": gr.Textbox(label="Caption", interactive=False, elem_id="caption-text"),
           "words": gr.HighlightedText(label="Word probabilities (darker: more sure)", show_inline_category=False),
           "nbest": gr.Dataframe(headers=["rank", "caption", "score", "log-prob"], interactive=False,
                                 datatype=["number", "str", "number", "number"], elem_id="alternatives",
+                                wrap=True, column_widths=["14%", "46%", "20%", "20%"],  # all fit a phone
                                 label=f"Alternatives, ranked by score: log-prob / length ** "
                                       f"{model.decoding.length_penalty:g} (the length penalty)")}
     with gr.Accordion("Decoding settings", open=False):
@@ -252,10 +315,10 @@ def _inside_tab(model: Captioner) -> dict[str, Any]:
     with gr.Row():
         kind = gr.Radio([(KINDS[k], k) for k in model.state_kinds], value=model.state_kinds[0], label="State")
         cells = gr.Slider(1, min(MAX_CELLS, size), value=min(16, size), step=1, label="Cells shown")
-    return {"kind": kind, "cells": cells, "heatmap": gr.Plot(label="Most varying cells", format="png",
-                                                             elem_id="heatmap"),
+    # The plots' titles say what they show: a block label would float over the title and the first point.
+    return {"kind": kind, "cells": cells, "heatmap": gr.Plot(format="png", show_label=False, elem_id="heatmap"),
             "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
-            "plot": gr.Plot(label="One cell over the caption", format="png", elem_id="cell-plot"),
+            "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
             "words": gr.HighlightedText(label="Words coloured by this cell (red: +, purple: -)",
                                         show_inline_category=False)}
 
@@ -283,23 +346,30 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     inside_in = [last, inside["kind"], inside["cells"]]
     inside_out = [inside["heatmap"], inside["index"], inside["plot"], inside["words"]]
     cell_in, cell_out = [last, inside["kind"], inside["index"]], [inside["plot"], inside["words"]]
-    # A new image (an upload, an example, or none) clears what was shown for the previous one.
-    image.change(lambda: (None,) * 8, None, [*caption_out, inside["heatmap"], inside["plot"], inside["words"],
-                                            ask["answers"]], queue=False, api_visibility="private")
+    page_caption = _warned(demo.caption, cleared=(None,) * len(caption_out))
+
+    def caption_new_image(image: dict | None, *settings: Any) -> Any:
+        """A new image is captioned at once (or told at once why it can't be); none: nothing to do."""
+        return page_caption(image, *settings) if image else gr.skip()
 
     def inside_new_caption(last: dict | None, kind: str, cells: int) -> Any:
         """The Look-inside plots of a new caption; none after a mistake (already warned about)."""
         return demo.look_inside(last, kind, cells) if last else gr.skip()
 
-    cap["button"].click(_warned(demo.caption), caption_in, caption_out, preprocess=False, api_name="page_caption",
+    # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
+    image.change(lambda: (None,) * 8, None, [*caption_out, inside["heatmap"], inside["plot"], inside["words"],
+                                            ask["answers"]], queue=False, api_visibility="private").then(
+        caption_new_image, caption_in, caption_out, preprocess=False, api_name="page_new_image",
+        api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private")
+    cap["button"].click(page_caption, caption_in, caption_out, preprocess=False, api_name="page_caption",
                         api_visibility="private").success(inside_new_caption, inside_in, inside_out,
                                                           api_visibility="private")
-    gr.on([inside["kind"].change, inside["cells"].release], _warned(demo.look_inside), inside_in, inside_out,
-          api_name="page_look_inside", api_visibility="private")
+    gr.on([inside["kind"].change, inside["cells"].release], _warned(demo.look_inside, (None, gr.skip(), None, None)),
+          inside_in, inside_out, api_name="page_look_inside", api_visibility="private")
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
-    inside["index"].input(_warned(demo.cell), cell_in, cell_out, trigger_mode="always_last", api_name="page_cell",
-                          api_visibility="private")
-    gr.on([ask["button"].click, ask["question"].submit], _warned(demo.ask), [image, ask["question"]],
+    inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
+                          api_name="page_cell", api_visibility="private")
+    gr.on([ask["button"].click, ask["question"].submit], _warned(demo.ask, None), [image, ask["question"]],
           ask["answers"], preprocess=False, api_name="page_ask", api_visibility="private")
     # The API endpoints: the same handlers, whose mistakes are errors, wired to a button that is never shown.
     # Unprocessed inputs: the handlers check every value themselves, in one line, with no traceback logged.
@@ -312,7 +382,7 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
 
 def build_ui(model: Captioner) -> gr.Blocks:
     """The page: one shared image on the left, the Caption / Look inside / Ask tabs on the right."""
-    with gr.Blocks(title="captioner", delete_cache=CACHE_CLEANUP, analytics_enabled=False) as ui:
+    with _CheckedBlocks(title="captioner", analytics_enabled=False) as ui:
         gr.Markdown("# captioner\nDescribe a photo in words, see inside the LSTM that writes them, "
                     "and ask questions about the photo. Everything runs offline on this computer's CPU.")
         last = gr.State(None)  # this session's last caption and its image features, for "Look inside"
@@ -331,9 +401,86 @@ def build_ui(model: Captioner) -> gr.Blocks:
     return ui
 
 
+class _UploadLimits:
+    """ASGI middleware: a multipart request (an upload) may carry at most :data:`MAX_UPLOAD_FILES` files and
+    :data:`MAX_UPLOAD_BYTES` in all, where Gradio limits only each file's size (one request could store 1000
+    files). Over either limit the request is refused with 413: at once when its declared length is over, else
+    as soon as its body crosses a limit, before Gradio reads further (what it had written is swept). (FastAPI's
+    own ``max_body_size`` is recent: Gradio 6 allows FastAPI versions without it.)"""
+
+    def __init__(self, app: Callable):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else {}
+        kind, options = parse_options_header(headers.get("content-type", ""))
+        if kind != b"multipart/form-data":
+            return await self.app(scope, receive, send)
+        too_large = f"an upload request may carry at most {MAX_UPLOAD_FILES} file(s), {MAX_FILE_MB} MB in all"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            print(f"captioner app: refused: {too_large}", file=sys.stderr, flush=True)
+            return await PlainTextResponse(too_large, status_code=413)(scope, receive, send)
+        # Parts are delimited by "--" + the boundary, which by the format's definition never occurs inside a
+        # part: n files make n + 1 delimiters (the last one closes the body).
+        delimiter, tail, seen, delimiters = b"--" + options.get(b"boundary", b""), b"", 0, 0
+
+        async def counted() -> dict:
+            nonlocal tail, seen, delimiters
+            message = await receive()
+            body = message.get("body", b"")
+            window, seen = tail + body, seen + len(body)
+            delimiters, tail = delimiters + window.count(delimiter), window[-(len(delimiter) - 1):]
+            if seen > MAX_UPLOAD_BYTES or delimiters > MAX_UPLOAD_FILES + 1:
+                print(f"captioner app: refused: {too_large}", file=sys.stderr, flush=True)
+                raise HTTPException(413, too_large)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except ClientDisconnect:  # an abandoned upload: what it stored so far is swept like any old upload
+            print("captioner app: an upload was abandoned", file=sys.stderr, flush=True)
+
+
+def _sweep(folder: Path, age: float) -> None:
+    """Delete what lies under ``folder`` unchanged for over ``age`` seconds (by ctime, as Gradio ages its cache):
+    files, then folders left empty. Never raises: one odd entry must not stop the cleanup."""
+    now = time.time()
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in [*files, *dirs]:
+            path = os.path.join(root, name)
+            try:
+                if now - os.lstat(path).st_ctime > age:
+                    (os.rmdir if name in dirs else os.unlink)(path)
+            except OSError:  # gone already, a folder not empty yet
+                pass
+
+
+def _upload_cleanup(folder: Path, every: float, age: float) -> Callable:
+    """The app's lifespan: sweep ``folder`` every ``every`` seconds while it runs, and remove it at shutdown.
+
+    Gradio's own ``delete_cache`` deletes only the files it recorded: not what an abandoned upload left, and one
+    recorded folder stops it (IsADirectoryError, then "Application shutdown failed")."""
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async def sweep_forever() -> None:
+            while True:
+                await asyncio.sleep(every)
+                await asyncio.to_thread(_sweep, folder, age)
+
+        task = asyncio.create_task(sweep_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            shutil.rmtree(folder, ignore_errors=True)
+    return lifespan
+
+
 def serve(weights: str | None = None, precision: str = "auto", host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False) -> int:
-    """Load the models and serve the app until interrupted (Ctrl-C or SIGTERM); 2 when the weights can't load."""
+          share: bool = False, monitoring: bool = False) -> int:
+    """Load the models and serve the app until interrupted (Ctrl-C or SIGTERM); 2 when the weights can't load.
+    ``monitoring`` turns on Gradio's request statistics (``/monitoring``), which are off by default."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
     matplotlib.use("Agg")  # plots are rendered to PNG in worker threads; never open a window
     try:
@@ -346,10 +493,25 @@ def serve(weights: str | None = None, precision: str = "auto", host: str = "127.
     # oversubscribe them, and on a busy CPU a request can wait seconds for its slowest thread.
     torch.set_num_threads(1)
     model.caption_images([Image.new("RGB", (64, 64))])  # warm-up: the first visitor skips lazy initialisation
-    # SIGTERM shuts down as Ctrl-C does, so that Gradio deletes this run's uploads (delete_cache) on the way out.
+    # This run's own upload folder (private, inside GRADIO_TEMP_DIR when set), so that the cleanup deletes
+    # nothing of another app's; the examples are served where they are, not copied into it.
+    parent = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    uploads = Path(tempfile.mkdtemp(prefix="captioner-app-", dir=parent))
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)
+    gr.set_static_paths([EXAMPLES_DIR])
+    # SIGTERM shuts down as Ctrl-C does, so that the uploads are deleted on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    build_ui(model).launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                           allowed_paths=[str(EXAMPLES_DIR)])
+    ui = build_ui(model)
+    # quiet: Gradio's start-up lines would tell users to set share=True in launch(); the app's own say --share true.
+    ui.launch(server_name=host, server_port=port, share=share, max_file_size=f"{MAX_FILE_MB}mb",
+              allowed_paths=[str(EXAMPLES_DIR)], enable_monitoring=monitoring, css=CSS, quiet=True,
+              prevent_thread_lock=True, app_kwargs={"lifespan": _upload_cleanup(uploads, *CACHE_CLEANUP),
+                                                    "middleware": [Middleware(_UploadLimits)]})
+    print(f"captioner app: running on {ui.local_url} (Ctrl-C to stop)", flush=True)
+    if not share:  # Gradio prints the public link, or why it could not make one
+        print("captioner app: for a public gradio.live link too, start it with --share true", flush=True)
+    ui.block_thread()
     return 0
 
 

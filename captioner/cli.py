@@ -11,16 +11,18 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from . import __version__
 from .caption_metrics import check_coverage, evaluate_captions
 from .config import add_options, boolean, from_args, number
 from .data import load_caption_dataset
 from .decoding import DecodeConfig
-from .files import (CaptionWriter, check_output, output, read_question_rows, read_references, read_results,
-                    write_answer_rows, write_per_image_csv, write_scores_json)
+from .files import (AnswerWriter, CaptionWriter, check_output, one_field, output, read_question_rows,
+                    read_references, read_results, write_per_image_csv, write_scores_json)
 from .images import expand_paths
 from .pipeline import TOP_ANSWERS, Captioner, VQAPredictor
 from .precision import PRECISION_HELP, PRECISIONS
 from .pretrained import DEFAULT, get_weights
+from .progress import show_progress
 from .ptb import java_available
 from .train_caption import TrainConfig, train
 from .train_vqa import VQATrainConfig, train_vqa
@@ -133,11 +135,11 @@ def _cmd_caption(args) -> int:
         print(f"captioner: skipped {folder}: no image files in this folder", file=sys.stderr)
     failed = 0
     with output(args.output) as out:
-        writer = CaptionWriter(out, args.format)
+        writer = CaptionWriter(out, args.format, cfg.n_best, sampled=cfg.method == "sample")
         for path, nbest, error in model.caption_files(paths, cfg, args.batch_size):
             if error:
                 failed += 1
-                print(f"captioner: skipped {error}", file=sys.stderr)
+                print(f"captioner: skipped {one_field(error)}", file=sys.stderr)
             else:
                 writer.write(path, nbest)
         writer.close()
@@ -163,8 +165,8 @@ def _add_eval(sub) -> None:
     refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt (default: none)")
     p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed "
                                                         "(default: all images)")
-    p.add_argument("--data", default="flickr8k", help="with --weights: dataset format, flickr8k, coco or karpathy "
-                                                      "(default: flickr8k)")
+    p.add_argument("--data", default="flickr8k", help="with --weights: dataset format, flickr8k, coco, karpathy or "
+                                                      "imagefolder (default: flickr8k)")
     p.add_argument("--root", help="with --weights: dataset folder (images root for karpathy; default: none)")
     p.add_argument("--split", default="dev", help="with --weights: dataset split (default: dev)")
     p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy "
@@ -207,7 +209,7 @@ def _cmd_eval(args) -> int:
             results = {}
             for item, nbest, error in model.caption_files(items, decoding, args.batch_size, lambda item: item.path):
                 if error:
-                    print(f"captioner: skipped {error}", file=sys.stderr)
+                    print(f"captioner: skipped {one_field(error)}", file=sys.stderr)
                 else:
                     results[item.image_id] = nbest[0].text
             references = {it.image_id: it.captions for it in items if it.captions}
@@ -242,20 +244,25 @@ def _cmd_eval(args) -> int:
 
 
 def _add_ask(sub) -> None:
-    p = sub.add_parser("ask", help="answer a question about an image", description=(
-        "Answer a question about an image with the shipped (or given) VQA weights, printing the top-k answers "
-        "as 'answer<TAB>probability'. With --batch, answer every row of a CSV (UTF-8, with or without a BOM) with "
+    p = sub.add_parser("ask", help="answer questions about an image", description=(
+        "Answer questions about an image with the shipped (or given) VQA weights, printing the top-k answers "
+        "as 'answer<TAB>probability'. With several questions, each is answered in turn, the image read once, and "
+        "printed on its own line above its answers, a blank line after them; with '-', questions are read from "
+        "stdin, one a line, and each is answered as it arrives, so one process serves a conversation. A question "
+        "that cannot be answered (empty, too long) is reported on stderr as 'question N' and the others go on; "
+        "the exit code is then 1. With --batch, answer every row of a CSV (UTF-8, with or without a BOM) with "
         "columns image_id,question (the image is the file in --images whose name without extension is image_id) "
         "and write the rows back with two new columns, predicted_answer and probability (the top answer); the "
-        "input columns are never changed, and a CSV that already has either column is refused. A row that cannot "
-        "be answered is reported on stderr as 'row N' (N counts data rows from 1, not the header), its new "
-        "columns are left blank, and the exit code is 1. Words the model never saw are read as <unk>, with a "
-        "warning."))
+        "input columns are never changed, and a CSV that already has either column, or names a column twice, is "
+        "refused. A row with more or fewer fields than the header is reported and kept (its extra fields after "
+        "the new columns). A row that cannot be answered is reported on stderr as 'row N' (N counts data rows "
+        "from 1, not the header), its new columns are left blank, and the exit code is 1. Words the model never "
+        "saw are read as <unk>, with a warning."))
     p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (none with --batch)")
-    p.add_argument("question", nargs="?", metavar="QUESTION", help="question about the image, quoted (none with "
-                                                                   "--batch)")
+    p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions about the image, each quoted, or - "
+                                                                    "to read them from stdin (none with --batch)")
     p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question (default: "
-                                                     "none, one question)")
+                                                     "none, the QUESTIONs)")
     p.add_argument("--images", metavar="DIR", help="folder of the --batch images (default: none; required with "
                                                    "--batch)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
@@ -272,10 +279,13 @@ def _warn_unknown(model, question: str, where: str = "") -> None:
 
 
 def _cmd_ask(args) -> int:
-    if args.batch and (args.image or args.question):
-        return _fail("give either IMAGE QUESTION or --batch QA.csv, not both", 2)
-    if not args.batch and (args.image is None or args.question is None):
-        return _fail("give an IMAGE and a QUESTION, or --batch QA.csv --images DIR", 2)
+    if args.batch and (args.image or args.questions):
+        return _fail("give either IMAGE QUESTION... or --batch QA.csv, not both", 2)
+    if not args.batch and (args.image is None or not args.questions):
+        return _fail("give an IMAGE and a QUESTION (or several, or - to read them from stdin), or --batch QA.csv "
+                     "--images DIR", 2)
+    if "-" in args.questions and len(args.questions) > 1:
+        return _fail("give - alone, to read the questions from stdin, one a line", 2)
     if args.batch and not args.images:
         return _fail("--batch needs --images DIR, the folder of the images", 2)
     try:
@@ -284,32 +294,60 @@ def _cmd_ask(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     _report(args, model)
-    if not args.batch:
+    return _ask_batch(args, model) if args.batch else _ask_questions(args, model)
+
+
+def _ask_questions(args, model) -> int:
+    """The QUESTIONs (or stdin's lines) about IMAGE, each answered in turn; one question prints its answers alone."""
+    several = args.questions == ["-"] or len(args.questions) > 1
+    if not several:
         try:
-            model.question_ids(args.question)
-            _warn_unknown(model, args.question)
-            answers = model.ask(args.image, args.question, args.top_k)  # BadImageError is a ValueError
+            model.question_ids(args.questions[0])  # a bad question fails before the image is read
         except ValueError as e:
             return _fail(str(e))
-        with output(args.output) as out:
-            out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
-        return 0
+    questions = (line.rstrip("\r\n") for line in sys.stdin) if args.questions == ["-"] else args.questions
+    failed = 0
     try:
-        rows, columns = read_question_rows(args.batch)
+        with output(args.output) as out:
+            for n, (question, answers, error) in enumerate(model.ask_each(args.image, questions, args.top_k), 1):
+                where = f"question {n}: " if several else ""
+                if error:
+                    failed += 1
+                    print(f"captioner: {where}{error}", file=sys.stderr)
+                    continue
+                _warn_unknown(model, question, where)
+                out.write(f"{one_field(question)}\n" if several else "")
+                out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
+                out.write("\n" if several else "")
+                out.flush()  # a conversation sees each answer as soon as it is known
+    except ValueError as e:  # the image cannot be read (BadImageError)
+        return _fail(str(e))
+    return 1 if failed else 0
+
+
+def _ask_batch(args, model) -> int:
+    """Every row of the --batch CSV, written back with its answer as soon as it is answered."""
+    try:
+        table = read_question_rows(args.batch)
     except ValueError as e:
         return _fail(str(e))
     if not Path(args.images).is_dir():
         return _fail(f"{args.images}: not a folder")
-    results, errors = model.answer_rows([(r["image_id"] or "", r["question"] or "") for r in rows], Path(args.images))
-    for i in sorted(results):
-        _warn_unknown(model, rows[i]["question"], f"row {i + 1}: ")
-    for i in sorted(errors):
-        print(f"captioner: row {i + 1}: {errors[i]}", file=sys.stderr)
+    for problem in table.ragged():
+        print(f"captioner: warning: {problem}", file=sys.stderr)
+    failed = 0
     with output(args.output) as out:
-        write_answer_rows(out, columns, rows, results)
-    if errors:
-        print(f"captioner: {len(errors)} of {len(rows)} question(s) could not be answered", file=sys.stderr)
-    return 1 if errors else 0
+        writer = AnswerWriter(out, table.columns)
+        for i, answer, error in model.answer_rows(table.questions(), Path(args.images)):
+            if error:
+                failed += 1
+                print(f"captioner: row {i + 1}: {error}", file=sys.stderr)
+            else:
+                _warn_unknown(model, table.field(i, "question"), f"row {i + 1}: ")
+            writer.write(table.rows[i], answer)
+    if failed:
+        print(f"captioner: {failed} of {len(table.rows)} question(s) could not be answered", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------- train, train-vqa
@@ -352,6 +390,8 @@ def _add_app(sub) -> None:
     p.add_argument("--port", type=number(int, low=1, high=65535), default=7860, help="port (default: 7860)")
     p.add_argument("--share", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
                    help="also make a public gradio.live link (needs internet; default: false)")
+    p.add_argument("--monitoring", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                   help="serve Gradio's request statistics at /monitoring (default: false)")
     p.add_argument("--weights", help="weights entry name, or folder with caption/ (and vqa/); default: the "
                                      "default entry, the shipped weights")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
@@ -361,7 +401,7 @@ def _add_app(sub) -> None:
 def _cmd_app(args) -> int:
     from .app import serve
 
-    return serve(args.weights, args.precision, args.host, args.port, args.share)
+    return serve(args.weights, args.precision, args.host, args.port, args.share, args.monitoring)
 
 
 # ---------------------------------------------------------------- entry point
@@ -371,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="captioner", description=(
         "Image captioning and visual question answering: a pretrained CNN encoder and an LSTM decoder, "
         "offline on the CPU."))
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_caption(sub)
     _add_training(sub, "train", TrainConfig)
@@ -378,11 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ask(sub)
     _add_training(sub, "train-vqa", VQATrainConfig)
     _add_app(sub)
+    for command in sub.choices.values():  # what every command takes
+        command.add_argument("--quiet", "-q", action="store_true",
+                             help="no progress bars; warnings and errors still print (default: off)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_progress(not args.quiet)
     try:
         return args.func(args)
     except KeyboardInterrupt:

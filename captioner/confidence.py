@@ -25,7 +25,6 @@ import argparse
 import sys
 import zlib
 from collections import defaultdict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

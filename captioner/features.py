@@ -10,6 +10,7 @@ with EfficientNet-Lite0's 49 x 1280 grid.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .checkpoint import remove_orphan
 from .encoder import ImageEncoder
 from .images import ImageInput
+from .progress import progress_bar
 
 PARTIAL = ".partial"  # suffix of a cache file being written, after the writer's process id
 ENCODE_CHUNK = 4  # small batches keep the CNN's activations in cache: ~2x faster than 32 on a laptop CPU
@@ -72,7 +74,9 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
 
     The file is written to a temporary name and renamed when complete, so an interrupted run never
     leaves a corrupt cache behind; nor a stray temporary file: an interrupted run deletes its own, and
-    one whose writer was killed outright is deleted by the next call. ``cache_dir`` None: :func:`default_cache_dir`.
+    one whose writer was killed outright is deleted by the next call. The file's disk space is reserved before
+    it is mapped, so a disk too full for it is an OSError naming it (not SIGBUS when a page cannot be stored).
+    ``cache_dir`` None: :func:`default_cache_dir`.
     """
     trunk = encoder.trainable_blocks > 0
     paths = [Path(p) for p in paths]
@@ -86,13 +90,12 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
         partial = target.with_suffix(f".{os.getpid()}{PARTIAL}")
         out = None
         try:
-            with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+            with progress_bar(len(paths), desc, "img") as bar:
                 for i, chunk in enumerate(batched(paths, batch_size)):
                     feats = encode_images(encoder, chunk, flip, trunk)
                     feats = (feats if regions or trunk else feats.mean(1)).numpy()
                     if out is None:  # the grid size is known once the first batch is through
-                        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
-                                                        shape=(len(paths), *feats.shape[1:]))
+                        out = _reserved_memmap(partial, (len(paths), *feats.shape[1:]), target)
                     out[i * batch_size : i * batch_size + len(chunk)] = feats
                     bar.update(len(chunk))
             out.flush()
@@ -103,20 +106,35 @@ def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_di
     return np.load(target, mmap_mode="r")
 
 
-def _process_alive(pid: int) -> bool:
+def _reserved_memmap(partial: Path, shape: tuple[int, ...], target: Path) -> np.memmap:
+    """A float16 ``.npy`` memory map of ``shape`` at ``partial``, its disk space allocated up front: pages of a
+    sparse map that the disk has no room for kill the process with SIGBUS when written. OSError naming the
+    cache file ``target`` when the space is not there."""
     try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape)
+        _allocate(partial)
+        return out
+    except OSError as e:
+        size = np.prod(shape) * 2 / 2 ** 20
+        raise OSError(e.errno, f"cannot write the feature cache, {size:.0f} MiB ({e.strerror or e}); free some "
+                               "space or give another --cache-dir", str(target)) from None
+
+
+def _allocate(path: Path) -> None:
+    """Allocate the disk blocks of the (sparse) file ``path`` now, so that a full disk is an OSError here; a no-op
+    where the OS (macOS) or the file system cannot."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # those: this file system cannot
+                raise
 
 
 def _remove_orphaned_partials(cache_dir: Path) -> None:
-    """Delete the temporary files (``NAME.PID.partial``) of runs that were killed before they could (SIGKILL,
-    or SIGTERM, whose default action skips all clean-up); those of live processes are being written."""
+    """Delete the temporary files (``NAME.PID.partial``) of runs that were killed before they could clean up;
+    those of live processes are being written."""
     for path in cache_dir.glob(f"*{PARTIAL}"):
-        pid = path.name[: -len(PARTIAL)].rpartition(".")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            path.unlink(missing_ok=True)
+        remove_orphan(path, path.name[: -len(PARTIAL)].rpartition(".")[2])

@@ -3,16 +3,19 @@ caption formats, the ``ask --batch`` CSV, and the files of ``captioner eval`` (r
 scores out). The commands in :mod:`captioner.cli` only choose among these."""
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import sys
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence, TextIO
 
 from .caption_metrics import CaptionScores
-from .checkpoint import atomic_path, one_line
-from .data import load_coco, read_flickr8k_tokens, read_split_list
+from .checkpoint import atomic_path, one_line, parse_json, read_json, read_text
+from .data import read_flickr8k_tokens, read_split_list
 from .images import image_id_from_filename
 
 CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
@@ -38,14 +41,39 @@ def check_output(path: str | None) -> None:
         raise ValueError(f"{path}: cannot create the folder {target.parent} ({e.strerror})") from None
 
 
+def _keep_bytes_escape_the_rest(error: UnicodeError) -> tuple[bytes, int]:
+    """A codec error handler for what the command writes: a byte of a file name that is not UTF-8 (which Python
+    holds as a lone surrogate, PEP 383) is written as that byte, so the name is written as it is on disk; any
+    other character the stream's encoding lacks (a strict ASCII locale) as a backslash escape, ``\\xe9``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return b"".join(bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else c.encode("ascii", "backslashreplace")
+                    for c in error.object[error.start : error.end]), error.end
+
+
+ENCODING_ERRORS = "captioner.write"  # the name of the handler above, for ``open(..., errors=...)``
+codecs.register_error(ENCODING_ERRORS, _keep_bytes_escape_the_rest)
+
+_CONTROL = {**{c: f"\\x{c:02x}" for c in (*range(32), 127)}, 9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def one_field(text: str) -> str:
+    """``text`` with its control characters written as ``\\t``, ``\\n``, ``\\r`` or ``\\xNN``: a file name or
+    question in text output, where a TAB or newline would split its record."""
+    return text.translate(_CONTROL)
+
+
 @contextmanager
 def output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or the file ``path`` written whole or not at all (``checkpoint.atomic_path``): an interrupted or
-    failed command leaves what was there before."""
+    """stdout, or the file ``path`` (UTF-8) written whole or not at all (``checkpoint.atomic_path``): an interrupted
+    or failed command leaves what was there before. Either way a file name that is not UTF-8 is written as its
+    bytes, and on stdout what its encoding lacks is escaped (:data:`ENCODING_ERRORS`), never an error."""
     if not path:
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors=ENCODING_ERRORS)
         yield sys.stdout
         return
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors=ENCODING_ERRORS) as out:
         yield out
 
 
@@ -53,17 +81,22 @@ def output(path: str | None) -> Iterator[TextIO]:
 
 
 class CaptionWriter:
-    """Captions in one of :data:`CAPTION_FORMATS`: ``text`` (``file<TAB>caption``, or with several captions
-    ``file<TAB>rank<TAB>log_prob<TAB>caption``), ``jsonl`` and ``csv`` (a record per image, or per caption), and
-    ``coco`` (a results JSON list, written by :meth:`close`)."""
+    """Captions in one of :data:`CAPTION_FORMATS`: ``text`` (``file<TAB>caption``; with ``n_best`` > 1, a header
+    line, then ``file<TAB>rank<TAB>score<TAB>log_prob<TAB>caption`` per caption), ``jsonl`` and ``csv`` (a record
+    per image, or per caption), and ``coco`` (a results JSON list, written by :meth:`close`). ``score`` is what beam
+    search ranked by (the log-prob divided by length ** length_penalty); ``sampled`` captions are in the order
+    they were drawn, so the text header says ``sample`` instead of ``rank``. In text output, control characters
+    of a file name are escaped (:func:`one_field`), so that each record is one line."""
 
-    def __init__(self, out: TextIO, fmt: str = "text"):
+    def __init__(self, out: TextIO, fmt: str = "text", n_best: int = 1, sampled: bool = False):
         if fmt not in CAPTION_FORMATS:
             raise ValueError(f"format must be one of {', '.join(CAPTION_FORMATS)}, not {fmt!r}")
-        self.out, self.fmt, self.coco = out, fmt, []
+        self.out, self.fmt, self.n_best, self.coco = out, fmt, n_best, []
         self.csv = csv.writer(out) if fmt == "csv" else None
         if self.csv:
-            self.csv.writerow(["file", "image_id", "rank", "caption", "log_prob"])
+            self.csv.writerow(["file", "image_id", "rank", "caption", "log_prob", "score"])
+        elif fmt == "text" and n_best > 1:
+            out.write(f"file\t{'sample' if sampled else 'rank'}\tscore\tlog_prob\tcaption\n")
 
     def write(self, path: Path, nbest: Sequence) -> None:
         """The captions of one image file, best first (:class:`captioner.pipeline.Caption`)."""
@@ -73,16 +106,16 @@ class CaptionWriter:
         elif self.fmt == "jsonl":
             self.out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": nbest[0].text,
                                        "log_prob": round(nbest[0].log_prob, 4),
-                                       "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4)}
-                                                  for c in nbest]}) + "\n")
+                                       "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4),
+                                                   "score": round(c.score, 4)} for c in nbest]}) + "\n")
         elif self.csv:
             for rank, c in enumerate(nbest, 1):
-                self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}"])
-        elif len(nbest) == 1:
-            self.out.write(f"{path}\t{nbest[0].text}\n")
+                self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}", f"{c.score:.4f}"])
+        elif self.n_best == 1:
+            self.out.write(f"{one_field(str(path))}\t{nbest[0].text}\n")
         else:
             for rank, c in enumerate(nbest, 1):
-                self.out.write(f"{path}\t{rank}\t{c.log_prob:.3f}\t{c.text}\n")
+                self.out.write(f"{one_field(str(path))}\t{rank}\t{c.score:.3f}\t{c.log_prob:.3f}\t{c.text}\n")
 
     def close(self) -> None:
         if self.fmt == "coco":
@@ -93,14 +126,47 @@ class CaptionWriter:
 # ---------------------------------------------------------------- ask --batch
 
 
-def read_question_rows(path: str | Path) -> tuple[list[dict], list[str]]:
-    """The rows and column names of an ``ask --batch`` CSV; ValueError (one line) when it cannot be used."""
+@dataclass
+class QuestionTable:
+    """An ``ask --batch`` CSV as read: its header and each data row's fields (blank lines skipped). A ragged row,
+    with more or fewer fields than the header, is kept as it is, and ``ragged`` says so in words (see
+    :class:`AnswerWriter` for how it is written back)."""
+
+    path: str
+    columns: list[str]
+    rows: list[list[str]]
+
+    def field(self, row: int, column: str) -> str:
+        """The field of data row ``row`` (0-based) in ``column``; "" where the row is too short to have it."""
+        fields, i = self.rows[row], self.columns.index(column)
+        return fields[i] if i < len(fields) else ""
+
+    def questions(self) -> list[tuple[str, str]]:
+        """(image_id, question) of every row."""
+        return [(self.field(i, "image_id"), self.field(i, "question")) for i in range(len(self.rows))]
+
+    def ragged(self) -> list[str]:
+        """One line per row whose field count is not the header's (rows counted from 1 after the header)."""
+        n = len(self.columns)
+        return [f"{self.path}: row {i + 1} has {len(fields)} fields, the header {n}; "
+                + ("the extra ones are kept after the new columns" if len(fields) > n else "the missing ones are blank")
+                for i, fields in enumerate(self.rows) if len(fields) != n]
+
+
+def read_question_rows(path: str | Path) -> QuestionTable:
+    """The ``ask --batch`` CSV ``path``; ValueError (one line) when it cannot be used: not UTF-8 CSV, no
+    image_id or question column, a column named twice (which one would be read?), or a column where the predictions
+    go."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
-            reader = csv.DictReader(f)
-            rows, columns = list(reader), reader.fieldnames or []
+            table = [row for row in csv.reader(f) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path}: cannot read ({e})") from None
+    columns = table[0] if table else []
+    repeated = [name for name, n in Counter(columns).items() if n > 1]
+    if repeated:
+        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(c[:40]) for c in repeated)} more than "
+                         "once; give each column its own name")
     missing = [c for c in ("image_id", "question") if c not in columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected image_id,question)")
@@ -108,64 +174,131 @@ def read_question_rows(path: str | Path) -> tuple[list[dict], list[str]]:
     if taken:
         raise ValueError(f"{path}: already has column(s) {', '.join(taken)}, where the predictions would go; "
                          "rename or remove them")
-    return rows, columns
+    return QuestionTable(str(path), columns, table[1:])
 
 
-def write_answer_rows(out: TextIO, columns: Sequence[str], rows: Sequence[dict],
-                      answers: Mapping[int, tuple[str, float]]) -> None:
-    """The rows as they were read, with the :data:`PREDICTION_COLUMNS` added (blank for unanswered rows)."""
-    writer = csv.writer(out)
-    writer.writerow([*columns, *PREDICTION_COLUMNS])
-    for i, row in enumerate(rows):
-        answer, p = answers.get(i, ("", None))
-        writer.writerow([*(row.get(c, "") for c in columns), answer, "" if p is None else f"{p:.4f}"])
+class AnswerWriter:
+    """The rows of a :class:`QuestionTable` as they were read, each with the :data:`PREDICTION_COLUMNS` after the
+    header's columns (blank for an unanswered row), written one at a time as they are answered. A short row's
+    missing fields are written blank; a long row's extra fields follow the new columns."""
+
+    def __init__(self, out: TextIO, columns: Sequence[str]):
+        self.csv, self.width = csv.writer(out), len(columns)
+        self.csv.writerow([*columns, *PREDICTION_COLUMNS])
+
+    def write(self, fields: Sequence[str], answer: tuple[str, float] | None) -> None:
+        known = [*fields[: self.width], *[""] * (self.width - len(fields))]
+        predicted = [answer[0], f"{answer[1]:.4f}"] if answer else ["", ""]
+        self.csv.writerow([*known, *predicted, *fields[self.width :]])
 
 
 # ---------------------------------------------------------------- eval
 
+def _shown(value) -> str:
+    """A JSON value as an error message quotes it: its first 40 characters."""
+    return json.dumps(value)[:40]
+
+
+def _an_id(value, where: str, field: str = "image_id"):
+    """``value`` if it can be an id (a number or a string), else ValueError naming ``where`` and ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{where}: {field} must be a number or a string, not {_shown(value)}")
+    return value
+
+
+def _records(path: Path, data, key: str | None = None) -> list:
+    """``data`` (or its ``key``) if it is a list of JSON objects, else ValueError naming the file."""
+    if key is not None:
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object with 'images' and 'annotations' (COCO captions), "
+                             f"not a JSON {type(data).__name__}")
+        if key not in data:
+            raise ValueError(f"{path}: missing {key!r} (COCO captions have 'images' and 'annotations')")
+        data = data[key]
+    where = f"{path}: {key}" if key else f"{path}"
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a list of records, not {_shown(data)}")
+    bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{where}: item {bad + 1} is not a JSON object but {_shown(data[bad])}")
+    return data
+
+
 def read_results(path: str | Path) -> dict:
-    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; a one-line ValueError when the file
-    is not one, when an image is repeated, or when an id is not a number or string or a caption not a string
-    (``null`` would otherwise be scored as the word "None")."""
+    """``{image_id: caption}`` from a COCO results JSON list or JSON lines; a one-line ValueError naming the file
+    and the record when the file is not one, when an image is repeated, or when an id is not a number or string
+    or a caption not a string (``null`` would otherwise be scored as the word "None")."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a results file")
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
-    try:
-        records = json.loads(text)
+        records = parse_json(text)
     except json.JSONDecodeError:
-        try:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: neither a JSON list nor JSON lines ({e})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"image_id", "caption"} <= r.keys()
-                                                for r in records):
-        raise ValueError(f"{path}: expected records with 'image_id' and 'caption'")
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(parse_json(line))
+                except ValueError as e:
+                    raise ValueError(f"{path}: neither a JSON list nor JSON lines (line {n}: {one_line(e)})") from None
+    except ValueError as e:  # nested too deeply
+        raise ValueError(f"{path}: {one_line(e)}") from None
     results: dict = {}
-    for r in records:
-        image_id, caption = r["image_id"], r["caption"]
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
-            raise ValueError(f"{path}: image_id must be a number or a string, not {json.dumps(image_id)[:40]}")
+    for i, r in enumerate(_records(path, records), 1):
+        where = f"{path}: record {i}"
+        missing = [k for k in ("image_id", "caption") if k not in r]
+        if missing:
+            raise ValueError(f"{where}: expected records with 'image_id' and 'caption' (missing {missing[0]!r})")
+        image_id, caption = _an_id(r["image_id"], where), r["caption"]
         if not isinstance(caption, str):
-            raise ValueError(f"{path}: the caption of image {image_id!r} must be a string, "
-                             f"not {json.dumps(caption)[:40]}")
+            raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, not {_shown(caption)}")
         if image_id in results:
-            raise ValueError(f"{path}: image {image_id!r} has more than one caption; keep one per image")
+            raise ValueError(f"{where}: image {image_id!r} has more than one caption; keep one per image")
         results[image_id] = caption
     return results
 
 
+def read_coco_references(path: str | Path) -> dict:
+    """``{image_id: [captions]}`` from a COCO captions JSON (``{"images": [{"id"}], "annotations": [{"image_id",
+    "caption"}]}``), images in file order, those without captions left out, as pycocotools reads it; a one-line
+    ValueError naming the file and the item when it is not one or repeats an id."""
+    path = Path(path)
+    data = read_json(path)
+    images: dict = {}
+    for i, image in enumerate(_records(path, data, "images"), 1):
+        where = f"{path}: images item {i}"
+        if "id" not in image:
+            raise ValueError(f"{where}: missing 'id'")
+        image_id = _an_id(image["id"], where, "id")
+        if image_id in images:
+            raise ValueError(f"{where}: image {image_id!r} is listed twice")
+        images[image_id] = []
+    seen_ids = set()
+    for i, ann in enumerate(_records(path, data, "annotations"), 1):
+        where = f"{path}: annotations item {i}"
+        missing = [k for k in ("image_id", "caption") if k not in ann]
+        if missing:
+            raise ValueError(f"{where}: missing {missing[0]!r}")
+        image_id, caption = _an_id(ann["image_id"], where), ann["caption"]
+        if not isinstance(caption, str):
+            raise ValueError(f"{where}: caption must be a string, not {_shown(caption)}")
+        if "id" in ann:
+            annotation_id = _an_id(ann["id"], where, "id")
+            if annotation_id in seen_ids:
+                raise ValueError(f"{where}: annotation id {annotation_id!r} appears twice")
+            seen_ids.add(annotation_id)
+        if image_id in images:  # pycocotools, too, reads only the captions of listed images
+            images[image_id].append(caption.strip())
+    return {image_id: captions for image_id, captions in images.items() if captions}
+
+
 def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
                     split_list: str | Path | None = None) -> dict:
-    """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``)."""
+    """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``); a
+    one-line ValueError naming the file when it is not one."""
     if coco_annotations:
-        try:
-            return {it.image_id: it.captions for it in load_coco(coco_annotations, ".") if it.captions}
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{coco_annotations}: not a COCO captions file ({one_line(e)})") from None
+        return read_coco_references(coco_annotations)
     if not flickr8k_tokens:
         raise ValueError("no references given")
     refs = read_flickr8k_tokens(flickr8k_tokens)

@@ -6,7 +6,7 @@ import glob
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,18 +20,33 @@ class BadImageError(ValueError):
     """An input that cannot be turned into an RGB image; the message is one line for users."""
 
 
+BAND_ROWS = 256  # rows converted at a time, so that a conversion's peak memory is near the 8-bit result's
+
+
+def _bands(img: Image.Image) -> Iterator[tuple[int, Image.Image]]:
+    """``img`` in bands of :data:`BAND_ROWS` rows, each as (its top row, a copy of it)."""
+    for top in range(0, img.height, BAND_ROWS):
+        yield top, img.crop((0, top, img.width, min(top + BAND_ROWS, img.height)))
+
+
 def _to_8bit_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode (16-bit, float, CMYK, palette, alpha) to 8-bit RGB."""
+    """Convert any PIL mode (16-bit, float, CMYK, palette, alpha) to 8-bit RGB. 16-bit, 32-bit and float images
+    are stretched from their darkest to their brightest value; transparency becomes white. Both go band by band
+    (:func:`_bands`): at 80 megapixels a whole-image float64 copy alone would take 640 MB."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.round().astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
+        lo, hi = img.getextrema()
+        gray = Image.new("L", img.size)
+        for top, band in _bands(img):
+            values = np.asarray(band, dtype=np.float64)
+            values = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+            gray.paste(Image.fromarray(values.round().astype(np.uint8)), (0, top))
+        img = gray
+    if img.mode in ("RGBA", "LA", "PA") or img.mode == "P" and "transparency" in img.info:
+        rgb = Image.new("RGB", img.size)
+        for top, band in _bands(img):
+            background = Image.new("RGBA", band.size, (255, 255, 255, 255))
+            rgb.paste(Image.alpha_composite(background, band.convert("RGBA")).convert("RGB"), (0, top))
+        return rgb
     return img.convert("RGB")
 
 
@@ -52,6 +67,8 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
                     raise BadImageError(f"{path}: file not found")
                 if path.is_dir():
                     raise BadImageError(f"{path}: is a folder, not an image")
+                if not path.is_file():  # a named pipe or a device: reading it could block forever
+                    raise BadImageError(f"{path}: not a regular file, not an image")
                 img = Image.open(path)
             if img.width * img.height > MAX_PIXELS:
                 raise BadImageError(f"{name}: image too large ({img.width}x{img.height} pixels)")

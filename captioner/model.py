@@ -188,3 +188,28 @@ class CaptionDecoder(nn.Module):
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
         x = self._attend(x[:, None], image)[:, 0]  # (N, hidden)
         return torch.log_softmax(self.out(x), dim=-1), state  # (N, vocab)
+
+
+WORD_ROWS = ("embed.weight", "out.weight", "out.bias")  # the decoder tensors with a row per vocabulary word
+
+
+def grow_word_rows(weights: dict[str, torch.Tensor], vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Decoder weights for a vocabulary grown to ``vocab_size`` words (new words at the end), for fine-tuning on
+    text with words the trained vocabulary lacks. The trained rows are kept as they are. A new word's embedding
+    and output row start as the mean of the trained rows plus a little noise (so new words differ), and its
+    output bias as the lowest trained one: the word starts as likely as the rarest known word, and training
+    decides how much more."""
+    generator = torch.Generator().manual_seed(seed)
+    grown = dict(weights)
+    for name in WORD_ROWS:
+        old = weights[name]
+        new = vocab_size - old.shape[0]
+        if new < 0:
+            raise ValueError(f"{name}: {old.shape[0]} rows, more than the {vocab_size} words to grow to")
+        if name == "out.bias":
+            rows = old.min().expand(new)
+        else:
+            noise = torch.randn(new, old.shape[1], generator=generator, dtype=old.dtype)
+            rows = old.mean(0) + noise * 0.01 * old.std()
+        grown[name] = torch.cat([old, rows])
+    return grown

@@ -11,15 +11,13 @@ for ``caption``, ``ask --batch`` and ``eval`` alike.
 from __future__ import annotations
 
 import math
-import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
-from tqdm import tqdm
 
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
@@ -27,10 +25,12 @@ from .features import batched, encode_images
 from .images import BadImageError, ImageInput, images_by_stem, load_image
 from .precision import Precision, resolve_precision
 from .pretrained import Weights, load_pretrained, load_vqa
+from .progress import progress_bar
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number
+QUESTION_BATCH = 1024  # questions through the VQA model at once: memory stays flat however many share an image
 
 
 def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = None,
@@ -52,7 +52,7 @@ def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = N
         return good, images, bad
 
     chunks = list(batched(items, batch_size))
-    with tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar, \
+    with progress_bar(len(items), desc, "img", disable=not progress) as bar, \
             ThreadPoolExecutor(max_workers=1) as reader:
         upcoming = reader.submit(read, chunks[0]) if chunks else None
         for i, chunk in enumerate(chunks):
@@ -258,25 +258,49 @@ class VQAPredictor(Pipeline):
         self.question_ids(question)  # a bad question fails before the image is encoded
         return self.answer(self.preprocess([image]), [question], top_k)[0]
 
+    def ask_each(self, image: ImageInput, questions: Iterable[str], top_k: int = TOP_ANSWERS
+                 ) -> Iterator[tuple[str, list[tuple[str, float]] | None, str | None]]:
+        """(question, its top-k answers, None), or (question, None, the one-line reason it cannot be answered), for
+        each question in turn as ``questions`` yields it (a list, or the lines of stdin: a conversation), the image
+        read and encoded once, before the first; BadImageError (one line) when it cannot be read."""
+        features = self.preprocess([image])
+        for question in questions:
+            try:
+                yield question, self.answer(features, [question], top_k)[0], None
+            except ValueError as e:
+                yield question, None, str(e)
+
     def answer_rows(self, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True
-                    ) -> tuple[dict[int, tuple[str, float]], dict[int, str]]:
-        """The top answer of each (image_id, question) row whose image (``folder/<image_id>.*``) and question can
-        be read, and the one-line reason for each other row, both by row index. Each image is read and encoded
-        once for all its questions (the images' ``ask --batch``)."""
+                    ) -> Iterator[tuple[int, tuple[str, float] | None, str | None]]:
+        """(row index, top answer, None) for each (image_id, question) row whose image (``folder/<image_id>.*``) and
+        question can be read, and (row index, None, the one-line reason) for each other row, in row order, each as
+        soon as it and the rows before it are done (the images' ``ask --batch``). Each image is read and encoded
+        once for all its questions, which go through the model :data:`QUESTION_BATCH` at a time, so memory stays
+        flat however many questions an image has; images are taken in the order of their first row, so a CSV whose
+        rows are grouped by image streams out as it goes."""
         files = images_by_stem(folder)
         by_image: dict[str, list[int]] = defaultdict(list)
         for i, (image_id, _) in enumerate(rows):
             by_image[image_id.strip()].append(i)
-        results, errors = {}, {}
+        done: dict[int, tuple[tuple[str, float] | None, str | None]] = {}  # finished rows not yet given out
+        given = 0  # rows given out so far
+
+        def ready() -> Iterator[tuple[int, tuple[str, float] | None, str | None]]:
+            nonlocal given
+            while given in done:
+                yield given, *done.pop(given)
+                given += 1
+
         known = [image_id for image_id in by_image if len(files.get(image_id, [])) == 1]
         for image_id in by_image.keys() - set(known):
             reason = (f"no image named {image_id!r} in {folder}" if image_id not in files else
                       f"more than one image named {image_id!r} in {folder}")
-            errors.update((i, reason) for i in by_image[image_id])
+            done.update((i, (None, reason)) for i in by_image[image_id])
+        yield from ready()
         for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id][0],
                                                progress, desc="answering"):
             for image_id, reason in bad:
-                errors.update((i, reason) for i in by_image[image_id])
+                done.update((i, (None, reason)) for i in by_image[image_id])
             for image_id, image in zip(good, images):
                 answerable = []
                 for i in by_image[image_id]:
@@ -284,10 +308,11 @@ class VQAPredictor(Pipeline):
                         self.question_ids(rows[i][1])
                         answerable.append(i)
                     except ValueError as e:
-                        errors[i] = str(e)
-                if answerable:
-                    features = self.preprocess([image])
-                    answers = self.answer(features.expand(len(answerable), *features.shape[1:]),
-                                          [rows[i][1] for i in answerable], 1)
-                    results.update((i, a[0]) for i, a in zip(answerable, answers))
-        return results, errors
+                        done[i] = (None, str(e))
+                features = self.preprocess([image]) if answerable else None
+                for chunk in batched(answerable, QUESTION_BATCH):
+                    answers = self.answer(features.expand(len(chunk), *features.shape[1:]),
+                                          [rows[i][1] for i in chunk], 1)
+                    done.update((i, (a[0], None)) for i, a in zip(chunk, answers))
+                    yield from ready()
+            yield from ready()

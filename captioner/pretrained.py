@@ -16,8 +16,9 @@ A plain folder (a training run's ``best/``) is described by its own ``config.jso
 ``"decoding"`` and ``"preprocessing"`` sections when present, else the library's defaults.
 
 :func:`load_pretrained` is the one loader of weights folders, for captions and answers alike: it
-finds the folders, reads every file once, checks that they agree, and builds the models, so that a
-facade (:mod:`captioner.pipeline`) only adds the image encoder.
+finds the folders, reads every file once, checks them against their schema (:mod:`captioner.schema`: a
+bad folder is a one-line error naming the file and the field, before anything is allocated), and builds the
+models, so that a facade (:mod:`captioner.pipeline`) only adds the image encoder.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, load_weights, read_checkpoint, split_encoder_weights
+from . import schema
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, split_encoder_weights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .model import CaptionDecoder, DecoderConfig
@@ -158,6 +160,7 @@ class Loaded:
     answers: list[str] = field(default_factory=list)
     decoding: DecodeConfig | None = None
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)
+    confidence: dict[str, float] = field(default_factory=dict)  # "not sure" thresholds (captioner.schema)
 
 
 def load_pretrained(weights: str | Path | Weights | None = None,
@@ -188,29 +191,38 @@ def _folders(weights: str | Path | Weights | None, with_vqa: bool) -> list[tuple
 
 
 def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
-    """Read a weights folder once and build its model; one-line errors name the file and the field."""
+    """Read a weights folder once, check it against its schema (:mod:`captioner.schema`), then build its model;
+    one-line errors name the file and the field."""
     tensors, files = read_checkpoint(path, (VOCAB_FILE, ANSWERS_FILE) if task == "vqa" else (VOCAB_FILE,))
-    config = files[CONFIG_FILE]
-    if config.get("task", task) != task:
-        raise ValueError(f"{path / CONFIG_FILE}: holds {config.get('task')} weights, not {task} weights")
-    with config_errors(path / VOCAB_FILE):
-        vocab = Vocabulary(list(files[VOCAB_FILE]["words"]), int(files[VOCAB_FILE]["max_length"]))
-    with config_errors(path / CONFIG_FILE):
-        encoder = config["encoder"]
+    config, config_file = files[CONFIG_FILE], path / CONFIG_FILE
+    with config_errors(config_file):
+        if config.get("task", task) != task:
+            raise ValueError(f"holds {str(config.get('task'))[:40]} weights, not {task} weights")
+        encoder, confidence = schema.read_encoder(config), schema.read_confidence(config)
+        architecture = schema.section(config, "model" if task == "vqa" else "decoder")
+        decoding_defaults = entry.decoding if entry else schema.section(config, "decoding", required=False)
+    with config_errors(config_file, "preprocessing"):
         preprocessing = entry.preprocessing if entry else folder_preprocessing(config)
-        if task == "vqa":
-            answers = [str(a) for a in files[ANSWERS_FILE]]
-            model = VQAModel(VQAConfig(**config["model"]))
-            decoding, tuned = None, {}
-            if (model.config.vocab_size, model.config.num_answers) != (len(vocab), len(answers)):
-                raise ValueError(f"vocab_size {model.config.vocab_size} and num_answers {model.config.num_answers}, "
+    vocab = schema.read_vocabulary(path / VOCAB_FILE, files[VOCAB_FILE])
+    if task == "vqa":
+        answers = schema.read_answers(path / ANSWERS_FILE, files[ANSWERS_FILE])
+        with config_errors(config_file, "model"):
+            vqa_config = VQAConfig(**architecture)
+            schema.check_feature_dim(vqa_config.feature_dim, encoder)
+            if (vqa_config.vocab_size, vqa_config.num_answers) != (len(vocab), len(answers)):
+                raise ValueError(f"vocab_size {vqa_config.vocab_size} and num_answers {vqa_config.num_answers}, "
                                  f"but {VOCAB_FILE} has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
-        else:
-            answers, (tensors, tuned) = [], split_encoder_weights(tensors)
-            model = CaptionDecoder(DecoderConfig(**config["decoder"]))
-            decoding = DecodeConfig(**{"max_length": vocab.max_length,
-                                       **(entry.decoding if entry else config.get("decoding", {}))})
-            if model.config.vocab_size != len(vocab):
-                raise ValueError(f"vocab_size {model.config.vocab_size}, but {VOCAB_FILE} has {len(vocab)} words")
-    load_weights(model, tensors, path / MODEL_FILE)
-    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned)
+        model = schema.build_checked(config_file, path / MODEL_FILE, "model", lambda: VQAModel(vqa_config), tensors)
+        decoding, tuned = None, {}
+    else:
+        answers, (tensors, tuned) = [], split_encoder_weights(tensors)
+        with config_errors(config_file, "decoder"):
+            decoder_config = DecoderConfig(**architecture)
+            schema.check_feature_dim(decoder_config.feature_dim, encoder)
+            if decoder_config.vocab_size != len(vocab):
+                raise ValueError(f"vocab_size {decoder_config.vocab_size}, but {VOCAB_FILE} has {len(vocab)} words")
+        with config_errors(config_file, "decoding"):
+            decoding = DecodeConfig(**{"max_length": vocab.max_length, **decoding_defaults})
+        model = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
+                                     lambda: CaptionDecoder(decoder_config), tensors)
+    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence)

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .checkpoint import atomic_path
+from .checkpoint import atomic_path, parse_json, read_text
 from .data import DatasetSpec, ImageCaptions, load_caption_dataset
 
 KINDS = ("object", "number", "color", "location", "yes/no")
@@ -601,7 +601,7 @@ def write_questions(questions: Iterable[GeneratedQuestion], path: str | Path) ->
 
 def read_questions(path: str | Path) -> list[GeneratedQuestion]:
     """Questions written by :func:`write_questions`."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [parse_json(line) for line in read_text(path).splitlines() if line.strip()]
     return [GeneratedQuestion(r["image_id"], Path(r["file_name"]), r["question"], r["answers"], r["kind"], r["caption"])
             for r in rows]
 

@@ -20,16 +20,17 @@ from torch import nn
 from .caption_metrics import corpus_scores
 from .checkpoint import ENCODER_PREFIX, load_checkpoint, save_checkpoint, split_encoder_weights
 from .config import like, setting
-from .data import DatasetSpec, ImageCaptions, load_caption_dataset
+from .data import CAPTION_DATASETS, DatasetSpec, ImageCaptions, load_caption_dataset
 from .decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from .encoder import ENCODERS, ImageEncoder, build_encoder
 from .features import batched, cached_features
-from .model import CaptionDecoder, DecoderConfig
+from .model import CaptionDecoder, DecoderConfig, grow_word_rows
+from .pretrained import resolve_weights
 from .training import (Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
                        rank_zero_first, shape_keys, swap_left_right, weighted_rows)
 from .vocab import VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
 
-CAPTION_FORMATS = ("flickr8k", "coco", "karpathy")  # what load_caption_dataset reads
+CAPTION_FORMATS = CAPTION_DATASETS  # what load_caption_dataset reads
 DECODER_KEYS = shape_keys(DecoderConfig, "vocab_size", "feature_dim")  # the decoder settings a run sets
 
 
@@ -49,8 +50,9 @@ class TrainConfig(RunConfig):
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", "finetune_blocks", *DECODER_KEYS)
 
     data: tuple[str, ...] = like(RunConfig, "data", help=(
-        "a caption dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco or karpathy (FOLDER: the images "
-        "root); WEIGHT scales how often its captions are drawn per epoch (default 1)"))
+        "a caption dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco, karpathy (FOLDER: the images "
+        "root) or imagefolder (your images and a metadata.csv of file_name,caption); WEIGHT (at most 100) scales "
+        "how often its captions are drawn per epoch (default 1)"))
     annotations: str | None = like(RunConfig, "annotations", help=(
         "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset; None: the dataset's own)"))
     out: str = like(RunConfig, "out", default="runs/caption")
@@ -75,8 +77,9 @@ class TrainConfig(RunConfig):
     scst_samples: int = setting(5, "captions sampled per image in SCST (each one's baseline is the others' mean "
                                    "reward)", low=2, high=1000)
     scst_lr: float = setting(5e-5, "learning rate during SCST (fixed)", above=0, high=10)
-    init_from: str | None = setting(None, "start from this checkpoint folder's weights and vocabulary (e.g. "
-                                          "OUT/best; None: from scratch)")
+    init_from: str | None = setting(None, "start from these weights (a weights entry name, or a checkpoint folder "
+                                          "such as OUT/best) and their vocabulary, adding the words of the data "
+                                          "seen at least --min-count times that it lacks (None: from scratch)")
     max_val_images: int = setting(0, "validate on at most this many images of each dataset (0: all)", low=0,
                                   high=10 ** 9)
 
@@ -252,17 +255,24 @@ def model_config(cfg: TrainConfig, decoder: DecoderConfig, extra: dict | None = 
             "decoder": asdict(decoder), "training": asdict(cfg), **(extra or {})}
 
 
-def starting_point(cfg: TrainConfig, init: Path | None, items: Sequence[ImageCaptions]
+def starting_point(cfg: TrainConfig, last: Path | None, items: Sequence[ImageCaptions]
                    ) -> tuple[Vocabulary, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], dict | None]:
-    """What a run starts from: the vocabulary, decoder weights, fine-tuned encoder weights and config of the
-    checkpoint ``init`` (a resumed run's ``last/``, or ``--init-from``); without one, a vocabulary of the
-    training captions ``items`` and no weights."""
-    if init is None:
-        vocab = Vocabulary.build((c for it in items for c in it.captions), cfg.min_count, cfg.max_length)
-        return vocab, None, {}, None
+    """What a run starts from: the vocabulary, decoder weights, fine-tuned encoder weights and config of a
+    resumed run's ``last/``, as saved; or of ``--init-from`` (an entry name or a folder), its vocabulary grown by
+    the words of the training captions ``items`` it lacks (seen ``min_count`` times), each with new rows
+    (:func:`~captioner.model.grow_word_rows`), so that fine-tuning can learn them rather than read ``<unk>``;
+    else a vocabulary of ``items`` and no weights."""
+    captions = [c for it in items for c in it.captions]
+    if last is None and cfg.init_from is None:
+        return Vocabulary.build(captions, cfg.min_count, cfg.max_length), None, {}, None
+    init = last or resolve_weights(cfg.init_from, "caption")[0]
     vocab = Vocabulary.load(init / VOCAB_FILE)
     weights, config = load_checkpoint(init)
     decoder_weights, tuned = split_encoder_weights(weights)
+    if last is None:
+        vocab = vocab.extended(captions, cfg.min_count)
+        decoder_weights = grow_word_rows(decoder_weights, len(vocab), cfg.seed)
+        config = {**config, "decoder": {**config["decoder"], "vocab_size": len(vocab)}}
     return vocab, decoder_weights, tuned, config
 
 
@@ -296,8 +306,8 @@ class CaptionTask(Task):
         train_items = [it for _, _, items in train_mix for it in items]
         self.mix_weights = [spec.weight for _, spec, _ in train_mix]
         self.image_source = np.repeat(np.arange(len(train_mix)), [len(items) for _, _, items in train_mix])
-        init = last or (Path(cfg.init_from) if cfg.init_from else None)  # the architecture then comes from init
-        self.vocab, decoder_weights, self.tuned, init_config = starting_point(cfg, init, train_items)
+        # with last/ or --init-from, the architecture comes from there
+        self.vocab, decoder_weights, self.tuned, init_config = starting_point(cfg, last, train_items)
         encoder = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.finetune_blocks, self.tuned)
         val_items = [it for _, items in self.val_parts for it in items]
         self.train_set, self.val_set = encode_caption_sets(cfg, encoder, train_items, val_items, self.vocab, rank,

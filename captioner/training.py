@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from .checkpoint import atomic_directory, existing_checkpoint, load_state, save_state
+from .checkpoint import atomic_directory, existing_checkpoint, load_state, read_json, save_state
 from .config import check, setting
 from .data import DatasetSpec
 from .decoding import MAX_WORDS
 from .encoder import ENCODERS
+from .progress import progress_bar
 from .vocab import MAX_CAPTION_WORDS, Vocabulary
 
 T = TypeVar("T")
@@ -357,8 +357,8 @@ class Run:
         batches = batches[self.rank :: self.world][: len(batches) // self.world]  # as many on every process
         net.train()
         seen, total = 0, 0.0
-        bar = tqdm(total=len(batches), initial=self.step_in_epoch, disable=self.rank != 0, unit="batch",
-                   desc=f"epoch {self.epoch + 1}/{self.total_epochs}" + (f" ({phase.name})" if phase.name else ""))
+        bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{self.total_epochs}" + (
+            f" ({phase.name})" if phase.name else ""), "batch", disable=self.rank != 0, initial=self.step_in_epoch)
         for step in range(self.step_in_epoch, len(batches)):
             loss, value = phase.loss(net, batches[step])
             optimizer.zero_grad(set_to_none=True)
@@ -411,7 +411,7 @@ def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     last = existing_checkpoint(out / "last") if resume else None
-    saved = json.loads((last / "config.json").read_text())["training"] if last else None
+    saved = read_json(last / "config.json")["training"] if last else None
     check_run_folder(out, saved, cfg, resume, overwrite)
     if resume and last is None and rank == 0:
         print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")

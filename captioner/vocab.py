@@ -68,6 +68,13 @@ class Vocabulary:
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         return cls(list(SPECIALS) + kept, max_length)
 
+    def extended(self, texts: Iterable[str], min_count: int) -> "Vocabulary":
+        """This vocabulary with the words of ``texts`` it lacks, seen at least ``min_count`` times, added at the
+        end (most frequent first): every word it had keeps its id, so trained weights keep their rows."""
+        counts = Counter(w for t in texts for w in tokenize(t) if w not in self.index)
+        added = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return Vocabulary(self.words + added, self.max_length)
+
     def __len__(self) -> int:
         return len(self.words)
 

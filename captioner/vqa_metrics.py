@@ -1,7 +1,15 @@
 """VQA accuracy as the official VQA v2 evaluation (vqaEval.py) computes it, and exact match.
 
-Answers are normalized (punctuation, number words, articles, contractions); a prediction then earns
-min(#humans who gave it / 3, 1), averaged over the 10 leave-one-out subsets of the human answers.
+The soft accuracy (:func:`vqa_soft_accuracy`), for a question with three or more human answers, follows
+vqaEval.py line for line: when the humans disagree, the prediction and their answers are normalized
+(punctuation, number words, articles, contractions); when they all gave the same answer, nothing is (only
+tabs, newlines and outer spaces go), so "Yes" earns nothing against ten "yes". A prediction then earns
+min(#humans who gave it / 3, 1), averaged over the leave-one-out subsets of the human answers.
+
+Questions with one or two answers (DAQUAR, COCO-QA, POPE, your own data) are the project's own rule, not
+vqaEval.py's (which would give them 0 or 1/3): exact match, after normalization, against any of them
+(:func:`question_metric`). :func:`vqa_report` counts these rows apart (``by_metric``), so that a report can say
+how much of its accuracy is exact match.
 """
 from __future__ import annotations
 
@@ -64,12 +72,19 @@ def normalize_answer(answer: str) -> str:
     return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
 
+def _plain(answer: str) -> str:
+    """What vqaEval.py does to every answer: tabs and newlines to spaces, outer spaces stripped."""
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
 def vqa_soft_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one prediction: min(matches / 3, 1) averaged over leave-one-out subsets."""
+    """Official VQA accuracy of one prediction: min(matches / 3, 1) averaged over leave-one-out subsets, with
+    answers normalized only when the humans disagree, as vqaEval.py does."""
     if not human_answers:
         raise ValueError("no human answers")
-    pred = normalize_answer(prediction)
-    gts = [normalize_answer(a) for a in human_answers]
+    pred, gts = _plain(prediction), [_plain(a) for a in human_answers]
+    if len(set(gts)) > 1:
+        pred, gts = normalize_answer(pred), [normalize_answer(a) for a in gts]
     return sum(min(1.0, sum(g == pred for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))) / len(gts)
 
 
@@ -114,7 +129,8 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
                metric: str = "auto") -> dict:
     """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and
     per answer type. ``metric`` "vqa" is the official soft accuracy; "exact" counts a prediction right
-    when it matches any listed answer; "auto" picks one of the two per question (:func:`question_metric`)."""
+    when it matches any listed answer; "auto" picks one of the two per question (:func:`question_metric`), and
+    ``by_metric`` gives the accuracy and count of each kind of row ("vqa", "exact": fewer than 3 answers)."""
     if metric not in ("vqa", "exact", "auto"):
         raise ValueError(f"unknown metric {metric!r} (choose vqa, exact or auto)")
     orphans = [q for q in predictions if q not in answers]
@@ -124,6 +140,11 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
         raise ValueError("no predictions to evaluate")
     score = {q: question_score(p, answers[q], metric) for q, p in predictions.items()}
     report = {"metric": metric, "accuracy": float(np.mean(list(score.values()))), "questions": len(score)}
+    if metric == "auto":  # which rows the soft accuracy scored, and which exact match
+        by_metric: dict = {}
+        for q, s in score.items():
+            by_metric.setdefault(question_metric(answers[q]), []).append(s)
+        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)} for m, v in sorted(by_metric.items())}
     if answer_types:
         groups: dict = {}
         for q, s in score.items():

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 from gradio_client import Client
@@ -48,15 +48,15 @@ def train_tiny_weights(folder: Path) -> Path:
 
 @contextmanager
 def running_app(weights: Path, log: Path, timeout: float = 180.0, cache_cleanup: tuple[int, int] | None = None,
-                env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """Start ``python app.py`` on a free port, with ``env`` added to its environment and, when given, its
+                env: dict[str, str] | None = None, args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """Start ``python app.py [args]`` on a free port, with ``env`` added to its environment and, when given, its
     ``CACHE_CLEANUP`` replaced; yield its URL and process id; stop it afterwards (SIGTERM)."""
     port = free_port()
     app = [str(ROOT / "app.py")] if cache_cleanup is None else [
         "-c", f"import sys, captioner.app as app; app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(app.main())"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights)], cwd=ROOT,
-                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights), *args],
+                                cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -73,6 +76,10 @@ def test_ask_answers_or_says_the_vqa_weights_are_missing(client, has_vqa):
         client.predict(handle_file(str(EXAMPLE)), "???", api_name="/ask")
 
 
+# What a message about an unusable image says about the limits (images.MAX_PIXELS and app.MAX_FILE_MB).
+LIMITS = r"\(this app reads images of up to 80 megapixels and 25 MB\)"
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad")
@@ -84,10 +91,12 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("api, make_args, message", [
-    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))], r"^notes\.txt: not an image file$"),
+    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))], rf"^notes\.txt: not an image file {LIMITS}$"),
     ("/caption", lambda f: [handle_file(str(f["broken.jpg"]))], r"^broken\.jpg: "),
-    ("/caption", lambda f: [handle_file(str(f["huge.png"]))], r"^huge\.png: image too large \(9000x9000 pixels\)$"),
-    ("/caption", lambda f: [handle_file(str(f["bomb.png"]))], r"^bomb\.png: image too large \(10000x9000 pixels\)$"),
+    ("/caption", lambda f: [handle_file(str(f["huge.png"]))],
+     rf"^huge\.png: image too large \(9000x9000 pixels.*{LIMITS}$"),
+    ("/caption", lambda f: [handle_file(str(f["bomb.png"]))],
+     rf"^bomb\.png: image too large \(10000x9000 pixels.*{LIMITS}$"),
     ("/caption", lambda f: [None], "Upload an image first"),
     ("/caption", lambda f: [handle_file(str(EXAMPLE)), "beam", 500], r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$"),
     ("/ask", lambda f: [handle_file(str(EXAMPLE)), "   "], "Type a question first"),
@@ -142,10 +151,84 @@ def test_the_api_reads_no_server_file_and_answers_every_path_alike(app_url, serv
     assert event == "complete" and data[0]
 
 
-def test_paths_marked_as_uploads_are_refused_alike_by_gradio(app_url, server_paths):
-    marked = [call_raw(app_url, "caption", [{"path": server_paths[name], "meta": {"_type": "gradio.FileData"}},
-                                            "beam", 3, 1.0, 0, 3]) for name in ("an image", "a missing file", "a FIFO")]
-    assert marked[0][0] == "error" and marked.count(marked[0]) == 3
+def upload(app_url: str, *files: tuple[str, bytes]) -> httpx.Response:
+    """One POST to Gradio's upload route, as any HTTP client can send it."""
+    return httpx.post(f"{app_url}gradio_api/upload", files=[("files", file) for file in files], timeout=60)
+
+
+@pytest.fixture(scope="module")
+def uploaded(app_url) -> dict:
+    """An image uploaded to the app, as an API call names it."""
+    response = upload(app_url, ("tennis.jpg", EXAMPLE.read_bytes()))
+    return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths, uploaded, new_log):
+    marked = {"_type": "gradio.FileData"}
+    upload_file = Path(uploaded["path"])  # in its own folder, in the app's upload folder
+    paths = [server_paths[name] for name in ("an image", "a folder", "a missing file", "a FIFO")]
+    paths += [str(upload_file.parent), str(upload_file.parent.parent)]  # never a folder, nor the uploads' own
+    forms = [form for path in paths for form in ({"path": path, "meta": marked},
+                                                 {"path": path, "url": "http://127.0.0.1:9/x", "meta": marked},
+                                                 path, [path])]
+    answers = [call_raw(app_url, "caption", [form, "beam", 3, 1.0, 0, 3]) for form in forms]
+    assert all(answer == ("error", answers[0][1]) for answer in answers), answers
+    assert answers[0][1]["error"].startswith("Upload the image again: this app reads only images")
+    log = new_log()
+    assert "Traceback" not in log and log.count("captioner app: refused: ") == len(forms)
+
+
+TEN_MB = "x" * 10_000_000
+
+
+@pytest.mark.parametrize("api, make_data, message", [
+    ("caption", lambda image: [], "^caption takes 6 inputs, not 0$"),
+    ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
+    ("ask", lambda image: [], "^ask takes 2 inputs, not 0$"),
+    ("ask", lambda image: [image], "^ask takes 2 inputs, not 1$"),
+    ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
+    ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
+    ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
+    ("caption", lambda image: [image, TEN_MB, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
+    ("caption", lambda image: [image, "beam", TEN_MB, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
+    ("caption", lambda image: [image, {"beam": 1}, 3, 1.0, 0, 3], "^method must be one of .*, not a dict$"),
+])
+def test_raw_calls_get_the_apps_one_line_reason_and_the_log_one_line(app_url, uploaded, new_log, api, make_data,
+                                                                      message):
+    event, data = call_raw(app_url, api, make_data(uploaded))
+    assert event == "error" and isinstance(data["error"], str), data  # not {"error": null}
+    assert re.match(message, data["error"]) and len(data["error"]) < 200, data["error"][:300]
+    log = new_log()
+    assert "Traceback" not in log and log.count("captioner app: refused: ") == 1, log[-2000:]
+
+
+def test_an_upload_request_carries_one_file_of_25_mb_at_most(app_url):
+    image = EXAMPLE.read_bytes()
+    assert upload(app_url, ("one.jpg", image)).status_code == 200
+    refused = upload(app_url, ("first.jpg", image), ("second.jpg", image))
+    assert refused.status_code == 413 and "at most 1 file(s), 25 MB in all" in refused.text
+    too_big = b"x" * (25 * 2**20 + 2**16)  # declared as such in Content-Length, or sent in chunks without it
+    assert upload(app_url, ("big.jpg", too_big)).status_code == 413
+    chunks = (too_big[i:i + 2**20] for i in range(0, len(too_big), 2**20))
+    boundary = "b0undary"
+    body = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n\r\n'.encode(),
+            *chunks, f"\r\n--{boundary}--\r\n".encode()]
+    chunked = httpx.post(f"{app_url}gradio_api/upload", content=iter(body), timeout=60,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert chunked.status_code == 413
+    stored = {p.name for p in Path(upload(app_url, ("one.jpg", image)).json()[0]).parent.parent.rglob("*")}
+    assert not stored & {"first.jpg", "second.jpg", "big.jpg"}
+
+
+def test_monitoring_is_off_by_default(app_url, app_log):
+    assert httpx.get(f"{app_url}monitoring/summary").status_code == 403
+    assert httpx.get(f"{app_url}monitoring").status_code == 403
+    assert "Monitoring URL" not in app_log.read_text()
+
+
+def test_the_startup_log_names_the_share_option(app_url, app_log):
+    log = app_log.read_text()
+    assert "start it with --share true" in log and "share=True" not in log
 
 
 IMAGE_ARGS = [handle_file(str(EXAMPLE))]
@@ -173,24 +256,59 @@ def test_odd_api_values_get_one_line_errors_and_no_traceback(client, new_log, ap
     assert "Traceback" not in new_log()
 
 
-@pytest.mark.slow
-def test_uploads_are_deleted_after_a_while_and_at_shutdown(weights_dir, tmp_path):
+def abandon_upload(app_url: str) -> None:
+    """Start an upload and walk away: the server has stored its first bytes when this returns."""
+    url = urlparse(app_url)
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="files"; filename="slow.png"\r\n\r\n' + b"x" * 10_000
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + part)
+        time.sleep(1)
+
+
+def test_uploads_are_deleted_after_a_while_and_at_shutdown_whatever_a_request_sends(weights_dir, tmp_path):
     cache = tmp_path / "gradio"
-    for color in ("red", "blue"):
+    for color in ("red", "blue", "green"):
         draw(color, "circle").save(tmp_path / f"{color}.png")
 
-    def cached(name: str) -> list[Path]:
+    def cached(name: str = "*") -> list[Path]:
         return [p for p in cache.rglob(name) if p.is_file()]
 
-    with running_app(weights_dir, tmp_path / "app.log", cache_cleanup=(1, 2),
-                     env={"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
+    def wait_until_gone(name: str) -> None:
+        deadline = time.monotonic() + 60
+        while cached(name) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not cached(name)
+
+    log = tmp_path / "app.log"
+    with running_app(weights_dir, log, cache_cleanup=(1, 2), env={"GRADIO_TEMP_DIR": str(cache)},
+                     args=["--monitoring", "true"]) as (url, _):
         client = Client(url, verbose=False, analytics_enabled=False, ssl_verify=False)
         client.predict(handle_file(str(tmp_path / "red.png")), api_name="/caption")
         assert cached("red.png")
-        deadline = time.monotonic() + 60
-        while cached("red.png") and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not cached("red.png")  # deleted while the app runs, once older than 2 s
+        wait_until_gone("red.png")  # deleted while the app runs, once older than 2 s
+        # A request naming the upload folder itself (every upload response shows its path) is refused, and the
+        # cleanup goes on: with Gradio's own, the folder was recorded for deletion and stopped it.
+        uploads = Path(upload(url, ("tennis.jpg", EXAMPLE.read_bytes())).json()[0]).parent.parent
+        for folder in (uploads, uploads.parent):
+            event, data = call_raw(url, "caption", [{"path": str(folder), "meta": {"_type": "gradio.FileData"}},
+                                                   "beam", 3, 1.0, 0, 3])
+            assert event == "error" and data["error"].startswith("Upload the image again")
+        time.sleep(3)  # a few cleanups later
         client.predict(handle_file(str(tmp_path / "blue.png")), api_name="/caption")
         assert cached("blue.png")
-    assert not cached("blue.png")  # deleted when the app stops (SIGTERM)
+        wait_until_gone("blue.png")
+        before = set(cached())
+        abandon_upload(url)
+        partial = set(cached()) - before
+        assert partial  # what the abandoned upload left, removed as old as well
+        deadline = time.monotonic() + 60
+        while partial & set(cached()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not partial & set(cached())
+        assert httpx.get(f"{url}monitoring/summary").status_code == 200  # --monitoring true turns it on
+        client.predict(handle_file(str(tmp_path / "green.png")), api_name="/caption")
+        assert cached("green.png")
+    assert not cached()  # all deleted when the app stops (SIGTERM), cleanly
+    text = log.read_text()
+    assert "Traceback" not in text and "shutdown failed" not in text and "IsADirectoryError" not in text

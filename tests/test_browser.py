@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
+from PIL import Image
 
 from conftest import EXAMPLE_IMAGE
 
@@ -15,19 +16,25 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Root needs --no-sandbox; the other two keep Chromium from calling out on a closed network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 TIMEOUT_MS = 30_000
+DESKTOP, PHONE = {"width": 1280, "height": 1000}, {"width": 390, "height": 844}  # PHONE: an iPhone 12 to 15
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
 
 
 @pytest.fixture
-def page(app_url: str):
+def viewport() -> dict[str, int]:
+    return DESKTOP  # a test parametrized with "viewport" runs at other sizes too
+
+
+@pytest.fixture
+def page(app_url: str, viewport: dict[str, int]):
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)  # a slow, shared CPU may take seconds to caption
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport=viewport)
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(app_url)
         yield page
@@ -39,12 +46,14 @@ def _upload(page, path: Path) -> None:
     page.locator("#image img").first.wait_for()  # the preview shows once the upload is done
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_caption_look_inside_and_ask_in_the_browser(page, client, has_vqa, tmp_path):
     from playwright.sync_api import expect
 
-    _upload(page, EXAMPLE_IMAGE)
-    page.get_by_role("button", name="Caption", exact=True).click()
+    _upload(page, EXAMPLE_IMAGE)  # captioned at once; the button captions again
     caption = page.locator("#caption-text textarea")
+    expect(caption).not_to_have_value("")
+    page.get_by_role("button", name="Caption", exact=True).click()
     expect(caption).not_to_have_value("")
     assert caption.input_value() == client.predict(handle_file(str(EXAMPLE_IMAGE)), api_name="/caption")[0]
 
@@ -76,41 +85,112 @@ def test_bad_input_in_the_browser_gets_a_warning_and_no_error_state(page, new_lo
 
     fake = tmp_path / "photo.jpg"  # the browser accepts it by its name; the server finds no image in it
     fake.write_text("not a picture")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 9000)).save(huge)  # 81 megapixels in a 10 kB file
     page.get_by_role("tab", name="Caption").click()
-    page.locator("#image input[type=file]").set_input_files(str(fake))
-    page.get_by_role("button", name="Caption", exact=True).click()
-    expect(toast.filter(has_text="photo.jpg: not an image file")).to_contain_text("Warning")
+    for path, message in ((fake, "photo.jpg: not an image file"), (huge, "huge.png: image too large")):
+        page.locator("#image input[type=file]").set_input_files(str(path))  # told on upload, before any click
+        told = toast.filter(has_text=message)
+        expect(told).to_contain_text("Warning")
+        expect(told).to_contain_text("80 megapixels and 25 MB")  # the limits, as the message states them
+    page.get_by_role("button", name="Caption", exact=True).click()  # told again, still a warning
     for output in ("#caption-text", "#alternatives"):
         expect(page.locator(output)).not_to_contain_text("Error")
     assert "Traceback" not in new_log()
 
     _upload(page, EXAMPLE_IMAGE)  # and the app keeps serving
-    page.get_by_role("button", name="Caption", exact=True).click()
     expect(page.locator("#caption-text textarea")).not_to_have_value("")
     page.screenshot(path=str(tmp_path / "bad-input.png"), full_page=True)
 
 
-def test_a_new_image_clears_the_last_images_results(page):
+def test_a_warning_clears_the_stale_output_next_to_it(page, has_vqa):
+    from playwright.sync_api import expect
+
+    if not has_vqa:
+        pytest.skip("needs weights with vqa/")
+    _upload(page, EXAMPLE_IMAGE)
+    page.get_by_role("tab", name="Ask").click()
+    page.locator("#question textarea").fill("What sport is this?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    answer = page.locator("#answers [data-testid=label-output-value]")
+    expect(answer).to_be_visible()
+    page.locator("#question textarea").fill("")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.get_by_test_id("toast-body")).to_contain_text("Type a question first")
+    expect(answer).to_have_count(0)  # the last question's answer no longer stands beside an empty question
+
+
+def test_clicking_an_example_captions_it_at_once(page, client):
+    from playwright.sync_api import expect
+
+    pizza = EXAMPLE_IMAGE.parent / "pizza.jpg"
+    page.locator("#examples img[src*='pizza']").click()
+    caption = page.locator("#caption-text textarea")
+    expect(caption).not_to_have_value("")  # no Caption click
+    assert caption.input_value() == client.predict(handle_file(str(pizza)), api_name="/caption")[0]
+
+
+def test_a_new_image_replaces_the_last_images_results(page):
     from playwright.sync_api import expect
 
     _upload(page, EXAMPLE_IMAGE)
-    page.get_by_role("button", name="Caption", exact=True).click()
     caption, alternatives = page.locator("#caption-text textarea"), page.locator("#alternatives")
     expect(caption).not_to_have_value("")
     tennis = caption.input_value()
     expect(alternatives).to_contain_text(tennis)
     page.get_by_role("tab", name="Look inside").click()
-    expect(page.locator("#heatmap img")).to_be_visible()
+    heatmap = page.locator("#heatmap img")
+    expect(heatmap).to_be_visible()
+    tennis_heatmap = heatmap.get_attribute("src")
 
-    page.locator("img[src*='pizza']").first.click()  # another image, an example: the tennis results must go
+    page.locator("#examples img[src*='pizza']").click()  # another image, an example: the tennis results must go
     expect(page.locator("#image img[src*='pizza']")).to_be_visible()
-    expect(page.locator("#heatmap img")).to_have_count(0)
-    expect(page.locator("#cell-plot img")).to_have_count(0)
+    expect(heatmap).to_be_visible()
+    expect(heatmap).not_to_have_attribute("src", tennis_heatmap)
     page.get_by_role("tab", name="Caption").click()
-    expect(caption).to_have_value("")
-    expect(alternatives).not_to_contain_text(tennis)
-    page.get_by_role("button", name="Caption", exact=True).click()
     expect(caption).not_to_have_value("")
+    expect(caption).not_to_have_value(tennis)
+    expect(alternatives).not_to_contain_text(tennis)
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes share any area."""
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+@pytest.mark.parametrize("viewport", [PHONE], ids=["phone"])
+def test_on_a_phone_the_first_screen_holds_the_image_the_button_and_the_caption(page, viewport, tmp_path):
+    from playwright.sync_api import expect
+
+    _upload(page, EXAMPLE_IMAGE)
+    expect(page.locator("#caption-text textarea")).not_to_have_value("")
+    page.screenshot(path=str(tmp_path / "phone-first-screen.png"))  # what the phone shows before any scrolling
+    for element in ("#image", "#caption-button", "#caption-text"):
+        box = page.locator(element).bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], (element, box)
+        assert 0 <= box["x"] and box["x"] + box["width"] <= viewport["width"], (element, box)
+
+    table = page.locator("#alternatives")
+    table.scroll_into_view_if_needed()
+    for header in ("rank", "caption", "score", "log-prob"):  # every column on the screen, the scores too
+        box = table.locator("th", has_text=header).first.bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= viewport["width"], (header, box)
+    cells = [cell for cell in table.locator(".cell-wrap span").all() if cell.is_visible()]  # the values shown
+    assert len(cells) >= 4
+    for cell in cells:  # on the screen and wrapped, not cut off
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= viewport["width"] and cell.evaluate("e => e.scrollWidth <= e.clientWidth")
+
+    page.get_by_role("tab", name="Look inside").click()
+    for plot in ("#heatmap", "#cell-plot"):
+        image = page.locator(f"{plot} img")
+        expect(image).to_be_visible()
+        labels = [label for label in page.locator(f"{plot} label").all() if label.is_visible()]
+        assert not any(_overlap(label.bounding_box(), image.bounding_box()) for label in labels), plot
+    page.screenshot(path=str(tmp_path / "phone-look-inside.png"), full_page=True)
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("phone-first-screen.png",
+                                                                        "phone-look-inside.png"))
 
 
 def test_typing_a_cell_index_and_pressing_enter_shows_that_cell(page):

@@ -101,7 +101,9 @@ def test_caption_cli_formats(images, weights_dir, tmp_path, capsys):
     assert main(["caption", good[0], "--weights", str(weights_dir), "--format", "csv", "--sample", "--seed", "3",
                  "--n-best", "2"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["rank"] for r in rows] == ["1", "2"] and float(rows[0]["log_prob"]) >= float(rows[1]["log_prob"])
+    assert [r["rank"] for r in rows] == ["1", "2"] and all(float(r["score"]) < 0 for r in rows)
+    assert main(["caption", good[0], "--weights", str(weights_dir), "--format", "csv", "--sample", "--seed", "3"]) == 0
+    assert list(csv.DictReader(io.StringIO(capsys.readouterr().out)))[0]["caption"] == rows[0]["caption"]  # drawn first
 
 
 def test_weights_carry_their_decoding_defaults_and_flags_override_them(weights_dir, tmp_path):

@@ -141,16 +141,16 @@ def test_no_datasets_is_a_one_line_error_that_shows_the_formats(tmp_path):
         train(TrainConfig(out=str(tmp_path / "run")))
     message = str(error.value)
     assert message == ("no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, "
-                       "karpathy; e.g. --data flickr8k:data/flickr8k --data coco:data/coco:1.5)")
-    with pytest.raises(ValueError, match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\), generated; e\.g"):
+                       "karpathy, imagefolder; e.g. --data flickr8k:data/flickr8k --data coco:data/coco:1.5)")
+    with pytest.raises(ValueError, match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\), generated, imagefolder; e\.g"):
         train_vqa(VQATrainConfig(out=str(tmp_path / "vqa")))
     assert not (tmp_path / "run").exists() and not (tmp_path / "vqa").exists()
 
 
 @pytest.mark.parametrize("config_cls, data, says", [
     (TrainConfig, "flickr8k", "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
-    (TrainConfig, "daquar:x", "dataset 'daquar:x': unknown format 'daquar' (formats: flickr8k, coco, karpathy)"),
-    (TrainConfig, "coco:x:0", "dataset 'coco:x:0': expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight > 0"),
+    (TrainConfig, "daquar:x", "dataset 'daquar:x': unknown format 'daquar' (formats: flickr8k, coco, karpathy, imagefolder)"),
+    (TrainConfig, "coco:x:0", "dataset 'coco:x:0': expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight above 0 and at most 100"),
     (VQATrainConfig, "daquar", "dataset 'daquar': give its folder, as daquar:FOLDER[:WEIGHT]"),
     (VQATrainConfig, "karpathy:x", "dataset 'karpathy:x': unknown format 'karpathy'"),
 ])

@@ -26,7 +26,7 @@ HYPOTHESIS_SPREAD = {
     "repeated": lambda refs, rng: " ".join([rng.choice(WORDS)] * 6),
     "punctuation": lambda refs, rng: "A dog , runs !!! ( fast ) ... in the \"park\" ; isn't it ?",
     "unicode": lambda refs, rng: "Un café naïve — über straße ☺ 😀 dog",
-    "long": lambda refs, rng: " ".join(refs * 8),
+    "long": lambda refs, rng: " ".join(refs * 3),  # up to 195 words: past MAX_WORDS (200) captions are cut
 }
 
 
@@ -192,16 +192,27 @@ def test_normalization_makes_answers_equal(prediction, answer):
 @pytest.mark.parametrize("humans_agreeing, accuracy", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
 def test_soft_accuracy_leave_one_out(humans_agreeing, accuracy):
     # Of 10 subsets of 9 humans: leaving out an agreeing human leaves k-1 matches, any other leaves k.
-    humans = ["two"] * humans_agreeing + ["three"] * (10 - humans_agreeing)
+    humans = ["2"] * humans_agreeing + ["three"] * (10 - humans_agreeing)
     assert vqa_soft_accuracy("2", humans) == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("prediction, humans, accuracy", [
+    ("Yes", ["yes"] * 10, 0.0), ("yes.", ["yes"] * 10, 0.0), (" yes\n", ["yes"] * 10, 1.0),  # unanimous: as given
+    ("two", ["2"] * 3, 0.0), ("Yes", ["yes"] * 9 + ["no"], 1.0), ("yes.", ["Yes"] * 4 + ["no"] * 6, 1.0),  # they disagree: normalized
+])
+def test_unanimous_answers_are_not_normalized_as_in_vqaeval(prediction, humans, accuracy):
+    """vqaEval.py normalizes the prediction and the human answers only when the humans disagree."""
+    assert vqa_soft_accuracy(prediction, humans) == pytest.approx(accuracy)
 
 
 def test_vqa_report_per_type_and_exact():
     answers = {1: ["yes"] * 10, 2: ["2"] * 3 + ["3"] * 7, 3: ["red"] * 10}
     types = {1: "yes/no", 2: "number", 3: "other"}
-    report = vqa_report({1: "Yes.", 2: "two", 3: "blue"}, answers, types)
+    report = vqa_report({1: "yes", 2: "two", 3: "blue"}, answers, types)
     assert report["accuracy"] == pytest.approx((1.0 + 0.9 + 0.0) / 3)
     assert report["per_type"]["number"] == {"accuracy": pytest.approx(0.9), "questions": 1}
+    mixed = vqa_report({1: "yes", 2: "Chair", 3: "sofa"}, {1: ["yes"] * 10, 2: ["chair"], 3: ["table", "desk"]})
+    assert mixed["by_metric"] == {"exact": {"accuracy": 0.5, "questions": 2}, "vqa": {"accuracy": 1.0, "questions": 1}}
     exact = vqa_report({1: "chair", 2: "table"}, {1: ["chair"], 2: ["chair, table"]}, metric="exact")
     assert exact["accuracy"] == 0.5 and "per_type" not in exact
     with pytest.raises(ValueError, match="no reference answers"):

@@ -6,6 +6,8 @@ a traceback (it fails the test); a few subprocess runs check the real command as
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import re
@@ -85,6 +87,12 @@ OPTION_GRID = (
        ["train-vqa", "--lr", "1e300"], ["train", "--hidden-dim", "100000"], ["train", "--max-length", "101"],
        ["train", "--seed", str(2 ** 32)], ["train-vqa", "--epochs", "0"], ["train-vqa", "--fusion", "sum"],
        ["caption"], ["caption", IMAGE, "--format", "xml"], ["frobnicate"], ["caption", IMAGE, "--no-such-flag"]]
+    + [["caption", IMAGE, "--length-penalty", value] for value in ("1e300", "99999999999999999999999", "1_000")]
+    + [["caption", IMAGE, "--sample", option, "1e-300"] for option in ("--temperature", "--top-p")]
+    + [[command, *option] for command in ("train", "train-vqa") for option in (  # issue 27's probes
+        ["--lr", "1e300"], ["--weight-decay", "1e300"], ["--hidden-dim", "10000000"], ["--embed-dim", "1000000000"],
+        ["--threads", "1e20"], ["--threads", "100000000000000000000"], ["--max-length", "1000000000"],
+        ["--epochs", "0"])]
 )
 
 
@@ -96,7 +104,7 @@ def test_bad_option_values_are_one_line_errors_at_parse_time(capsys, argv):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["train"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, karpathy;"),
+    (["train"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, karpathy, imagefolder;"),
     (["train-vqa"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: daquar, coco, vqa2,"),
     (["train", "--data", "flickr8k"], "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
     (["train", "--data", "daquar:x"], "dataset 'daquar:x': unknown format 'daquar'"),
@@ -136,6 +144,8 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     paths["null.json"].write_text(json.dumps([{"image_id": "1.jpg", "caption": None}]))
     paths["binary.json"].write_bytes(b"\xff\xfe\x00\x81" * 10)
     paths["answered.csv"].write_text("image_id,question,predicted_answer\nx,what is it,cat\n")
+    paths["repeated.csv"] = d / "repeated.csv"
+    paths["repeated.csv"].write_text("image_id,question,image_id\nx,what is it,y\n")
     paths["binary.csv"].write_bytes(b"\xff\xfe\x00\x81" * 10)
     paths["garbage.pt"].write_bytes(b"not a torch file")
     for name, corrupt in {
@@ -170,7 +180,7 @@ BROKEN_WEIGHTS = {  # checkpoint folder made by `bad`: what its one-line load er
     "weights_nan": "model.safetensors: 1 tensor(s) hold NaN or infinite values (first: embed.weight)",
     "config_not_json": "config.json: cannot read JSON",
     "config_no_decoder": "config.json: missing 'decoder'",
-    "config_bad_setting": "config.json: cell must be one of",
+    "config_bad_setting": "config.json: decoder: cell must be one of",
     "config_wrong_shape": "model.safetensors: the weights do not fit the model its config.json describes "
                           "(wrong shape: ",
     "vocab_broken": "vocab.json: vocabulary must start with",
@@ -200,6 +210,8 @@ INPUT_GRID = {  # name: (argv from the bad files and the weights, what the one l
                                                      str(b["folder"]), "--weights", str(w)], ""),
     "binary CSV": (lambda b, w: ["ask", "--batch", str(b["binary.csv"]), "--images", str(b["folder"]),
                                  "--weights", str(w)], ""),
+    "CSV naming a column twice": (lambda b, w: ["ask", "--batch", str(b["repeated.csv"]), "--images",
+                                                str(b["folder"]), "--weights", str(w)], "'image_id' more than once"),
     "empty question": (lambda b, w: ["ask", IMAGE, "?!", "--weights", str(w)], ""),
 }
 
@@ -292,7 +304,7 @@ def test_vqa_load_errors_name_the_file_in_one_line(tmp_path):
     model = VQAModel(VQAConfig(len(vocab), 2, 1280, embed_dim=4, hidden_dim=4, fused_dim=4, mlp_dim=4))
     save_checkpoint(tmp_path, model, {"task": "vqa", "encoder": "efficientnet-lite0", "model": asdict(model.config)},
                     {"vocab.json": {"max_length": 30, "words": vocab.words}, "answers.json": ["yes", "no", "maybe"]})
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: vocab_size 5 and num_answers 2, "
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: model: vocab_size 5 and num_answers 2, "
                                                    "but vocab.json has 5 words and answers.json 3 answers")):
         VQAPredictor.from_pretrained(tmp_path)
     (tmp_path / "answers.json").write_text("[yes")
@@ -319,7 +331,9 @@ def test_seeded_samples_are_independent_and_do_not_depend_on_the_batch():
     together = decode(model, feats, cfg, keys)
     for hyps in together:
         assert len({tuple(h.tokens) for h in hyps}) > 1  # not the same sample n_best times
-        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    fewer = decode(model, feats, dataclasses.replace(cfg, n_best=2), keys)  # samples keep the order they were drawn
+    assert [[h.tokens for h in hyps] for hyps in fewer] == [[h.tokens for h in hyps[:2]] for hyps in together]
+    assert any([h.score for h in hyps] != sorted((h.score for h in hyps), reverse=True) for hyps in together)
     for i, key in enumerate(keys):  # alone, or with other images, or at another place in the batch
         alone = decode(model, feats[i : i + 1], cfg, [key])[0]
         assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
@@ -332,9 +346,10 @@ def test_seeded_samples_are_independent_and_do_not_depend_on_the_batch():
 def test_an_image_gets_the_same_sampled_captions_alone_or_in_a_folder(weights_dir, capsys):
     flags = ["--weights", str(weights_dir), "--sample", "--seed", "0", "--n-best", "3"]
     code, alone, _ = run(capsys, ["caption", IMAGE, *flags])
-    assert code == 0 and len(alone.splitlines()) == 3
+    header, *alone = alone.splitlines()
+    assert code == 0 and len(alone) == 3 and header == "file\tsample\tscore\tlog_prob\tcaption"
     code, folder, _ = run(capsys, ["caption", str(EXAMPLE_IMAGE.parent), *flags, "--batch-size", "4"])
-    assert code == 0 and [line for line in folder.splitlines() if line.startswith(IMAGE)] == alone.splitlines()
+    assert code == 0 and [line for line in folder.splitlines() if line.startswith(IMAGE)] == alone
 
 
 # ---------------------------------------------------------------- tokenization
@@ -413,3 +428,187 @@ def test_huge_images_get_the_documented_one_line_message(tmp_path, width, height
     with pytest.raises(BadImageError) as error:
         load_image(path)
     assert str(error.value) == f"{path}: {message}"
+
+
+# ---------------------------------------------------------------- odd file names (issue 26)
+
+
+@pytest.fixture
+def odd_names(tmp_path) -> Path:
+    """A folder with a plain name, a name that is not UTF-8 (``caf\\xe9.jpg``) and one holding a newline and a TAB."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in (b"plain.jpg", b"caf\xe9.jpg", b"new\nline\tname.jpg"):
+        (folder / os.fsdecode(name)).write_bytes(EXAMPLE_IMAGE.read_bytes())  # caf\udce9.jpg: PEP 383
+    return folder
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_its_bytes(weights_dir, odd_names, tmp_path, capsys):
+    out = tmp_path / "captions.txt"
+    for fmt in ("text", "csv"):
+        code, _, err = run(capsys, ["caption", str(odd_names), "--weights", str(weights_dir), "--format", fmt,
+                                    "-o", str(out), "--quiet"])
+        assert code == 0 and err == "", err
+        assert os.fsencode(odd_names) + b"/caf\xe9.jpg" in out.read_bytes() and b"plain.jpg" in out.read_bytes()
+
+
+def test_odd_file_names_to_a_strict_ascii_stdout(weights_dir, odd_names):
+    done = subprocess.run([sys.executable, "-m", "captioner.cli", "caption", str(odd_names), "--weights",
+                           str(weights_dir), "--quiet"], capture_output=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"})
+    assert done.returncode == 0 and done.stderr == b"", done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(b"\t")[0].rpartition(b"/")[2] for line in lines] == [b"caf\xe9.jpg", b"new\\nline\\tname.jpg",
+                                                                            b"plain.jpg"]
+
+
+def test_a_newline_or_tab_in_a_file_name_keeps_one_record_per_line(weights_dir, odd_names, capsysbinary):
+    for extra in ([], ["--beam", "2", "--n-best", "2"]):
+        code, out, _ = run(capsysbinary, ["caption", str(odd_names), "--weights", str(weights_dir), *extra])
+        out = out.decode(errors="surrogateescape")
+        lines = [line for line in out.splitlines() if not line.startswith("file\t")]
+        assert code == 0 and len(lines) == 3 * (2 if extra else 1)
+        assert all(line.count("\t") == (1 if not extra else 4) for line in lines)
+        assert sum(line.startswith(f"{odd_names}/new\\nline\\tname.jpg\t") for line in lines) == len(lines) // 3
+    (odd_names / "broken\nname.jpg").write_bytes(b"not an image")  # its report on stderr is one line too
+    code, _, err = run(capsysbinary, ["caption", str(odd_names / "broken\nname.jpg"), "--weights", str(weights_dir),
+                                      "--quiet"])
+    assert code == 1 and err.decode().startswith(f"captioner: skipped {odd_names}/broken\\nname.jpg: ")
+    assert err.decode().count("\n") == 2  # that line, and the count of files that could not be read
+
+
+# ---------------------------------------------------------------- full disks
+
+
+def test_a_full_disk_while_training_is_one_line_and_keeps_the_earlier_checkpoints(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    from captioner import checkpoint
+    from synthetic import make_flickr8k
+
+    data, out = make_flickr8k(tmp_path / "data"), tmp_path / "run"
+    saved = []
+
+    def save_file(tensors, filename):  # the 4th file, in epoch 2, finds the disk full, as safetensors reports it
+        saved.append(filename)
+        if len(saved) == 4:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real(tensors, filename)
+
+    real = checkpoint.save_file
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    code, _, err = run(capsys, ["train", "--data", f"flickr8k:{data}", "--out", str(out), "--epochs", "2",
+                                "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), "--embed-dim", "8",
+                                "--hidden-dim", "8", "--image-dim", "8", "--quiet"])
+    assert code == 1 and len(saved) == 4
+    assert re.fullmatch(rf"captioner: error: {re.escape(str(out))}/(best|last)\.new/\w+\.safetensors: "
+                        r"No space left on device\n", err.splitlines(keepends=True)[-1]), err
+    assert sorted(os.listdir(out)) == ["best", "last"]  # no half-written folder left behind
+    assert json.loads((out / "last" / "state.json").read_text()) and Captioner.from_pretrained(out / "best",
+                                                                                                 load_vqa=False)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_disk_too_full_for_the_feature_cache_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    images = []
+    for i in range(4):
+        images.append(tmp_path / f"{i}.png")
+        draw("red", "circle", 16).save(images[-1])
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(feature_cache, "encode_images", lambda encoder, chunk, flip=False, trunk=False:
+                        torch.ones(len(chunk), 1, 3))
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)  # space is reserved before the map is written
+    with pytest.raises(OSError) as error:
+        feature_cache.cached_features(_Encoder(), images, cache, batch_size=2)
+    e = error.value
+    assert e.filename.startswith(str(cache / "fake-4-")) and e.filename.endswith(".npy")
+    assert "No space left on device" in e.strerror and "\n" not in f"{e.filename}: {e.strerror}"
+    assert list(cache.iterdir()) == []
+
+
+# ---------------------------------------------------------------- ask --batch CSVs
+
+
+def test_question_csv_with_a_repeated_column_is_refused_and_ragged_rows_are_kept(tmp_path):
+    from captioner.files import AnswerWriter, read_question_rows
+
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("image_id,question,image_id\na,what is it,b\n")
+    with pytest.raises(ValueError, match=re.escape(f"{repeated}: the header names column(s) 'image_id' more than "
+                                                   "once")):
+        read_question_rows(repeated)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("image_id,question,answer\na,what is it,cat,extra,more\nb,is it red\nc,how many,2\n")
+    table = read_question_rows(ragged)
+    assert table.questions() == [("a", "what is it"), ("b", "is it red"), ("c", "how many")]
+    assert table.ragged() == [f"{ragged}: row 1 has 5 fields, the header 3; the extra ones are kept after the new "
+                              "columns", f"{ragged}: row 2 has 2 fields, the header 3; the missing ones are blank"]
+    out = io.StringIO()
+    writer = AnswerWriter(out, table.columns)
+    for row, answer in zip(table.rows, [("cat", 0.5), None, ("two", 0.25)]):
+        writer.write(row, answer)
+    assert out.getvalue().splitlines() == ["image_id,question,answer,predicted_answer,probability",
+                                           "a,what is it,cat,cat,0.5000,extra,more", "b,is it red,,,",
+                                           "c,how many,2,two,0.2500"]
+
+
+def test_ask_batch_reports_ragged_rows_and_answers_them(weights_dir, has_vqa, tmp_path, capsys):
+    if not has_vqa:
+        pytest.skip("no VQA weights")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1.jpg").write_bytes(EXAMPLE_IMAGE.read_bytes())
+    questions = tmp_path / "qa.csv"
+    questions.write_text("image_id,question\n1,what sport is this,kept\n1\n")
+    code, out, err = run(capsys, ["ask", "--batch", str(questions), "--images", str(tmp_path / "images"),
+                                  "--weights", str(weights_dir), "--quiet"])
+    rows = out.splitlines()
+    assert code == 1 and rows[0] == "image_id,question,predicted_answer,probability"
+    assert re.fullmatch(r"1,what sport is this,\w+,0\.\d{4},kept", rows[1]) and rows[2] == "1,,,"
+    assert err.splitlines() == [f"captioner: warning: {questions}: row 1 has 3 fields, the header 2; the extra ones "
+                                "are kept after the new columns",
+                                f"captioner: warning: {questions}: row 2 has 1 fields, the header 2; the missing "
+                                "ones are blank", "captioner: row 2: the question is empty (it has no words)",
+                                "captioner: 1 of 2 question(s) could not be answered"]
+
+
+def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_order(has_vqa, tmp_path,
+                                                                                     monkeypatch):
+    if not has_vqa:
+        pytest.skip("no VQA weights")
+    from captioner import pipeline
+
+    model = VQAPredictor.from_pretrained()
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jpg").write_bytes(EXAMPLE_IMAGE.read_bytes())
+    rows = [("a", "what sport is this")] * 7 + [("missing", "what is it"), ("a", ""), ("b", "is it sunny")] * 2
+    batches = []
+    forward = VQAPredictor.forward
+    monkeypatch.setattr(pipeline, "QUESTION_BATCH", 3)
+    monkeypatch.setattr(VQAPredictor, "forward", lambda self, f, q: batches.append(len(q)) or forward(self, f, q))
+    results = list(model.answer_rows(rows, tmp_path, progress=False))
+    assert [i for i, _, _ in results] == list(range(len(rows)))
+    assert batches == [3, 3, 1, 2]  # image a's 7 answerable questions 3 at a time, then image b's 2
+    assert [error for _, _, error in results if error] == [
+        "no image named 'missing' in " + str(tmp_path), "the question is empty (it has no words)"] * 2
+    assert len({answer for _, answer, _ in results[:7]}) == 1 and results[0][1][1] > 0
+
+
+# ---------------------------------------------------------------- temporary files of killed writes
+
+
+def test_a_later_write_removes_the_temporary_files_of_killed_writers_only(weights_dir, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "captions.txt"
+    orphan, live = tmp_path / f".captions.txt.{dead.pid}.k3j_x9a2.tmp", tmp_path / f".captions.txt.{os.getppid()}.a.tmp"
+    other = tmp_path / f".other.txt.{dead.pid}.k3j_x9a2.tmp"  # another file's: its own next write removes it
+    for path in (orphan, live, other):
+        path.write_text("half")
+    code, _, _ = run(capsys, ["caption", IMAGE, "--weights", str(weights_dir), "-o", str(out), "--quiet"])
+    assert code == 0 and out.read_text().startswith(IMAGE)
+    assert not orphan.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])

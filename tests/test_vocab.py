@@ -18,3 +18,12 @@ def test_vocabulary_threshold_markers_and_roundtrip(tmp_path):
     assert vocab.decode(ids) == ["a", "dog", "<unk>"]
     vocab.save(tmp_path / "v.json")
     assert Vocabulary.load(tmp_path / "v.json").words == vocab.words
+
+
+def test_extended_vocabulary_keeps_every_id_and_adds_frequent_new_words():
+    vocab = Vocabulary.build(["a dog runs", "a cat"], min_count=1, max_length=7)
+    grown = vocab.extended(["a zebra runs", "a zebra", "one okapi"], min_count=2)
+    assert grown.words == vocab.words + ["zebra"] and grown.max_length == 7  # okapi: seen once
+    assert grown.encode("a dog", add_markers=False) == vocab.encode("a dog", add_markers=False)
+    assert grown.encode("zebra", add_markers=False) == [len(vocab)]
+    assert vocab.extended(["a dog"], min_count=1).words == vocab.words

@@ -1,0 +1,129 @@
+"""The schema of a weights folder: what each of its files must hold, checked before anything is built.
+
+A weights folder (``--weights DIR``) is user input like any other, so :func:`captioner.pretrained.load_pretrained`
+checks every file against this schema first, and a bad folder is a one-line ValueError naming the file and the
+field, within a second, before a tensor is allocated:
+
+- ``config.json``: ``task``, ``encoder`` (a known one), ``preprocessing`` (:class:`captioner.encoder.Preprocessing`
+  checks it), the architecture (``decoder`` or ``model``: the ranges of :class:`captioner.model.DecoderConfig` and
+  :class:`captioner.vqa.VQAConfig`), ``decoding`` (:class:`captioner.decoding.DecodeConfig`: the ranges the CLI
+  enforces) and an optional ``confidence`` (:data:`CONFIDENCE_KEYS`, each in [0, 1]);
+- ``vocab.json``: ``words``, a list of unique non-empty strings, and ``max_length`` (the range of ``--max-length``);
+- ``answers.json``: a list of unique strings (the empty answer among them, as human answers have it);
+- ``model.safetensors``: the names and shapes of the model the config describes (built on the meta device, so
+  without memory), float dtypes, finite values within ±:data:`captioner.checkpoint.MAX_MAGNITUDE`
+  (:func:`captioner.checkpoint.check_tensors`).
+
+Each file is read once (:func:`captioner.checkpoint.read_json`: size and depth limits), and nothing is unpickled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .checkpoint import check_tensors, config_errors
+from .config import check_value, checked, settings
+from .decoding import DecodeConfig
+from .encoder import ENCODERS
+from .vocab import Vocabulary
+
+CONFIDENCE_KEYS = ("answer", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:40]
+
+
+def section(config: dict, name: str, required: bool = True) -> dict:
+    """``config[name]``, a JSON object (an empty one when it is absent and not ``required``)."""
+    if name not in config and not required:
+        return {}
+    value = config[name]  # KeyError: config_errors reports it as "missing 'name'"
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, not {_shown(value)}")
+    return value
+
+
+def strings(data: Any, what: str, empty: bool = False) -> list[str]:
+    """``data`` if it is a list of unique strings, non-empty unless ``empty`` (``what`` names it in errors), else
+    ValueError."""
+    if not isinstance(data, list):
+        raise ValueError(f"{what} must be a list of strings, not {_shown(data)}")
+    seen: set[str] = set()
+    for i, word in enumerate(data):
+        if not isinstance(word, str) or not (empty or word.strip()):
+            raise ValueError(f"{what} item {i + 1} must be a {'' if empty else 'non-empty '}string, not {_shown(word)}")
+        if word in seen:
+            raise ValueError(f"{what} item {i + 1}, {_shown(word)}, appears more than once")
+        seen.add(word)
+    return data
+
+
+def read_answers(path: Path, data: Any) -> list[str]:
+    """The answer classes of ``answers.json``. One may be empty: humans gave that answer, and the shipped
+    weights have it as a class."""
+    with config_errors(path):
+        return strings(data, "the answer list", empty=True)
+
+
+def read_vocabulary(path: Path, data: Any) -> Vocabulary:
+    """The :class:`Vocabulary` of ``vocab.json``: ``{"max_length": N, "words": [...]}``."""
+    with config_errors(path):
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, not {_shown(data)}")
+        max_length = checked("max_length", data["max_length"], _setting(DecodeConfig, "max_length"))
+        return Vocabulary(strings(data["words"], "words"), max_length)
+
+
+def _setting(config_cls: type, name: str):
+    return next(f for f in settings(config_cls) if f.name == name)
+
+
+def read_encoder(config: dict) -> str:
+    """The encoder that ``config.json`` names (one of :data:`captioner.encoder.ENCODERS`)."""
+    return check_value("encoder", config["encoder"], "str", {"choices": tuple(ENCODERS)})
+
+
+def read_confidence(config: dict) -> dict[str, float]:
+    """The "not sure" thresholds of ``config.json`` (``{"answer": 0.35}``); empty when it records none."""
+    thresholds = section(config, "confidence", required=False)
+    for key, value in thresholds.items():
+        if key not in CONFIDENCE_KEYS:
+            raise ValueError(f"confidence has no threshold {_shown(key)} (it may have {', '.join(CONFIDENCE_KEYS)})")
+        check_value(f"confidence.{key}", value, "float", {"limits": {"low": 0.0, "high": 1.0}})
+    return {key: float(value) for key, value in thresholds.items()}
+
+
+def check_feature_dim(feature_dim: Any, encoder: str) -> None:
+    """The architecture must read the features its encoder gives."""
+    if feature_dim != ENCODERS[encoder].feature_dim:
+        raise ValueError(f"feature_dim {_shown(feature_dim)}, but {encoder} gives {ENCODERS[encoder].feature_dim} "
+                         "features")
+
+
+class _NoNormalInit(TorchFunctionMode):
+    """Skips ``nn.init.normal_`` (inside ``torch.device("meta")``): on the meta device it alone imports
+    ``torch._dynamo``, a second of start-up for values that shapes do not need."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is nn.init.normal_:
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
+def build_checked(config_file: Path, model_file: Path, name: str, build: Callable[[], nn.Module],
+                  tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """``build()`` loaded with ``tensors``, once they are known to fit it: the model is first built on the meta
+    device (shapes, no memory), so that a config describing a huge model is refused before it costs anything.
+    Errors name ``config_file`` and its section ``name``, or ``model_file``."""
+    with config_errors(config_file, name), torch.device("meta"), _NoNormalInit():
+        expected = build().state_dict()
+    check_tensors(model_file, tensors, expected)
+    model = build()
+    model.load_state_dict(tensors)
+    return model
