@@ -69,7 +69,12 @@ CSS = """
   #alternatives table { font-size: 12px; }
   #alternatives .cell-wrap { padding: 4px 2px; }
 }
+.not-sure { display: inline-block; padding: 2px 10px; border-radius: 999px; background: #fde68a; color: #78350f;
+            font-weight: 600; margin-right: 6px; }
 """
+# The badge under a result below its weights' calibrated threshold (captioner.confidence), and what it means there.
+NOT_SURE_MEANS = {"caption": "on dev photos, captions this unsure scored less than half as well as a typical one",
+                  "answer": "on dev questions, answers this unsure were more often wrong than right"}
 # The one answer to an image path that is not a Gradio upload or an example: the same for every such path, so
 # that it tells nothing about the server's files (whether one exists, is a folder, is an image).
 REFUSED = "Upload the image again: this app reads only images uploaded to it and its own examples."
@@ -135,6 +140,12 @@ def _warned(handler: Callable, cleared: Any) -> Callable:
             gr.Warning(e.message)
             return cleared
     return page_handler
+
+
+def _badge(sure: bool | None, result: str) -> str:
+    """The "not sure" badge (HTML) of a caption or an answer; nothing when it is sure or the weights have no
+    threshold."""
+    return "" if sure is not False else f'<span class="not-sure">not sure</span> {NOT_SURE_MEANS[result]}'
 
 
 def _states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind: str) -> Figure:
@@ -286,6 +297,7 @@ def _caption_tab(model: Captioner) -> dict[str, Any]:
     """The Caption tab: the button, the caption, its word probabilities, the alternatives, the settings."""
     ui = {"button": gr.Button("Caption", variant="primary", elem_id="caption-button"),
           "text": gr.Textbox(label="Caption", interactive=False, elem_id="caption-text"),
+          "sure": gr.HTML(elem_id="caption-sure"),
           "words": gr.HighlightedText(label="Word probabilities (darker: more sure)", show_inline_category=False),
           "nbest": gr.Dataframe(headers=["rank", "caption", "score", "log-prob"], interactive=False,
                                 datatype=["number", "str", "number", "number"], elem_id="alternatives",
@@ -330,7 +342,8 @@ def _ask_tab(model: Captioner) -> dict[str, Any]:
                     "started with weights that include a `vqa/` folder.")
     return {"question": gr.Textbox(label="Question", placeholder="What colour is the car?", elem_id="question"),
             "button": gr.Button("Ask", variant="primary"),
-            "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers")}
+            "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers"),
+            "sure": gr.HTML(elem_id="answer-sure")}
 
 
 def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict) -> None:
@@ -346,7 +359,18 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     inside_in = [last, inside["kind"], inside["cells"]]
     inside_out = [inside["heatmap"], inside["index"], inside["plot"], inside["words"]]
     cell_in, cell_out = [last, inside["kind"], inside["index"]], [inside["plot"], inside["words"]]
-    page_caption = _warned(demo.caption, cleared=(None,) * len(caption_out))
+    # The page shows a "not sure" badge beside the caption and the answers (the API gives the values alone).
+    page_caption_out, page_answers = [*caption_out, cap["sure"]], [ask["answers"], ask["sure"]]
+
+    def caption_badged(*args: Any) -> tuple:
+        *shown, last = demo.caption(*args)
+        return *shown, last, _badge(last["caption"].sure, "caption")
+
+    def ask_badged(image: dict | None, question: str) -> tuple[dict[str, float], str]:
+        answers = demo.ask(image, question)
+        return answers, _badge(demo.model.vqa.sure(max(answers.values())), "answer")
+
+    page_caption = _warned(caption_badged, cleared=(None,) * len(page_caption_out))
 
     def caption_new_image(image: dict | None, *settings: Any) -> Any:
         """A new image is captioned at once (or told at once why it can't be); none: nothing to do."""
@@ -357,11 +381,11 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
         return demo.look_inside(last, kind, cells) if last else gr.skip()
 
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
-    image.change(lambda: (None,) * 8, None, [*caption_out, inside["heatmap"], inside["plot"], inside["words"],
-                                            ask["answers"]], queue=False, api_visibility="private").then(
-        caption_new_image, caption_in, caption_out, preprocess=False, api_name="page_new_image",
+    image.change(lambda: (None,) * 10, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
+                                             *page_answers], queue=False, api_visibility="private").then(
+        caption_new_image, caption_in, page_caption_out, preprocess=False, api_name="page_new_image",
         api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private")
-    cap["button"].click(page_caption, caption_in, caption_out, preprocess=False, api_name="page_caption",
+    cap["button"].click(page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption",
                         api_visibility="private").success(inside_new_caption, inside_in, inside_out,
                                                           api_visibility="private")
     gr.on([inside["kind"].change, inside["cells"].release], _warned(demo.look_inside, (None, gr.skip(), None, None)),
@@ -369,8 +393,8 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
     inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
                           api_name="page_cell", api_visibility="private")
-    gr.on([ask["button"].click, ask["question"].submit], _warned(demo.ask, None), [image, ask["question"]],
-          ask["answers"], preprocess=False, api_name="page_ask", api_visibility="private")
+    gr.on([ask["button"].click, ask["question"].submit], _warned(ask_badged, (None, None)), [image, ask["question"]],
+          page_answers, preprocess=False, api_name="page_ask", api_visibility="private")
     # The API endpoints: the same handlers, whose mistakes are errors, wired to a button that is never shown.
     # Unprocessed inputs: the handlers check every value themselves, in one line, with no traceback logged.
     api = gr.Button(visible=False)

@@ -13,6 +13,7 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .caption_metrics import check_coverage, evaluate_captions
+from .confidence import marked
 from .config import add_options, boolean, from_args, number
 from .data import load_caption_dataset
 from .decoding import DecodeConfig
@@ -112,8 +113,9 @@ def _add_caption(sub) -> None:
     add_options(p, DecodeConfig, SAMPLING, defaults=_decoding_default)
     _add_batch_size(p)
     p.add_argument("--format", choices=["text", "jsonl", "csv", "coco"], default="text",
-                   help="text: 'file<TAB>caption'; jsonl/csv: one record per caption; coco: results JSON "
-                        "(default: text)")
+                   help="text: 'file<TAB>caption', '(not sure)' after a caption below the weights' calibrated "
+                        "confidence; jsonl/csv: one record per caption, with its confidence and sure; coco: results "
+                        "JSON (default: text)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     _add_model_options(p)
     p.set_defaults(func=_cmd_caption)
@@ -246,18 +248,20 @@ def _cmd_eval(args) -> int:
 def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer questions about an image", description=(
         "Answer questions about an image with the shipped (or given) VQA weights, printing the top-k answers "
-        "as 'answer<TAB>probability'. With several questions, each is answered in turn, the image read once, and "
-        "printed on its own line above its answers, a blank line after them; with '-', questions are read from "
-        "stdin, one a line, and each is answered as it arrives, so one process serves a conversation. A question "
-        "that cannot be answered (empty, too long) is reported on stderr as 'question N' and the others go on; "
-        "the exit code is then 1. With --batch, answer every row of a CSV (UTF-8, with or without a BOM) with "
+        "as 'answer<TAB>probability', the top one followed by '(not sure)' when its probability is below the "
+        "threshold calibrated for the weights on dev. With several questions, each is answered in turn, the image "
+        "read once, and printed on its own line above its answers, a blank line after them; with '-', questions are "
+        "read from stdin, one a line, and each is answered as it arrives, so one process serves a conversation. A "
+        "question that cannot be answered (empty, too long) is reported on stderr as 'question N' and the others go "
+        "on; the exit code is then 1. With --batch, answer every row of a CSV (UTF-8, with or without a BOM) with "
         "columns image_id,question (the image is the file in --images whose name without extension is image_id) "
-        "and write the rows back with two new columns, predicted_answer and probability (the top answer); the "
-        "input columns are never changed, and a CSV that already has either column, or names a column twice, is "
-        "refused. A row with more or fewer fields than the header is reported and kept (its extra fields after "
-        "the new columns). A row that cannot be answered is reported on stderr as 'row N' (N counts data rows "
-        "from 1, not the header), its new columns are left blank, and the exit code is 1. Words the model never "
-        "saw are read as <unk>, with a warning."))
+        "and write the rows back with three new columns, predicted_answer, probability and sure (of the top "
+        "answer: true, false, or blank for weights without a threshold); the input columns are never changed, and "
+        "a CSV that already has one of these columns, or names a column twice, is refused. A row with more or "
+        "fewer fields than the header is reported and kept (its extra fields after the new columns). A row that "
+        "cannot be answered is reported on stderr as 'row N' (N counts data rows from 1, not the header), its new "
+        "columns are left blank, and the exit code is 1. Words the model never "
+"saw are read as <unk>, with a warning."))
     p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (none with --batch)")
     p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions about the image, each quoted, or - "
                                                                     "to read them from stdin (none with --batch)")
@@ -317,7 +321,9 @@ def _ask_questions(args, model) -> int:
                     continue
                 _warn_unknown(model, question, where)
                 out.write(f"{one_field(question)}\n" if several else "")
-                out.writelines(f"{answer}\t{p:.4f}\n" for answer, p in answers)
+                lines = [f"{answer}\t{p:.4f}" for answer, p in answers]
+                lines[0] = marked(lines[0], model.sure(answers[0][1]))  # the threshold is calibrated on top answers
+                out.writelines(f"{line}\n" for line in lines)
                 out.write("\n" if several else "")
                 out.flush()  # a conversation sees each answer as soon as it is known
     except ValueError as e:  # the image cannot be read (BadImageError)
@@ -344,7 +350,7 @@ def _ask_batch(args, model) -> int:
                 print(f"captioner: row {i + 1}: {error}", file=sys.stderr)
             else:
                 _warn_unknown(model, table.field(i, "question"), f"row {i + 1}: ")
-            writer.write(table.rows[i], answer)
+            writer.write(table.rows[i], answer, model.sure(answer[1]) if answer else None)
     if failed:
         print(f"captioner: {failed} of {len(table.rows)} question(s) could not be answered", file=sys.stderr)
     return 1 if failed else 0

@@ -45,6 +45,11 @@ def is_sure(confidence: float, threshold: float | None) -> bool | None:
     return None if threshold is None else bool(confidence >= threshold)
 
 
+def marked(text: str, sure: bool | None) -> str:
+    """``text`` as the text outputs show a result: with the :data:`NOT_SURE` suffix when it is not sure."""
+    return f"{text} {NOT_SURE}" if sure is False else text
+
+
 def isotonic_fit(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """``x`` sorted, and the non-decreasing fit of ``y`` on it that is closest in squared error (pool adjacent
     violators: merge neighbouring blocks while a block's mean exceeds the next one's)."""

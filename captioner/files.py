@@ -15,11 +15,12 @@ from typing import Iterator, Mapping, Sequence, TextIO
 
 from .caption_metrics import CaptionScores
 from .checkpoint import atomic_path, one_line, parse_json, read_json, read_text
+from .confidence import marked
 from .data import read_flickr8k_tokens, read_split_list
 from .images import image_id_from_filename
 
 CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
-PREDICTION_COLUMNS = ("predicted_answer", "probability")  # what `ask --batch` adds to each row
+PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row
 
 
 # ---------------------------------------------------------------- output files
@@ -86,7 +87,9 @@ class CaptionWriter:
     per image, or per caption), and ``coco`` (a results JSON list, written by :meth:`close`). ``score`` is what beam
     search ranked by (the log-prob divided by length ** length_penalty); ``sampled`` captions are in the order
     they were drawn, so the text header says ``sample`` instead of ``rank``. In text output, control characters
-    of a file name are escaped (:func:`one_field`), so that each record is one line."""
+    of a file name are escaped (:func:`one_field`), so that each record is one line, and a caption below the
+    weights' calibrated threshold ends in "(not sure)"; jsonl and csv give its ``confidence`` and ``sure`` (true,
+    false, or null/blank for weights without a threshold: :mod:`captioner.confidence`)."""
 
     def __init__(self, out: TextIO, fmt: str = "text", n_best: int = 1, sampled: bool = False):
         if fmt not in CAPTION_FORMATS:
@@ -94,7 +97,7 @@ class CaptionWriter:
         self.out, self.fmt, self.n_best, self.coco = out, fmt, n_best, []
         self.csv = csv.writer(out) if fmt == "csv" else None
         if self.csv:
-            self.csv.writerow(["file", "image_id", "rank", "caption", "log_prob", "score"])
+            self.csv.writerow(["file", "image_id", "rank", "caption", "log_prob", "score", "confidence", "sure"])
         elif fmt == "text" and n_best > 1:
             out.write(f"file\t{'sample' if sampled else 'rank'}\tscore\tlog_prob\tcaption\n")
 
@@ -104,18 +107,23 @@ class CaptionWriter:
         if self.fmt == "coco":
             self.coco.append({"image_id": image_id, "caption": nbest[0].text})
         elif self.fmt == "jsonl":
-            self.out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": nbest[0].text,
-                                       "log_prob": round(nbest[0].log_prob, 4),
+            best = nbest[0]
+            self.out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": best.text,
+                                       "log_prob": round(best.log_prob, 4), "confidence": round(best.confidence, 4),
+                                       "sure": best.sure,
                                        "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4),
-                                                   "score": round(c.score, 4)} for c in nbest]}) + "\n")
+                                                   "score": round(c.score, 4), "confidence": round(c.confidence, 4),
+                                                   "sure": c.sure} for c in nbest]}) + "\n")
         elif self.csv:
             for rank, c in enumerate(nbest, 1):
-                self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}", f"{c.score:.4f}"])
+                self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}", f"{c.score:.4f}",
+                                   f"{c.confidence:.4f}", sure_field(c.sure)])
         elif self.n_best == 1:
-            self.out.write(f"{one_field(str(path))}\t{nbest[0].text}\n")
+            self.out.write(f"{one_field(str(path))}\t{marked(nbest[0].text, nbest[0].sure)}\n")
         else:
             for rank, c in enumerate(nbest, 1):
-                self.out.write(f"{one_field(str(path))}\t{rank}\t{c.score:.3f}\t{c.log_prob:.3f}\t{c.text}\n")
+                self.out.write(f"{one_field(str(path))}\t{rank}\t{c.score:.3f}\t{c.log_prob:.3f}\t"
+                               f"{marked(c.text, c.sure)}\n")
 
     def close(self) -> None:
         if self.fmt == "coco":
@@ -177,6 +185,11 @@ def read_question_rows(path: str | Path) -> QuestionTable:
     return QuestionTable(str(path), columns, table[1:])
 
 
+def sure_field(sure: bool | None) -> str:
+    """``sure`` in a CSV field: true, false, or blank when the weights record no threshold."""
+    return "" if sure is None else str(sure).lower()
+
+
 class AnswerWriter:
     """The rows of a :class:`QuestionTable` as they were read, each with the :data:`PREDICTION_COLUMNS` after the
     header's columns (blank for an unanswered row), written one at a time as they are answered. A short row's
@@ -186,9 +199,9 @@ class AnswerWriter:
         self.csv, self.width = csv.writer(out), len(columns)
         self.csv.writerow([*columns, *PREDICTION_COLUMNS])
 
-    def write(self, fields: Sequence[str], answer: tuple[str, float] | None) -> None:
+    def write(self, fields: Sequence[str], answer: tuple[str, float] | None, sure: bool | None = None) -> None:
         known = [*fields[: self.width], *[""] * (self.width - len(fields))]
-        predicted = [answer[0], f"{answer[1]:.4f}"] if answer else ["", ""]
+        predicted = [answer[0], f"{answer[1]:.4f}", sure_field(sure)] if answer else ["", "", ""]
         self.csv.writerow([*known, *predicted, *fields[self.width :]])
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
+from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
@@ -99,18 +100,22 @@ class Caption:
     score: float  # what the decoder ranked by (length-penalised log_prob)
     finished: bool  # False when decoding hit max_length before ``<end>``
     tokens: list[int]
+    confidence: float  # geometric mean word probability (captioner.confidence.caption_confidence)
+    sure: bool | None  # confidence at or above the weights' "not sure" threshold; None when they record none
 
 
 class Captioner(Pipeline):
     """Captions images (and answers questions, when VQA weights are present)."""
 
     def __init__(self, decoder, vocab: Vocabulary, encoder: ImageEncoder, decoding: DecodeConfig | None = None,
-                 vqa: VQAPredictor | None = None, precision: str | Precision = "auto"):
+                 vqa: VQAPredictor | None = None, precision: str | Precision = "auto",
+                 not_sure_below: float | None = None):
         super().__init__(encoder, precision)
         self.decoder = decoder.eval()
         self.vocab = vocab
         self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
         self.vqa = vqa
+        self.not_sure_below = not_sure_below  # the weights' caption threshold (captioner.confidence), if any
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
@@ -132,8 +137,10 @@ class Captioner(Pipeline):
                     == (encoder.spec.name, encoder.preprocessing))
             vqa_encoder = encoder if same else build_encoder(answers.encoder, encoder_weights,
                                                              preprocessing=answers.preprocessing)
-            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime)
-        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime)
+            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime,
+                               answers.confidence.get("answer"))
+        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime,
+                   caption.confidence.get("caption"))
 
     def forward(self, features: torch.Tensor, config: DecodeConfig | None = None,
                 keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
@@ -145,8 +152,9 @@ class Captioner(Pipeline):
 
     def _caption(self, h: Hypothesis) -> Caption:
         words = [self.vocab.words[t] for t in h.tokens]
+        confidence = caption_confidence(h.log_prob, len(words))
         return Caption(detokenize(words), words, [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
-                       h.log_prob, h.score, h.finished, h.tokens)
+                       h.log_prob, h.score, h.finished, h.tokens, confidence, is_sure(confidence, self.not_sure_below))
 
     def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None,
                          keys: Sequence[str] | None = None) -> list[list[Caption]]:
@@ -205,11 +213,17 @@ class VQAPredictor(Pipeline):
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
     def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
-                 precision: str | Precision = "auto"):
+                 precision: str | Precision = "auto", not_sure_below: float | None = None):
         super().__init__(encoder, precision)
         self.model = model.eval()
         self.vocab = vocab
         self.answers = answers
+        self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
+
+    def sure(self, probability: float) -> bool | None:
+        """Whether a top answer of this probability is "sure" by the weights' calibrated threshold (None: the weights
+        record none). Only the top answer is marked: the threshold was calibrated on top answers."""
+        return is_sure(probability, self.not_sure_below)
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
@@ -219,7 +233,7 @@ class VQAPredictor(Pipeline):
         runtime = resolve_precision(precision)  # before anything is loaded
         answers = load_vqa(weights)
         encoder = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
-        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime)
+        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime, answers.confidence.get("answer"))
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""

@@ -120,6 +120,35 @@ def test_a_warning_clears_the_stale_output_next_to_it(page, has_vqa):
     expect(answer).to_have_count(0)  # the last question's answer no longer stands beside an empty question
 
 
+def _expect_badge(badge, sure: bool) -> None:
+    from playwright.sync_api import expect
+
+    (expect(badge).not_to_contain_text if sure else expect(badge).to_contain_text)("not sure")
+
+
+def test_a_not_sure_result_wears_a_badge_and_a_sure_one_none(page, has_vqa, weights_dir):
+    from playwright.sync_api import expect
+
+    from captioner.pipeline import Captioner
+
+    model = Captioner.from_pretrained(weights_dir, precision="fp32")
+    if not has_vqa or model.not_sure_below is None or model.vqa.not_sure_below is None:
+        pytest.skip("needs weights with vqa/ and both thresholds (the shipped ones)")
+    _upload(page, EXAMPLE_IMAGE)
+    expect(page.locator("#caption-text textarea")).not_to_have_value("")
+    _expect_badge(page.locator("#caption-sure"), model.caption_images([EXAMPLE_IMAGE])[0][0].sure)
+    page.get_by_role("tab", name="Ask").click()
+    seen = set()
+    for question in ("What sport is this?", "Is it raining?"):  # the shipped weights: one not sure, one sure
+        (top, p), *_ = model.ask(EXAMPLE_IMAGE, question)
+        page.locator("#question textarea").fill(question)
+        page.get_by_role("button", name="Ask", exact=True).click()
+        expect(page.locator("#answers [data-testid=label-output-value]")).to_have_text(top)
+        _expect_badge(page.locator("#answer-sure"), model.vqa.sure(p))
+        seen.add(model.vqa.sure(p))
+    assert seen == {True, False}
+
+
 def test_clicking_an_example_captions_it_at_once(page, client):
     from playwright.sync_api import expect
 

@@ -1,11 +1,21 @@
-"""The "not sure" calibration: the isotonic fit, the threshold it gives, and the marks results carry."""
+"""The "not sure" calibration: the isotonic fit, the threshold it gives, and the marks results carry in every
+output (text, jsonl, csv, ``ask --batch``, the app's badge)."""
+import csv
+import io
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from captioner.app import _badge
+from captioner.cli import main
 from captioner.confidence import (caption_confidence, held_out_report, is_sure, isotonic_fit, split_report,
                                   threshold)
+
+from conftest import EXAMPLE_IMAGE
 
 
 def test_isotonic_fit_pools_violators_and_is_monotone():
@@ -45,3 +55,62 @@ def test_caption_confidence_and_marks():
     assert caption_confidence(2 * math.log(0.5), 1) == pytest.approx(0.5)  # one word and <end>, each at 0.5
     assert is_sure(0.4, None) is None
     assert is_sure(0.4, 0.5) is False and is_sure(0.5, 0.5) is True
+
+
+def _weights_with(weights_dir: Path, folder: Path, caption: float | None, answer: float | None) -> Path:
+    """A copy of the test weights whose config.json records these "not sure" thresholds (None: no threshold)."""
+    for task, key, value in (("caption", "caption", caption), ("vqa", "answer", answer)):
+        if not (weights_dir / task).exists():
+            continue
+        shutil.copytree(weights_dir / task, folder / task)
+        config = json.loads((folder / task / "config.json").read_text())
+        config.pop("confidence", None)
+        if value is not None:
+            config["confidence"] = {key: value}
+        (folder / task / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _run(capsys, argv: list[str]) -> str:
+    assert main([*argv, "--quiet"]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("caption_threshold, marked", [(1.0, True), (0.0, False), (None, False)])
+def test_captions_below_the_threshold_are_marked_in_every_format(weights_dir, tmp_path, capsys, caption_threshold,
+                                                                 marked):
+    weights = str(_weights_with(weights_dir, tmp_path / "w", caption_threshold, None))
+    image = str(EXAMPLE_IMAGE)
+    text = _run(capsys, ["caption", image, "--weights", weights, "--n-best", "2"]).splitlines()[1:]
+    assert len(text) == 2 and all(line.endswith(" (not sure)") == marked for line in text)
+    record = json.loads(_run(capsys, ["caption", image, "--weights", weights, "--format", "jsonl"]))
+    words = len(record["caption"].split())
+    assert record["confidence"] == pytest.approx(math.exp(record["log_prob"] / (words + 1)), abs=1e-3)
+    assert record["sure"] == (None if caption_threshold is None else not marked) == record["n_best"][0]["sure"]
+    assert "(not sure)" not in record["caption"]  # the mark is the text output's; jsonl has the field
+    rows = list(csv.DictReader(io.StringIO(_run(capsys, ["caption", image, "--weights", weights, "--format", "csv"]))))
+    assert rows[0]["sure"] == {None: "", 1.0: "false", 0.0: "true"}[caption_threshold]
+    assert float(rows[0]["confidence"]) == pytest.approx(record["confidence"], abs=1e-4)
+
+
+def test_only_the_top_answer_below_the_threshold_is_marked(weights_dir, has_vqa, tmp_path, capsys):
+    if not has_vqa:
+        pytest.skip("needs weights with vqa/")
+    unsure = str(_weights_with(weights_dir, tmp_path / "unsure", None, 1.0))
+    lines = _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--weights", unsure]).splitlines()
+    assert lines[0].endswith(" (not sure)")
+    assert not any("not sure" in line for line in lines[1:])
+    sure = str(_weights_with(weights_dir, tmp_path / "sure", None, 0.0))
+    assert "not sure" not in _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--weights", sure])
+    (tmp_path / "images").mkdir()
+    shutil.copy(EXAMPLE_IMAGE, tmp_path / "images" / "1.jpg")
+    (tmp_path / "qa.csv").write_text("image_id,question\n1,what sport is this?\n")
+    for weights, expected in ((unsure, "false"), (sure, "true")):
+        out = _run(capsys, ["ask", "--batch", str(tmp_path / "qa.csv"), "--images", str(tmp_path / "images"),
+                            "--weights", weights])
+        assert next(csv.DictReader(io.StringIO(out)))["sure"] == expected
+
+
+def test_the_app_badge_shows_for_not_sure_results_only():
+    assert "not sure" in _badge(False, "caption") and "wrong" in _badge(False, "answer")
+    assert _badge(True, "caption") == _badge(None, "answer") == ""

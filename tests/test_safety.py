@@ -549,11 +549,11 @@ def test_question_csv_with_a_repeated_column_is_refused_and_ragged_rows_are_kept
                               "columns", f"{ragged}: row 2 has 2 fields, the header 3; the missing ones are blank"]
     out = io.StringIO()
     writer = AnswerWriter(out, table.columns)
-    for row, answer in zip(table.rows, [("cat", 0.5), None, ("two", 0.25)]):
-        writer.write(row, answer)
-    assert out.getvalue().splitlines() == ["image_id,question,answer,predicted_answer,probability",
-                                           "a,what is it,cat,cat,0.5000,extra,more", "b,is it red,,,",
-                                           "c,how many,2,two,0.2500"]
+    for row, answer, sure in zip(table.rows, [("cat", 0.5), None, ("two", 0.25)], [True, None, None]):
+        writer.write(row, answer, sure)
+    assert out.getvalue().splitlines() == ["image_id,question,answer,predicted_answer,probability,sure",
+                                           "a,what is it,cat,cat,0.5000,true,extra,more", "b,is it red,,,,",
+                                           "c,how many,2,two,0.2500,"]
 
 
 def test_ask_batch_reports_ragged_rows_and_answers_them(weights_dir, has_vqa, tmp_path, capsys):
@@ -566,8 +566,8 @@ def test_ask_batch_reports_ragged_rows_and_answers_them(weights_dir, has_vqa, tm
     code, out, err = run(capsys, ["ask", "--batch", str(questions), "--images", str(tmp_path / "images"),
                                   "--weights", str(weights_dir), "--quiet"])
     rows = out.splitlines()
-    assert code == 1 and rows[0] == "image_id,question,predicted_answer,probability"
-    assert re.fullmatch(r"1,what sport is this,\w+,0\.\d{4},kept", rows[1]) and rows[2] == "1,,,"
+    assert code == 1 and rows[0] == "image_id,question,predicted_answer,probability,sure"
+    assert re.fullmatch(r"1,what sport is this,\w+,0\.\d{4},(true|false),kept", rows[1]) and rows[2] == "1,,,,"
     assert err.splitlines() == [f"captioner: warning: {questions}: row 1 has 3 fields, the header 2; the extra ones "
                                 "are kept after the new columns",
                                 f"captioner: warning: {questions}: row 2 has 1 fields, the header 2; the missing "
