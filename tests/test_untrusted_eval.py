@@ -168,6 +168,17 @@ def test_16_bit_and_float_images_convert_band_by_band_as_one_stretch(small_bands
     assert not np.asarray(flat).any()  # one value everywhere: black, as before
 
 
+def test_large_images_are_shrunk_towards_the_size_hint_before_their_colour_conversion(small_bands):
+    values = (np.arange(100 * 70).reshape(100, 70) * 37 % 60_000).astype(np.uint16)
+    rgb = images._to_8bit_rgb(Image.fromarray(values), size_hint=20)
+    assert rgb.mode == "RGB" and rgb.size == (24, 34)  # reduced by 3 (the largest factor keeping both sides >= 20), rounding up
+    gray = images._to_8bit_rgb(Image.fromarray(values)).convert("L")
+    assert np.array_equal(np.asarray(rgb)[:, :, 0], np.asarray(gray.reduce(3)))  # the same pixels, block-averaged
+    assert images._to_8bit_rgb(Image.fromarray(values), size_hint=40).size == (70, 100)  # under twice the hint
+    rgba = Image.new("RGBA", (90, 60), (10, 20, 30, 255))
+    assert images._to_8bit_rgb(rgba, size_hint=30).size == (45, 30)
+
+
 def test_transparent_images_convert_band_by_band_onto_white(small_bands):
     rng = np.random.default_rng(0)
     rgba = Image.fromarray(rng.integers(0, 256, (50, 33, 4), dtype=np.uint8), "RGBA")
