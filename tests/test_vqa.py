@@ -287,7 +287,8 @@ def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weigh
                        "--weights", str(weights))
     with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["image_id", "question", "answer", "predicted_answer", "probability"]
+    assert rows[0] == ["image_id", "question", "answer", "predicted_answer", "probability", "sure"]
+    assert rows[1][5] == ""  # weights trained here record no "not sure" threshold
     assert [r[:3] for r in rows[1:]] == [line.split(",") for line in qa.read_text("utf-8-sig").splitlines()[1:]]
     assert [r[3] for r in rows[1:4]] == ["red", "square", ""] and rows[3][4] == "" and rows[4][3]
     assert code == 1 and f"captioner: row 3: no image named 'nope' in {images}\n" in err
@@ -299,7 +300,7 @@ def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weigh
                                       "rename or remove them\n")
     with pytest.raises(SystemExit):
         main(["ask", "--help"])
-    assert "two new columns, predicted_answer and probability" in " ".join(capsys.readouterr().out.split())
+    assert "three new columns, predicted_answer, probability and sure" in " ".join(capsys.readouterr().out.split())
 
 
 def test_python_api_asks(weights, daquar):
