@@ -51,6 +51,11 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         check(self)
 
+    @property
+    def state_kinds(self) -> tuple[str, ...]:
+        """The recurrent states: ``c`` (the LSTM's cell) and ``h``, or ``h`` alone (RNN)."""
+        return ("c", "h") if self.cell == "lstm" else ("h",)
+
 
 @dataclass
 class EncodedImage:

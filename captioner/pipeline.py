@@ -180,7 +180,7 @@ class Captioner(Pipeline):
     @property
     def state_kinds(self) -> tuple[str, ...]:
         """The recurrent states :meth:`states` traces: ``c`` (the LSTM's cell) and ``h``, or ``h`` alone (RNN)."""
-        return ("c", "h") if self.decoder.config.cell == "lstm" else ("h",)
+        return self.decoder.config.state_kinds
 
     @property
     def state_size(self) -> int:

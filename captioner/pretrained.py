@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from . import schema
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, split_encoder_weights
+from .atlas import ATLAS_FILE
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, read_json, split_encoder_weights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .model import CaptionDecoder, DecoderConfig
@@ -161,6 +162,7 @@ class Loaded:
     decoding: DecodeConfig | None = None
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)
     confidence: dict[str, float] = field(default_factory=dict)  # "not sure" thresholds (captioner.schema)
+    cells: dict[str, list[dict]] = field(default_factory=dict)  # the cell atlas, by state (captioner.atlas); {}: none
 
 
 def load_pretrained(weights: str | Path | Weights | None = None,
@@ -225,4 +227,9 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
             decoding = DecodeConfig(**{"max_length": vocab.max_length, **decoding_defaults})
         model = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
                                      lambda: CaptionDecoder(decoder_config), tensors)
-    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence)
+    cells = {}
+    if task == "caption" and (path / ATLAS_FILE).is_file():
+        cells = schema.read_atlas(path / ATLAS_FILE, read_json(path / ATLAS_FILE), decoder_config.state_kinds,
+                                  decoder_config.hidden_dim)
+    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
+                  cells)
