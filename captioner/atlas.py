@@ -37,11 +37,9 @@ from .decoding import trace_batch
 from .encoder import build_encoder
 from .features import batched, cached_features
 from .model import CaptionDecoder
+from .schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
 from .vocab import SPECIALS, Vocabulary
 
-ATLAS_FILE = "cells.json"
-ATLAS_FORMAT = "captioner cell atlas"
-TRACKS = ("position", "word")
 TRACKS_SHOWN = {"word": "word-selective cells", "position": "position-tracking cells"}  # the app's choices too
 POSITION_R = 0.6  # |correlation with the position| from which a cell counts as position-tracking
 MIN_COUNT = 20  # steps after (or before) a word needed before the word can characterise a cell

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from . import schema
-from .atlas import ATLAS_FILE
 from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, read_json, split_encoder_weights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
@@ -228,8 +227,8 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
         model = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
                                      lambda: CaptionDecoder(decoder_config), tensors)
     cells = {}
-    if task == "caption" and (path / ATLAS_FILE).is_file():
-        cells = schema.read_atlas(path / ATLAS_FILE, read_json(path / ATLAS_FILE), decoder_config.state_kinds,
-                                  decoder_config.hidden_dim)
+    atlas = path / schema.ATLAS_FILE
+    if task == "caption" and atlas.is_file():
+        cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
     return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
                   cells)

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .atlas import ATLAS_FORMAT, TRACKS
 from .checkpoint import check_tensors, config_errors
 from .config import check_value, checked, settings
 from .decoding import DecodeConfig
@@ -35,6 +34,8 @@ from .encoder import ENCODERS
 from .vocab import Vocabulary
 
 CONFIDENCE_KEYS = ("answer", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)
+ATLAS_FILE, ATLAS_FORMAT = "cells.json", "captioner cell atlas"  # the cell atlas (captioner.atlas)
+TRACKS = ("position", "word")  # what an atlas says a cell tracks
 
 
 def _shown(value: Any) -> str:
