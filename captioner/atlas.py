@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -80,7 +79,7 @@ def _label(tracks: str, r: float, sign: int, context: str, words: list[str]) -> 
         return f"position (r {r:+.2f})"
     name = next((c for c, members in WORD_CLASSES.items() if sum(w in members for w in words) >= 2), None)
     low = " (low)" if sign < 0 else ""
-    return f"{context} {name}{low}" if name else f"{context} {', '.join(words)}{low}"
+    return f"{context} {name + ': ' if name else ''}{', '.join(words)}{low}"
 
 
 def _effects(residual: np.ndarray, context: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +112,7 @@ def cell_entries(values: np.ndarray, position: np.ndarray, after: np.ndarray, be
         top = {name: [int(w) for w in np.argsort(-sign * e[:, cell])[:TOP_WORDS] if sign * e[w, cell] > 0]
                for name, e in effects.items()}
         tracks = "position" if abs(r[cell]) >= POSITION_R else "word"
-        words = {name: [[vocab.words[w], round(float(effects[name][w, cell]), 3)] for w in top[name]]
+        words = {name: [[vocab.words[w], round(float(effects[name][w, cell]), 2)] for w in top[name]]
                  for name in effects}
         label = _label(tracks, float(r[cell]), sign, context, [w for w, _ in words[context]])
         entries.append({"label": label, "tracks": tracks, "position_r": round(float(r[cell]), 4),
@@ -196,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = "; ".join(f"{kind}[{i}] {cells[i]['label']}" for i in order[:5])
             print(f"{kind}: {len(order)} {TRACKS_SHOWN[tracks]}, strongest: {shown}")
     if cfg.write:
-        write_json(loaded.path / ATLAS_FILE, atlas)
+        write_json(loaded.path / ATLAS_FILE, atlas, indent=None)
         print(f"wrote {loaded.path / ATLAS_FILE}")
     return 0
 

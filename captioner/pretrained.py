@@ -70,6 +70,8 @@ def weights_root() -> Path:
 
 
 _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
+_CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
+                 "annotations CC BY 4.0, images under their Flickr licences, research use")
 
 _ENTRIES = [
     Weights(
@@ -82,8 +84,15 @@ _ENTRIES = [
                              "METEOR": 0.2119, "ROUGE_L": 0.4783, "CIDEr": 0.6746}},
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
                "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/",
-        data_license="Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
-                     "annotations CC BY 4.0, images under their Flickr licences, research use"),
+        data_license=_CAPTION_DATA),
+    Weights(  # the LSTM's recipe with a vanilla tanh RNN: the lecture's gradient-flow comparison (docs/rnn.md)
+        name="caption-rnn-flickr8k-coco-v1", task="caption", folder="caption-rnn", encoder="efficientnet-lite0",
+        preprocessing=_LITE0,
+        decoding={"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3},
+        scores={},
+        recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
+               "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/",
+        data_license=_CAPTION_DATA),
     Weights(
         name="vqa-daquar-coco-v3", task="vqa", folder="vqa", encoder="efficientnet-lite0", preprocessing=_LITE0,
         scores={"daquar by-image val": {"accuracy": 0.2367}, "coco dev": {"accuracy": 0.4271}},
@@ -94,6 +103,7 @@ _ENTRIES = [
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
 DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3"}  # what from_pretrained() loads
+CELL_ENTRIES = {"lstm": "caption-flickr8k-coco-v3", "rnn": "caption-rnn-flickr8k-coco-v1"}  # the shipped decoders
 
 
 def list_weights(task: str | None = None) -> list[Weights]:
