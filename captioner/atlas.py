@@ -64,6 +64,9 @@ class AtlasConfig:
     split: str = setting("dev", "the split whose captions are read")
     max_captions: int = setting(0, "read at most this many captions of each dataset (0: all)", low=0, high=10 ** 9)
     write: bool = setting(False, f"write {ATLAS_FILE} into the weights folder (else only print a summary)")
+    figure: str | None = setting(None, "also draw the strongest cells of each kind over one dev caption into this PNG")
+    figure_caption: int = setting(0, "the dev caption --figure draws (its number among all of them)", low=0,
+                                  high=10 ** 9)
     cache_dir: str | None = setting(None, "folder of cached image features (None: the default cache)")
 
     def __post_init__(self) -> None:
@@ -146,6 +149,29 @@ def ranked(cells: Sequence[dict], tracks: str) -> list[int]:
     return sorted((i for i, e in enumerate(cells) if e["tracks"] == tracks), key=lambda i: -key(cells[i]))
 
 
+def draw_cells(atlas: dict, states: dict[str, torch.Tensor], words: list[str], path: str, per_kind: int = 4) -> None:
+    """A PNG of the ``per_kind`` strongest position-tracking and word-selective cells of each state over one
+    caption (``states`` from :func:`captioner.decoding.trace_states`; ``words`` its words), labelled by the atlas."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = [(kind, i) for kind, cells in atlas["cells"].items() for tracks in TRACKS
+            for i in ranked(cells, tracks)[:per_kind]]
+    data = np.stack([states[kind][:, i].numpy() / (np.abs(states[kind][:, i].numpy()).max() or 1.0)
+                     for kind, i in rows])  # (rows, steps), each cell scaled to [-1, 1]
+    labels = ["<start>", *words]
+    fig = Figure(figsize=(0.5 * len(labels) + 4.5, 0.3 * len(rows) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{kind}[{i}] {atlas['cells'][kind][i]['label']}" for kind, i in rows])
+    ax.set_title("The strongest cells of the atlas over one dev caption (each scaled to its largest value)",
+                 fontsize=10)
+    fig.savefig(path, dpi=90)
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -197,6 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.write:
         write_json(loaded.path / ATLAS_FILE, atlas, indent=None)
         print(f"wrote {loaded.path / ATLAS_FILE}")
+    if cfg.figure:
+        row = min(cfg.figure_caption, len(captions) - 1)
+        shown = captions[row]
+        draw_cells(atlas, trace_batch(loaded.model, features[[row]], [shown])[0],
+                   [loaded.vocab.words[w] for w in shown], cfg.figure)
+        print(f"wrote {cfg.figure}")
     return 0
 
 

@@ -51,3 +51,11 @@ def test_the_planted_position_cell_is_labelled_position_tracking_and_the_word_ce
     assert on["tracks"] == "word" and abs(on["position_r"]) < POSITION_R
     assert on["after"][0][0] == "on" and on["label"].startswith(("after on", "after prepositions: on"))
     assert ranked(cells, "word")[0] == ON_CELL  # the most word-selective cell of all
+
+
+def test_the_atlas_command_reports_bad_weights_in_one_line(tmp_path, capsys):
+    from captioner.atlas import main
+
+    assert main(["--weights", str(tmp_path / "nope"), "--data", f"flickr8k:{tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("captioner atlas: error: no caption weights in") and err.count("\n") == 1
