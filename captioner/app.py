@@ -434,9 +434,9 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
           _warned(demo.look_inside, (None, gr.skip(), None, None, gr.skip(), None)),
           inside_in, inside_out, api_name="page_look_inside", api_visibility="private")
     # A cell picked by its label: the index follows, and the cell's plot.
-    inside["pick"].input(lambda index: index, inside["pick"], inside["index"], queue=False,
+    inside["pick"].input(lambda index: index, inside["pick"], inside["index"], queue=False, api_name="page_pick",
                          api_visibility="private").then(_warned(demo.cell, (None, None)), cell_in, cell_out,
-                                                        api_visibility="private")
+                                                        api_name="page_pick_cell", api_visibility="private")
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
     inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
                           api_name="page_cell", api_visibility="private")

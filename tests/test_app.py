@@ -55,7 +55,8 @@ def test_caption_decoding_settings(client, method, alternatives, expected):
 def test_look_inside_and_one_cell_follow_the_last_caption(client):
     _, _, words = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
     heatmap, top_cell, cell_plot, cell_words, picked, gradients = client.predict("h", 4, api_name="/look_inside")
-    assert picked == top_cell and gradients["plot"].startswith("data:image/png")
+    assert picked["value"] == top_cell == picked["choices"][0][1] and gradients["plot"].startswith("data:image/png")
+    assert all(name.startswith(f"h[{index}]") for name, index in picked["choices"])  # each cell by its label
     assert heatmap["type"] == "matplotlib" and heatmap["plot"].startswith("data:image/png")
     labels = [w["token"] for w in cell_words]
     assert labels == ["<start>", *[w["token"] for w in words if w["class_or_confidence"] is not None]]
@@ -74,7 +75,8 @@ def test_look_inside_shows_cells_by_what_the_atlas_says_they_track(client, weigh
     client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
     for show in ("word", "position"):
         _, top_cell, _, _, picked, _ = client.predict("c", 8, show, api_name="/look_inside")
-        assert top_cell == picked == strongest[show] and cells[top_cell]["tracks"] == show
+        assert top_cell == picked["value"] == strongest[show] and cells[top_cell]["tracks"] == show
+        assert picked["choices"][0] == [f"c[{top_cell}] {cells[top_cell]['label']}", top_cell]
     assert client.predict("c", 8, api_name="/look_inside")[1] == strongest["word"]  # the default
     with pytest.raises(AppError, match="^show must be one of word, position, not 'quotes'"):
         client.predict("c", 8, "quotes", api_name="/look_inside")
