@@ -10,7 +10,7 @@ decoder (teacher forcing, dropout off: :func:`captioner.decoding.trace_batch`) a
 - ``position_r``: the correlation of the cell's value with the position in the caption (words read so far);
 - ``after`` / ``before``: the words on which the cell stands out most, once its linear trend with the position is
   removed: the word just read ("after 'on'") and the word that comes next ("before 'dog'"), each with its effect
-  (mean of the detrended value after or before the word, in standard deviations; words seen
+  (mean of the detrended value after or before the word, in units of the state's typical deviation; words seen
   :data:`MIN_COUNT` times at least). ``sign`` is -1 when the cell stands out by going low;
 - ``selectivity``: the largest such effect, which ranks the word-selective cells;
 - ``tracks``: ``position`` when ``|position_r|`` is at least :data:`POSITION_R`, else ``word``; and ``label``, a
@@ -87,11 +87,13 @@ def _label(tracks: str, r: float, sign: int, context: str, words: list[str]) -> 
 
 def _effects(residual: np.ndarray, context: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per word (rows) and cell (columns), the mean of ``residual`` ``(steps, cells)`` over the steps whose context
-    word is that word, in standard deviations; and each word's step count. Special tokens count for nothing."""
+    word is that word, in units of the whole state's typical deviation (the root mean square of ``residual``: one
+    scale for all cells, so that a saturated cell, nearly constant, cannot stand out by a tiny wobble); and each
+    word's step count. Special tokens count for nothing."""
     sums = np.zeros((vocab_size, residual.shape[1]))
     np.add.at(sums, context, residual)
     counts = np.bincount(context, minlength=vocab_size)
-    effects = sums / np.maximum(counts, 1)[:, None] / (residual.std(0) + 1e-12)
+    effects = sums / np.maximum(counts, 1)[:, None] / (np.sqrt(np.mean(residual ** 2)) + 1e-12)
     effects[: len(SPECIALS)] = 0.0
     effects[counts < MIN_COUNT] = 0.0
     return effects, counts

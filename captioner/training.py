@@ -311,7 +311,7 @@ def gradient_words(figures: dict) -> str:
     if not figures:
         return ""
     return (f"grad norm mean {figures['grad_norm_mean']:.2f} max {figures['grad_norm_max']:.2f}, "
-            f"clipped {100 * figures['clipped_share']:.0f}% of steps")
+            f"clipped {100 * figures['clipped_share']:.1f}% of steps")
 
 
 

@@ -180,7 +180,7 @@ def test_gradient_figures_count_the_steps_clipping_fired_on():
 
     figures = gradient_figures([1.0, 6.0, 2.0, 7.0], clip_norm=5.0)
     assert figures == {"grad_norm_mean": 4.0, "grad_norm_max": 7.0, "clipped_share": 0.5}
-    assert gradient_words(figures) == "grad norm mean 4.00 max 7.00, clipped 50% of steps"
+    assert gradient_words(figures) == "grad norm mean 4.00 max 7.00, clipped 50.0% of steps"
     assert gradient_figures([], clip_norm=5.0) == {} and gradient_words({}) == ""
 
 
@@ -197,4 +197,4 @@ def test_training_log_records_the_gradient_norm_and_the_clipping_share(shapes, t
         assert all(0 < h["grad_norm_mean"] <= h["grad_norm_max"] for h in history)
         shares.append([h["clipped_share"] for h in history])
     assert shares == [[1.0, 1.0], [0.0, 0.0]]
-    assert "clipped 100% of steps" in capsys.readouterr().out
+    assert "clipped 100.0% of steps" in capsys.readouterr().out
