@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 
 from captioner.atlas import dev_captions
+from captioner.decoding import trace_batch
 from captioner.gradients import gradient_norms
 
 matplotlib.use("Agg")
@@ -26,8 +27,9 @@ from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen
 DATA = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")
 
 
-def mean_norms(weights: str, count: int, distance: int) -> np.ndarray:
-    """The mean gradient norm by distance 1..``distance`` over ``count`` dev captions of at least ``distance`` words."""
+def mean_norms(weights: str, count: int, distance: int) -> tuple[np.ndarray, float]:
+    """The mean gradient norm by distance 1..``distance`` over ``count`` dev captions of at least ``distance`` words,
+    and the share of their ``h_t`` values that are saturated (``|h| > 0.99``, where ``tanh' < 0.02``)."""
     loaded, features, captions = dev_captions(weights, DATA)
     long = [i for i, c in enumerate(captions) if len(c) >= distance]
     picked = [long[int(j)] for j in np.linspace(0, len(long) - 1, count)]
@@ -35,7 +37,9 @@ def mean_norms(weights: str, count: int, distance: int) -> np.ndarray:
     for i in picked:
         by_step = gradient_norms(loaded.model, features[i], captions[i]).numpy()  # (T,): row t at distance T - t
         norms.append(by_step[::-1][:distance])  # by distance 1, 2, ...
-    return np.mean(norms, axis=0)
+    states = trace_batch(loaded.model, features[picked], [captions[i] for i in picked])
+    saturated = float(np.mean(np.concatenate([np.abs(s["h"].numpy()).ravel() > 0.99 for s in states])))
+    return np.mean(norms, axis=0), saturated
 
 
 def main() -> int:
@@ -46,7 +50,8 @@ def main() -> int:
     parser.add_argument("--distance", type=int, default=8, help="the distance of the ratio (default: 8)")
     parser.add_argument("--png", default="docs/gradient_flow.png", help="where the plot goes")
     args = parser.parse_args()
-    means = {cell: mean_norms(w, args.captions, args.distance) for cell, w in (("lstm", args.lstm), ("rnn", args.rnn))}
+    measured = {cell: mean_norms(w, args.captions, args.distance) for cell, w in (("lstm", args.lstm), ("rnn", args.rnn))}
+    means = {cell: m for cell, (m, _) in measured.items()}
     print(f"mean ‖∂ log p(w_T) / ∂h_t‖ over {args.captions} dev captions of at least {args.distance} words")
     print("| distance T - t | LSTM | LSTM / distance 1 | RNN | RNN / distance 1 |")
     print("|---|---|---|---|---|")
@@ -64,6 +69,7 @@ def main() -> int:
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=100)
     print(f"wrote {args.png}")
+    print("saturated h_t values (|h| > 0.99): " + ", ".join(f"{cell} {100 * sat:.1f}%" for cell, (_, sat) in measured.items()))
     ratio = {cell: values[args.distance - 1] / values[0] for cell, values in means.items()}
     print(f"gradient flow at distance {args.distance} / distance 1: lstm {ratio['lstm']:.3g}, rnn {ratio['rnn']:.3g}")
     return 0
