@@ -50,7 +50,8 @@ def main() -> int:
     parser.add_argument("--distance", type=int, default=8, help="the distance of the ratio (default: 8)")
     parser.add_argument("--png", default="docs/gradient_flow.png", help="where the plot goes")
     args = parser.parse_args()
-    measured = {cell: mean_norms(w, args.captions, args.distance) for cell, w in (("lstm", args.lstm), ("rnn", args.rnn))}
+    measured = {cell: mean_norms(weights, args.captions, args.distance)
+                for cell, weights in (("lstm", args.lstm), ("rnn", args.rnn))}
     means = {cell: m for cell, (m, _) in measured.items()}
     print(f"mean ‖∂ log p(w_T) / ∂h_t‖ over {args.captions} dev captions of at least {args.distance} words")
     print("| distance T - t | LSTM | LSTM / distance 1 | RNN | RNN / distance 1 |")
@@ -69,7 +70,8 @@ def main() -> int:
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=100)
     print(f"wrote {args.png}")
-    print("saturated h_t values (|h| > 0.99): " + ", ".join(f"{cell} {100 * sat:.1f}%" for cell, (_, sat) in measured.items()))
+    print("saturated h_t values (|h| > 0.99): "
+          + ", ".join(f"{cell} {100 * saturated:.1f}%" for cell, (_, saturated) in measured.items()))
     ratio = {cell: values[args.distance - 1] / values[0] for cell, values in means.items()}
     print(f"gradient flow at distance {args.distance} / distance 1: lstm {ratio['lstm']:.3g}, rnn {ratio['rnn']:.3g}")
     return 0

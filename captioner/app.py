@@ -41,9 +41,9 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
+from .atlas import TRACKS_SHOWN, ranked
 from .decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
 from .images import MAX_PIXELS, BadImageError, load_image
-from .atlas import TRACKS_SHOWN, ranked
 from .pipeline import TOP_ANSWERS, Captioner
 from .pretrained import Loaded
 
@@ -259,7 +259,7 @@ class Demo:
         return states[kind].numpy(), ["<start>", *last["caption"].words]  # row t: after reading word t
 
     def look_inside(self, last: dict | None, kind: str = "c", cells: int = 16, show: str | None = None
-                    ) -> tuple[Figure, int, Figure, Scored, dict, Figure]:
+                    ) -> tuple[Figure, int, Figure, Scored, gr.Dropdown, Figure | None]:
         """Heatmap of ``cells`` cells over the last caption, then the top one alone; the cells to pick from by what
         they track; and how far back the last word's gradient reaches, in this decoder and the other cell's.
         ``show``: ``word`` (word-selective cells, the default) or ``position`` (position-tracking), from the
@@ -297,8 +297,9 @@ class Demo:
         cell = self.model.decoder.config.cell.upper()
         norms = {f"{cell} (these weights)": self.model.gradient_flow(last["features"], last["caption"]).numpy()}
         if self.other is not None:
-            name = f"{self.other.model.config.cell.upper()} ({self.other.entry.name if self.other.entry else 'weights'})"
-            norms[name] = self.model.gradient_flow(last["features"], last["caption"], self.other).numpy()
+            other = self.other.entry.name if self.other.entry else self.other.path.name
+            norms[f"{self.other.model.config.cell.upper()} ({other})"] = self.model.gradient_flow(
+                last["features"], last["caption"], self.other).numpy()
         return _gradient_figure(norms, ["<start>", *last["caption"].words])
 
     def cell(self, last: dict | None, kind: str = "c", index: int = 0) -> tuple[Figure, Scored]:

@@ -36,6 +36,7 @@ from .decoding import trace_batch
 from .encoder import build_encoder
 from .features import batched, cached_features
 from .model import CaptionDecoder
+from .pretrained import Loaded, load_pretrained
 from .schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
 from .vocab import SPECIALS, Vocabulary
 
@@ -178,12 +179,10 @@ def draw_cells(atlas: dict, states: dict[str, torch.Tensor], words: list[str], p
 
 
 def dev_captions(weights: str, data: Sequence[str], split: str = "dev", max_captions: int = 0,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None) -> tuple[Loaded, torch.Tensor, list[list[int]]]:
     """The caption weights ``weights`` (loaded: :class:`captioner.pretrained.Loaded`), and every caption of the
     ``split`` of each dataset of ``data`` as (image features ``(N, feature_dim)``, word ids without markers),
     the features cached as training caches them. Shared with ``benchmarks/gradient_flow.py``."""
-    from .pretrained import load_pretrained
-
     loaded, _ = load_pretrained(weights, with_vqa=False)
     if loaded.tuned:
         raise ValueError(f"{loaded.path}: weights with fine-tuned encoder blocks are not supported here")

@@ -279,7 +279,8 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
 
 
 @torch.inference_mode()
-def trace_batch(model: CaptionDecoder, features: torch.Tensor, captions: Sequence[list[int]]) -> list[dict[str, torch.Tensor]]:
+def trace_batch(model: CaptionDecoder, features: torch.Tensor,
+                captions: Sequence[list[int]]) -> list[dict[str, torch.Tensor]]:
     """:func:`trace_states` of a batch: image ``i`` of ``features`` ``(N, ...)`` reads ``captions[i]``, all at once
     (shorter captions are padded, and their states after the padding dropped), for the cell atlas."""
     model.eval()

@@ -195,8 +195,8 @@ class Captioner(Pipeline):
         return trace_states(self.decoder, features, caption.tokens)
 
     def gradient_flow(self, features: torch.Tensor, caption: Caption, other: Loaded | None = None) -> torch.Tensor:
-        """‖∂ log p(w_T) / ∂h_t‖ ``(T,)`` for each step t of ``caption`` read from one image's ``features``: how far
-        back its last word's gradient reaches (:mod:`captioner.gradients`), in this decoder or in ``other``'s
+        """‖∂ log p(w_T) / ∂h_t‖ ``(T,)`` for each step t of ``caption`` read from one image's ``features``: how
+        far back its last word's gradient reaches (:mod:`captioner.gradients`), in this decoder or in ``other``'s
         (:meth:`other_cell`), which reads the caption's words in its own vocabulary."""
         decoder, vocab = (self.decoder, self.vocab) if other is None else (other.model, other.vocab)
         return gradient_norms(decoder, features, [vocab.index.get(w, vocab.unk_id) for w in caption.words])

@@ -116,10 +116,12 @@ def read_atlas(path: Path, data: Any, kinds: tuple[str, ...], size: int) -> dict
                     raise ValueError(f"{where} must be a JSON object, not {_shown(entry)}")
                 label = entry["label"]
                 if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL or "\n" in label:
-                    raise ValueError(f"{where}.label must be one line of 1 to {MAX_LABEL} characters, not {_shown(label)}")
+                    raise ValueError(f"{where}.label must be one line of 1 to {MAX_LABEL} characters, "
+                                     f"not {_shown(label)}")
                 check_value(f"{where}.tracks", entry["tracks"], "str", {"choices": TRACKS})
                 check_value(f"{where}.position_r", entry["position_r"], "float", {"limits": {"low": -1.0, "high": 1.0}})
-                check_value(f"{where}.selectivity", entry["selectivity"], "float", {"limits": {"low": 0.0, "high": 1e6}})
+                check_value(f"{where}.selectivity", entry["selectivity"], "float",
+                            {"limits": {"low": 0.0, "high": 1e6}})
                 for context in ("after", "before"):
                     _words(entry[context], f"{where}.{context}")
         return cells

@@ -70,8 +70,9 @@ def test_look_inside_shows_cells_by_what_the_atlas_says_they_track(client, weigh
     if not atlas.exists():
         pytest.skip("weights without a cell atlas")
     cells = json.loads(atlas.read_text())["cells"]["c"]
-    strongest = {"word": max((c["selectivity"], i) for i, c in enumerate(cells) if c["tracks"] == "word")[1],
-                 "position": max((abs(c["position_r"]), i) for i, c in enumerate(cells) if c["tracks"] == "position")[1]}
+    strongest = {
+        "word": max((c["selectivity"], i) for i, c in enumerate(cells) if c["tracks"] == "word")[1],
+        "position": max((abs(c["position_r"]), i) for i, c in enumerate(cells) if c["tracks"] == "position")[1]}
     client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
     for show in ("word", "position"):
         _, top_cell, _, _, picked, _ = client.predict("c", 8, show, api_name="/look_inside")
