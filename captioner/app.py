@@ -41,9 +41,11 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
+from .atlas import TRACKS_SHOWN, ranked
 from .decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
 from .images import MAX_PIXELS, BadImageError, load_image
 from .pipeline import TOP_ANSWERS, Captioner
+from .pretrained import Loaded
 
 PACKAGE = Path(__file__).resolve().parent
 # The example photos: installed inside the package (a wheel), else the examples/ folder of a checkout.
@@ -59,6 +61,9 @@ CACHE_CLEANUP = (600, 3600)
 ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the heatmap may show
 DECODING = DecodeConfig()  # the decoding defaults and ranges the controls show (the weights' own beam size apart)
 KINDS = {"c": "c_t (cell state)", "h": "h_t (hidden state)"}
+# Which cells Look inside shows: by what the weights' cell atlas says they track, or (weights without one) those
+# that vary most over the caption.
+SHOWS = {**TRACKS_SHOWN, "varying": "cells that vary most over this caption"}
 # On a phone (the columns stacked), a smaller photo and one row of example thumbnails, so that the photo, the
 # Caption button and the caption fit the first screen (390 x 844: see tests/test_browser.py).
 CSS = """
@@ -148,16 +153,18 @@ def _badge(sure: bool | None, result: str) -> str:
     return "" if sure is not False else f'<span class="not-sure">not sure</span> {NOT_SURE_MEANS[result]}'
 
 
-def _states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind: str) -> Figure:
-    """Heatmap of the chosen cells (rows) over the words (columns), red positive, blue negative."""
+def _states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind: str, show: str,
+                   names: list[str]) -> Figure:
+    """Heatmap of the chosen cells (rows, named by ``names``) over the words (columns), red positive, blue negative."""
     data = values[:, cells].T
     limit = float(np.abs(data).max()) or 1.0
     fig = Figure(figsize=(max(6.0, 0.45 * len(labels) + 2.0), 0.26 * len(cells) + 1.8), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(cells)), [f"{kind}[{i}]" for i in cells])
-    ax.set_title(f"The {len(cells)} {kind}_t cells that vary most over this caption", fontsize=10)
+    ax.set_yticks(range(len(cells)), names)
+    ax.set_title(f"{len(cells)} {SHOWS[show].replace('cells', f'{kind}_t cells', 1)}" +
+                 (" (found over the dev captions)" if show != "varying" else ""), fontsize=10)
     fig.colorbar(image, ax=ax, label=f"{kind}_t value", shrink=0.9)
     return fig
 
@@ -174,6 +181,21 @@ def _cell_view(values: np.ndarray, labels: list[str], cell: int, kind: str) -> t
     ax.set_title(f"Cell {cell} of {kind}_t, word by word", fontsize=10)
     scale = float(np.abs(series).max()) or 1.0
     return fig, [(word, round(float(v) / scale, 3)) for word, v in zip(labels, series)]
+
+
+def _gradient_figure(norms: dict[str, np.ndarray], labels: list[str]) -> Figure:
+    """‖∂ log p(w_T)/∂h_t‖ by step, one panel per decoder side by side, each relative to its last step."""
+    fig = Figure(figsize=(max(6.0, 0.6 * len(labels) * len(norms) + 2.0), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(norms), sharey=True, squeeze=False)[0]
+    for ax, (name, values) in zip(axes, norms.items()):
+        ax.bar(range(len(values)), values / (values[-1] or 1.0), color="tab:purple")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(values)), labels[: len(values)], rotation=45, ha="right")
+        ax.set_title(name, fontsize=10)
+    axes[0].set_ylabel("relative to the last step")
+    fig.suptitle(f"How far back does the gradient of the last word, {labels[-1]!r}, reach? "
+                 "‖∂ log p(w_T)/∂h_t‖ after each word", fontsize=10)
+    return fig
 
 
 def _image_roots() -> list[Path]:
@@ -200,8 +222,8 @@ class _CheckedBlocks(gr.Blocks):
 class Demo:
     """The request handlers; their signatures and docstrings are what the API page shows."""
 
-    def __init__(self, model: Captioner):
-        self.model = model
+    def __init__(self, model: Captioner, other: Loaded | None = None):
+        self.model, self.other = model, other  # other: the decoder of the other cell, for the gradient plot
         self.roots = _image_roots()
 
     def _image(self, payload: dict | None) -> Image.Image:
@@ -247,12 +269,49 @@ class Demo:
         states = self.model.states(last["features"], last["caption"])
         return states[kind].numpy(), ["<start>", *last["caption"].words]  # row t: after reading word t
 
-    def look_inside(self, last: dict | None, kind: str = "c", cells: int = 16) -> tuple[Figure, int, Figure, Scored]:
-        """Heatmap of the ``cells`` LSTM cells that vary most over the last caption, then the top one alone."""
+    def look_inside(self, last: dict | None, kind: str = "c", cells: int = 16, show: str | None = None
+                    ) -> tuple[Figure, int, Figure, Scored, gr.Dropdown, Figure | None]:
+        """Heatmap of ``cells`` cells over the last caption, then the top one alone; the cells to pick from by what
+        they track; and how far back the last word's gradient reaches, in this decoder and the other cell's.
+        ``show``: ``word`` (word-selective cells, the default) or ``position`` (position-tracking), from the
+        weights' cell atlas; ``varying`` (the cells that vary most over this caption) for weights without one."""
         cells = _whole("cells", cells, 1, MAX_CELLS)
+        shows = self.shows
+        show = shows[0] if show is None else show
+        if not isinstance(show, str) or show not in shows:
+            raise _mistake(f"show must be one of {', '.join(shows)}, not {_shown(show)}")
         values, labels = self._trace(last, kind)
-        top = np.argsort(-values.std(axis=0))[:cells]
-        return _states_figure(values, labels, top, kind), int(top[0]), *_cell_view(values, labels, int(top[0]), kind)
+        atlas = self.model.cells.get(kind, [])
+        order = np.argsort(-values.std(axis=0)) if show == "varying" else np.array(ranked(atlas, show), dtype=int)
+        if not len(order):
+            raise _mistake(f"The cell atlas of these weights finds no {SHOWS[show]} in {kind}_t.")
+        top, picks = order[:cells], order[:MAX_CELLS]
+        choice = gr.Dropdown(choices=[(self._cell_name(kind, i), int(i)) for i in picks], value=int(top[0]))
+        figure = _states_figure(values, labels, top, kind, show, [self._cell_name(kind, i) for i in top])
+        return figure, int(top[0]), *_cell_view(values, labels, int(top[0]), kind), choice, self._gradients(last)
+
+    @property
+    def shows(self) -> list[str]:
+        """The cell choices Look inside offers: by the cell atlas when the weights have one."""
+        return ["word", "position"] if self.model.cells else ["varying"]
+
+    def _cell_name(self, kind: str, index: int) -> str:
+        """A cell as the plots and the picker name it: ``c[465] after court, bat, tennis``."""
+        atlas = self.model.cells.get(kind)
+        return f"{kind}[{index}]" + (f" {atlas[index]['label']}" if atlas else "")
+
+    def _gradients(self, last: dict) -> Figure | None:
+        """The gradient-flow plot of the last caption: this decoder's, and the other cell's beside it (none for a
+        caption without words)."""
+        if not last["caption"].words:
+            return None
+        cell = self.model.decoder.config.cell.upper()
+        norms = {f"{cell} (these weights)": self.model.gradient_flow(last["features"], last["caption"]).numpy()}
+        if self.other is not None:
+            other = self.other.entry.name if self.other.entry else self.other.path.name
+            norms[f"{self.other.model.config.cell.upper()} ({other})"] = self.model.gradient_flow(
+                last["features"], last["caption"], self.other).numpy()
+        return _gradient_figure(norms, ["<start>", *last["caption"].words])
 
     def cell(self, last: dict | None, kind: str = "c", index: int = 0) -> tuple[Figure, Scored]:
         """One cell's value after each word of the last caption: a plot, and the words coloured by it."""
@@ -316,23 +375,29 @@ def _caption_tab(model: Captioner) -> dict[str, Any]:
     return ui
 
 
-def _inside_tab(model: Captioner) -> dict[str, Any]:
-    """The Look inside tab: the heatmap of the most varying cells, and one cell word by word."""
+def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
+    """The Look inside tab: the heatmap of the cells chosen, one cell word by word, and the gradient flow."""
     gr.Markdown(
-        "The decoder is an LSTM: after each word it updates a memory vector `c_t` and an output "
-        "`h_t`. Following Karpathy, Johnson & Fei-Fei, *Visualizing and Understanding Recurrent "
-        "Networks* (searching for interpretable cells), the heatmap shows the cells that change "
-        "most over the caption; pick a cell below to follow it word by word.")
+        f"The decoder is {'an LSTM' if model.decoder.config.cell == 'lstm' else 'a vanilla RNN'}: after each "
+        "word it updates its state (`c_t`, the LSTM's memory, and the output `h_t`). Following Karpathy, Johnson "
+        "& Fei-Fei, *Visualizing and Understanding Recurrent Networks*, the cells are labelled by what they track "
+        "across all dev captions (the weights' cell atlas): the words after or before which they stand out, or "
+        "the position in the caption. Pick a cell to follow it word by word. Below: how far back the last "
+        "word's gradient reaches, in an LSTM and a vanilla RNN (the lecture's vanishing gradient).")
     size = model.state_size
     with gr.Row():
         kind = gr.Radio([(KINDS[k], k) for k in model.state_kinds], value=model.state_kinds[0], label="State")
+        show = gr.Radio([(SHOWS[k], k) for k in shows], value=shows[0], label="Cells", elem_id="cell-choice")
         cells = gr.Slider(1, min(MAX_CELLS, size), value=min(16, size), step=1, label="Cells shown")
     # The plots' titles say what they show: a block label would float over the title and the first point.
-    return {"kind": kind, "cells": cells, "heatmap": gr.Plot(format="png", show_label=False, elem_id="heatmap"),
+    return {"kind": kind, "show": show, "cells": cells,
+            "heatmap": gr.Plot(format="png", show_label=False, elem_id="heatmap"),
+            "pick": gr.Dropdown([], label="Pick a cell by what it tracks", elem_id="cell-pick"),
             "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
             "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
             "words": gr.HighlightedText(label="Words coloured by this cell (red: +, purple: -)",
-                                        show_inline_category=False)}
+                                        show_inline_category=False),
+            "gradients": gr.Plot(format="png", show_label=False, elem_id="gradient-flow")}
 
 
 def _ask_tab(model: Captioner) -> dict[str, Any]:
@@ -356,8 +421,9 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
                          api_visibility="private")
     caption_in = [image, cap["method"], cap["beam_size"], cap["temperature"], cap["top_k"], cap["alternatives"]]
     caption_out = [cap["text"], cap["nbest"], cap["words"], last]
-    inside_in = [last, inside["kind"], inside["cells"]]
-    inside_out = [inside["heatmap"], inside["index"], inside["plot"], inside["words"]]
+    inside_in = [last, inside["kind"], inside["cells"], inside["show"]]
+    inside_out = [inside["heatmap"], inside["index"], inside["plot"], inside["words"], inside["pick"],
+                  inside["gradients"]]
     cell_in, cell_out = [last, inside["kind"], inside["index"]], [inside["plot"], inside["words"]]
     # The page shows a "not sure" badge beside the caption and the answers (the API gives the values alone).
     page_caption_out, page_answers = [*caption_out, cap["sure"]], [ask["answers"], ask["sure"]]
@@ -376,20 +442,26 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
         """A new image is captioned at once (or told at once why it can't be); none: nothing to do."""
         return page_caption(image, *settings) if image else gr.skip()
 
-    def inside_new_caption(last: dict | None, kind: str, cells: int) -> Any:
+    def inside_new_caption(last: dict | None, kind: str, cells: int, show: str) -> Any:
         """The Look-inside plots of a new caption; none after a mistake (already warned about)."""
-        return demo.look_inside(last, kind, cells) if last else gr.skip()
+        return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
-    image.change(lambda: (None,) * 10, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
-                                             *page_answers], queue=False, api_visibility="private").then(
+    image.change(lambda: (None,) * 11, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
+                                             inside["gradients"], *page_answers], queue=False,
+                 api_visibility="private").then(
         caption_new_image, caption_in, page_caption_out, preprocess=False, api_name="page_new_image",
         api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private")
     cap["button"].click(page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption",
                         api_visibility="private").success(inside_new_caption, inside_in, inside_out,
                                                           api_visibility="private")
-    gr.on([inside["kind"].change, inside["cells"].release], _warned(demo.look_inside, (None, gr.skip(), None, None)),
+    gr.on([inside["kind"].change, inside["cells"].release, inside["show"].change],
+          _warned(demo.look_inside, (None, gr.skip(), None, None, gr.skip(), None)),
           inside_in, inside_out, api_name="page_look_inside", api_visibility="private")
+    # A cell picked by its label: the index follows, and the cell's plot.
+    inside["pick"].input(lambda index: index, inside["pick"], inside["index"], queue=False, api_name="page_pick",
+                         api_visibility="private").then(_warned(demo.cell, (None, None)), cell_in, cell_out,
+                                                        api_name="page_pick_cell", api_visibility="private")
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
     inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
                           api_name="page_cell", api_visibility="private")
@@ -404,8 +476,10 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     api.click(demo.ask, [image, ask["question"]], ask["answers"], api_name="ask", preprocess=False)
 
 
-def build_ui(model: Captioner) -> gr.Blocks:
-    """The page: one shared image on the left, the Caption / Look inside / Ask tabs on the right."""
+def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
+    """The page: one shared image on the left, the Caption / Look inside / Ask tabs on the right. ``other``: the
+    other cell's decoder, beside this one in the gradient plot."""
+    demo = Demo(model, other)
     with _CheckedBlocks(title="captioner", analytics_enabled=False) as ui:
         gr.Markdown("# captioner\nDescribe a photo in words, see inside the LSTM that writes them, "
                     "and ask questions about the photo. Everything runs offline on this computer's CPU.")
@@ -417,10 +491,10 @@ def build_ui(model: Captioner) -> gr.Blocks:
                 with gr.Tab("Caption", id="caption"):
                     caption = _caption_tab(model)
                 with gr.Tab("Look inside", id="inside"):
-                    inside = _inside_tab(model)
+                    inside = _inside_tab(model, demo.shows)
                 with gr.Tab("Ask", id="ask"):
                     ask = _ask_tab(model)
-        _wire(Demo(model), image, last, caption, inside, ask)
+        _wire(demo, image, last, caption, inside, ask)
     ui.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return ui
 
@@ -526,7 +600,7 @@ def serve(weights: str | None = None, precision: str = "auto", host: str = "127.
     gr.set_static_paths([EXAMPLES_DIR])
     # SIGTERM shuts down as Ctrl-C does, so that the uploads are deleted on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    ui = build_ui(model)
+    ui = build_ui(model, model.other_cell())
     # quiet: Gradio's start-up lines would tell users to set share=True in launch(); the app's own say --share true.
     ui.launch(server_name=host, server_port=port, share=share, max_file_size=f"{MAX_FILE_MB}mb",
               allowed_paths=[str(EXAMPLES_DIR)], enable_monitoring=monitoring, css=CSS, quiet=True,

@@ -75,9 +75,9 @@ def _atomic_write(path: Path, write) -> None:
         write(tmp)
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    """Write JSON atomically (``indent`` None: on one line, for files read by programs only)."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
 
 
 def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -275,17 +275,25 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
     Returns ``h`` (and ``c`` for the LSTM), each ``(len(tokens) + 1, hidden)``: row ``t`` is the state
     after reading ``<start>`` and the first ``t`` words.
     """
+    return trace_batch(model, features[None], [tokens])[0]
+
+
+@torch.inference_mode()
+def trace_batch(model: CaptionDecoder, features: torch.Tensor,
+                captions: Sequence[list[int]]) -> list[dict[str, torch.Tensor]]:
+    """:func:`trace_states` of a batch: image ``i`` of ``features`` ``(N, ...)`` reads ``captions[i]``, all at once
+    (shorter captions are padded, and their states after the padding dropped), for the cell atlas."""
     model.eval()
-    image = model.encode_image(features.float()[None])  # a batch of one
+    image = model.encode_image(features.float())
     state = model.initial_state(image)
-    seq = [Vocabulary.start_id, *tokens]
+    seq = [[Vocabulary.start_id, *c] for c in captions]
+    steps = max(len(s) for s in seq)
+    padded = torch.tensor([s + [Vocabulary.pad_id] * (steps - len(s)) for s in seq])  # (N, steps)
     hs, cs = [], []
-    for t, tok in enumerate(seq):
-        _, state = model.step(torch.tensor([tok]), state, image, first=t == 0)
-        hs.append(state[0][-1, 0])  # (hidden,): the top layer's
+    for t in range(steps):
+        _, state = model.step(padded[:, t], state, image, first=t == 0)
+        hs.append(state[0][-1])  # (N, hidden): the top layer's
         if len(state) > 1:
-            cs.append(state[1][-1, 0])
-    out = {"h": torch.stack(hs)}
-    if cs:
-        out["c"] = torch.stack(cs)
-    return out
+            cs.append(state[1][-1])
+    kinds = {"h": torch.stack(hs, 1), **({"c": torch.stack(cs, 1)} if cs else {})}  # each (N, steps, hidden)
+    return [{k: v[i, : len(s)] for k, v in kinds.items()} for i, s in enumerate(seq)]

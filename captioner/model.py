@@ -51,6 +51,11 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         check(self)
 
+    @property
+    def state_kinds(self) -> tuple[str, ...]:
+        """The recurrent states: ``c`` (the LSTM's cell) and ``h``, or ``h`` alone (RNN)."""
+        return ("c", "h") if self.cell == "lstm" else ("h",)
+
 
 @dataclass
 class EncodedImage:
@@ -186,8 +191,12 @@ class CaptionDecoder(nn.Module):
                 x = torch.tanh(pre)
             new_h.append(x)
         state = (torch.stack(new_h), torch.stack(new_c)) if new_c else (torch.stack(new_h),)
-        x = self._attend(x[:, None], image)[:, 0]  # (N, hidden)
-        return torch.log_softmax(self.out(x), dim=-1), state  # (N, vocab)
+        return self.log_probs(x, image), state
+
+    def log_probs(self, h: torch.Tensor, image: EncodedImage) -> torch.Tensor:
+        """Next-word log-probabilities ``(N, vocab)`` from the top layer's state ``h`` ``(N, hidden)``."""
+        x = self._attend(h[:, None], image)[:, 0]  # (N, hidden)
+        return torch.log_softmax(self.out(x), dim=-1)  # (N, vocab)
 
 
 WORD_ROWS = ("embed.weight", "out.weight", "out.bias")  # the decoder tensors with a row per vocabulary word

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import schema
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, split_encoder_weights
+from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, read_json, split_encoder_weights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .model import CaptionDecoder, DecoderConfig
@@ -70,6 +70,8 @@ def weights_root() -> Path:
 
 
 _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
+_CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
+                 "annotations CC BY 4.0, images under their Flickr licences, research use")
 
 _ENTRIES = [
     Weights(
@@ -82,8 +84,18 @@ _ENTRIES = [
                              "METEOR": 0.2119, "ROUGE_L": 0.4783, "CIDEr": 0.6746}},
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
                "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/",
-        data_license="Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
-                     "annotations CC BY 4.0, images under their Flickr licences, research use"),
+        data_license=_CAPTION_DATA),
+    Weights(  # the LSTM's recipe with a vanilla tanh RNN: the lecture's gradient-flow comparison (docs/rnn.md)
+        name="caption-rnn-flickr8k-coco-v1", task="caption", folder="caption-rnn", encoder="efficientnet-lite0",
+        preprocessing=_LITE0,
+        decoding={"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3},
+        scores={"flickr8k dev": {"Bleu_1": 0.6114, "Bleu_2": 0.4194, "Bleu_3": 0.2841, "Bleu_4": 0.1889,
+                                 "METEOR": 0.1815, "ROUGE_L": 0.4276, "CIDEr": 0.4395},
+                "coco dev": {"Bleu_1": 0.6340, "Bleu_2": 0.4485, "Bleu_3": 0.3109, "Bleu_4": 0.2121,
+                             "METEOR": 0.2001, "ROUGE_L": 0.4710, "CIDEr": 0.5810}},
+        recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
+               "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/",
+        data_license=_CAPTION_DATA),
     Weights(
         name="vqa-daquar-coco-v3", task="vqa", folder="vqa", encoder="efficientnet-lite0", preprocessing=_LITE0,
         scores={"daquar by-image val": {"accuracy": 0.2367}, "coco dev": {"accuracy": 0.4271}},
@@ -94,6 +106,7 @@ _ENTRIES = [
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
 DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3"}  # what from_pretrained() loads
+CELL_ENTRIES = {"lstm": "caption-flickr8k-coco-v3", "rnn": "caption-rnn-flickr8k-coco-v1"}  # the shipped decoders
 
 
 def list_weights(task: str | None = None) -> list[Weights]:
@@ -161,6 +174,7 @@ class Loaded:
     decoding: DecodeConfig | None = None
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)
     confidence: dict[str, float] = field(default_factory=dict)  # "not sure" thresholds (captioner.schema)
+    cells: dict[str, list[dict]] = field(default_factory=dict)  # the cell atlas, by state (captioner.atlas); {}: none
 
 
 def load_pretrained(weights: str | Path | Weights | None = None,
@@ -225,4 +239,9 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
             decoding = DecodeConfig(**{"max_length": vocab.max_length, **decoding_defaults})
         model = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
                                      lambda: CaptionDecoder(decoder_config), tensors)
-    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence)
+    cells = {}
+    atlas = path / schema.ATLAS_FILE
+    if task == "caption" and atlas.is_file():
+        cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
+    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
+                  cells)

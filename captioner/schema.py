@@ -10,6 +10,8 @@ field, within a second, before a tensor is allocated:
   enforces) and an optional ``confidence`` (:data:`CONFIDENCE_KEYS`, each in [0, 1]);
 - ``vocab.json``: ``words``, a list of unique non-empty strings, and ``max_length`` (the range of ``--max-length``);
 - ``answers.json``: a list of unique strings (the empty answer among them, as human answers have it);
+- ``cells.json`` (optional, caption weights: :mod:`captioner.atlas`): an entry per cell of each state of the
+  decoder, each with its label, what it tracks, its position correlation and selectivity, and its words;
 - ``model.safetensors``: the names and shapes of the model the config describes (built on the meta device, so
   without memory), float dtypes, finite values within ±:data:`captioner.checkpoint.MAX_MAGNITUDE`
   (:func:`captioner.checkpoint.check_tensors`).
@@ -32,6 +34,8 @@ from .encoder import ENCODERS
 from .vocab import Vocabulary
 
 CONFIDENCE_KEYS = ("answer", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)
+ATLAS_FILE, ATLAS_FORMAT = "cells.json", "captioner cell atlas"  # the cell atlas (captioner.atlas)
+TRACKS = ("position", "word")  # what an atlas says a cell tracks
 
 
 def _shown(value: Any) -> str:
@@ -77,6 +81,50 @@ def read_vocabulary(path: Path, data: Any) -> Vocabulary:
             raise ValueError(f"expected a JSON object, not {_shown(data)}")
         max_length = checked("max_length", data["max_length"], _setting(DecodeConfig, "max_length"))
         return Vocabulary(strings(data["words"], "words"), max_length)
+
+
+MAX_LABEL = 80  # characters of a cell's label
+
+
+def _words(data: Any, where: str) -> None:
+    """A cell's ``after`` or ``before`` words: a list of [word, effect] pairs."""
+    if not isinstance(data, list):
+        raise ValueError(f"{where} must be a list of [word, effect] pairs, not {_shown(data)}")
+    for i, pair in enumerate(data):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ValueError(f"{where} item {i + 1} must be a [word, effect] pair, not {_shown(pair)}")
+        check_value(f"{where} item {i + 1} effect", pair[1], "float", {"limits": {"low": -1e6, "high": 1e6}})
+
+
+def read_atlas(path: Path, data: Any, kinds: tuple[str, ...], size: int) -> dict[str, list[dict]]:
+    """The cells of a ``cells.json`` atlas for a decoder whose states are ``kinds``, of ``size`` cells each."""
+    with config_errors(path):
+        if not isinstance(data, dict) or data.get("format") != ATLAS_FORMAT:
+            raise ValueError(f"not a cell atlas (expected a JSON object with \"format\": \"{ATLAS_FORMAT}\")")
+        cells = section(data, "cells")
+        if sorted(cells) != sorted(kinds):
+            raise ValueError(f"cells must describe the states {', '.join(kinds)} of the decoder, not "
+                             f"{_shown(', '.join(sorted(map(str, cells))))}")
+        for kind in kinds:
+            entries = cells[kind]
+            if not isinstance(entries, list) or len(entries) != size:
+                raise ValueError(f"cells.{kind} must be a list of {size} cells (the decoder's), not "
+                                 f"{len(entries) if isinstance(entries, list) else _shown(entries)}")
+            for i, entry in enumerate(entries):
+                where = f"cells.{kind}[{i}]"
+                if not isinstance(entry, dict):
+                    raise ValueError(f"{where} must be a JSON object, not {_shown(entry)}")
+                label = entry["label"]
+                if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL or "\n" in label:
+                    raise ValueError(f"{where}.label must be one line of 1 to {MAX_LABEL} characters, "
+                                     f"not {_shown(label)}")
+                check_value(f"{where}.tracks", entry["tracks"], "str", {"choices": TRACKS})
+                check_value(f"{where}.position_r", entry["position_r"], "float", {"limits": {"low": -1.0, "high": 1.0}})
+                check_value(f"{where}.selectivity", entry["selectivity"], "float",
+                            {"limits": {"low": 0.0, "high": 1e6}})
+                for context in ("after", "before"):
+                    _words(entry[context], f"{where}.{context}")
+        return cells
 
 
 def _setting(config_cls: type, name: str):

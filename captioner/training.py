@@ -297,6 +297,24 @@ class Task:
 # ---------------------------------------------------------------- the loop
 
 
+def gradient_figures(norms: Sequence[float], clip_norm: float) -> dict:
+    """An epoch's gradient norms before clipping, in figures for the log: their mean and max, and the share of
+    steps where clipping fired (norm above ``clip_norm``). Empty when no step ran (a run resumed at an epoch's end)."""
+    if not norms:
+        return {}
+    return {"grad_norm_mean": round(sum(norms) / len(norms), 4), "grad_norm_max": round(max(norms), 4),
+            "clipped_share": round(sum(n > clip_norm for n in norms) / len(norms), 4)}
+
+
+def gradient_words(figures: dict) -> str:
+    """:func:`gradient_figures` in words, for the epoch's line of the log."""
+    if not figures:
+        return ""
+    return (f"grad norm mean {figures['grad_norm_mean']:.2f} max {figures['grad_norm_max']:.2f}, "
+            f"clipped {100 * figures['clipped_share']:.1f}% of steps")
+
+
+
 class Run:
     """The optimizer, schedule and progress of one training run, and its checkpoints."""
 
@@ -331,10 +349,10 @@ class Run:
                 self.start_phase(phase, fresh=(self.epoch, self.step_in_epoch) == (first, 0))
             while self.epoch < first + phase.epochs:
                 started = time.time()
-                figure = self.train_epoch(net, phase)
+                figure, gradients = self.train_epoch(net, phase)
                 self.step_in_epoch, self.epoch = 0, self.epoch + 1
                 if self.rank == 0:
-                    self.score_epoch(phase, figure, started)
+                    self.score_epoch(phase, figure, gradients, started)
                 self.save_last(self.epoch, 0)
                 barrier(self.world)
             first += phase.epochs
@@ -349,14 +367,15 @@ class Run:
         model_params = {id(p) for p in self.task.model.parameters()}
         self.synced = [p for p in self.params if not phase.ddp or id(p) not in model_params]
 
-    def train_epoch(self, net: nn.Module, phase: Phase) -> float:
-        """Train on this process's remaining batches of the epoch; returns the mean figure (loss or reward)."""
+    def train_epoch(self, net: nn.Module, phase: Phase) -> tuple[float, dict]:
+        """Train on this process's remaining batches of the epoch; returns the mean figure (loss or reward) and
+        :func:`gradient_figures` of the steps (the gradient norm before clipping, and how often clipping fired)."""
         cfg, optimizer = self.cfg, self.optimizer
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)  # the order depends on nothing else
         batches = phase.batches(generator)
         batches = batches[self.rank :: self.world][: len(batches) // self.world]  # as many on every process
         net.train()
-        seen, total = 0, 0.0
+        seen, total, norms = 0, 0.0, []
         bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{self.total_epochs}" + (
             f" ({phase.name})" if phase.name else ""), "batch", disable=self.rank != 0, initial=self.step_in_epoch)
         for step in range(self.step_in_epoch, len(batches)):
@@ -364,7 +383,7 @@ class Run:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(self.synced, self.world)
-            nn.utils.clip_grad_norm_(self.params, cfg.clip_norm)
+            norms.append(float(nn.utils.clip_grad_norm_(self.params, cfg.clip_norm)))  # the norm before clipping
             optimizer.step()
             if phase.lr is None:
                 self.scheduler.step()
@@ -374,17 +393,18 @@ class Run:
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < len(batches):
                 self.save_last(self.epoch, step + 1)
         bar.close()
-        return total / max(seen, 1)
+        return total / max(seen, 1), gradient_figures(norms, cfg.clip_norm)
 
-    def score_epoch(self, phase: Phase, figure: float, started: float) -> None:
+    def score_epoch(self, phase: Phase, figure: float, gradients: dict, started: float) -> None:
         """Score the epoch just trained and report it; a new best is saved to ``best/``."""
         task = self.task
-        scores = {**task.validate(), "epoch": self.epoch, f"train_{phase.figure}": figure,
+        scores = {**task.validate(), "epoch": self.epoch, f"train_{phase.figure}": figure, **gradients,
                   "seconds": round(time.time() - started, 1)}
         self.history.append(scores)
         ranked = task.best_by in scores
         improved = self.best is None or not ranked or scores[task.best_by] > self.best[task.best_by]
-        words = ", ".join(filter(None, [f"train {phase.figure} {figure:.3f}", task.report(scores)]))
+        words = ", ".join(filter(None, [f"train {phase.figure} {figure:.3f}", gradient_words(gradients),
+                                        task.report(scores)]))
         print(f"epoch {self.epoch}: {words}" + (" (best)" if improved and ranked else ""))
         if improved:
             self.best = scores

@@ -54,13 +54,33 @@ def test_caption_decoding_settings(client, method, alternatives, expected):
 
 def test_look_inside_and_one_cell_follow_the_last_caption(client):
     _, _, words = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
-    heatmap, top_cell, cell_plot, cell_words = client.predict("h", 4, api_name="/look_inside")
+    heatmap, top_cell, cell_plot, cell_words, picked, gradients = client.predict("h", 4, api_name="/look_inside")
+    assert picked["value"] == top_cell == picked["choices"][0][1] and gradients["plot"].startswith("data:image/png")
+    assert all(name.startswith(f"h[{index}]") for name, index in picked["choices"])  # each cell by its label
     assert heatmap["type"] == "matplotlib" and heatmap["plot"].startswith("data:image/png")
     labels = [w["token"] for w in cell_words]
     assert labels == ["<start>", *[w["token"] for w in words if w["class_or_confidence"] is not None]]
     assert all(-1 <= w["class_or_confidence"] <= 1 for w in cell_words)
     plot, _ = client.predict("c", int(top_cell), api_name="/cell")
     assert plot["plot"].startswith("data:image/png")
+
+
+def test_look_inside_shows_cells_by_what_the_atlas_says_they_track(client, weights_dir):
+    atlas = weights_dir / "caption" / "cells.json"
+    if not atlas.exists():
+        pytest.skip("weights without a cell atlas")
+    cells = json.loads(atlas.read_text())["cells"]["c"]
+    strongest = {
+        "word": max((c["selectivity"], i) for i, c in enumerate(cells) if c["tracks"] == "word")[1],
+        "position": max((abs(c["position_r"]), i) for i, c in enumerate(cells) if c["tracks"] == "position")[1]}
+    client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
+    for show in ("word", "position"):
+        _, top_cell, _, _, picked, _ = client.predict("c", 8, show, api_name="/look_inside")
+        assert top_cell == picked["value"] == strongest[show] and cells[top_cell]["tracks"] == show
+        assert picked["choices"][0] == [f"c[{top_cell}] {cells[top_cell]['label']}", top_cell]
+    assert client.predict("c", 8, api_name="/look_inside")[1] == strongest["word"]  # the default
+    with pytest.raises(AppError, match="^show must be one of word, position, not 'quotes'"):
+        client.predict("c", 8, "quotes", api_name="/look_inside")
 
 
 def test_ask_answers_or_says_the_vqa_weights_are_missing(client, has_vqa):
@@ -242,6 +262,7 @@ ODD_CALLS = (  # (endpoint, arguments): each must be refused with a one-line mes
     + [("/caption", [*IMAGE_ARGS, "beam", 3, 1.0, 0, value]) for value in (0, 51, "x", {})]
     + [("/look_inside", [kind, 4]) for kind in ("q", 5, None)]
     + [("/look_inside", ["c", cells]) for cells in (0, 65, "x", None)]
+    + [("/look_inside", ["c", 4, show]) for show in ("quotes", 5, ["word"])]
     + [("/cell", ["c", index]) for index in (-1, 10**6, "x", None, "1e999")]
 )
 

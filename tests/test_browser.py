@@ -4,6 +4,7 @@ Playwright never downloads a browser here: it runs /usr/bin/chromium (``apt-get 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,31 @@ def test_typing_a_cell_index_and_pressing_enter_shows_that_cell(page):
     box.press("Enter")
     expect(plot).not_to_have_attribute("src", before)
 
+
+
+def test_look_inside_shows_the_gradient_flow_and_cells_picked_by_what_they_track(page, weights_dir):
+    from playwright.sync_api import expect
+
+    if not (weights_dir / "caption" / "cells.json").exists():
+        pytest.skip("weights without a cell atlas")
+    _upload(page, EXAMPLE_IMAGE)
+    expect(page.locator("#caption-text textarea")).not_to_have_value("")
+    page.get_by_role("tab", name="Look inside").click()
+    expect(page.locator("#gradient-flow img")).to_be_visible()  # the LSTM (and the RNN, when shipped) side by side
+    heatmap, plot = page.locator("#heatmap img"), page.locator("#cell-plot img")
+    expect(heatmap).to_be_visible()
+    words_heatmap = heatmap.get_attribute("src")
+
+    page.locator("#cell-choice").get_by_text("position-tracking cells").click()
+    expect(heatmap).not_to_have_attribute("src", words_heatmap)
+    pick = page.locator("#cell-pick input")
+    expect(pick).to_have_value(re.compile(r"^c\[\d+\] position \(r [+-]\d\.\d\d\)$"))  # the strongest, labelled
+
+    before, index = plot.get_attribute("src"), page.locator("#cell-index input[type=number]")
+    pick.click()
+    second = page.get_by_role("option").nth(1)  # the second strongest position-tracking cell, by its label
+    label = second.inner_text()
+    second.click()
+    expect(pick).to_have_value(label)
+    expect(index).to_have_value(re.search(r"^c\[(\d+)\]", label).group(1))
+    expect(plot).not_to_have_attribute("src", before)

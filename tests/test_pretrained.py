@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from conftest import EXAMPLE_IMAGE
+
 from captioner import Captioner
 from captioner.encoder import ENCODERS, Preprocessing
 from captioner.pretrained import DEFAULT, get_weights, list_weights, resolve_weights, weights_root
@@ -56,3 +58,23 @@ def test_a_folder_keeps_its_recorded_preprocessing(tmp_path):
     recorded = Captioner.from_pretrained(folder, load_vqa=False)
     assert recorded.encoder.preprocessing == old
     assert recorded.encoder.mean.flatten().tolist() == pytest.approx(list(old.mean))
+
+
+def test_the_rnn_entry_is_its_folder_and_loads_by_name_beside_the_lstm():
+    from captioner.pretrained import CELL_ENTRIES
+
+    entry = get_weights(CELL_ENTRIES["rnn"])
+    if not (entry.path / "config.json").exists():
+        pytest.skip("no shipped RNN weights")
+    config = json.loads((entry.path / "config.json").read_text())
+    assert "rnn" in entry.name and config["decoder"]["cell"] == "rnn" and entry.scores
+    assert resolve_weights(entry.name, "caption") == (entry.path, entry)
+    model = Captioner.from_pretrained(entry.name, load_vqa=False)
+    assert model.state_kinds == ("h",) and set(model.cells) == {"h"}  # its own cell atlas
+    other = model.other_cell()  # the LSTM, for the gradient plot beside it
+    assert other.model.config.cell == "lstm" and other.entry.name == CELL_ENTRIES["lstm"]
+    features = model.preprocess([EXAMPLE_IMAGE])
+    caption = model.caption_features(features)[0][0]
+    for decoder in (None, other):  # the caption's gradient flow in the RNN and in the LSTM
+        norms = model.gradient_flow(features[0], caption, decoder)
+        assert norms.shape == (len(caption.words),) and bool((norms > 0).all())

@@ -173,3 +173,28 @@ def test_scst_samples_with_the_decoders_sampler_and_never_emits_markers_or_unk()
     assert len(seen) == 10 and all(len(w) <= vocab.max_length for w in seen)
     assert not {w for words in seen for w in words} & {"<pad>", "<start>", "<unk>"}
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.out.parameters())
+
+
+def test_gradient_figures_count_the_steps_clipping_fired_on():
+    from captioner.training import gradient_figures, gradient_words
+
+    figures = gradient_figures([1.0, 6.0, 2.0, 7.0], clip_norm=5.0)
+    assert figures == {"grad_norm_mean": 4.0, "grad_norm_max": 7.0, "clipped_share": 0.5}
+    assert gradient_words(figures) == "grad norm mean 4.00 max 7.00, clipped 50.0% of steps"
+    assert gradient_figures([], clip_norm=5.0) == {} and gradient_words({}) == ""
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_training_log_records_the_gradient_norm_and_the_clipping_share(shapes, tmp_path, cell, capsys):
+    """Every epoch's history (and its log line) has the norm before clipping and how often clipping fired."""
+    root, cache = shapes
+    shares = []
+    for clip_norm in (1e-6, 1e6):  # clipping fires on every step, then on none
+        out = tmp_path / str(clip_norm)
+        train(_tiny_config(root, out, cache, epochs=2, cell=cell, clip_norm=clip_norm))
+        history = load_state(out / "last")["history"]
+        assert len(history) == 2
+        assert all(0 < h["grad_norm_mean"] <= h["grad_norm_max"] for h in history)
+        shares.append([h["clipped_share"] for h in history])
+    assert shares == [[1.0, 1.0], [0.0, 0.0]]
+    assert "clipped 100.0% of steps" in capsys.readouterr().out

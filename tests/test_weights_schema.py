@@ -169,3 +169,56 @@ def test_bad_encoder_weights_are_one_line_naming_the_file(tmp_path, make, says):
 def test_fine_tuned_encoder_blocks_that_do_not_fit_are_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^encoder\.\* weights: the weights do not fit efficientnet-lite0 \(wrong "):
         build_encoder("efficientnet-lite0", tuned={"_conv_head.weight": torch.zeros(2, 2)})
+
+
+# ---------------------------------------------------------------- cells.json, the cell atlas
+
+
+def atlas_folder(folder: Path) -> Path:
+    """:func:`caption_folder` with the cell atlas of its decoder beside it."""
+    from captioner.atlas import ATLAS_FILE, build_atlas
+    from captioner.checkpoint import write_json
+
+    caption_folder(folder)
+    loaded, _ = load_pretrained(folder, with_vqa=False)
+    captions = [[4, 5, 4], [5, 4], [4]] * 10
+    write_json(folder / ATLAS_FILE, build_atlas(loaded.model, torch.randn(len(captions), 1280), captions,
+                                                loaded.vocab))
+    return folder
+
+
+def edit_cell(**values):
+    return lambda folder: edit_json(folder, "cells.json", lambda a: a["cells"]["h"][3].update(values))
+
+
+BAD_ATLASES = {
+    "not an atlas": (lambda f: (f / "cells.json").write_text("[1, 2]"), "not a cell atlas"),
+    "a state the decoder lacks": (lambda f: edit_json(f, "cells.json", lambda a: a["cells"].update(q=[])),
+                                  "cells must describe the states c, h of the decoder, not 'c, h, q'"),
+    "too few cells": (lambda f: edit_json(f, "cells.json", lambda a: a["cells"]["c"].pop() and None),
+                      "cells.c must be a list of 8 cells (the decoder's), not 7"),
+    "a label of 1000 characters": (edit_cell(label="x" * 1000), "cells.h[3].label must be one line of 1 to 80"),
+    "a label that is a number": (edit_cell(label=5), "cells.h[3].label must be one line of 1 to 80 characters, not 5"),
+    "an unknown kind of tracking": (edit_cell(tracks="quotes"), "cells.h[3].tracks must be one of position, word"),
+    "a correlation past 1": (edit_cell(position_r=3.0), "cells.h[3].position_r must be at least -1 and at most 1"),
+    "a missing label": (lambda f: edit_json(f, "cells.json", lambda a: a["cells"]["h"][3].pop("label") and None),
+                        "missing 'label'"),
+    "words that are not pairs": (edit_cell(after=["on"]), "cells.h[3].after item 1 must be a [word, effect] pair"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_ATLASES)
+def test_a_bad_cell_atlas_is_one_line_naming_the_file_and_field(tmp_path, name):
+    make_bad, says = BAD_ATLASES[name]
+    folder = atlas_folder(tmp_path / "caption")
+    make_bad(folder)
+    with pytest.raises(ValueError) as error:
+        load_pretrained(folder, with_vqa=False)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'cells.json'}: {says}") and "\n" not in message, message
+
+
+def test_a_good_atlas_loads_with_its_weights(tmp_path):
+    caption, _ = load_pretrained(atlas_folder(tmp_path / "caption"), with_vqa=False)
+    assert set(caption.cells) == {"c", "h"} and all(len(cells) == 8 for cells in caption.cells.values())
+    assert load_pretrained(caption_folder(tmp_path / "plain"), with_vqa=False)[0].cells == {}

@@ -1,0 +1,81 @@
+"""How far back the last word's gradient reaches, in the shipped LSTM and the shipped vanilla RNN.
+
+    python benchmarks/gradient_flow.py [--lstm caption-flickr8k-coco-v3] [--rnn caption-rnn-flickr8k-coco-v1]
+                                       [--captions 200] [--png docs/gradient_flow.png]
+
+For each of ``--captions`` dev captions of at least ``--distance`` words (spread evenly over Flickr8k's and
+COCO's dev captions), teacher-forced through each decoder: ‖∂ log p(w_T) / ∂h_t‖ for every earlier step t
+(:mod:`captioner.gradients`), by distance T - t from the last word (distance 1: the state that predicts it).
+Prints each decoder's mean norm by distance, and relative to distance 1; writes the plot to ``--png``. The
+last line is the figure of issue 29: each decoder's mean norm at ``--distance`` over its mean norm at distance 1.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+from captioner.atlas import dev_captions
+from captioner.decoding import trace_batch
+from captioner.gradients import gradient_norms
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+
+DATA = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")
+
+
+def mean_norms(weights: str, count: int, distance: int) -> tuple[np.ndarray, float]:
+    """The mean gradient norm by distance 1..``distance`` over ``count`` dev captions of at least ``distance`` words,
+    and the share of their ``h_t`` values that are saturated (``|h| > 0.99``, where ``tanh' < 0.02``)."""
+    loaded, features, captions = dev_captions(weights, DATA)
+    long = [i for i, c in enumerate(captions) if len(c) >= distance]
+    picked = [long[int(j)] for j in np.linspace(0, len(long) - 1, count)]
+    norms = []
+    for i in picked:
+        by_step = gradient_norms(loaded.model, features[i], captions[i]).numpy()  # (T,): row t at distance T - t
+        norms.append(by_step[::-1][:distance])  # by distance 1, 2, ...
+    states = trace_batch(loaded.model, features[picked], [captions[i] for i in picked])
+    saturated = float(np.mean(np.concatenate([np.abs(s["h"].numpy()).ravel() > 0.99 for s in states])))
+    return np.mean(norms, axis=0), saturated
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lstm", default="caption-flickr8k-coco-v3", help="LSTM caption weights (entry or folder)")
+    parser.add_argument("--rnn", default="caption-rnn-flickr8k-coco-v1", help="RNN caption weights (entry or folder)")
+    parser.add_argument("--captions", type=int, default=200, help="dev captions averaged (default: 200)")
+    parser.add_argument("--distance", type=int, default=8, help="the distance of the ratio (default: 8)")
+    parser.add_argument("--png", default="docs/gradient_flow.png", help="where the plot goes")
+    args = parser.parse_args()
+    measured = {cell: mean_norms(weights, args.captions, args.distance)
+                for cell, weights in (("lstm", args.lstm), ("rnn", args.rnn))}
+    means = {cell: m for cell, (m, _) in measured.items()}
+    print(f"mean ‖∂ log p(w_T) / ∂h_t‖ over {args.captions} dev captions of at least {args.distance} words")
+    print("| distance T - t | LSTM | LSTM / distance 1 | RNN | RNN / distance 1 |")
+    print("|---|---|---|---|---|")
+    for d in range(args.distance):
+        print(f"| {d + 1} | {means['lstm'][d]:.4g} | {means['lstm'][d] / means['lstm'][0]:.3g} | "
+              f"{means['rnn'][d]:.4g} | {means['rnn'][d] / means['rnn'][0]:.3g} |")
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for cell, values in means.items():
+        ax.semilogy(range(1, args.distance + 1), values / values[0], marker="o", label=cell.upper())
+    ax.set_xlabel("distance T - t from the last word (steps back)")
+    ax.set_ylabel("‖∂ log p(w_T)/∂h_t‖, relative to distance 1")
+    ax.set_title(f"How far back the last word's gradient reaches ({args.captions} dev captions)", fontsize=10)
+    ax.legend()
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=100)
+    print(f"wrote {args.png}")
+    print("saturated h_t values (|h| > 0.99): "
+          + ", ".join(f"{cell} {100 * saturated:.1f}%" for cell, (_, saturated) in measured.items()))
+    ratio = {cell: values[args.distance - 1] / values[0] for cell, values in means.items()}
+    print(f"gradient flow at distance {args.distance} / distance 1: lstm {ratio['lstm']:.3g}, rnn {ratio['rnn']:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

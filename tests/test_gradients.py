@@ -1,0 +1,62 @@
+"""The gradient of the last word's log-probability with respect to every earlier state, against finite differences."""
+from __future__ import annotations
+
+import pytest
+import torch
+from synthetic import tiny_decoder
+
+from captioner.gradients import gradient_norms, last_word_gradients
+from captioner.vocab import Vocabulary
+
+
+def _log_p_last(model, features, words, t, h_t, state_t) -> float:
+    """log p(w_T) when the top layer's state after step ``t`` is replaced by ``h_t`` (the rest of it kept), rolled
+    forward with the decoder's own steps."""
+    image = model.encode_image(features[None])
+    state = (h_t, *state_t[1:])
+    inputs = [Vocabulary.start_id, *words[:-1]]
+    log_probs = model.log_probs(h_t[-1], image)
+    for s in range(t + 1, len(inputs)):
+        log_probs, state = model.step(torch.tensor([inputs[s]]), state, image, first=False)
+    return float(log_probs[0, words[-1]])
+
+
+def _states(model, features, words):
+    """Each step's full state (all layers, h and c), without gradients."""
+    image, out = model.encode_image(features[None]), []
+    state = model.initial_state(image)
+    for t, token in enumerate([Vocabulary.start_id, *words[:-1]]):
+        _, state = model.step(torch.tensor([token]), state, image, first=t == 0)
+        out.append(state)
+    return out
+
+
+@pytest.mark.parametrize("cell,image_input", [("lstm", "every_step"), ("rnn", "every_step"), ("rnn", "first_step"),
+                                              ("lstm", "init_state")])
+def test_last_word_gradients_agree_with_finite_differences(cell, image_input):
+    model = tiny_decoder(12, cell=cell, image_input=image_input, seed=3).double().eval()
+    features = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    words = [4, 7, 5, 9, 6, 4]
+    grads = last_word_gradients(model, features, words)
+    assert grads.shape == (len(words), model.config.hidden_dim)
+    eps = 1e-6
+    with torch.no_grad():
+        states = _states(model, features, words)
+        for t in range(len(words)):
+            numeric = torch.zeros(model.config.hidden_dim, dtype=torch.float64)
+            for i in range(model.config.hidden_dim):
+                up, down = states[t][0].clone(), states[t][0].clone()
+                up[-1, 0, i] += eps
+                down[-1, 0, i] -= eps
+                numeric[i] = (_log_p_last(model, features, words, t, up, states[t])
+                              - _log_p_last(model, features, words, t, down, states[t])) / (2 * eps)
+            torch.testing.assert_close(grads[t], numeric, rtol=1e-5, atol=1e-8)
+    assert grads[0].abs().sum() > 0  # the first state matters: the test compared more than zeros
+    torch.testing.assert_close(gradient_norms(model, features, words), grads.norm(dim=1))
+
+
+def test_a_one_word_caption_has_one_state_and_an_empty_one_is_refused():
+    model = tiny_decoder(12)
+    assert last_word_gradients(model, torch.randn(16), [5]).shape == (1, 16)
+    with pytest.raises(ValueError, match="at least one word"):
+        last_word_gradients(model, torch.randn(16), [])
