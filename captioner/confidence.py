@@ -156,14 +156,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                  "(default: ../shared/data/coco)")
     p.add_argument("--write", action="store_true", help="record the thresholds in each weights folder's config.json "
                                                         "(default: print only)")
+    p.add_argument("--task", choices=["caption", "answer", "both"], default="both",
+                   help="which threshold to calibrate: 'caption' alone for caption weights without VQA weights "
+                        "(default: both)")
     args = p.parse_args(argv)
-    from .checkpoint import read_json, write_json
+    from .checkpoint import one_line, read_json, write_json
     from .pretrained import resolve_weights
 
-    tasks = {"caption": (caption_results(args.weights, args.data or ["flickr8k:../shared/data/flickr8k",
-                                                                        "coco:../shared/data/coco"]), CAPTION_TARGET),
-             "answer": (answer_results(args.weights, args.coco), ANSWER_TARGET)}
-    for task, ((confidence, quality, groups), target) in tasks.items():
+    runs = {"caption": lambda: caption_results(args.weights, args.data or ["flickr8k:../shared/data/flickr8k",
+                                                                          "coco:../shared/data/coco"]),
+            "answer": lambda: answer_results(args.weights, args.coco)}
+    targets = {"caption": CAPTION_TARGET, "answer": ANSWER_TARGET}
+    for task in runs if args.task == "both" else [args.task]:
+        try:
+            confidence, quality, groups = runs[task]()
+        except (FileNotFoundError, ValueError) as e:
+            print(f"captioner.confidence: error: {one_line(e)}", file=sys.stderr)
+            return 2
+        target = targets[task]
         t = threshold(confidence, quality, target)
         fitted, held = split_report(confidence, quality, t), held_out_report(confidence, quality, groups, target)
         measure = "VQA accuracy" if task == "answer" else "CIDEr-D / corpus CIDEr-D"
