@@ -6,8 +6,10 @@
 For each of ``--captions`` dev captions of at least ``--distance`` words (spread evenly over Flickr8k's and
 COCO's dev captions), teacher-forced through each decoder: ‖∂ log p(w_T) / ∂h_t‖ for every earlier step t
 (:mod:`captioner.gradients`), by distance T - t from the last word (distance 1: the state that predicts it).
-Prints each decoder's mean norm by distance, and relative to distance 1; writes the plot to ``--png``. The
-last line is the figure of issue 29: each decoder's mean norm at ``--distance`` over its mean norm at distance 1.
+Prints each decoder's mean norm by distance, and relative to distance 1, and for the LSTM also the norm with
+respect to its whole state ``(h_t, c_t)``, the cell state being the path the lecture says the gradient takes;
+writes the plot to ``--png``. The last line is the figure of issue 29: each decoder's mean norm at ``--distance``
+over its mean norm at distance 1, with respect to ``h_t``.
 """
 from __future__ import annotations
 
@@ -27,19 +29,21 @@ from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen
 DATA = ("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco")
 
 
-def mean_norms(weights: str, count: int, distance: int) -> tuple[np.ndarray, float]:
+def mean_norms(weights: str, count: int, distance: int) -> tuple[dict[tuple[str, ...], np.ndarray], float]:
     """The mean gradient norm by distance 1..``distance`` over ``count`` dev captions of at least ``distance`` words,
-    and the share of their ``h_t`` values that are saturated (``|h| > 0.99``, where ``tanh' < 0.02``)."""
+    with respect to ``h_t`` and, for an LSTM, to ``(h_t, c_t)`` (keyed by the state parts), and the share of their
+    ``h_t`` values that are saturated (``|h| > 0.99``, where ``tanh' < 0.02``)."""
     loaded, features, captions = dev_captions(weights, DATA)
     long = [i for i, c in enumerate(captions) if len(c) >= distance]
     picked = [long[int(j)] for j in np.linspace(0, len(long) - 1, count)]
-    norms = []
-    for i in picked:
-        by_step = gradient_norms(loaded.model, features[i], captions[i]).numpy()  # (T,): row t at distance T - t
-        norms.append(by_step[::-1][:distance])  # by distance 1, 2, ...
+    parts = {("h",), loaded.model.config.state_kinds[::-1]}  # ("h",), and ("h", "c") for an LSTM
+    norms: dict[tuple[str, ...], list[np.ndarray]] = {kinds: [] for kinds in parts}
+    for i, kinds in ((i, kinds) for i in picked for kinds in parts):
+        by_step = gradient_norms(loaded.model, features[i], captions[i], kinds).numpy()  # (T,): row t at distance T - t
+        norms[kinds].append(by_step[::-1][:distance])  # by distance 1, 2, ...
     states = trace_batch(loaded.model, features[picked], [captions[i] for i in picked])
     saturated = float(np.mean(np.concatenate([np.abs(s["h"].numpy()).ravel() > 0.99 for s in states])))
-    return np.mean(norms, axis=0), saturated
+    return {kinds: np.mean(values, axis=0) for kinds, values in norms.items()}, saturated
 
 
 def main() -> int:
@@ -52,17 +56,19 @@ def main() -> int:
     args = parser.parse_args()
     measured = {cell: mean_norms(weights, args.captions, args.distance)
                 for cell, weights in (("lstm", args.lstm), ("rnn", args.rnn))}
-    means = {cell: m for cell, (m, _) in measured.items()}
+    means = {cell: m[("h",)] for cell, (m, _) in measured.items()}
+    whole = measured["lstm"][0][("h", "c")]  # the LSTM's (h_t, c_t)
     print(f"mean ‖∂ log p(w_T) / ∂h_t‖ over {args.captions} dev captions of at least {args.distance} words")
-    print("| distance T - t | LSTM | LSTM / distance 1 | RNN | RNN / distance 1 |")
-    print("|---|---|---|---|---|")
+    print("| distance T - t | LSTM | LSTM / distance 1 | RNN | RNN / distance 1 | LSTM (h_t, c_t) / distance 1 |")
+    print("|---|---|---|---|---|---|")
     for d in range(args.distance):
         print(f"| {d + 1} | {means['lstm'][d]:.4g} | {means['lstm'][d] / means['lstm'][0]:.3g} | "
-              f"{means['rnn'][d]:.4g} | {means['rnn'][d] / means['rnn'][0]:.3g} |")
+              f"{means['rnn'][d]:.4g} | {means['rnn'][d] / means['rnn'][0]:.3g} | {whole[d] / whole[0]:.3g} |")
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for cell, values in means.items():
-        ax.semilogy(range(1, args.distance + 1), values / values[0], marker="o", label=cell.upper())
+        ax.semilogy(range(1, args.distance + 1), values / values[0], marker="o", label=f"{cell.upper()}, h_t")
+    ax.semilogy(range(1, args.distance + 1), whole / whole[0], marker="s", linestyle="--", label="LSTM, (h_t, c_t)")
     ax.set_xlabel("distance T - t from the last word (steps back)")
     ax.set_ylabel("‖∂ log p(w_T)/∂h_t‖, relative to distance 1")
     ax.set_title(f"How far back the last word's gradient reaches ({args.captions} dev captions)", fontsize=10)
@@ -73,6 +79,7 @@ def main() -> int:
     print("saturated h_t values (|h| > 0.99): "
           + ", ".join(f"{cell} {100 * saturated:.1f}%" for cell, (_, saturated) in measured.items()))
     ratio = {cell: values[args.distance - 1] / values[0] for cell, values in means.items()}
+    print(f"with respect to the LSTM's whole state (h_t, c_t): lstm {whole[args.distance - 1] / whole[0]:.3g}")
     print(f"gradient flow at distance {args.distance} / distance 1: lstm {ratio['lstm']:.3g}, rnn {ratio['rnn']:.3g}")
     return 0
 

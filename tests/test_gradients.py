@@ -9,13 +9,12 @@ from captioner.gradients import gradient_norms, last_word_gradients
 from captioner.vocab import Vocabulary
 
 
-def _log_p_last(model, features, words, t, h_t, state_t) -> float:
-    """log p(w_T) when the top layer's state after step ``t`` is replaced by ``h_t`` (the rest of it kept), rolled
-    forward with the decoder's own steps."""
+def _log_p_last(model, features, words, t, state) -> float:
+    """log p(w_T) when the state after step ``t`` is replaced by ``state``, rolled forward with the decoder's own
+    steps."""
     image = model.encode_image(features[None])
-    state = (h_t, *state_t[1:])
     inputs = [Vocabulary.start_id, *words[:-1]]
-    log_probs = model.log_probs(h_t[-1], image)
+    log_probs = model.log_probs(state[0][-1], image)
     for s in range(t + 1, len(inputs)):
         log_probs, state = model.step(torch.tensor([inputs[s]]), state, image, first=False)
     return float(log_probs[0, words[-1]])
@@ -48,11 +47,36 @@ def test_last_word_gradients_agree_with_finite_differences(cell, image_input):
                 up, down = states[t][0].clone(), states[t][0].clone()
                 up[-1, 0, i] += eps
                 down[-1, 0, i] -= eps
-                numeric[i] = (_log_p_last(model, features, words, t, up, states[t])
-                              - _log_p_last(model, features, words, t, down, states[t])) / (2 * eps)
+                numeric[i] = (_log_p_last(model, features, words, t, (up, *states[t][1:]))
+                              - _log_p_last(model, features, words, t, (down, *states[t][1:]))) / (2 * eps)
             torch.testing.assert_close(grads[t], numeric, rtol=1e-5, atol=1e-8)
     assert grads[0].abs().sum() > 0  # the first state matters: the test compared more than zeros
     torch.testing.assert_close(gradient_norms(model, features, words), grads.norm(dim=1))
+
+
+def test_the_lstm_cell_state_gradient_agrees_with_finite_differences_and_joins_h_in_the_whole_state_norm():
+    model = tiny_decoder(12, cell="lstm", seed=3).double().eval()
+    features = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    words = [4, 7, 5, 9, 6, 4]
+    grads = last_word_gradients(model, features, words, kind="c")
+    eps = 1e-6
+    with torch.no_grad():
+        states = _states(model, features, words)
+        for t in range(len(words)):
+            numeric = torch.zeros(model.config.hidden_dim, dtype=torch.float64)
+            for i in range(model.config.hidden_dim):
+                up, down = states[t][1].clone(), states[t][1].clone()
+                up[-1, 0, i] += eps
+                down[-1, 0, i] -= eps
+                numeric[i] = (_log_p_last(model, features, words, t, (states[t][0], up))
+                              - _log_p_last(model, features, words, t, (states[t][0], down))) / (2 * eps)
+            torch.testing.assert_close(grads[t], numeric, rtol=1e-5, atol=1e-8)
+    assert grads[-1].abs().sum() == 0 and grads[0].abs().sum() > 0  # w_T is read from h alone; c carries the past
+    h = last_word_gradients(model, features, words, kind="h")
+    torch.testing.assert_close(gradient_norms(model, features, words, kinds=("h", "c")),
+                               (h.square().sum(dim=1) + grads.square().sum(dim=1)).sqrt())
+    with pytest.raises(ValueError, match="kind must be one of h"):
+        last_word_gradients(tiny_decoder(12, cell="rnn"), torch.randn(16), [5], kind="c")
 
 
 def test_a_one_word_caption_has_one_state_and_an_empty_one_is_refused():
