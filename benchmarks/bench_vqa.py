@@ -152,7 +152,7 @@ def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
 def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tensor]:
     """The rule's inputs ``(4, 4)`` of each 4-way item of a COCO split, the right candidate first."""
     model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
-    examples = load_vqa_dataset("coco", coco, split)
+    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize(e.question)) <= model.vocab.max_length]
     by_image = defaultdict(list)
     for e, candidates in zip(examples, four_way(examples)):
         by_image[e.path].append((e, candidates))
