@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import shutil
 import signal
@@ -178,20 +179,54 @@ def _image_roots() -> list[Path]:
     return [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
 
 
+def _messages(history: Any) -> Messages:
+    """A chat history from a request as plain messages, or a one-line error: a list of at most
+    ``max_messages`` messages, each a user's or the assistant's text (a string, or Gradio's text parts). Checked
+    before Gradio reads it too (:class:`_CheckedBlocks`): a message that names a file is refused, never read."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise _mistake(f"history must be a list of messages, not {_shown(history)}")
+    if len(history) > CHAT_LIMITS.max_messages:
+        raise _mistake(f"history holds {len(history)} messages; at most {CHAT_LIMITS.max_messages}: start again")
+    messages = []
+    for n, message in enumerate(history, 1):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # Gradio's own form: [{"type": "text", "text": ...}, ...]
+            parts = [part.get("text") if isinstance(part, dict) else None for part in content]
+            content = " ".join(parts) if all(isinstance(t, str) for t in parts) else None
+        if not isinstance(content, str) or message.get("role") not in ("user", "assistant"):
+            raise _mistake(f"history message {n} must be {{\"role\": \"user\" or \"assistant\", \"content\": text}}")
+        if len(content) > CHAT_LIMITS.max_message_chars:
+            raise _mistake(f"history message {n} is too long ({len(content)} characters; at most "
+                           f"{CHAT_LIMITS.max_message_chars})")
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
 class _CheckedBlocks(gr.Blocks):
     """Blocks that check a request's inputs before Gradio acts on them, refusing in one line:
-    - too few inputs (Gradio's own check logs a traceback and tells the client nothing);
+    - too few inputs (Gradio's own check logs a traceback and tells the client nothing), unless those left out
+      are optional (their handler parameter defaults to None: ``/ask``'s choices);
     - an image path that is not one of the app's own files (uploads, examples). Gradio records a path inside its
       upload folder for deletion, even the folder itself, which would stop its cleanup; the handlers see it only
-      afterwards."""
+      afterwards;
+    - a chat history that is not text messages (:func:`_messages`), which Gradio would validate and search for
+      files first."""
 
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
         if len(inputs) < len(block_fn.inputs):
-            raise _mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
+            # trailing inputs whose handler parameter defaults to None are optional, as gradio_client has them
+            left_out = list(inspect.signature(block_fn.fn).parameters.values())[len(inputs):len(block_fn.inputs)]
+            if len(left_out) < len(block_fn.inputs) - len(inputs) or any(p.default is not None for p in left_out):
+                raise _mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
+            inputs.extend([None] * len(left_out))
         roots = _image_roots()
         for block, value in zip(block_fn.inputs, inputs):
             if isinstance(block, gr.Image) and value is not None:
                 _image_file(value, roots)
+            if isinstance(block, gr.Chatbot):
+                _messages(value)
 
 
 class Demo:
@@ -256,7 +291,7 @@ class Demo:
         values, labels = self._trace(last, kind)
         return _cell_view(values, labels, _whole("cell index", index, 0, values.shape[1] - 1), kind)
 
-    def ask(self, image: dict | None, question: str = "", choices: str | None = "") -> dict[str, float]:
+    def ask(self, image: dict | None, question: str = "", choices: str | None = None) -> dict[str, float]:
         """Answer a question about an image: the top-5 answers with their probabilities; with ``choices``
         (candidates separated by ``|``, ``\\|`` for a ``|`` inside one), every choice with its probability."""
         question = self._question(question)
@@ -288,7 +323,7 @@ class Demo:
         question and its answer added, and an empty question box. The answer comes from the photo and the
         question alone, a pronoun read as the last subject named (:mod:`captioner.chat`)."""
         question = self._question(question)
-        messages = self._history(history)
+        messages = _messages(history)
         image = self._image(image)
         if not messages:
             features = self.model.preprocess([image])
@@ -302,29 +337,6 @@ class Demo:
         note = f" (read as: {read})" if read != question else ""
         return [*messages, {"role": "user", "content": question},
                 {"role": "assistant", "content": f"{answer} ({100 * p:.0f}%){note}"}], ""
-
-    def _history(self, history: Any) -> Messages:
-        """A chat history from a request as plain messages, or a one-line error: a list of at most
-        ``max_messages`` messages, each a user's or the assistant's text (a string, or Gradio's text parts)."""
-        if history is None:
-            return []
-        if not isinstance(history, list):
-            raise _mistake(f"history must be a list of messages, not {_shown(history)}")
-        if len(history) > CHAT_LIMITS.max_messages:
-            raise _mistake(f"history holds {len(history)} messages; at most {CHAT_LIMITS.max_messages}: start again")
-        messages = []
-        for n, message in enumerate(history, 1):
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, list):  # Gradio's own form: [{"type": "text", "text": ...}, ...]
-                parts = [part.get("text") if isinstance(part, dict) else None for part in content]
-                content = " ".join(parts) if all(isinstance(t, str) for t in parts) else None
-            if not isinstance(content, str) or message.get("role") not in ("user", "assistant"):
-                raise _mistake(f"history message {n} must be {{\"role\": \"user\" or \"assistant\", \"content\": text}}")
-            if len(content) > CHAT_LIMITS.max_message_chars:
-                raise _mistake(f"history message {n} is too long ({len(content)} characters; at most "
-                               f"{CHAT_LIMITS.max_message_chars})")
-            messages.append({"role": message["role"], "content": content})
-        return messages
 
 
 def _slider(name: str, label: str, step: float, value: float, low: float | None = None, **kwargs) -> gr.Slider:

@@ -2,9 +2,10 @@
 
 The models have no memory: each answer comes from the photo and the question alone. One rule carries a
 conversation (:func:`resolve`): the **subject** of a turn is its first noun phrase, a determiner (``the``, ``a``,
-``this``...) and the words after it up to a preposition, a verb, a conjunction or the end (``"a cat drinking
-water"`` names ``the cat``; ``"is there a fire hydrant on the street?"`` names ``the fire hydrant``); words like
-"picture" or "photo" name the photo, not a subject. A question that names none keeps the last one named, by the
+``this``...) and the words after it up to a preposition, a verb, a conjunction, a colour or size word after the
+first (``"is the mug white?"`` names ``the mug``) or the end (``"a cat drinking water"`` names ``the cat``; ``"is
+there a fire hydrant on the street?"`` names ``the fire hydrant``); words like "picture" or "photo" name the
+photo, not a subject. A question that names none keeps the last one named, by the
 caption or an earlier question. In a question, then,
 
 - a pronoun (it, they, them, he, she, him) is read as that subject, and a possessive (its, their, his, her) as
@@ -31,6 +32,9 @@ STOPS = {"on", "in", "at", "of", "with", "to", "from", "by", "near", "behind", "
          "is", "are", "was", "were", "be", "been", "do", "does", "did", "has", "have", "had", "can", "could",
          "will", "would", "should", "look", "looks", "and", "or", "but", "that", "which", "who", "where", "what",
          "how", "why", "when", "there", "here", "made", "sitting", "standing"}
+ADJECTIVES = {"white", "black", "red", "blue", "green", "yellow", "brown", "gray", "grey", "orange", "pink", "purple",
+              "big", "small", "large", "little", "tall", "short", "old", "new", "young", "open", "closed", "empty",
+              "full", "wet", "dry", "clean", "dirty", "real", "happy", "visible", "alive", "edible"}
 PHOTO = {"picture", "photo", "photograph", "image", "scene", "pic", "shot"}
 AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should", "have",
                "has"}
@@ -68,7 +72,8 @@ def subject_of(text: str) -> str | None:
             continue
         phrase = []
         for w in words[i + 1:]:
-            if w in STOPS or w in DETERMINERS or w in PRONOUNS or not w[0].isalnum() or w.endswith("ing"):
+            if (w in STOPS or w in DETERMINERS or w in PRONOUNS or not w[0].isalnum() or w.endswith("ing")
+                    or phrase and w in ADJECTIVES):  # "the mug white": the colour is said of the mug
                 break
             phrase.append(w)
         phrase = phrase[:MAX_SUBJECT_WORDS]
@@ -82,7 +87,7 @@ def plural(noun: str) -> str:
     if noun in IRREGULAR:
         return IRREGULAR[noun]
     if noun.endswith(("s", "x", "z", "ch", "sh")):
-        return noun + "es" if not noun.endswith("s") else noun
+        return noun + "es"
     if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
         return noun[:-1] + "ies"
     return noun + "s"
