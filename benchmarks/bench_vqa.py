@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from captioner.choices import SHIPPED, choice_features, fit_choice_weights
+from captioner.choices import SHIPPED, ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.pretrained import resolve_weights
 from captioner.pipeline import VQAPredictor
@@ -173,8 +173,13 @@ def choices_report(weights: str | None, coco: str, fit: bool) -> dict:
     rules = {"shipped rule": SHIPPED}
     if fit:
         rules["fitted on train"] = fit_choice_weights(choice_items(weights, coco, "train"))
-    accuracy = lambda scores: float((scores.argmax(-1) == 0).float().mean())  # noqa: E731
-    w = lambda r: torch.tensor([r.vqa_weight, r.oov_bias, r.word_weight, r.unknown_weight])  # noqa: E731
+
+    def accuracy(scores: torch.Tensor) -> float:
+        return float((scores.argmax(-1) == 0).float().mean())
+
+    def w(rule: ChoiceWeights) -> torch.Tensor:
+        return torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
+
     in_vocab = dev[..., 1] == 0
     report = {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
               "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),

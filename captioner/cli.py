@@ -13,10 +13,10 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .caption_metrics import check_coverage, evaluate_captions
+from .choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
 from .config import add_options, boolean, from_args, number
 from .data import load_caption_dataset
 from .decoding import DecodeConfig
-from .choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
 from .files import (AnswerWriter, CaptionWriter, check_output, has_choices_column, one_field, output,
                     read_question_rows, read_references, read_results, write_per_image_csv, write_scores_json)
 from .images import expand_paths

@@ -24,10 +24,10 @@ from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, images_by_stem, load_image
-from .train_vqa import answer_index
 from .precision import Precision, resolve_precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
+from .train_vqa import answer_index
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
 T = TypeVar("T")

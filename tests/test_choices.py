@@ -150,7 +150,8 @@ def test_ask_choices_on_the_command_line_and_in_a_batch_column(shapes_weights, t
                   "square,what color is the shape,\nsquare,what shape,red|red\n")
     code = main(["ask", "--batch", str(qa), "--images", str(tmp_path), "-o", str(tmp_path / "out.csv"),
                  "--weights", str(shapes_weights), "-q"])
-    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert code == 1 and [r["predicted_answer"] for r in rows] == ["square", "red", ""]
     assert rows[0]["choices"] == "circle|square" and float(rows[0]["probability"]) > 0.5
     assert "captioner: row 3: choices 1 and 2 are the same answer ('red'); give each once\n" in capsys.readouterr().err
