@@ -458,8 +458,8 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
     inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
                           api_name="page_cell", api_visibility="private")
-    ask_in, chat_in, chat_out = [image, ask["question"], ask["choices"]], [image, chat["history"], chat["question"]], \
-        [chat["history"], chat["question"]]
+    ask_in = [image, ask["question"], ask["choices"]]
+    chat_in, chat_out = [image, chat["history"], chat["question"]], [chat["history"], chat["question"]]
     gr.on([ask["button"].click, ask["question"].submit, ask["choices"].submit], _warned(demo.ask, None), ask_in,
           ask["answers"], preprocess=False, api_name="page_ask", api_visibility="private")
     gr.on([chat["button"].click, chat["question"].submit], _warned(demo.chat, (gr.skip(), gr.skip())), chat_in,
