@@ -13,14 +13,21 @@
    color, other: ``captioner.vqa_metrics.question_type``, from the question's words), by source (vqa_v2,
    okvqa, ...) and by metric (``vqa``: the soft accuracy; ``exact``: exact match, for questions with fewer than
    three answers), answered as ``ask`` answers (fp32 features computed afresh, not the training cache).
+5. Multiple choice, 4-way, on COCO dev: each question's most common human answer and 3 distractors drawn (seed
+   0) from the most common answers to other dev questions with the same first two words (any other dev
+   question's when fewer than 3 remain), none of them an answer a human gave to the question. Accuracy of the
+   shipped rule (``captioner.choices``), and of the VQA softmax alone with out-of-vocabulary candidates at 0.
+   ``--fit-choices`` fits the rule's weights on the same 4-way items built from COCO *train* questions.
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
+    python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -31,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from captioner.choices import SHIPPED, ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.pretrained import resolve_weights
 from captioner.pipeline import VQAPredictor
@@ -39,6 +47,7 @@ from captioner.vocab import tokenize
 from captioner.vqa_metrics import normalize_answer, question_type, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
+CHOICES_TARGET = 0.75  # 4-way multiple choice on COCO dev
 
 
 def question_prior(train: list[VQAExample], val: list[VQAExample]) -> float:
@@ -123,6 +132,64 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     return out
 
 
+def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
+    """Each question's candidates: its most common answer first, then 3 distractors (see the module docstring)."""
+    right = [Counter(normalize_answer(a) for a in e.answers).most_common(1)[0][0] for e in examples]
+    groups = defaultdict(set)
+    for e, answer in zip(examples, right):
+        groups[" ".join(tokenize(e.question)[:2])].add(answer)
+    rng, everything = random.Random(seed), set(right)
+    items = []
+    for e, answer in zip(examples, right):
+        given = {normalize_answer(a) for a in e.answers}
+        pool = sorted(groups[" ".join(tokenize(e.question)[:2])] - given)
+        if len(pool) < 3:
+            pool += sorted(everything - given - set(pool))
+        items.append([answer, *rng.sample(pool, 3)])
+    return items
+
+
+def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tensor]:
+    """The rule's inputs ``(4, 4)`` of each 4-way item of a COCO split, the right candidate first."""
+    model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
+    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize(e.question)) <= model.vocab.max_length]
+    by_image = defaultdict(list)
+    for e, candidates in zip(examples, four_way(examples)):
+        by_image[e.path].append((e, candidates))
+    items = []
+    for path, pairs in by_image.items():
+        features = model.preprocess([path])
+        log_probs = model.forward(features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs],
+                                  log=True)
+        words = model.words.scores(features)[0]
+        items += [torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab)
+                                for c in candidates]) for (_, candidates), lp in zip(pairs, log_probs)]
+    return items
+
+
+def choices_report(weights: str | None, coco: str, fit: bool) -> dict:
+    """4-way accuracy on COCO dev of the shipped rule and of the VQA softmax alone (out-of-vocabulary at 0)."""
+    dev = torch.stack(choice_items(weights, coco, "dev"))  # (N, 4, 4)
+    rules = {"shipped rule": SHIPPED}
+    if fit:
+        rules["fitted on train"] = fit_choice_weights(choice_items(weights, coco, "train"))
+
+    def accuracy(scores: torch.Tensor) -> float:
+        return float((scores.argmax(-1) == 0).float().mean())
+
+    def w(rule: ChoiceWeights) -> torch.Tensor:
+        return torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
+
+    in_vocab = dev[..., 1] == 0
+    report = {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
+              "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
+              "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0))}
+    for name, rule in rules.items():
+        report[name] = accuracy(dev @ w(rule))
+        report[name + " weights"] = vars(rule)
+    return report
+
+
 def print_breakdown(report: dict[str, dict]) -> None:
     names = list(report)
     print("COCO dev breakdown (accuracy %, questions):")
@@ -139,10 +206,12 @@ def main() -> int:
     p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="question-only training seeds to average (default: 0)")
     p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown"],
+    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
                    help="sections to skip (default: none)")
     p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
                    help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
+    p.add_argument("--fit-choices", action="store_true",
+                   help="also fit the multiple-choice rule's weights on COCO train questions (default: off)")
     p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
     p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
@@ -169,6 +238,9 @@ def main() -> int:
         named = [b.partition("=") for b in args.breakdown or [f"shipped={args.weights or ''}"]]
         report["breakdown"] = breakdown({name: folder or None for name, _, folder in named}, args.coco)
 
+    if "choices" not in args.skip:
+        report["choices"] = choices_report(args.weights, args.coco, args.fit_choices)
+
     print("\n== VQA benchmark ==")
     for name, d in report.get("mix", {}).items():
         print(f"{name} validation ({d['val images']} images, {d['val questions']} questions):")
@@ -188,6 +260,15 @@ def main() -> int:
               f"target <= 150 ms)")
     if "breakdown" in report:
         print_breakdown(report["breakdown"])
+    if "choices" in report:
+        c = report["choices"]
+        print(f"4-way multiple choice, COCO dev ({c['questions']} questions; "
+              f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
+              f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):")
+        for name, value in c.items():
+            if isinstance(value, float) and name not in ("out-of-vocabulary candidates", "right answer out of vocabulary"):
+                print(f"  {name:<42} {100 * value:6.2f}%" + (f"  {c[name + ' weights']}" if name + " weights" in c else ""))
+        print(f"  target >= {100 * CHOICES_TARGET:.0f}%")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -5,7 +5,7 @@
 
 (also ``python -m captioner.app`` and ``python app.py`` in a checkout). A thin Gradio UI over
 :class:`captioner.pipeline.Captioner`, offline on the CPU. The models load once at start-up; every
-request goes through Gradio's queue. Named API endpoints: ``/caption``, ``/ask`` (stable),
+request goes through Gradio's queue. Named API endpoints: ``/caption``, ``/ask``, ``/chat`` (one chat turn),
 ``/look_inside`` and ``/cell`` (need a ``/caption`` first in the same session). The README's "The demo
 app" section has a ``gradio_client`` example.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import shutil
 import signal
@@ -42,6 +43,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
 from .atlas import TRACKS_SHOWN, ranked
+from .chat import LIMITS as CHAT_LIMITS
+from .chat import read_turn
+from .choices import SEPARATOR, parse_choices
+from .confidence import marked
 from .decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
 from .images import MAX_PIXELS, BadImageError, load_image
 from .pipeline import TOP_ANSWERS, Captioner
@@ -86,6 +91,11 @@ REFUSED = "Upload the image again: this app reads only images uploaded to it and
 SHOWN = 40  # characters of a value sent by a client that a message quotes, at most
 
 Scored = list[tuple[str, float | None]]  # HighlightedText: (text, score or None for no colour)
+Messages = list[dict[str, str]]  # a Chatbot's value: {"role": "user" or "assistant", "content": text}
+MEMORY = ("Each answer comes from the photo and the question alone: the model has no memory of this "
+          "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
+          "as the last thing named, by the caption or a question (\"what color is **it**?\" after \"a cat "
+          "drinking...\" asks about *the cat*), and each answer shows the question as it was read.")
 
 
 def _mistake(message: str) -> gr.Error:
@@ -203,20 +213,54 @@ def _image_roots() -> list[Path]:
     return [Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve()]
 
 
+def _messages(history: Any) -> Messages:
+    """A chat history from a request as plain messages, or a one-line error: a list of at most
+    ``max_messages`` messages, each a user's or the assistant's text (a string, or Gradio's text parts). Checked
+    before Gradio reads it too (:class:`_CheckedBlocks`): a message that names a file is refused, never read."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise _mistake(f"history must be a list of messages, not {_shown(history)}")
+    if len(history) > CHAT_LIMITS.max_messages:
+        raise _mistake(f"history holds {len(history)} messages; at most {CHAT_LIMITS.max_messages}: start again")
+    messages = []
+    for n, message in enumerate(history, 1):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # Gradio's own form: [{"type": "text", "text": ...}, ...]
+            parts = [part.get("text") if isinstance(part, dict) else None for part in content]
+            content = " ".join(parts) if all(isinstance(t, str) for t in parts) else None
+        if not isinstance(content, str) or message.get("role") not in ("user", "assistant"):
+            raise _mistake(f"history message {n} must be {{\"role\": \"user\" or \"assistant\", \"content\": text}}")
+        if len(content) > CHAT_LIMITS.max_message_chars:
+            raise _mistake(f"history message {n} is too long ({len(content)} characters; at most "
+                           f"{CHAT_LIMITS.max_message_chars})")
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
 class _CheckedBlocks(gr.Blocks):
     """Blocks that check a request's inputs before Gradio acts on them, refusing in one line:
-    - too few inputs (Gradio's own check logs a traceback and tells the client nothing);
+    - too few inputs (Gradio's own check logs a traceback and tells the client nothing), unless those left out
+      are optional (their handler parameter defaults to None: ``/ask``'s choices);
     - an image path that is not one of the app's own files (uploads, examples). Gradio records a path inside its
       upload folder for deletion, even the folder itself, which would stop its cleanup; the handlers see it only
-      afterwards."""
+      afterwards;
+    - a chat history that is not text messages (:func:`_messages`), which Gradio would validate and search for
+      files first."""
 
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
         if len(inputs) < len(block_fn.inputs):
-            raise _mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
+            # trailing inputs whose handler parameter defaults to None are optional, as gradio_client has them
+            left_out = list(inspect.signature(block_fn.fn).parameters.values())[len(inputs):len(block_fn.inputs)]
+            if len(left_out) < len(block_fn.inputs) - len(inputs) or any(p.default is not None for p in left_out):
+                raise _mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
+            inputs.extend([None] * len(left_out))
         roots = _image_roots()
         for block, value in zip(block_fn.inputs, inputs):
             if isinstance(block, gr.Image) and value is not None:
                 _image_file(value, roots)
+            if isinstance(block, gr.Chatbot):
+                _messages(value)
 
 
 class Demo:
@@ -318,8 +362,24 @@ class Demo:
         values, labels = self._trace(last, kind)
         return _cell_view(values, labels, _whole("cell index", index, 0, values.shape[1] - 1), kind)
 
-    def ask(self, image: dict | None, question: str = "") -> dict[str, float]:
-        """Answer a question about an image: the top-5 answers with their probabilities."""
+    def ask(self, image: dict | None, question: str = "", choices: str | None = None) -> dict[str, float]:
+        """Answer a question about an image: the top-5 answers with their probabilities; with ``choices``
+        (candidates separated by ``|``, ``\\|`` for a ``|`` inside one), every choice with its probability."""
+        question = self._question(question)
+        if choices is not None and not isinstance(choices, str):
+            raise _mistake(f"choices must be text, not {_shown(choices)}")
+        try:
+            offered = parse_choices(choices) if choices and choices.strip() else None
+        except ValueError as e:
+            raise _mistake(f"Bad choices: {e}") from None
+        image = self._image(image)
+        try:
+            return dict(self.model.ask(image, question, top_k=TOP_ANSWERS, choices=offered))
+        except ValueError as e:  # the question itself: no words, or more than the model reads
+            raise _mistake(f"Cannot answer: {e}") from None
+
+    def _question(self, question: Any) -> str:
+        """A question from a request, stripped, when there is one and a VQA model to answer it."""
         if question is not None and not isinstance(question, str):
             raise _mistake(f"question must be text, not {_shown(question)}")
         question = (question or "").strip()
@@ -327,11 +387,28 @@ class Demo:
             raise _mistake("Type a question first.")
         if self.model.vqa is None:
             raise _mistake("VQA weights are missing: this app was started without a vqa/ folder in its weights.")
+        return question
+
+    def chat(self, image: dict | None, history: list | None = None, question: str = "") -> tuple[Messages, str]:
+        """One turn of a chat about an image: the history (Chatbot messages; none: the caption opens it) with the
+        question and its answer added, and an empty question box. The answer comes from the photo and the
+        question alone, a pronoun read as the last subject named (:mod:`captioner.chat`)."""
+        question = self._question(question)
+        messages = _messages(history)
         image = self._image(image)
+        if not messages:
+            features = self.model.preprocess([image])
+            messages = [{"role": "assistant", "content": self.model.caption_features(features)[0][0].text}]
+        asked = [m["content"] for m in messages if m["role"] == "user"]
+        read = read_turn(messages[0]["content"] if messages[0]["role"] == "assistant" else "", asked, question)
         try:
-            return dict(self.model.ask(image, question, top_k=TOP_ANSWERS))
-        except ValueError as e:  # the question itself: no words, or more than the model reads
+            answer, p = self.model.ask(image, read, top_k=1)[0]
+        except ValueError as e:
             raise _mistake(f"Cannot answer: {e}") from None
+        reply = marked(f"{answer} ({100 * p:.0f}%)", self.model.vqa.sure(p))
+        if read != question:
+            reply += f" (read as: {read})"
+        return [*messages, {"role": "user", "content": question}, {"role": "assistant", "content": reply}], ""
 
 
 def _slider(name: str, label: str, step: float, value: float, low: float | None = None, **kwargs) -> gr.Slider:
@@ -406,12 +483,23 @@ def _ask_tab(model: Captioner) -> dict[str, Any]:
         gr.Markdown("**VQA weights are missing**: questions cannot be answered until the app is "
                     "started with weights that include a `vqa/` folder.")
     return {"question": gr.Textbox(label="Question", placeholder="What colour is the car?", elem_id="question"),
+            "choices": gr.Textbox(label=f"Choices (optional, separated by {SEPARATOR}: every choice gets a "
+                                  "probability)", placeholder="red | blue | green", elem_id="choices"),
             "button": gr.Button("Ask", variant="primary"),
             "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers"),
             "sure": gr.HTML(elem_id="answer-sure")}
 
 
-def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict) -> None:
+def _chat_tab() -> dict[str, Any]:
+    """The Chat tab: the caption opens the conversation, then each question is answered in turn."""
+    gr.Markdown(MEMORY)
+    return {"history": gr.Chatbot(label="Conversation (the caption opens it; cleared when the image changes)",
+                                  elem_id="chat", height=360),
+            "question": gr.Textbox(label="Question", placeholder="What color is it?", elem_id="chat-question"),
+            "button": gr.Button("Send", variant="primary", elem_id="chat-send")}
+
+
+def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict, chat: dict) -> None:
     """The page's events and the API endpoints. Page events turn mistakes into warnings (see ``_warned``) and are
     named page_* so that the API endpoints keep the plain names; the image arrives unprocessed (``{"path":
     ...}``) so that ``load_image``, not Gradio, reads it and explains in one line why a file is not usable."""
@@ -432,8 +520,10 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
         *shown, last = demo.caption(*args)
         return *shown, last, _badge(last["caption"].sure, "caption")
 
-    def ask_badged(image: dict | None, question: str) -> tuple[dict[str, float], str]:
-        answers = demo.ask(image, question)
+    def ask_badged(image: dict | None, question: str, choices: str | None = None) -> tuple[dict[str, float], str]:
+        answers = demo.ask(image, question, choices)
+        if choices and choices.strip():  # probabilities over the user's choices: the threshold is not theirs
+            return answers, ""
         return answers, _badge(demo.model.vqa.sure(max(answers.values())), "answer")
 
     page_caption = _warned(caption_badged, cleared=(None,) * len(page_caption_out))
@@ -447,11 +537,13 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
         return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
-    image.change(lambda: (None,) * 11, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
-                                             inside["gradients"], *page_answers], queue=False,
+    image.change(lambda: (None,) * 12, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
+                                             inside["gradients"], *page_answers, chat["history"]], queue=False,
                  api_visibility="private").then(
         caption_new_image, caption_in, page_caption_out, preprocess=False, api_name="page_new_image",
-        api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private")
+        api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
+        lambda text: [{"role": "assistant", "content": text}] if text else None, cap["text"], chat["history"],
+        queue=False, api_visibility="private")  # the caption opens the new image's conversation
     cap["button"].click(page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption",
                         api_visibility="private").success(inside_new_caption, inside_in, inside_out,
                                                           api_visibility="private")
@@ -465,20 +557,25 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
     inside["index"].input(_warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
                           api_name="page_cell", api_visibility="private")
-    gr.on([ask["button"].click, ask["question"].submit], _warned(ask_badged, (None, None)), [image, ask["question"]],
-          page_answers, preprocess=False, api_name="page_ask", api_visibility="private")
+    ask_in = [image, ask["question"], ask["choices"]]
+    chat_in, chat_out = [image, chat["history"], chat["question"]], [chat["history"], chat["question"]]
+    gr.on([ask["button"].click, ask["question"].submit, ask["choices"].submit], _warned(ask_badged, (None, None)),
+          ask_in, page_answers, preprocess=False, api_name="page_ask", api_visibility="private")
+    gr.on([chat["button"].click, chat["question"].submit], _warned(demo.chat, (gr.skip(), gr.skip())), chat_in,
+          chat_out, preprocess=False, api_name="page_chat", api_visibility="private")
     # The API endpoints: the same handlers, whose mistakes are errors, wired to a button that is never shown.
     # Unprocessed inputs: the handlers check every value themselves, in one line, with no traceback logged.
     api = gr.Button(visible=False)
     api.click(demo.caption, caption_in, caption_out, api_name="caption", preprocess=False)
     api.click(demo.look_inside, inside_in, inside_out, api_name="look_inside", preprocess=False)
     api.click(demo.cell, cell_in, cell_out, api_name="cell", preprocess=False)
-    api.click(demo.ask, [image, ask["question"]], ask["answers"], api_name="ask", preprocess=False)
+    api.click(demo.ask, ask_in, ask["answers"], api_name="ask", preprocess=False)
+    api.click(demo.chat, chat_in, chat_out, api_name="chat", preprocess=False)
 
 
 def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
-    """The page: one shared image on the left, the Caption / Look inside / Ask tabs on the right. ``other``: the
-    other cell's decoder, beside this one in the gradient plot."""
+    """The page: one shared image on the left, the Caption / Look inside / Ask / Chat tabs on the right. ``other``:
+    the other cell's decoder, beside this one in the gradient plot."""
     demo = Demo(model, other)
     with _CheckedBlocks(title="captioner", analytics_enabled=False) as ui:
         gr.Markdown("# captioner\nDescribe a photo in words, see inside the LSTM that writes them, "
@@ -494,7 +591,9 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
                     inside = _inside_tab(model, demo.shows)
                 with gr.Tab("Ask", id="ask"):
                     ask = _ask_tab(model)
-        _wire(demo, image, last, caption, inside, ask)
+                with gr.Tab("Chat", id="chat"):
+                    chat = _chat_tab()
+        _wire(demo, image, last, caption, inside, ask, chat)
     ui.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return ui
 

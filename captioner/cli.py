@@ -13,12 +13,13 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .caption_metrics import check_coverage, evaluate_captions
+from .choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
 from .confidence import marked
 from .config import add_options, boolean, from_args, number
 from .data import load_caption_dataset
 from .decoding import DecodeConfig
-from .files import (AnswerWriter, CaptionWriter, check_output, one_field, output, read_question_rows,
-                    read_references, read_results, write_per_image_csv, write_scores_json)
+from .files import (AnswerWriter, CaptionWriter, check_output, has_choices_column, one_field, output,
+                    read_question_rows, read_references, read_results, write_per_image_csv, write_scores_json)
 from .images import expand_paths
 from .pipeline import TOP_ANSWERS, Captioner, VQAPredictor
 from .precision import PRECISION_HELP, PRECISIONS
@@ -260,8 +261,10 @@ def _add_ask(sub) -> None:
         "a CSV that already has one of these columns, or names a column twice, is refused. A row with more or "
         "fewer fields than the header is reported and kept (its extra fields after the new columns). A row that "
         "cannot be answered is reported on stderr as 'row N' (N counts data rows from 1, not the header), its new "
-        "columns are left blank, and the exit code is 1. Words the model never "
-"saw are read as <unk>, with a warning."))
+        "columns are left blank, and the exit code is 1. Words the model never saw are read as <unk>, with a "
+        "warning. With --choices (or, with --batch, a choices column in the same form; a blank field: none), the "
+        "question is multiple choice: every choice is printed with its probability, best first, and with --batch "
+        "the best one is the predicted_answer."))
     p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (none with --batch)")
     p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions about the image, each quoted, or - "
                                                                     "to read them from stdin (none with --batch)")
@@ -270,6 +273,11 @@ def _add_ask(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of the --batch images (default: none; required with "
                                                    "--batch)")
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
+    p.add_argument("--choices", metavar="'A|B|...'", help=(
+        f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
+        f"{ESCAPE * 2} a backslash), 2 to {LIMITS.max_choices} of them, all printed; answers outside the model's "
+        "answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the model's own "
+        "answers)"))
     p.add_argument("--top-k", type=number(int, low=1, high=1_000_000), default=TOP_ANSWERS,
                    help=f"answers to print per question (default: {TOP_ANSWERS})")
     _add_model_options(p, WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
@@ -292,9 +300,13 @@ def _cmd_ask(args) -> int:
         return _fail("give - alone, to read the questions from stdin, one a line", 2)
     if args.batch and not args.images:
         return _fail("--batch needs --images DIR, the folder of the images", 2)
+    if args.batch and args.choices is not None:
+        return _fail("with --batch, give each row's choices in a choices column", 2)
     try:
         check_output(args.output)
-        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision)
+        args.choices = None if args.choices is None else parse_choices(args.choices)
+        words = args.choices is not None or bool(args.batch) and has_choices_column(args.batch)
+        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     _report(args, model)
@@ -313,7 +325,8 @@ def _ask_questions(args, model) -> int:
     failed = 0
     try:
         with output(args.output) as out:
-            for n, (question, answers, error) in enumerate(model.ask_each(args.image, questions, args.top_k), 1):
+            answered = model.ask_each(args.image, questions, args.top_k, args.choices)
+            for n, (question, answers, error) in enumerate(answered, 1):
                 where = f"question {n}: " if several else ""
                 if error:
                     failed += 1
@@ -322,7 +335,8 @@ def _ask_questions(args, model) -> int:
                 _warn_unknown(model, question, where)
                 out.write(f"{one_field(question)}\n" if several else "")
                 lines = [f"{answer}\t{p:.4f}" for answer, p in answers]
-                lines[0] = marked(lines[0], model.sure(answers[0][1]))  # the threshold is calibrated on top answers
+                if not args.choices:  # the threshold is calibrated on top answers over the answer list, not choices
+                    lines[0] = marked(lines[0], model.sure(answers[0][1]))
                 out.writelines(f"{line}\n" for line in lines)
                 out.write("\n" if several else "")
                 out.flush()  # a conversation sees each answer as soon as it is known
@@ -344,13 +358,15 @@ def _ask_batch(args, model) -> int:
     failed = 0
     with output(args.output) as out:
         writer = AnswerWriter(out, table.columns)
-        for i, answer, error in model.answer_rows(table.questions(), Path(args.images)):
+        choices = table.choices()
+        for i, answer, error in model.answer_rows(table.questions(), Path(args.images), choices=choices):
             if error:
                 failed += 1
                 print(f"captioner: row {i + 1}: {error}", file=sys.stderr)
             else:
                 _warn_unknown(model, table.field(i, "question"), f"row {i + 1}: ")
-            writer.write(table.rows[i], answer, model.sure(answer[1]) if answer else None)
+            offered = choices and choices[i].strip()  # sure is blank for a multiple-choice row (see _ask_questions)
+            writer.write(table.rows[i], answer, model.sure(answer[1]) if answer and not offered else None)
     if failed:
         print(f"captioner: {failed} of {len(table.rows)} question(s) could not be answered", file=sys.stderr)
     return 1 if failed else 0

@@ -21,6 +21,7 @@ from .images import image_id_from_filename
 
 CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
 PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row
+CHOICES_COLUMN = "choices"  # an optional `ask --batch` column: the row's candidates (see captioner.choices)
 
 
 # ---------------------------------------------------------------- output files
@@ -153,12 +154,28 @@ class QuestionTable:
         """(image_id, question) of every row."""
         return [(self.field(i, "image_id"), self.field(i, "question")) for i in range(len(self.rows))]
 
+    def choices(self) -> list[str] | None:
+        """Every row's :data:`CHOICES_COLUMN` field (blank: none), or None when the table has no such column."""
+        if CHOICES_COLUMN not in self.columns:
+            return None
+        return [self.field(i, CHOICES_COLUMN) for i in range(len(self.rows))]
+
     def ragged(self) -> list[str]:
         """One line per row whose field count is not the header's (rows counted from 1 after the header)."""
         n = len(self.columns)
         return [f"{self.path}: row {i + 1} has {len(fields)} fields, the header {n}; "
                 + ("the extra ones are kept after the new columns" if len(fields) > n else "the missing ones are blank")
                 for i, fields in enumerate(self.rows) if len(fields) != n]
+
+
+def has_choices_column(path: str | Path) -> bool:
+    """Whether the ``ask --batch`` CSV's header names :data:`CHOICES_COLUMN` (False when it cannot be read: the
+    full read, :func:`read_question_rows`, says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return CHOICES_COLUMN in next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
 
 
 def read_question_rows(path: str | Path) -> QuestionTable:

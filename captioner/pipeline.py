@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
+from .choices import WordModel, check_choices, choice_probabilities, parse_choices
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
@@ -28,6 +29,7 @@ from .precision import Precision, resolve_precision
 from .gradients import gradient_norms
 from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
 from .progress import progress_bar
+from .train_vqa import answer_index
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
 T = TypeVar("T")
@@ -139,8 +141,9 @@ class Captioner(Pipeline):
                     == (encoder.spec.name, encoder.preprocessing))
             vqa_encoder = encoder if same else build_encoder(answers.encoder, encoder_weights,
                                                              preprocessing=answers.preprocessing)
+            words = WordModel(caption.model, caption.vocab) if same else None  # scores candidates from its features
             vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime,
-                               answers.confidence.get("answer"))
+                               answers.confidence.get("answer"), words)
         return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime,
                    caption.confidence.get("caption"), caption.cells)
 
@@ -221,11 +224,13 @@ class Captioner(Pipeline):
             self.encoder.spec.name, self.encoder.preprocessing)
         return loaded if same and not loaded.tuned else None
 
-    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS) -> list[tuple[str, float]]:
-        """Top-k answers with probabilities for a question about the image."""
+    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
+            choices: Sequence[str] | str | None = None) -> list[tuple[str, float]]:
+        """Top-k answers with probabilities for a question about the image; with ``choices`` (a list, or one
+        string separated by ``|``: :mod:`captioner.choices`), every choice with its probability, best first."""
         if self.vqa is None:
             raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
-        return self.vqa.ask(image, question, top_k)  # the VQA model's encoder: shared, or its own if it differs
+        return self.vqa.ask(image, question, top_k, choices)  # the VQA model's encoder: shared, or its own
 
 
 # ---------------------------------------------------------------- answers
@@ -235,12 +240,15 @@ class VQAPredictor(Pipeline):
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
     def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
-                 precision: str | Precision = "auto", not_sure_below: float | None = None):
+                 precision: str | Precision = "auto", not_sure_below: float | None = None,
+                 words: WordModel | None = None):
         super().__init__(encoder, precision)
         self.model = model.eval()
         self.vocab = vocab
         self.answers = answers
         self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
+        self.words = words  # the caption decoder, for multiple-choice candidates outside ``answers``
+        self.answer_index = answer_index(answers)
 
     def sure(self, probability: float) -> bool | None:
         """Whether a top answer of this probability is "sure" by the weights' calibrated threshold (None: the weights
@@ -249,9 +257,16 @@ class VQAPredictor(Pipeline):
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        precision: str | Precision = "auto") -> VQAPredictor:
+                        precision: str | Precision = "auto", words: bool = False) -> VQAPredictor:
         """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
-        or ``vqa/config.json``."""
+        or ``vqa/config.json``. With ``words``, the caption weights that go with them too (an entry's, or
+        ``caption/`` beside ``vqa/``), for multiple choice (see :meth:`choose`)."""
+        if words:
+            vqa = Captioner.from_pretrained(weights, encoder_weights, precision=precision).vqa
+            if vqa is None or vqa.words is None:
+                raise ValueError(f"multiple choice needs VQA and caption weights on one encoder in "
+                                 f"{weights or 'the default entry'}")
+            return vqa
         runtime = resolve_precision(precision)  # before anything is loaded
         answers = load_vqa(weights)
         encoder = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
@@ -271,13 +286,13 @@ class VQAPredictor(Pipeline):
         return [w for w in tokenize(question) if w not in self.vocab.index]
 
     @torch.inference_mode()
-    def forward(self, features: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
-        """Answer probabilities ``(N, answers)`` for (features row, question) pairs; computed in float32 from the
-        logits at any precision."""
+    def forward(self, features: torch.Tensor, questions: Sequence[str], log: bool = False) -> torch.Tensor:
+        """Answer probabilities ``(N, answers)`` (``log``: their logarithms) for (features row, question) pairs;
+        computed in float32 from the logits at any precision."""
         tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
         with self.runtime.autocast():
             logits = self.model(features.float(), tokens, lengths)
-        return torch.softmax(logits.float(), dim=-1)
+        return (torch.log_softmax if log else torch.softmax)(logits.float(), dim=-1)
 
     def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
         values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
@@ -289,31 +304,53 @@ class VQAPredictor(Pipeline):
             raise ValueError("top_k must be at least 1")
         return self.postprocess(self.forward(features, questions), top_k)
 
-    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS) -> list[tuple[str, float]]:
-        """Top-k answers with probabilities for one question about one image."""
+    def choose(self, features: torch.Tensor, questions: Sequence[str], choices: Sequence[Sequence[str]]
+               ) -> list[list[tuple[str, float]]]:
+        """For each question about one image (``features`` ``(1, R, feature_dim)``) and its checked choices, every
+        choice with its probability, best first (:func:`captioner.choices.choice_probabilities`)."""
+        if self.words is None:
+            raise ValueError("multiple choice needs the caption weights too (caption/ beside vqa/, on one encoder)")
+        log_probs = self.forward(features.expand(len(questions), *features.shape[1:]), questions, log=True)
+        words = self.words.scores(features)[0]  # (vocab,): the image's, the same for every question
+        return [choice_probabilities(c, lp, self.answer_index, words, self.words.vocab)
+                for c, lp in zip(choices, log_probs)]
+
+    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
+            choices: Sequence[str] | str | None = None) -> list[tuple[str, float]]:
+        """Top-k answers with probabilities for one question about one image; with ``choices`` (see
+        :meth:`Captioner.ask`), every choice with its probability, best first."""
         self.question_ids(question)  # a bad question fails before the image is encoded
+        if choices is not None:
+            choices = parse_choices(choices) if isinstance(choices, str) else check_choices(choices)
+            return self.choose(self.preprocess([image]), [question], [choices])[0]
         return self.answer(self.preprocess([image]), [question], top_k)[0]
 
-    def ask_each(self, image: ImageInput, questions: Iterable[str], top_k: int = TOP_ANSWERS
+    def ask_each(self, image: ImageInput, questions: Iterable[str], top_k: int = TOP_ANSWERS,
+                 choices: Sequence[str] | None = None
                  ) -> Iterator[tuple[str, list[tuple[str, float]] | None, str | None]]:
         """(question, its top-k answers, None), or (question, None, the one-line reason it cannot be answered), for
         each question in turn as ``questions`` yields it (a list, or the lines of stdin: a conversation), the image
-        read and encoded once, before the first; BadImageError (one line) when it cannot be read."""
+        read and encoded once, before the first; BadImageError (one line) when it cannot be read. With ``choices``
+        (checked), each question's answers are those choices with their probabilities."""
         features = self.preprocess([image])
         for question in questions:
             try:
-                yield question, self.answer(features, [question], top_k)[0], None
+                answers = (self.choose(features, [question], [choices]) if choices is not None else
+                           self.answer(features, [question], top_k))
+                yield question, answers[0], None
             except ValueError as e:
                 yield question, None, str(e)
 
-    def answer_rows(self, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True
+    def answer_rows(self, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True,
+                    choices: Sequence[str] | None = None
                     ) -> Iterator[tuple[int, tuple[str, float] | None, str | None]]:
         """(row index, top answer, None) for each (image_id, question) row whose image (``folder/<image_id>.*``) and
         question can be read, and (row index, None, the one-line reason) for each other row, in row order, each as
         soon as it and the rows before it are done (the images' ``ask --batch``). Each image is read and encoded
         once for all its questions, which go through the model :data:`QUESTION_BATCH` at a time, so memory stays
         flat however many questions an image has; images are taken in the order of their first row, so a CSV whose
-        rows are grouped by image streams out as it goes."""
+        rows are grouped by image streams out as it goes. ``choices`` holds each row's choices string (see
+        :func:`captioner.choices.parse_choices`; blank: none); a row with choices is answered by the best of them."""
         files = images_by_stem(folder)
         by_image: dict[str, list[int]] = defaultdict(list)
         for i, (image_id, _) in enumerate(rows):
@@ -338,14 +375,23 @@ class VQAPredictor(Pipeline):
             for image_id, reason in bad:
                 done.update((i, (None, reason)) for i in by_image[image_id])
             for image_id, image in zip(good, images):
-                answerable = []
+                answerable, offered = [], {}
                 for i in by_image[image_id]:
                     try:
                         self.question_ids(rows[i][1])
-                        answerable.append(i)
+                        if choices and choices[i].strip():
+                            offered[i] = parse_choices(choices[i])
+                        else:
+                            answerable.append(i)
                     except ValueError as e:
                         done[i] = (None, str(e))
-                features = self.preprocess([image]) if answerable else None
+                features = self.preprocess([image]) if answerable or offered else None
+                for chunk in batched(list(offered), QUESTION_BATCH):
+                    try:
+                        best = self.choose(features, [rows[i][1] for i in chunk], [offered[i] for i in chunk])
+                        done.update((i, (b[0], None)) for i, b in zip(chunk, best))
+                    except ValueError as e:  # no caption weights to score the choices with
+                        done.update((i, (None, str(e))) for i in chunk)
                 for chunk in batched(answerable, QUESTION_BATCH):
                     answers = self.answer(features.expand(len(chunk), *features.shape[1:]),
                                           [rows[i][1] for i in chunk], 1)

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 def test_named_endpoints_are_published(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/caption", "/ask", "/look_inside", "/cell"} <= set(endpoints)
+    assert {"/caption", "/ask", "/chat", "/look_inside", "/cell"} <= set(endpoints)
 
 
 def test_caption_with_defaults_gives_text_alternatives_and_word_probabilities(client):
@@ -94,6 +94,36 @@ def test_ask_answers_or_says_the_vqa_weights_are_missing(client, has_vqa):
     assert sum(c["confidence"] for c in confidences) <= 1 + 1e-6
     with pytest.raises(AppError, match="^Cannot answer: "):  # the VQA model's own check: no words
         client.predict(handle_file(str(EXAMPLE)), "???", api_name="/ask")
+
+
+def test_ask_with_choices_gives_every_choice_a_probability(client, has_vqa):
+    if not has_vqa:
+        pytest.skip("needs VQA weights")
+    answers = client.predict(handle_file(str(EXAMPLE)), "What sport is this?", r"tennis|base\|ball|golf|soccer",
+                             api_name="/ask")
+    confidences = {c["label"]: c["confidence"] for c in answers["confidences"]}
+    assert set(confidences) == {"tennis", "base|ball", "golf", "soccer"}
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4) and min(confidences.values()) > 0
+    with pytest.raises(AppError, match=r"^Bad choices: choice 2 of 3 is blank \(it has no words\)$"):
+        client.predict(handle_file(str(EXAMPLE)), "What sport is this?", "tennis||golf", api_name="/ask")
+
+
+def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(client, has_vqa):
+    if not has_vqa:
+        pytest.skip("needs VQA weights")
+    caption = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")[0]
+    history, box = client.predict(handle_file(str(EXAMPLE)), [], "Is there a dog in the picture?", api_name="/chat")
+    text = [" ".join(part["text"] for part in m["content"]) for m in history]  # Gradio's form: a list of parts
+    assert box == "" and [m["role"] for m in history] == ["assistant", "user", "assistant"]
+    assert text[0] == caption and text[1] == "Is there a dog in the picture?"
+    assert re.fullmatch(r".+ \(\d+%\)", text[2])  # the answer and its probability
+    history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
+    assert len(history) == 5 and history[4]["content"][0]["text"].endswith("(read as: what color is the dog?)")
+    for bad, message in ((["hi"], "history message 1 must be"), ({"a": 1}, "history must be a list"),
+                         ([{"role": "user", "content": "x"}] * 201, "history holds 201 messages; at most 200")):
+        with pytest.raises(AppError, match="^" + re.escape(message)) as error:
+            client.predict(handle_file(str(EXAMPLE)), bad, "what is it?", api_name="/chat")
+        assert "\n" not in str(error.value)
 
 
 # What a message about an unusable image says about the limits (images.MAX_PIXELS and app.MAX_FILE_MB).
@@ -204,8 +234,13 @@ TEN_MB = "x" * 10_000_000
 @pytest.mark.parametrize("api, make_data, message", [
     ("caption", lambda image: [], "^caption takes 6 inputs, not 0$"),
     ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
-    ("ask", lambda image: [], "^ask takes 2 inputs, not 0$"),
-    ("ask", lambda image: [image], "^ask takes 2 inputs, not 1$"),
+    ("ask", lambda image: [], "^ask takes 3 inputs, not 0$"),
+    ("ask", lambda image: [image], "^ask takes 3 inputs, not 1$"),  # its third, the choices, may be left out
+    ("ask", lambda image: [image, "what sport is this?", TEN_MB], "^Bad choices: the choices are too long "),
+    ("chat", lambda image: [image, []], "^chat takes 3 inputs, not 2$"),
+    ("chat", lambda image: [image, [{"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]}],
+                            "what is it"], "^history message 1 must be "),  # never read as a file
+    ("chat", lambda image: [image, "hi", "what is it"], "^history must be a list of messages, not 'hi'$"),
     ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
     ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
     ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
@@ -254,7 +289,10 @@ def test_the_startup_log_names_the_share_option(app_url, app_log):
 IMAGE_ARGS = [handle_file(str(EXAMPLE))]
 ODD_CALLS = (  # (endpoint, arguments): each must be refused with a one-line message
     [("/caption", [None]), ("/caption", [{}]), ("/caption", [{"url": "http://example.com/x.jpg"}]),
-     ("/ask", [None, "what is it"]), ("/ask", [*IMAGE_ARGS, None]), ("/ask", [*IMAGE_ARGS, "?!"])]
+     ("/ask", [None, "what is it"]), ("/ask", [*IMAGE_ARGS, None]), ("/ask", [*IMAGE_ARGS, "?!"]),
+     ("/ask", [*IMAGE_ARGS, "what is it", ["a", "b"]]), ("/ask", [*IMAGE_ARGS, "what is it", "a|" * 101]),
+     ("/chat", [None, [], "what is it"]), ("/chat", [*IMAGE_ARGS, [], None]), ("/chat", [*IMAGE_ARGS, 5, "what"]),
+     ("/chat", [*IMAGE_ARGS, [{"role": "user", "content": "x" * 2001}], "what is it"])]
     + [("/caption", [*IMAGE_ARGS, method]) for method in ("nope", 5, ["beam"])]
     + [("/caption", [*IMAGE_ARGS, "beam", value]) for value in (0, 51, -1, "x", "nan", 1e300)]
     + [("/caption", [*IMAGE_ARGS, "sample", 3, value]) for value in (0, 101, "x", "nan", "inf", -1)]

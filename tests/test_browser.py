@@ -266,3 +266,40 @@ def test_look_inside_shows_the_gradient_flow_and_cells_picked_by_what_they_track
     expect(pick).to_have_value(label)
     expect(index).to_have_value(re.search(r"^c\[(\d+)\]", label).group(1))
     expect(plot).not_to_have_attribute("src", before)
+
+
+def test_multiple_choice_and_a_chat_that_a_new_image_clears(page, client, has_vqa):
+    from playwright.sync_api import expect
+
+    if not has_vqa:
+        pytest.skip("needs weights with vqa/")
+    _upload(page, EXAMPLE_IMAGE)
+    caption = page.locator("#caption-text textarea")
+    expect(caption).not_to_have_value("")
+    tennis = caption.input_value()
+    page.get_by_role("tab", name="Ask").click()
+    page.locator("#question textarea").fill("What sport is this?")
+    page.locator("#choices textarea").fill("golf | soccer | tennis")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    top = client.predict(handle_file(str(EXAMPLE_IMAGE)), "What sport is this?", "golf | soccer | tennis",
+                         api_name="/ask")["label"]
+    expect(page.locator("#answers [data-testid=label-output-value]")).to_have_text(top)
+
+    page.get_by_role("tab", name="Chat").click()
+    chat, box = page.locator("#chat"), page.locator("#chat-question textarea")
+    expect(page.get_by_text("the model has no memory of this conversation")).to_be_visible()
+    expect(chat).to_contain_text(tennis)  # the caption opens the conversation
+    box.fill("Is there a dog in the picture?")
+    box.press("Enter")
+    expect(chat).to_contain_text("Is there a dog in the picture?")
+    expect(box).to_have_value("")
+    box.fill("what color is it?")
+    page.get_by_role("button", name="Send").click()
+    expect(chat).to_contain_text("(read as: what color is the dog?)")  # the answer, its percentage, the reading
+    expect(chat).to_contain_text("Is there a dog in the picture?")  # the conversation stays on screen
+
+    page.locator("#examples img[src*='pizza']").click()  # another image: a new conversation
+    pizza = client.predict(handle_file(str(EXAMPLE_IMAGE.parent / "pizza.jpg")), api_name="/caption")[0]
+    expect(chat).to_contain_text(pizza)
+    expect(chat).not_to_contain_text("Is there a dog")
+    expect(chat).not_to_contain_text(tennis)

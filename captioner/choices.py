@@ -1,0 +1,179 @@
+"""Multiple-choice answers (Visual7W's form of question): every candidate gets a probability, and they sum to 1.
+
+A choices string separates candidates with ``|`` (:data:`SEPARATOR`); a backslash escapes it, so ``\\|`` is a
+``|`` inside a candidate and ``\\\\`` a backslash: ``"tennis|baseball|a\\|b"`` offers ``tennis``, ``baseball`` and
+``a|b``. :func:`check_choices` refuses, in one line, too few or too many candidates, a blank or too long one, and
+a candidate given twice (compared as the VQA evaluation compares answers: "Two" is "2").
+
+How a candidate is scored (:func:`choice_probabilities`), on one scale, a softmax over the candidates of
+
+- ``vqa_weight * log p_vqa(candidate)`` for a candidate in the VQA model's answer vocabulary;
+- ``oov_bias + word_weight * w(candidate) + unknown_weight * u(candidate)`` for any other, scored by a model
+  of its words: the caption decoder. ``w`` is the mean, over the candidate's words, of the most log-probability
+  the decoder gives the word at any step while it writes its greedy caption of the image (:func:`word_scores`):
+  how readily the caption model would say the word about this photo. A word outside the caption vocabulary
+  is read as ``<unk>``, and ``u`` (the fraction of such words) charges it for sharing ``<unk>``'s mass.
+
+Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption decoder's view
+of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the answer as the
+start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA model's
+question-word table, which know what a word means but not whether it is in the photo. The four weights of the
+rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
+of 4-way items) on COCO *train* questions, never dev, and :data:`SHIPPED` holds the fit for the shipped weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .config import check, setting
+from .decoding import DecodeConfig, decode
+from .vocab import Vocabulary, pad_ids, tokenize
+from .vqa_metrics import normalize_answer
+
+SEPARATOR, ESCAPE = "|", "\\"
+SHOWN = 40  # characters of a candidate that an error message quotes, at most
+
+
+@dataclass
+class ChoiceLimits:
+    """What one question's candidates may be; every face (CLI, ``ask --batch``, Python, the app) checks these."""
+
+    max_choices: int = setting(100, "most candidate answers one question may offer", low=2, high=10_000)
+    max_choice_chars: int = setting(200, "most characters in one candidate answer", low=1, high=10_000)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+LIMITS = ChoiceLimits()
+
+
+@dataclass(frozen=True)
+class ChoiceWeights:
+    """The four weights of the scoring rule (see the module docstring), fitted by :func:`fit_choice_weights`."""
+
+    vqa_weight: float  # on log p_vqa of an in-vocabulary candidate: the VQA softmax's temperature, inverted
+    oov_bias: float  # where a candidate outside the answer vocabulary starts
+    word_weight: float  # on w, the caption decoder's mean word log-probability
+    unknown_weight: float  # on u, the fraction of words outside the caption vocabulary
+
+
+# Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and weights/caption:
+# python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
+
+
+def parse_choices(text: str, limits: ChoiceLimits = LIMITS) -> list[str]:
+    """The candidates of a choices string (``|`` between them, ``\\`` escaping ``|`` or itself), each stripped,
+    checked by :func:`check_choices`; ValueError (one line) when they cannot be used."""
+    if len(text) > limits.max_choices * (limits.max_choice_chars + 2):  # past any acceptable string: do not split it
+        raise ValueError(f"the choices are too long ({len(text)} characters; at most {limits.max_choices} choices "
+                         f"of {limits.max_choice_chars} characters)")
+    choices, current, chars = [], [], iter(text)
+    for ch in chars:
+        if ch == ESCAPE:
+            following = next(chars, "")
+            current.append(following if following in (SEPARATOR, ESCAPE) else ch + following)
+        elif ch == SEPARATOR:
+            choices.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    choices.append("".join(current))
+    return check_choices([c.strip() for c in choices], limits)
+
+
+def choice_key(choice: str) -> str:
+    """A candidate as answers are compared (``normalize_answer``; its words when that leaves nothing, as for "a")."""
+    return normalize_answer(choice) or " ".join(tokenize(choice))
+
+
+def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list[str]:
+    """``choices`` as a list if they can be scored, else ValueError (one line): at least 2 and at most
+    ``max_choices`` strings, none blank or longer than ``max_choice_chars``, none given twice."""
+    if isinstance(choices, str) or not isinstance(choices, Sequence) or not all(isinstance(c, str) for c in choices):
+        raise ValueError(f"choices must be a list of strings (or one string, separated by {SEPARATOR})")
+    if len(choices) < 2:
+        raise ValueError(f"give at least 2 choices, separated by {SEPARATOR} (write {ESCAPE + SEPARATOR} for a "
+                         f"{SEPARATOR} inside one), not {len(choices)}")
+    if len(choices) > limits.max_choices:
+        raise ValueError(f"give at most {limits.max_choices} choices, not {len(choices)}")
+    seen: dict[str, int] = {}
+    for n, choice in enumerate(choices, 1):
+        if not tokenize(choice):
+            raise ValueError(f"choice {n} of {len(choices)} is blank (it has no words)")
+        if len(choice) > limits.max_choice_chars:
+            raise ValueError(f"choice {n} is too long ({len(choice)} characters; at most {limits.max_choice_chars})")
+        key = choice_key(choice)
+        if key in seen:
+            raise ValueError(f"choices {seen[key]} and {n} are the same answer ({choice[:SHOWN]!r}); give each once")
+        seen[key] = n
+    return list(choices)
+
+
+@torch.inference_mode()
+def word_scores(decoder, features: torch.Tensor, max_length: int) -> torch.Tensor:
+    """For image features ``(N, R, feature_dim)``, each caption word's highest log-probability ``(N, vocab)`` over
+    the steps of the decoder's greedy caption (its ``<end>`` step included): the image's words, as the caption
+    model sees them."""
+    hyps = decode(decoder, features, DecodeConfig(method="greedy", max_length=max_length))
+    seqs = [[Vocabulary.start_id, *h[0].tokens, Vocabulary.end_id] for h in hyps]
+    tokens, lengths = pad_ids(seqs)
+    steps = torch.log_softmax(decoder(features.float(), tokens, lengths - 1).float(), dim=-1)  # (sum(lengths - 1), V)
+    return torch.stack([s.max(0).values for s in steps.split((lengths - 1).tolist())])  # (N, vocab)
+
+
+def choice_features(choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int],
+                    words: torch.Tensor, vocab: Vocabulary) -> tuple[float, float, float, float]:
+    """The rule's four inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u), in the order of
+    :class:`ChoiceWeights`; w and u are 0 for a candidate in the answer vocabulary."""
+    index = answer_index.get(choice_key(choice))
+    if index is not None:
+        return float(vqa_log_probs[index]), 0.0, 0.0, 0.0
+    tokens = tokenize(choice_key(choice))  # articles dropped: "a" is in every caption
+    ids = [vocab.index.get(w, Vocabulary.unk_id) for w in tokens]
+    return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens)
+
+
+def choice_probabilities(choices: Sequence[str], vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int],
+                         words: torch.Tensor, vocab: Vocabulary, weights: ChoiceWeights = SHIPPED
+                         ) -> list[tuple[str, float]]:
+    """(candidate, probability) for each of ``choices`` (already checked), best first; they sum to 1.
+    ``vqa_log_probs`` ``(answers,)`` is the VQA model's log-softmax, ``words`` ``(vocab,)`` the image's
+    :func:`word_scores`."""
+    x = torch.tensor([choice_features(c, vqa_log_probs, answer_index, words, vocab) for c in choices])  # (K, 4)
+    w = torch.tensor([weights.vqa_weight, weights.oov_bias, weights.word_weight, weights.unknown_weight])
+    probs = torch.softmax(x @ w, dim=0)  # (K,)
+    return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])
+
+
+def fit_choice_weights(items: Sequence[torch.Tensor], l2: float = 1e-3) -> ChoiceWeights:
+    """The weights that maximise the mean log-probability of the right candidate, given each item's
+    :func:`choice_features` ``(K, 4)`` with the right candidate first (a conditional logit, L-BFGS, a small L2)."""
+    x = torch.stack(list(items))  # (N, K, 4)
+    w = torch.zeros(x.shape[-1], requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], max_iter=200)
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = -torch.log_softmax(x @ w, dim=-1)[:, 0].mean() + l2 * (w ** 2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return ChoiceWeights(*(round(v, 3) for v in w.detach().tolist()))
+
+
+@dataclass
+class WordModel:
+    """The caption decoder and its vocabulary, as the model of a candidate's words (see :func:`word_scores`)."""
+
+    decoder: Any
+    vocab: Vocabulary
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """:func:`word_scores` of image features ``(N, R, feature_dim)``: ``(N, vocab)``."""
+        return word_scores(self.decoder, features, self.vocab.max_length)
