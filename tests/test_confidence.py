@@ -114,3 +114,21 @@ def test_only_the_top_answer_below_the_threshold_is_marked(weights_dir, has_vqa,
 def test_the_app_badge_shows_for_not_sure_results_only():
     assert "not sure" in _badge(False, "caption") and "wrong" in _badge(False, "answer")
     assert _badge(True, "caption") == _badge(None, "answer") == ""
+
+
+def test_multiple_choice_is_not_marked_and_a_chat_answer_below_the_threshold_is(weights_dir, has_vqa, tmp_path,
+                                                                                 capsys):
+    if not has_vqa:
+        pytest.skip("needs weights with vqa/")
+    from captioner.app import Demo
+    from captioner.pipeline import Captioner
+
+    unsure = _weights_with(weights_dir, tmp_path / "unsure", None, 1.0)
+    out = _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf",
+                        "--weights", str(unsure)])
+    assert len(out.splitlines()) == 2 and "not sure" not in out  # the threshold is not calibrated on choices
+    image = {"path": str(EXAMPLE_IMAGE)}
+    for weights, marked in ((unsure, True), (_weights_with(weights_dir, tmp_path / "sure", None, 0.0), False)):
+        demo = Demo(Captioner.from_pretrained(weights, precision="fp32"))
+        history, _ = demo.chat(image, [{"role": "assistant", "content": "a man playing tennis"}], "what sport is this?")
+        assert history[-1]["content"].endswith("%) (not sure)") == marked
