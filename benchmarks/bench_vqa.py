@@ -16,8 +16,9 @@
 5. Multiple choice, 4-way, on COCO dev: each question's most common human answer and 3 distractors drawn (seed
    0) from the most common answers to other dev questions with the same first two words (any other dev
    question's when fewer than 3 remain), none of them an answer a human gave to the question. Accuracy of the
-   shipped rule (``captioner.choices``), and of the VQA softmax alone with out-of-vocabulary candidates at 0.
-   ``--fit-choices`` fits the rule's weights on the same 4-way items built from COCO *train* questions.
+   weights' own rule (``captioner.choices``, recorded in their config.json's ``"choices"``), and of the VQA softmax
+   alone with out-of-vocabulary candidates at 0. ``--fit-choices`` fits the rule's weights on the same 4-way items
+   built from COCO *train* questions (record them in the VQA config.json's ``"choices"`` to use them).
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from captioner.choices import SHIPPED, ChoiceWeights, choice_features, fit_choice_weights
+from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.pretrained import resolve_weights
 from captioner.pipeline import VQAPredictor
@@ -168,9 +169,10 @@ def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tenso
 
 
 def choices_report(weights: str | None, coco: str, fit: bool) -> dict:
-    """4-way accuracy on COCO dev of the shipped rule and of the VQA softmax alone (out-of-vocabulary at 0)."""
+    """4-way accuracy on COCO dev of the weights' rule (``config.json``'s ``choices``) and of the VQA softmax alone
+    (out-of-vocabulary at 0)."""
     dev = torch.stack(choice_items(weights, coco, "dev"))  # (N, 4, 4)
-    rules = {"shipped rule": SHIPPED}
+    rules = {"the weights' rule": VQAPredictor.from_pretrained(weights, precision="fp32").choice_weights}
     if fit:
         rules["fitted on train"] = fit_choice_weights(choice_items(weights, coco, "train"))
 

@@ -19,7 +19,8 @@ of the image did better than the alternatives tried (docs/experiments.md): its l
 start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA model's
 question-word table, which know what a word means but not whether it is in the photo. The four weights of the
 rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
-of 4-way items) on COCO *train* questions, never dev, and :data:`SHIPPED` holds the fit for the shipped weights.
+of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA weights (``config.json``'s
+``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights that record none.
 """
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ class ChoiceWeights:
     unknown_weight: float  # on u, the fraction of words outside the caption vocabulary
 
 
-# Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and weights/caption:
-# python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+# Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and weights/caption
+# (and recorded in weights/vqa/config.json): python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
 SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
 
 

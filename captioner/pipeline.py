@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from .choices import WordModel, check_choices, choice_probabilities, parse_choices
+from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
@@ -143,7 +143,7 @@ class Captioner(Pipeline):
                                                              preprocessing=answers.preprocessing)
             words = WordModel(caption.model, caption.vocab) if same else None  # scores candidates from its features
             vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime,
-                               answers.confidence.get("answer"), words)
+                               answers.confidence.get("answer"), words, answers.choices)
         return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime,
                    caption.confidence.get("caption"), caption.cells)
 
@@ -241,13 +241,14 @@ class VQAPredictor(Pipeline):
 
     def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
                  precision: str | Precision = "auto", not_sure_below: float | None = None,
-                 words: WordModel | None = None):
+                 words: WordModel | None = None, choice_weights: ChoiceWeights | None = None):
         super().__init__(encoder, precision)
         self.model = model.eval()
         self.vocab = vocab
         self.answers = answers
         self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
         self.words = words  # the caption decoder, for multiple-choice candidates outside ``answers``
+        self.choice_weights = choice_weights or SHIPPED  # the rule fitted for these weights, else the shipped ones
         self.answer_index = answer_index(answers)
 
     def sure(self, probability: float) -> bool | None:
@@ -270,7 +271,8 @@ class VQAPredictor(Pipeline):
         runtime = resolve_precision(precision)  # before anything is loaded
         answers = load_vqa(weights)
         encoder = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
-        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime, answers.confidence.get("answer"))
+        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime, answers.confidence.get("answer"),
+                   choice_weights=answers.choices)
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
@@ -312,7 +314,7 @@ class VQAPredictor(Pipeline):
             raise ValueError("multiple choice needs the caption weights too (caption/ beside vqa/, on one encoder)")
         log_probs = self.forward(features.expand(len(questions), *features.shape[1:]), questions, log=True)
         words = self.words.scores(features)[0]  # (vocab,): the image's, the same for every question
-        return [choice_probabilities(c, lp, self.answer_index, words, self.words.vocab)
+        return [choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights)
                 for c, lp in zip(choices, log_probs)]
 
     def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,

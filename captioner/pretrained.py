@@ -32,6 +32,7 @@ from torch import nn
 
 from . import schema
 from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, read_json, split_encoder_weights
+from .choices import ChoiceWeights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .model import CaptionDecoder, DecoderConfig
@@ -175,6 +176,7 @@ class Loaded:
     tuned: dict[str, torch.Tensor] = field(default_factory=dict)
     confidence: dict[str, float] = field(default_factory=dict)  # "not sure" thresholds (captioner.schema)
     cells: dict[str, list[dict]] = field(default_factory=dict)  # the cell atlas, by state (captioner.atlas); {}: none
+    choices: ChoiceWeights | None = None  # VQA: the multiple-choice rule fitted for these weights (captioner.choices)
 
 
 def load_pretrained(weights: str | Path | Weights | None = None,
@@ -213,6 +215,7 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
         if config.get("task", task) != task:
             raise ValueError(f"holds {str(config.get('task'))[:40]} weights, not {task} weights")
         encoder, confidence = schema.read_encoder(config), schema.read_confidence(config)
+        choices = schema.read_choice_weights(config) if task == "vqa" else None
         architecture = schema.section(config, "model" if task == "vqa" else "decoder")
         decoding_defaults = entry.decoding if entry else schema.section(config, "decoding", required=False)
     with config_errors(config_file, "preprocessing"):
@@ -244,4 +247,4 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
     if task == "caption" and atlas.is_file():
         cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
     return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
-                  cells)
+                  cells, choices)

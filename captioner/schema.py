@@ -7,7 +7,8 @@ field, within a second, before a tensor is allocated:
 - ``config.json``: ``task``, ``encoder`` (a known one), ``preprocessing`` (:class:`captioner.encoder.Preprocessing`
   checks it), the architecture (``decoder`` or ``model``: the ranges of :class:`captioner.model.DecoderConfig` and
   :class:`captioner.vqa.VQAConfig`), ``decoding`` (:class:`captioner.decoding.DecodeConfig`: the ranges the CLI
-  enforces) and an optional ``confidence`` (:data:`CONFIDENCE_KEYS`, each in [0, 1]);
+  enforces), an optional ``confidence`` (:data:`CONFIDENCE_KEYS`, each in [0, 1]) and, for VQA weights, an
+  optional ``choices`` (the multiple-choice rule's weights: :class:`captioner.choices.ChoiceWeights`);
 - ``vocab.json``: ``words``, a list of unique non-empty strings, and ``max_length`` (the range of ``--max-length``);
 - ``answers.json``: a list of unique strings (the empty answer among them, as human answers have it);
 - ``cells.json`` (optional, caption weights: :mod:`captioner.atlas`): an entry per cell of each state of the
@@ -28,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .checkpoint import check_tensors, config_errors
+from .choices import ChoiceWeights
 from .config import check_value, checked, settings
 from .decoding import DecodeConfig
 from .encoder import ENCODERS
@@ -144,6 +146,18 @@ def read_confidence(config: dict) -> dict[str, float]:
             raise ValueError(f"confidence has no threshold {_shown(key)} (it may have {', '.join(CONFIDENCE_KEYS)})")
         check_value(f"confidence.{key}", value, "float", {"limits": {"low": 0.0, "high": 1.0}})
     return {key: float(value) for key, value in thresholds.items()}
+
+
+def read_choice_weights(config: dict) -> ChoiceWeights | None:
+    """The multiple-choice rule fitted for these VQA weights (``"choices": {"vqa_weight": ..., ...}``), or None."""
+    weights = section(config, "choices", required=False)
+    if not weights:
+        return None
+    keys = list(ChoiceWeights.__dataclass_fields__)
+    if sorted(weights) != sorted(keys):
+        raise ValueError(f"choices must give exactly {', '.join(keys)}")
+    return ChoiceWeights(**{key: check_value(f"choices.{key}", value, "float", {"limits": {"low": -100.0, "high": 100.0}})
+                            for key, value in weights.items()})
 
 
 def check_feature_dim(feature_dim: Any, encoder: str) -> None:

@@ -130,6 +130,33 @@ def test_a_bad_answer_list_is_one_line(tmp_path, answers, says):
         load_vqa(folder)
 
 
+RULE = {"vqa_weight": 1.0, "oov_bias": -2.0, "word_weight": 0.5, "unknown_weight": -1.0}
+
+
+@pytest.mark.parametrize("choices, says", [
+    ({"vqa_weight": 1.0}, "choices must give exactly vqa_weight, oov_bias, word_weight, unknown_weight"),
+    ({**RULE, "oov_bias": 1e300}, "choices.oov_bias must be at least -100 and at most 100"),
+    ({**RULE, "word_weight": "big"}, "choices.word_weight must be a number"),
+])
+def test_a_bad_multiple_choice_rule_is_one_line(tmp_path, choices, says):
+    folder = vqa_folder(tmp_path)
+    edit_json(folder, "config.json", lambda c: c.update(choices=choices))
+    with pytest.raises(ValueError, match=f"^{folder / 'config.json'}: {says}"):
+        load_vqa(folder)
+
+
+def test_vqa_weights_bring_their_own_multiple_choice_rule(tmp_path):
+    from captioner.choices import SHIPPED, ChoiceWeights
+    from captioner.pipeline import VQAPredictor
+
+    folder = vqa_folder(tmp_path)
+    assert load_vqa(folder).choices is None
+    assert VQAPredictor.from_pretrained(folder, precision="fp32").choice_weights == SHIPPED  # none recorded
+    edit_json(folder, "config.json", lambda c: c.update(choices=RULE))
+    assert load_vqa(folder).choices == ChoiceWeights(**RULE)
+    assert VQAPredictor.from_pretrained(folder, precision="fp32").choice_weights == ChoiceWeights(**RULE)
+
+
 def test_a_good_folder_loads_with_its_confidence_thresholds(tmp_path):
     caption, _ = load_pretrained(caption_folder(tmp_path / "plain"), with_vqa=False)
     assert caption.confidence == {} and caption.decoding.beam_size == 3
