@@ -14,8 +14,8 @@ How a candidate is scored (:func:`choice_probabilities`), on one scale, a softma
   how readily the caption model would say the word about this photo. A word outside the caption vocabulary
   is read as ``<unk>``, and ``u`` (the fraction of such words) charges it for sharing ``<unk>``'s mass.
 
-Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption decoder's view
-of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the answer as the
+Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption
+decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the answer as the
 start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA model's
 question-word table, which know what a word means but not whether it is in the photo. The four weights of the
 rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
@@ -62,8 +62,9 @@ class ChoiceWeights:
     unknown_weight: float  # on u, the fraction of words outside the caption vocabulary
 
 
-# Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and weights/caption
-# (and recorded in weights/vqa/config.json): python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+# Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and
+# weights/caption, and recorded in weights/vqa/config.json:
+#     python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
 SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
 
 

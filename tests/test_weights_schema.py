@@ -15,7 +15,6 @@ from captioner.checkpoint import MAX_JSON_DEPTH, save_checkpoint
 from captioner.encoder import build_encoder
 from captioner.model import CaptionDecoder, DecoderConfig
 from captioner.pretrained import load_pretrained, load_vqa
-from captioner.vocab import Vocabulary
 from captioner.vqa import VQAConfig, VQAModel
 
 WORDS = ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]
