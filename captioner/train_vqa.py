@@ -33,7 +33,7 @@ from .training import (SEED_MAX, Batch, Phase, RunConfig, Task, bucketed_batches
                        rank_zero_first, shape_keys, swap_left_right, weighted_rows)
 from .vocab import VOCAB_FILE, Vocabulary, pad_ids
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
-from .vqa_metrics import normalize_answer, question_score, vqa_report
+from .vqa_metrics import answer_index, normalize_answer, question_score, vqa_report
 
 MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
 
@@ -106,11 +106,6 @@ def build_answer_vocab(examples: Iterable[VQAExample], top_k: int) -> list[str]:
         spellings[normalize_answer(answer)][answer] += 1
     top = sorted(counts, key=lambda a: (-counts[a], a))[:top_k]
     return [min(spellings[key], key=lambda s: (-spellings[key][s], s)) for key in top]
-
-
-def answer_index(answers: Sequence[str]) -> dict[str, int]:
-    """Class of each answer in normalised form (see :func:`build_answer_vocab`)."""
-    return {normalize_answer(a): i for i, a in enumerate(answers)}
 
 
 def soft_targets(answers: Sequence[str], index: dict[str, int]) -> dict[int, float]:

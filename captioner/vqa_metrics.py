@@ -72,6 +72,12 @@ def normalize_answer(answer: str) -> str:
     return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
 
+def answer_index(answers: Sequence[str]) -> dict[str, int]:
+    """Class of each answer in normalised form: how the answer vocabulary is looked up, in training and in
+    multiple choice alike (:func:`captioner.train_vqa.build_answer_vocab`)."""
+    return {normalize_answer(a): i for i, a in enumerate(answers)}
+
+
 def _plain(answer: str) -> str:
     """What vqaEval.py does to every answer: tabs and newlines to spaces, outer spaces stripped."""
     return answer.replace("\n", " ").replace("\t", " ").strip()

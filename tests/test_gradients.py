@@ -30,6 +30,22 @@ def _states(model, features, words):
     return out
 
 
+def _numeric_gradients(model, features, words, part: int, eps: float = 1e-6) -> torch.Tensor:
+    """∂ log p(w_T) / ∂(state part ``part`` after step t) ``(T, hidden)`` by central differences, one unit at a time."""
+    with torch.no_grad():
+        states = _states(model, features, words)
+        numeric = torch.zeros(len(words), model.config.hidden_dim, dtype=torch.float64)
+        for t, state in enumerate(states):
+            for i in range(model.config.hidden_dim):
+                moved = []
+                for sign in (1, -1):
+                    value = state[part].clone()
+                    value[-1, 0, i] += sign * eps
+                    moved.append(_log_p_last(model, features, words, t, (*state[:part], value, *state[part + 1:])))
+                numeric[t, i] = (moved[0] - moved[1]) / (2 * eps)
+    return numeric
+
+
 @pytest.mark.parametrize("cell,image_input", [("lstm", "every_step"), ("rnn", "every_step"), ("rnn", "first_step"),
                                               ("lstm", "init_state")])
 def test_last_word_gradients_agree_with_finite_differences(cell, image_input):
@@ -38,18 +54,7 @@ def test_last_word_gradients_agree_with_finite_differences(cell, image_input):
     words = [4, 7, 5, 9, 6, 4]
     grads = last_word_gradients(model, features, words)
     assert grads.shape == (len(words), model.config.hidden_dim)
-    eps = 1e-6
-    with torch.no_grad():
-        states = _states(model, features, words)
-        for t in range(len(words)):
-            numeric = torch.zeros(model.config.hidden_dim, dtype=torch.float64)
-            for i in range(model.config.hidden_dim):
-                up, down = states[t][0].clone(), states[t][0].clone()
-                up[-1, 0, i] += eps
-                down[-1, 0, i] -= eps
-                numeric[i] = (_log_p_last(model, features, words, t, (up, *states[t][1:]))
-                              - _log_p_last(model, features, words, t, (down, *states[t][1:]))) / (2 * eps)
-            torch.testing.assert_close(grads[t], numeric, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(grads, _numeric_gradients(model, features, words, part=0), rtol=1e-5, atol=1e-8)
     assert grads[0].abs().sum() > 0  # the first state matters: the test compared more than zeros
     torch.testing.assert_close(gradient_norms(model, features, words), grads.norm(dim=1))
 
@@ -59,18 +64,7 @@ def test_the_lstm_cell_state_gradient_agrees_with_finite_differences_and_joins_h
     features = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     words = [4, 7, 5, 9, 6, 4]
     grads = last_word_gradients(model, features, words, kind="c")
-    eps = 1e-6
-    with torch.no_grad():
-        states = _states(model, features, words)
-        for t in range(len(words)):
-            numeric = torch.zeros(model.config.hidden_dim, dtype=torch.float64)
-            for i in range(model.config.hidden_dim):
-                up, down = states[t][1].clone(), states[t][1].clone()
-                up[-1, 0, i] += eps
-                down[-1, 0, i] -= eps
-                numeric[i] = (_log_p_last(model, features, words, t, (states[t][0], up))
-                              - _log_p_last(model, features, words, t, (states[t][0], down))) / (2 * eps)
-            torch.testing.assert_close(grads[t], numeric, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(grads, _numeric_gradients(model, features, words, part=1), rtol=1e-5, atol=1e-8)
     assert grads[-1].abs().sum() == 0 and grads[0].abs().sum() > 0  # w_T is read from h alone; c carries the past
     h = last_word_gradients(model, features, words, kind="h")
     torch.testing.assert_close(gradient_norms(model, features, words, kinds=("h", "c")),
