@@ -20,6 +20,7 @@ import matplotlib
 import numpy as np
 
 from captioner.atlas import dev_captions
+from captioner.config import number
 from captioner.decoding import trace_batch
 from captioner.gradients import gradient_norms
 
@@ -48,14 +49,22 @@ def mean_norms(weights: str, count: int, distance: int) -> tuple[dict[tuple[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lstm", default="caption-flickr8k-coco-v3", help="LSTM caption weights (entry or folder)")
-    parser.add_argument("--rnn", default="caption-rnn-flickr8k-coco-v1", help="RNN caption weights (entry or folder)")
-    parser.add_argument("--captions", type=int, default=200, help="dev captions averaged (default: 200)")
-    parser.add_argument("--distance", type=int, default=8, help="the distance of the ratio (default: 8)")
-    parser.add_argument("--png", default="docs/gradient_flow.png", help="where the plot goes")
+    parser.add_argument("--lstm", default="caption-flickr8k-coco-v3",
+                        help="LSTM caption weights, entry or folder (default: caption-flickr8k-coco-v3)")
+    parser.add_argument("--rnn", default="caption-rnn-flickr8k-coco-v1",
+                        help="RNN caption weights, entry or folder (default: caption-rnn-flickr8k-coco-v1)")
+    parser.add_argument("--captions", type=number(int, low=1, high=100_000), default=200,
+                        help="dev captions averaged (default: 200)")
+    parser.add_argument("--distance", type=number(int, low=2, high=50), default=8,
+                        help="the distance of the ratio (default: 8)")
+    parser.add_argument("--png", default="docs/gradient_flow.png", help="where the plot goes "
+                                                                        "(default: docs/gradient_flow.png)")
     args = parser.parse_args()
-    measured = {cell: mean_norms(weights, args.captions, args.distance)
-                for cell, weights in (("lstm", args.lstm), ("rnn", args.rnn))}
+    try:
+        measured = {cell: mean_norms(weights, args.captions, args.distance)
+                    for cell, weights in (("lstm", args.lstm), ("rnn", args.rnn))}
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
     means = {cell: m[("h",)] for cell, (m, _) in measured.items()}
     whole = measured["lstm"][0][("h", "c")]  # the LSTM's (h_t, c_t)
     print(f"mean ‖∂ log p(w_T) / ∂h_t‖ over {args.captions} dev captions of at least {args.distance} words")
