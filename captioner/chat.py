@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .config import check, setting
+from .questions import COLORS, plural  # the question generator's colour words and plural rule
 
 DETERMINERS = {"the", "a", "an", "this", "that", "these", "those"}
 PRONOUNS = {"it", "they", "them", "he", "she", "him"}
@@ -32,14 +33,12 @@ STOPS = {"on", "in", "at", "of", "with", "to", "from", "by", "near", "behind", "
          "is", "are", "was", "were", "be", "been", "do", "does", "did", "has", "have", "had", "can", "could",
          "will", "would", "should", "look", "looks", "and", "or", "but", "that", "which", "who", "where", "what",
          "how", "why", "when", "there", "here", "made", "sitting", "standing"}
-ADJECTIVES = {"white", "black", "red", "blue", "green", "yellow", "brown", "gray", "grey", "orange", "pink", "purple",
-              "big", "small", "large", "little", "tall", "short", "old", "new", "young", "open", "closed", "empty",
-              "full", "wet", "dry", "clean", "dirty", "real", "happy", "visible", "alive", "edible"}
+ADJECTIVES = set(COLORS) | {"big", "small", "large", "little", "tall", "short", "old", "new", "young", "open",
+                            "closed", "empty", "full", "wet", "dry", "clean", "dirty", "real", "happy", "visible",
+                            "alive", "edible"}
 PHOTO = {"picture", "photo", "photograph", "image", "scene", "pic", "shot"}
 AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should", "have",
                "has"}
-IRREGULAR = {"man": "men", "woman": "women", "person": "people", "child": "children", "mouse": "mice",
-             "foot": "feet", "tooth": "teeth", "sheep": "sheep", "fish": "fish", "knife": "knives"}
 MAX_SUBJECT_WORDS = 3  # "the fire hydrant", "the red double decker": longer runs are cut
 _WORD = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
 
@@ -82,17 +81,6 @@ def subject_of(text: str) -> str | None:
     return None
 
 
-def plural(noun: str) -> str:
-    """A noun's plural, by the common English rules (a few irregular nouns listed)."""
-    if noun in IRREGULAR:
-        return IRREGULAR[noun]
-    if noun.endswith(("s", "x", "z", "ch", "sh")):
-        return noun + "es"
-    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
-        return noun[:-1] + "ies"
-    return noun + "s"
-
-
 def resolve(question: str, subject: str | None) -> str:
     """``question`` with its pronouns, possessives and bare "how many" read as ``subject`` (the module's rule)."""
     if not subject:
@@ -109,8 +97,7 @@ def resolve(question: str, subject: str | None) -> str:
         following = words[i + 1].lower() if i + 1 < len(words) else ""
         if lower == "many" and i > 0 and words[i - 1].lower() == "how" and (following in AUXILIARIES
                                                                              or not following[:1].isalnum()):
-            nouns = subject.split()[1:]
-            out.append(" ".join([*nouns[:-1], plural(nouns[-1])]))
+            out.append(plural(" ".join(subject.split()[1:])))  # "the red cat" -> "red cats"
     text = " ".join(out)
     return re.sub(r" ([?.!,;:])", r"\1", text).replace(" '", "'")
 
