@@ -15,9 +15,9 @@ How a candidate is scored (:func:`choice_probabilities`), on one scale, a softma
   is read as ``<unk>``, and ``u`` (the fraction of such words) charges it for sharing ``<unk>``'s mass.
 
 Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption
-decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the answer as the
-start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA model's
-question-word table, which know what a word means but not whether it is in the photo. The four weights of the
+decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the
+answer as the start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA
+model's question-word table, which know what a word means but not whether it is in the photo. The four weights of the
 rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
 of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA weights (``config.json``'s
 ``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights that record none.

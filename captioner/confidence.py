@@ -138,8 +138,7 @@ def caption_results(weights: str | None, data: Sequence[str]) -> tuple[list[floa
         scores = evaluate_captions(captions, {it.image_id: it.captions for it in items if it.image_id in captions},
                                    metrics=["CIDEr"], tokenizer="python")
         for image_id, cider in zip(scores.image_ids, scores.per_image["CIDEr"]):
-            c = scored[image_id]
-            confidence.append(caption_confidence(c.log_prob, len(c.words)))
+            confidence.append(scored[image_id].confidence)  # caption_confidence, as the pipeline gives it
             quality.append(cider / scores.corpus["CIDEr"])
             groups.append(f"{spec.name}/{image_id}")
     return confidence, quality, groups

@@ -74,7 +74,8 @@ _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inpu
 _CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
                  "annotations CC BY 4.0, images under their Flickr licences, research use")
 
-_BEAM3 = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3}  # caption entries: the LSTM's dev-tuned defaults
+# the caption entries' decoding: the LSTM's dev-tuned defaults
+_BEAM3 = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3}
 
 _ENTRIES = [
     Weights(

@@ -157,7 +157,8 @@ def read_choice_weights(config: dict) -> ChoiceWeights | None:
     if sorted(weights) != sorted(keys):
         raise ValueError(f"choices must give exactly {', '.join(keys)}")
     limits = {"limits": {"low": -100.0, "high": 100.0}}
-    return ChoiceWeights(**{key: check_value(f"choices.{key}", value, "float", limits) for key, value in weights.items()})
+    return ChoiceWeights(**{key: check_value(f"choices.{key}", value, "float", limits)
+                            for key, value in weights.items()})
 
 
 def check_feature_dim(feature_dim: Any, encoder: str) -> None:

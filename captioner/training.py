@@ -314,7 +314,6 @@ def gradient_words(figures: dict) -> str:
             f"clipped {100 * figures['clipped_share']:.1f}% of steps")
 
 
-
 class Run:
     """The optimizer, schedule and progress of one training run, and its checkpoints."""
 
