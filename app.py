@@ -4,7 +4,7 @@ The app itself is :mod:`captioner.app`, so that an installed package (a wheel) h
 """
 import sys
 
-from captioner.app import main
+from captioner.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["app", *sys.argv[1:]]))

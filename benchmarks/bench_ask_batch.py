@@ -40,7 +40,7 @@ def main() -> int:
             writer = csv.writer(f)
             writer.writerow(["image_id", "question"])
             writer.writerows(["000000000001", QUESTIONS[i % len(QUESTIONS)]] for i in range(args.questions))
-        cmd = [sys.executable, "-m", "captioner.cli", "ask", "--batch", str(tmp / "qa.csv"), "--images",
+        cmd = [sys.executable, "-m", "captioner.cli.main", "ask", "--batch", str(tmp / "qa.csv"), "--images",
                str(tmp / "images"), "-o", str(tmp / "answers.csv"), *(["--weights", args.weights] * bool(args.weights))]
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from captioner.caption_metrics import corpus_scores
-from captioner.data import DatasetSpec, load_caption_dataset
+from captioner.metrics.captions import corpus_scores
+from captioner.data.datasets import DatasetSpec, load_caption_dataset
 from captioner.precision import PRECISIONS, resolve_precision
 from captioner.pretrained import resolve_weights
-from captioner.training import dataset_names
+from captioner.train.loop import dataset_names
 
 TARGETS = {"flickr8k": {"Bleu_4": 0.20, "CIDEr": 0.47}, "coco": {"Bleu_4": 0.20, "CIDEr": 0.60}}
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -42,7 +42,7 @@ def caption_files(paths: list[Path], weights: str | None, decoding: dict,
     """``captioner caption`` over ``paths`` in a subprocess: {path: caption}, seconds, and its peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
-        cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl",
+        cmd = [sys.executable, "-m", "captioner.cli.main", "caption", *map(str, paths), "--format", "jsonl",
                "--output", str(out), "--precision", precision, *(["--weights", weights] if weights else [])]
         for key, value in decoding.items():
             cmd += ["--" + key.replace("_", "-"), str(value)]

@@ -10,7 +10,7 @@
 3. ``ask`` latency on the CPU with the shipped weights, once loaded: image decoding, encoding and answering.
 4. A breakdown on the COCO dev questions of one or more weights (``--breakdown NAME=WEIGHTS``, e.g. with and
    without the generated questions, and question-only): accuracy overall, by question type (yes/no, number,
-   color, other: ``captioner.vqa_metrics.question_type``, from the question's words), by source (vqa_v2,
+   color, other: ``captioner.metrics.vqa.question_type``, from the question's words), by source (vqa_v2,
    okvqa, ...) and by metric (``vqa``: the soft accuracy; ``exact``: exact match, for questions with fewer than
    three answers), answered as ``ask`` answers (fp32 features computed afresh, not the training cache).
 5. Multiple choice, 4-way, on COCO dev: each question's most common human answer and 3 distractors drawn (seed
@@ -40,12 +40,12 @@ from pathlib import Path
 import torch
 
 from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
-from captioner.data import VQAExample, load_easy_vqa, load_vqa_dataset
+from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.pretrained import resolve_weights
 from captioner.pipeline import VQAPredictor
-from captioner.train_vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
+from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
 from captioner.vocab import tokenize
-from captioner.vqa_metrics import normalize_answer, question_type, vqa_report
+from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 CHOICES_TARGET = 0.75  # 4-way multiple choice on COCO dev

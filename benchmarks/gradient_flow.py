@@ -6,7 +6,7 @@
 
 For each of ``--captions`` dev captions of at least ``--distance`` words (spread evenly over Flickr8k's and
 COCO's dev captions), teacher-forced through each decoder: ‖∂ log p(w_T) / ∂h_t‖ for every earlier step t
-(:mod:`captioner.gradients`), by distance T - t from the last word (distance 1: the state that predicts it).
+(:mod:`captioner.lecture.gradients`), by distance T - t from the last word (distance 1: the state that predicts it).
 Prints each decoder's mean norm by distance, and relative to distance 1, and for the LSTM also the norm with
 respect to its whole state ``(h_t, c_t)``, the cell state being the path the lecture says the gradient takes;
 writes the plot to ``--png``. The last line is the figure of issue 29: each decoder's mean norm at ``--distance``
@@ -23,11 +23,11 @@ import matplotlib
 import numpy as np
 import torch
 
-from captioner.atlas import dev_captions
-from captioner.config import number
+from captioner.lecture.atlas import dev_captions
+from captioner.settings import number
 from captioner.decoding import trace_batch
-from captioner.gradients import gradient_norms
-from captioner.model import CaptionDecoder
+from captioner.lecture.gradients import gradient_norms
+from captioner.decoder import CaptionDecoder
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)

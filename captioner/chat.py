@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import check, setting
-from .questions import COLORS, plural  # the question generator's colour words and plural rule
+from .settings import check, setting
+from .data.questions import COLORS, plural  # the question generator's colour words and plural rule
 
 DETERMINERS = {"the", "a", "an", "this", "that", "these", "those"}
 PRONOUNS = {"it", "they", "them", "he", "she", "him"}

@@ -29,10 +29,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .config import check, setting
+from .settings import check, setting
 from .decoding import DecodeConfig, decode
 from .vocab import Vocabulary, pad_ids, tokenize
-from .vqa_metrics import normalize_answer
+from .metrics.vqa import normalize_answer
 
 SEPARATOR, ESCAPE = "|", "\\"
 SHOWN = 40  # characters of a candidate that an error message quotes, at most

@@ -102,9 +102,9 @@ def held_out_report(confidence: Sequence[float], quality: Sequence[float], group
 
 def answer_results(weights: str | None, coco: str) -> tuple[list[float], list[float], list[str]]:
     """(top answer probability, VQA accuracy, image) of each COCO dev question, answered as ``ask`` answers."""
-    from .data import load_vqa_dataset
+    from .data.datasets import load_vqa_dataset
     from .pipeline import VQAPredictor
-    from .vqa_metrics import question_score
+    from .metrics.vqa import question_score
 
     model = VQAPredictor.from_pretrained(weights, precision="fp32")
     by_image = defaultdict(list)
@@ -124,8 +124,8 @@ def answer_results(weights: str | None, coco: str) -> tuple[list[float], list[fl
 def caption_results(weights: str | None, data: Sequence[str]) -> tuple[list[float], list[float], list[str]]:
     """(caption confidence, CIDEr-D / the dataset's corpus CIDEr-D, image) of each dev image of each dataset,
     captioned with the weights' own decoding."""
-    from .caption_metrics import evaluate_captions
-    from .data import DatasetSpec, load_caption_dataset
+    from .metrics.captions import evaluate_captions
+    from .data.datasets import DatasetSpec, load_caption_dataset
     from .pipeline import Captioner
 
     model = Captioner.from_pretrained(weights, load_vqa=False, precision="fp32")

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import ENCODER_PREFIX, check_tensors, one_line, read_tensors
-from .config import check, check_value, setting
+from .settings import check, check_value, setting
 from .images import ImageInput, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -24,13 +24,13 @@ from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
-from .gradients import gradient_norms
+from .lecture.gradients import gradient_norms
 from .images import BadImageError, ImageInput, images_by_stem, load_image
 from .precision import Precision, resolve_precision
 from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
 from .progress import progress_bar
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
-from .vqa_metrics import answer_index
+from .metrics.vqa import answer_index
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number

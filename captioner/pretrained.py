@@ -35,7 +35,7 @@ from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint,
 from .choices import ChoiceWeights
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
-from .model import CaptionDecoder, DecoderConfig
+from .decoder import CaptionDecoder, DecoderConfig
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from .checkpoint import check_tensors, config_errors
 from .choices import ChoiceWeights
-from .config import check_value, checked, settings
+from .settings import check_value, checked, settings
 from .decoding import DecodeConfig
 from .encoder import ENCODERS
 from .vocab import Vocabulary

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .config import MAX_DIM, MAX_LAYERS, check, setting
+from .settings import MAX_DIM, MAX_LAYERS, check, setting
 from .vocab import Vocabulary
 
 FUSIONS = ("product", "concat")

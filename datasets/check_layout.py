@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioner.data import load_caption_dataset
+from captioner.data.datasets import load_caption_dataset
 
 
 def check(name: str, root: str, split: str, annotations: str | None) -> list[str]:

@@ -36,7 +36,7 @@ def free_port() -> int:
 def train_tiny_weights(folder: Path) -> Path:
     """A weights folder with a tiny caption model (no vqa/), trained in seconds on generated images."""
     data, run, cache = make_flickr8k(folder / "data"), folder / "run", folder / "cache"
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", "train", "--data", f"flickr8k:{data}", "--out", str(run),
+    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", "train", "--data", f"flickr8k:{data}", "--out", str(run),
                            "--epochs", "2", "--batch-size", "4", "--min-count", "1", "--cache-dir", str(cache),
                            "--embed-dim", "32", "--hidden-dim", "32", "--image-dim", "32", "--dropout", "0",
                            "--lr", "5e-3"], capture_output=True, text=True)
@@ -53,7 +53,7 @@ def running_app(weights: Path, log: Path, timeout: float = 180.0, cache_cleanup:
     ``CACHE_CLEANUP`` replaced; yield its URL and process id; stop it afterwards (SIGTERM)."""
     port = free_port()
     app = [str(ROOT / "app.py")] if cache_cleanup is None else [
-        "-c", f"import sys, captioner.app as app; app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(app.main())"]
+        "-c", f"import sys, captioner.app.server as app; app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(app.main())"]
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights), *args],
                                 cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)

@@ -110,7 +110,7 @@ def tiny_decoder(vocab_size: int = 12, cell: str = "lstm", image_input: str = "e
     """A small caption decoder with seeded random weights (feature_dim 16), for model and decoding tests."""
     import torch
 
-    from captioner.model import CaptionDecoder, DecoderConfig
+    from captioner.decoder import CaptionDecoder, DecoderConfig
 
     torch.manual_seed(seed)
     return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from synthetic import tiny_decoder
 
-from captioner.atlas import POSITION_R, build_atlas, ranked
+from captioner.lecture.atlas import POSITION_R, build_atlas, ranked
 from captioner.vocab import SPECIALS, Vocabulary
 
 WORDS = ["a", "red", "dog", "on", "grass", "runs", "the", "ball"]  # ids 4..11
@@ -54,7 +54,7 @@ def test_the_planted_position_cell_is_labelled_position_tracking_and_the_word_ce
 
 
 def test_the_atlas_command_reports_bad_weights_in_one_line(tmp_path, capsys):
-    from captioner.atlas import main
+    from captioner.lecture.atlas import main
 
     assert main(["--weights", str(tmp_path / "nope"), "--data", f"flickr8k:{tmp_path}"]) == 1
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 from captioner import Captioner
 from captioner.choices import (LIMITS, SHIPPED, check_choices, choice_features, choice_probabilities,
                                fit_choice_weights, parse_choices)
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.vocab import Vocabulary
 
 from synthetic import COLORS, SHAPES, draw, make_flickr8k

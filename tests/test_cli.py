@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.cli import build_parser, main
+from captioner.cli.main import build_parser, main
 from captioner.decoding import DecodeConfig
 from captioner.images import BadImageError, load_image
 from captioner.pipeline import Captioner
@@ -137,7 +137,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     data = make_flickr8k(tmp_path / "data")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "captioner.cli", "train", "--data", f"flickr8k:{data}", "--out", str(out), "--cache-dir",
+           "-m", "captioner.cli.main", "train", "--data", f"flickr8k:{data}", "--out", str(out), "--cache-dir",
            str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "2", "--min-count", "1", "--embed-dim", "16",
            "--hidden-dim", "16", "--image-dim", "16", "--threads", "1", "--scst-epochs", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from captioner import __version__, progress
-from captioner.cli import build_parser, main
+from captioner.cli.main import build_parser, main
 
 from conftest import EXAMPLE_IMAGE, ROOT
 
@@ -97,7 +97,7 @@ def test_questions_from_stdin(vqa, capsys, monkeypatch):
 @pytest.mark.slow
 def test_a_conversation_on_stdin_gets_each_answer_before_the_next_question(vqa):
     """One process, questions written one at a time: each answer must arrive while stdin is still open."""
-    proc = subprocess.Popen([sys.executable, "-m", "captioner.cli", "ask", IMAGE, "-", "--top-k", "1"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "captioner.cli.main", "ask", IMAGE, "-", "--top-k", "1"], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for question in ("what sport is this?", "is it sunny"):

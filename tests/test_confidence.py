@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioner.app import _badge
-from captioner.cli import main
+from captioner.app.server import _badge
+from captioner.cli.main import main
 from captioner.confidence import (caption_confidence, held_out_report, is_sure, isotonic_fit, split_report,
                                   threshold)
 
@@ -120,7 +120,7 @@ def test_multiple_choice_is_not_marked_and_a_chat_answer_below_the_threshold_is(
                                                                                  capsys):
     if not has_vqa:
         pytest.skip("needs weights with vqa/")
-    from captioner.app import Demo
+    from captioner.app.server import Demo
     from captioner.pipeline import Captioner
 
     unsure = _weights_with(weights_dir, tmp_path / "unsure", None, 1.0)

@@ -10,13 +10,13 @@ import math
 
 import pytest
 
-from captioner.config import add_options, default_of, kind_of, like, settings
+from captioner.settings import add_options, default_of, kind_of, like, settings
 from captioner.decoding import DecodeConfig
 from captioner.features import default_cache_dir
-from captioner.model import DecoderConfig
-from captioner.train_caption import TrainConfig, train
-from captioner.train_vqa import VQATrainConfig, train_vqa
-from captioner.training import RunConfig
+from captioner.decoder import DecoderConfig
+from captioner.train.caption import TrainConfig, train
+from captioner.train.vqa import VQATrainConfig, train_vqa
+from captioner.train.loop import RunConfig
 from captioner.vocab import Vocabulary
 from captioner.vqa import VQAConfig
 

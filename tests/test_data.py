@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from synthetic import make_coco, make_flickr8k, make_karpathy, shape_items
 
-from captioner.data import (
+from captioner.data.datasets import (
     image_id_from_filename,
     load_caption_dataset,
     load_coco,

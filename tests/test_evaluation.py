@@ -12,10 +12,10 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocotools.coco import COCO
 
-from captioner.caption_metrics import corpus_scores, evaluate_captions
-from captioner.cli import main
-from captioner.ptb import ptb_tokenize, tokenize_captions
-from captioner.vqa_metrics import (QUESTION_TYPES, exact_match, normalize_answer, question_type, vqa_report,
+from captioner.metrics.captions import corpus_scores, evaluate_captions
+from captioner.cli.main import main
+from captioner.metrics.ptb import ptb_tokenize, tokenize_captions
+from captioner.metrics.vqa import (QUESTION_TYPES, exact_match, normalize_answer, question_type, vqa_report,
                                    vqa_soft_accuracy)
 from synthetic import make_flickr8k
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from synthetic import tiny_decoder
 
-from captioner.gradients import gradient_norms, last_word_gradients
+from captioner.lecture.gradients import gradient_norms, last_word_gradients
 from captioner.vocab import Vocabulary
 
 

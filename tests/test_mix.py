@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from captioner.cli import main
-from captioner.data import DatasetSpec, load_coco_questions, load_vqa_dataset
-from captioner.questions import generate_questions, write_questions
-from captioner.train_caption import TrainConfig, train
-from captioner.train_vqa import VQATrainConfig, train_vqa
-from captioner.training import weighted_rows
+from captioner.cli.main import main
+from captioner.data.datasets import DatasetSpec, load_coco_questions, load_vqa_dataset
+from captioner.data.questions import generate_questions, write_questions
+from captioner.train.caption import TrainConfig, train
+from captioner.train.vqa import VQATrainConfig, train_vqa
+from captioner.train.loop import weighted_rows
 from captioner.vocab import Vocabulary
-from captioner.vqa_metrics import question_metric, vqa_report
+from captioner.metrics.vqa import question_metric, vqa_report
 
 from synthetic import COLORS, make_coco_folder, make_flickr8k
 from test_vqa import TINY, make_daquar

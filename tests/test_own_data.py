@@ -11,13 +11,13 @@ import torch
 from synthetic import draw, make_flickr8k, shape_items
 
 from captioner.checkpoint import load_checkpoint
-from captioner.cli import main
-from captioner.data import (DatasetSpec, load_caption_dataset, load_daquar, load_flickr8k, load_vqa_dataset,
+from captioner.cli.main import main
+from captioner.data.datasets import (DatasetSpec, load_caption_dataset, load_daquar, load_flickr8k, load_vqa_dataset,
                             read_flickr8k_tokens, split_by_image, vqa_split_exists)
-from captioner.model import grow_word_rows
+from captioner.decoder import grow_word_rows
 from captioner.pipeline import Captioner
 from captioner.pretrained import DEFAULT, get_weights
-from captioner.train_caption import TrainConfig, starting_point, train
+from captioner.train.caption import TrainConfig, starting_point, train
 from captioner.vocab import Vocabulary
 
 NEW_WORD = "zorb"  # in no vocabulary here: not in the shapes' captions, nor in the shipped weights'
@@ -213,7 +213,7 @@ def test_malformed_daquar_is_one_line_naming_the_file_and_row(tmp_path, text, me
 
 def test_split_by_image_is_unchanged(tmp_path):
     """DAQUAR's held-out images (split_by_image now shares its rule with the imagefolder's)."""
-    from captioner.data import VQAExample
+    from captioner.data.datasets import VQAExample
 
     examples = [VQAExample(i, "q", f"image{i % 10}", Path("x"), ["a"]) for i in range(30)]
     _, val = split_by_image(examples, 0.2, seed=0)

@@ -14,7 +14,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import captioner.precision as precision
 from captioner import Captioner
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.decoding import DecodeConfig, decode
 from captioner.encoder import ENCODERS, build_encoder
 from captioner.features import encode_images

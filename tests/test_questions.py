@@ -1,4 +1,4 @@
-"""Questions generated from captions (captioner.questions): each kind, the ambiguity rules, POPE negatives,
+"""Questions generated from captions (captioner.data.questions): each kind, the ambiguity rules, POPE negatives,
 the train-only guard and the JSON lines file. All data is written here; nothing needs ../shared."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from captioner.data import ImageCaptions, load_coco_questions
-from captioner.questions import (KINDS, count_by_kind, generate_from_datasets, generate_questions, read_questions,
+from captioner.data.datasets import ImageCaptions, load_coco_questions
+from captioner.data.questions import (KINDS, count_by_kind, generate_from_datasets, generate_questions, read_questions,
                                  sample_questions, write_questions)
 from synthetic import make_coco_folder, make_flickr8k
 

@@ -23,14 +23,14 @@ from PIL import Image
 
 from captioner import features as feature_cache
 from captioner.checkpoint import save_checkpoint
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.decoding import DecodeConfig, decode
 from captioner.images import BadImageError, load_image
-from captioner.model import CaptionDecoder, DecoderConfig
+from captioner.decoder import CaptionDecoder, DecoderConfig
 from captioner.pipeline import Captioner
-from captioner.files import read_results
-from captioner.train_caption import TrainConfig
-from captioner.train_vqa import VQATrainConfig
+from captioner.cli.files import read_results
+from captioner.train.caption import TrainConfig
+from captioner.train.vqa import VQATrainConfig
 from captioner.vocab import Vocabulary, tokenize
 from captioner.pipeline import VQAPredictor
 from captioner.vqa import VQAConfig, VQAModel
@@ -232,7 +232,7 @@ def test_bad_inputs_are_one_line_errors(capsys, bad, weights_dir, name):
     lambda b: ["eval", str(b["list_id.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
 ])
 def test_the_real_command_prints_one_line_and_no_traceback(bad, argv):
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", *argv(bad)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", *argv(bad)], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("captioner: error: "), done.stderr
@@ -453,7 +453,7 @@ def test_a_file_name_that_is_not_utf8_is_written_as_its_bytes(weights_dir, odd_n
 
 
 def test_odd_file_names_to_a_strict_ascii_stdout(weights_dir, odd_names):
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", "caption", str(odd_names), "--weights",
+    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", "caption", str(odd_names), "--weights",
                            str(weights_dir), "--quiet"], capture_output=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"})
     assert done.returncode == 0 and done.stderr == b"", done.stderr[-2000:]
@@ -534,7 +534,7 @@ def test_a_disk_too_full_for_the_feature_cache_is_one_line_and_leaves_no_partial
 
 
 def test_question_csv_with_a_repeated_column_is_refused_and_ragged_rows_are_kept(tmp_path):
-    from captioner.files import AnswerWriter, read_question_rows
+    from captioner.cli.files import AnswerWriter, read_question_rows
 
     repeated = tmp_path / "repeated.csv"
     repeated.write_text("image_id,question,image_id\na,what is it,b\n")

@@ -11,7 +11,7 @@ from synthetic import make_flickr8k, shape_items, tiny_decoder
 from captioner.checkpoint import load_checkpoint, load_state, split_encoder_weights
 from captioner.encoder import build_encoder
 from captioner.pipeline import Captioner
-from captioner.train_caption import TrainConfig, train
+from captioner.train.caption import TrainConfig, train
 from captioner.vocab import Vocabulary, tokenize
 
 
@@ -119,7 +119,7 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
     """With the evaluated set as the 'training set', the reward equals pycocoevalcap's per-image CIDEr-D."""
     from pycocoevalcap.cider.cider import Cider
 
-    from captioner.train_caption import CiderReward
+    from captioner.train.caption import CiderReward
 
     refs = [[tokenize(c) for c in caps] for caps in (
         ["a dog runs on the grass", "a brown dog running", "the dog is running outside"],
@@ -135,7 +135,7 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
 
 @pytest.mark.slow
 def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, monkeypatch):
-    import captioner.train_caption as caption_training
+    import captioner.train.caption as caption_training
 
     root, cache = shapes
     scores = iter([3.0, 2.0, 1.0, 0.0])  # the first cross-entropy epoch is the best, and stays best
@@ -158,7 +158,7 @@ def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, m
 
 
 def test_scst_samples_with_the_decoders_sampler_and_never_emits_markers_or_unk():
-    from captioner.train_caption import CiderReward, scst_loss
+    from captioner.train.caption import CiderReward, scst_loss
 
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs"], max_length=4)
     model = tiny_decoder(len(vocab))
@@ -176,7 +176,7 @@ def test_scst_samples_with_the_decoders_sampler_and_never_emits_markers_or_unk()
 
 
 def test_gradient_figures_count_the_steps_clipping_fired_on():
-    from captioner.training import gradient_figures, gradient_words
+    from captioner.train.loop import gradient_figures, gradient_words
 
     figures = gradient_figures([1.0, 6.0, 2.0, 7.0], clip_norm=5.0)
     assert figures == {"grad_norm_mean": 4.0, "grad_norm_max": 7.0, "clipped_share": 0.5}

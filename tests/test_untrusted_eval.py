@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from captioner import checkpoint, images
-from captioner.caption_metrics import MAX_WORDS, check_coverage, cut, evaluate_captions
+from captioner.metrics.captions import MAX_WORDS, check_coverage, cut, evaluate_captions
 from captioner.checkpoint import MAX_JSON_DEPTH, parse_json, read_json
-from captioner.cli import main
-from captioner.files import read_references, read_results
+from captioner.cli.main import main
+from captioner.cli.files import read_references, read_results
 from captioner.images import BadImageError, load_image
 
 from conftest import EXAMPLE_IMAGE

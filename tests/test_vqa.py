@@ -11,10 +11,10 @@ import torch
 
 from captioner import Captioner
 from captioner.checkpoint import load_checkpoint, save_checkpoint
-from captioner.cli import main
-from captioner.data import daquar_answer, load_daquar, load_vqa_dataset, split_by_image
-from captioner.model import CaptionDecoder, DecoderConfig
-from captioner.train_vqa import (VQATrainConfig, answer_index, build_answer_vocab, build_vqa_set, collate,
+from captioner.cli.main import main
+from captioner.data.datasets import daquar_answer, load_daquar, load_vqa_dataset, split_by_image
+from captioner.decoder import CaptionDecoder, DecoderConfig
+from captioner.train.vqa import (VQATrainConfig, answer_index, build_answer_vocab, build_vqa_set, collate,
                                   soft_targets, train_vqa)
 from captioner.vocab import Vocabulary, pad_ids
 from captioner.pipeline import VQAPredictor
@@ -180,7 +180,7 @@ def test_trained_question_only_model_answers_alike_for_every_image(daquar, tmp_p
 
 
 def test_resume_continues_exactly(daquar, tmp_path, monkeypatch):
-    import captioner.train_vqa as tv
+    import captioner.train.vqa as tv
 
     cfg = dict(val_fraction=0.25, epochs=3, batch_size=4)
     straight = train_vqa(train_config(daquar, tmp_path / "a", **cfg))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from captioner.checkpoint import MAX_JSON_DEPTH, save_checkpoint
 from captioner.encoder import build_encoder
-from captioner.model import CaptionDecoder, DecoderConfig
+from captioner.decoder import CaptionDecoder, DecoderConfig
 from captioner.pretrained import load_pretrained, load_vqa
 from captioner.vqa import VQAConfig, VQAModel
 
@@ -202,7 +202,7 @@ def test_fine_tuned_encoder_blocks_that_do_not_fit_are_one_line(tmp_path):
 
 def atlas_folder(folder: Path) -> Path:
     """:func:`caption_folder` with the cell atlas of its decoder beside it."""
-    from captioner.atlas import ATLAS_FILE, build_atlas
+    from captioner.lecture.atlas import ATLAS_FILE, build_atlas
     from captioner.checkpoint import write_json
 
     caption_folder(folder)

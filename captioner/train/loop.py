@@ -30,13 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import atomic_directory, existing_checkpoint, load_state, read_json, save_state
-from .config import check, setting
-from .data import DatasetSpec
-from .decoding import MAX_WORDS
-from .encoder import ENCODERS
-from .progress import progress_bar
-from .vocab import MAX_CAPTION_WORDS, Vocabulary
+from ..checkpoint import atomic_directory, existing_checkpoint, load_state, read_json, save_state
+from ..settings import check, setting
+from ..data.datasets import DatasetSpec
+from ..decoding import MAX_WORDS
+from ..encoder import ENCODERS
+from ..progress import progress_bar
+from ..vocab import MAX_CAPTION_WORDS, Vocabulary
 
 T = TypeVar("T")
 SEED_MAX = 2 ** 32 - 1  # numpy's global generator takes 32-bit seeds

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence, TextIO
 
-from .caption_metrics import CaptionScores
-from .checkpoint import atomic_path, one_line, parse_json, read_json, read_text
-from .confidence import marked
-from .data import read_flickr8k_tokens, read_split_list
-from .images import image_id_from_filename
+from ..metrics.captions import CaptionScores
+from ..checkpoint import atomic_path, one_line, parse_json, read_json, read_text
+from ..confidence import marked
+from ..data.datasets import read_flickr8k_tokens, read_split_list
+from ..images import image_id_from_filename
 
 CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
 PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row
@@ -355,7 +355,7 @@ def write_scores_json(path: str | Path, scores: CaptionScores, reference_caption
     references files, the split, the checkpoint and its decoding settings)."""
     from dataclasses import asdict
 
-    from .caption_metrics import METRICS
+    from ..metrics.captions import METRICS
 
     decoding = evaluated.pop("decoding", None)
     record = dict(scores.corpus)

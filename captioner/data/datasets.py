@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from .checkpoint import one_line, parse_json, read_json, read_text
-from .images import IMAGE_SUFFIXES, image_id_from_filename
+from ..checkpoint import one_line, parse_json, read_json, read_text
+from ..images import IMAGE_SUFFIXES, image_id_from_filename
 
 T = TypeVar("T")
 

@@ -29,16 +29,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import one_line, write_json
-from .config import add_options, check, from_args, setting
-from .data import DatasetSpec, load_caption_dataset
-from .decoding import trace_batch
-from .encoder import build_encoder
-from .features import batched, cached_features
-from .model import CaptionDecoder
-from .pretrained import Loaded, load_pretrained
-from .schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
-from .vocab import SPECIALS, Vocabulary
+from ..checkpoint import one_line, write_json
+from ..settings import add_options, check, from_args, setting
+from ..data.datasets import DatasetSpec, load_caption_dataset
+from ..decoding import trace_batch
+from ..encoder import build_encoder
+from ..features import batched, cached_features
+from ..decoder import CaptionDecoder
+from ..pretrained import Loaded, load_pretrained
+from ..schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
+from ..vocab import SPECIALS, Vocabulary
 
 TRACKS_SHOWN = {"word": "word-selective cells", "position": "position-tracking cells"}  # the app's choices too
 POSITION_R = 0.6  # |correlation with the position| from which a cell counts as position-tracking

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .config import MAX_DIM, MAX_LAYERS, check, setting
+from .settings import MAX_DIM, MAX_LAYERS, check, setting
 
 CELLS = ("lstm", "rnn")
 IMAGE_INPUTS = ("every_step", "first_step", "init_state")

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from .model import CaptionDecoder
-from .vocab import Vocabulary
+from ..decoder import CaptionDecoder
+from ..vocab import Vocabulary
 
 
 STATE_PARTS = ("h", "c")  # the tensors of a decoder state, in order (CaptionDecoder.initial_state: (h,) for the RNN)

@@ -42,17 +42,17 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
-from .atlas import TRACKS_SHOWN, ranked
-from .chat import LIMITS as CHAT_LIMITS
-from .chat import read_turn
-from .choices import SEPARATOR, parse_choices
-from .confidence import marked
-from .decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
-from .images import MAX_PIXELS, BadImageError, load_image
-from .pipeline import TOP_ANSWERS, Captioner
-from .pretrained import Loaded
+from ..lecture.atlas import TRACKS_SHOWN, ranked
+from ..chat import LIMITS as CHAT_LIMITS
+from ..chat import read_turn
+from ..choices import SEPARATOR, parse_choices
+from ..confidence import marked
+from ..decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
+from ..images import MAX_PIXELS, BadImageError, load_image
+from ..pipeline import TOP_ANSWERS, Captioner
+from ..pretrained import Loaded
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent  # captioner/
 # The example photos: installed inside the package (a wheel), else the examples/ folder of a checkout.
 EXAMPLES_DIR = PACKAGE / "examples" if (PACKAGE / "examples").is_dir() else PACKAGE.parent / "examples"
 CONCURRENCY = os.cpu_count() or 1  # requests computed at once, one core each (see serve)
@@ -710,14 +710,3 @@ def serve(weights: str | None = None, precision: str = "auto", host: str = "127.
         print("captioner app: for a public gradio.live link too, start it with --share true", flush=True)
     ui.block_thread()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m captioner.app [OPTIONS]``: the same as ``captioner app [OPTIONS]``."""
-    from .cli import main as cli_main
-
-    return cli_main(["app", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -62,8 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .checkpoint import atomic_path, parse_json, read_text
-from .data import DatasetSpec, ImageCaptions, load_caption_dataset
+from ..checkpoint import atomic_path, parse_json, read_text
+from .datasets import DatasetSpec, ImageCaptions, load_caption_dataset
 
 KINDS = ("object", "number", "color", "location", "yes/no")
 

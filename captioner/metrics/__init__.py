@@ -1,0 +1,1 @@
+"""Scores: caption metrics as the coco-caption toolkit computes them (with its PTB tokenizer), and VQA accuracy."""
