@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from captioner.metrics.captions import corpus_scores
 from captioner.data.datasets import DatasetSpec, load_caption_dataset
+from captioner.metrics.captions import corpus_scores
 from captioner.precision import PRECISIONS, resolve_precision
 from captioner.pretrained import resolve_weights
 from captioner.train.loop import dataset_names

@@ -18,8 +18,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioner.metrics.captions import evaluate_captions
 from captioner.data.datasets import read_flickr8k_tokens, read_split_list
+from captioner.metrics.captions import evaluate_captions
 from captioner.metrics.ptb import java_available, ptb_tokenize, tokenize_captions
 
 METRICS = ["Bleu", "ROUGE_L", "CIDEr"]

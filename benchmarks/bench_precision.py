@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from captioner import Captioner
-from captioner.metrics.captions import corpus_scores
 from captioner.data.datasets import load_caption_dataset, load_vqa_dataset
 from captioner.encoder import build_encoder
 from captioner.images import load_image
-from captioner.precision import Precision, native_precisions, resolve_precision
+from captioner.metrics.captions import corpus_scores
 from captioner.metrics.vqa import vqa_report
+from captioner.precision import Precision, native_precisions, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = {"flickr8k": ROOT.parent / "shared/data/flickr8k", "coco": ROOT.parent / "shared/data/coco"}

@@ -41,11 +41,11 @@ import torch
 
 from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
-from captioner.pretrained import resolve_weights
+from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
 from captioner.pipeline import VQAPredictor
+from captioner.pretrained import resolve_weights
 from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
 from captioner.vocab import tokenize
-from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 CHOICES_TARGET = 0.75  # 4-way multiple choice on COCO dev

@@ -23,11 +23,11 @@ import matplotlib
 import numpy as np
 import torch
 
-from captioner.lecture.atlas import dev_captions
-from captioner.settings import number
-from captioner.decoding import trace_batch
-from captioner.lecture.gradients import gradient_norms
 from captioner.decoder import CaptionDecoder
+from captioner.decoding import trace_batch
+from captioner.lecture.atlas import dev_captions
+from captioner.lecture.gradients import gradient_norms
+from captioner.settings import number
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)

@@ -21,8 +21,11 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .data.questions import (  # the question generator's colour words and plural rule
+    COLORS,
+    plural,
+)
 from .settings import check, setting
-from .data.questions import COLORS, plural  # the question generator's colour words and plural rule
 
 DETERMINERS = {"the", "a", "an", "this", "that", "these", "those"}
 PRONOUNS = {"it", "they", "them", "he", "she", "him"}

@@ -29,10 +29,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .settings import check, setting
 from .decoding import DecodeConfig, decode
-from .vocab import Vocabulary, pad_ids, tokenize
 from .metrics.vqa import normalize_answer
+from .settings import check, setting
+from .vocab import Vocabulary, pad_ids, tokenize
 
 SEPARATOR, ESCAPE = "|", "\\"
 SHOWN = 40  # characters of a candidate that an error message quotes, at most

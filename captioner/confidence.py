@@ -103,8 +103,8 @@ def held_out_report(confidence: Sequence[float], quality: Sequence[float], group
 def answer_results(weights: str | None, coco: str) -> tuple[list[float], list[float], list[str]]:
     """(top answer probability, VQA accuracy, image) of each COCO dev question, answered as ``ask`` answers."""
     from .data.datasets import load_vqa_dataset
-    from .pipeline import VQAPredictor
     from .metrics.vqa import question_score
+    from .pipeline import VQAPredictor
 
     model = VQAPredictor.from_pretrained(weights, precision="fp32")
     by_image = defaultdict(list)
@@ -124,8 +124,8 @@ def answer_results(weights: str | None, coco: str) -> tuple[list[float], list[fl
 def caption_results(weights: str | None, data: Sequence[str]) -> tuple[list[float], list[float], list[str]]:
     """(caption confidence, CIDEr-D / the dataset's corpus CIDEr-D, image) of each dev image of each dataset,
     captioned with the weights' own decoding."""
-    from .metrics.captions import evaluate_captions
     from .data.datasets import DatasetSpec, load_caption_dataset
+    from .metrics.captions import evaluate_captions
     from .pipeline import Captioner
 
     model = Captioner.from_pretrained(weights, load_vqa=False, precision="fp32")
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="which threshold to calibrate: 'caption' alone for caption weights without VQA weights "
                         "(default: both)")
     args = p.parse_args(argv)
-    from .checkpoint import one_line, read_json, write_json
+    from .io import one_line, read_json, write_json
     from .pretrained import resolve_weights
 
     runs = {"caption": lambda: caption_results(args.weights, args.data or ["flickr8k:../shared/data/flickr8k",

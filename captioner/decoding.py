@@ -13,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from .settings import check, setting
 from .decoder import CaptionDecoder, EncodedImage, State
+from .settings import check, setting
 from .vocab import MAX_CAPTION_WORDS, Vocabulary
 
 METHODS = ("greedy", "sample", "beam")

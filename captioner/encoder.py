@@ -23,9 +23,10 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import ENCODER_PREFIX, check_tensors, one_line, read_tensors
-from .settings import check, check_value, setting
+from .checkpoint import ENCODER_PREFIX, check_tensors, read_tensors
 from .images import ImageInput, load_image
+from .io import one_line
+from .settings import check, check_value, setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

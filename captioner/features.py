@@ -19,9 +19,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import remove_orphan
 from .encoder import ImageEncoder
 from .images import ImageInput
+from .io import remove_orphan
 from .progress import progress_bar
 
 PARTIAL = ".partial"  # suffix of a cache file being written, after the writer's process id

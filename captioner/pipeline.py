@@ -19,18 +19,25 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
+from .choices import (
+    SHIPPED,
+    ChoiceWeights,
+    WordModel,
+    check_choices,
+    choice_probabilities,
+    parse_choices,
+)
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
-from .lecture.gradients import gradient_norms
 from .images import BadImageError, ImageInput, images_by_stem, load_image
+from .lecture.gradients import gradient_norms
+from .metrics.vqa import answer_index
 from .precision import Precision, resolve_precision
 from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
 from .progress import progress_bar
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
-from .metrics.vqa import answer_index
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number

@@ -31,11 +31,12 @@ import torch
 from torch import nn
 
 from . import schema
-from .checkpoint import CONFIG_FILE, MODEL_FILE, config_errors, read_checkpoint, read_json, split_encoder_weights
+from .checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint, split_encoder_weights
 from .choices import ChoiceWeights
+from .decoder import CaptionDecoder, DecoderConfig
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
-from .decoder import CaptionDecoder, DecoderConfig
+from .io import config_errors, read_json
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 

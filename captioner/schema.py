@@ -28,11 +28,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .checkpoint import check_tensors, config_errors
+from .checkpoint import check_tensors
 from .choices import ChoiceWeights
-from .settings import check_value, checked, settings
 from .decoding import DecodeConfig
 from .encoder import ENCODERS
+from .io import config_errors
+from .settings import check_value, checked, settings
 from .vocab import Vocabulary
 
 CONFIDENCE_KEYS = ("answer", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)

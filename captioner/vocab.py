@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .checkpoint import config_errors, read_json, write_json
+from .io import config_errors, read_json, write_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 VOCAB_FILE = "vocab.json"  # a vocabulary's file name beside weights

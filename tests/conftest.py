@@ -18,7 +18,6 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 from gradio_client import Client
-
 from synthetic import make_flickr8k
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,12 +16,11 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from conftest import EXAMPLE_IMAGE as EXAMPLE
+from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-
-from conftest import EXAMPLE_IMAGE as EXAMPLE
-from conftest import running_app
 from synthetic import draw, png_claiming_size
 
 pytestmark = pytest.mark.slow

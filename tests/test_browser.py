@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLE_IMAGE
 from gradio_client import handle_file
 from PIL import Image
-
-from conftest import EXAMPLE_IMAGE
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Root needs --no-sandbox; the other two keep Chromium from calling out on a closed network.

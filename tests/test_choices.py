@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import COLORS, SHAPES, draw, make_flickr8k
 
 from captioner import Captioner
-from captioner.choices import (LIMITS, SHIPPED, check_choices, choice_features, choice_probabilities,
-                               fit_choice_weights, parse_choices)
+from captioner.choices import (
+    LIMITS,
+    SHIPPED,
+    check_choices,
+    choice_features,
+    choice_probabilities,
+    fit_choice_weights,
+    parse_choices,
+)
 from captioner.cli.main import main
 from captioner.vocab import Vocabulary
-
-from synthetic import COLORS, SHAPES, draw, make_flickr8k
 
 TINY = ["--embed-dim", "16", "--hidden-dim", "32", "--dropout", "0", "--lr", "0.005", "--batch-size", "4",
         "--threads", "1"]

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import draw, make_flickr8k, png_claiming_size
 
 from captioner.cli.main import build_parser, main
 from captioner.decoding import DecodeConfig
 from captioner.images import BadImageError, load_image
 from captioner.pipeline import Captioner
 from captioner.pretrained import load_pretrained
-
-from synthetic import draw, make_flickr8k, png_claiming_size
 
 
 @pytest.fixture(scope="module")

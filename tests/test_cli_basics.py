@@ -9,11 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import EXAMPLE_IMAGE, ROOT
 
 from captioner import __version__, progress
 from captioner.cli.main import build_parser, main
-
-from conftest import EXAMPLE_IMAGE, ROOT
 
 IMAGE = str(EXAMPLE_IMAGE)
 

@@ -9,18 +9,17 @@ import json
 import math
 
 import pytest
+from conftest import ROOT
 
-from captioner.settings import add_options, default_of, kind_of, like, settings
+from captioner.decoder import DecoderConfig
 from captioner.decoding import DecodeConfig
 from captioner.features import default_cache_dir
-from captioner.decoder import DecoderConfig
+from captioner.settings import add_options, default_of, kind_of, like, settings
 from captioner.train.caption import TrainConfig, train
-from captioner.train.vqa import VQATrainConfig, train_vqa
 from captioner.train.loop import RunConfig
+from captioner.train.vqa import VQATrainConfig, train_vqa
 from captioner.vocab import Vocabulary
 from captioner.vqa import VQAConfig
-
-from conftest import ROOT
 
 TRAINING = (TrainConfig, VQATrainConfig)
 CONFIGS = (RunConfig, *TRAINING, DecoderConfig, VQAConfig, DecodeConfig)

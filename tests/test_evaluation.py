@@ -11,13 +11,19 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocotools.coco import COCO
-
-from captioner.metrics.captions import corpus_scores, evaluate_captions
-from captioner.cli.main import main
-from captioner.metrics.ptb import ptb_tokenize, tokenize_captions
-from captioner.metrics.vqa import (QUESTION_TYPES, exact_match, normalize_answer, question_type, vqa_report,
-                                   vqa_soft_accuracy)
 from synthetic import make_flickr8k
+
+from captioner.cli.main import main
+from captioner.metrics.captions import corpus_scores, evaluate_captions
+from captioner.metrics.ptb import ptb_tokenize, tokenize_captions
+from captioner.metrics.vqa import (
+    QUESTION_TYPES,
+    exact_match,
+    normalize_answer,
+    question_type,
+    vqa_report,
+    vqa_soft_accuracy,
+)
 
 WORDS = "a an the dog dogs man woman child red blue green ball frisbee grass water runs jumps sits on in with".split()
 HYPOTHESIS_SPREAD = {

@@ -5,18 +5,17 @@ import json
 
 import pytest
 import torch
+from synthetic import COLORS, make_coco_folder, make_flickr8k
+from test_vqa import TINY, make_daquar
 
 from captioner.cli.main import main
 from captioner.data.datasets import DatasetSpec, load_coco_questions, load_vqa_dataset
 from captioner.data.questions import generate_questions, write_questions
-from captioner.train.caption import TrainConfig, train
-from captioner.train.vqa import VQATrainConfig, train_vqa
-from captioner.train.loop import weighted_rows
-from captioner.vocab import Vocabulary
 from captioner.metrics.vqa import question_metric, vqa_report
-
-from synthetic import COLORS, make_coco_folder, make_flickr8k
-from test_vqa import TINY, make_daquar
+from captioner.train.caption import TrainConfig, train
+from captioner.train.loop import weighted_rows
+from captioner.train.vqa import VQATrainConfig, train_vqa
+from captioner.vocab import Vocabulary
 
 
 @pytest.fixture(scope="module")

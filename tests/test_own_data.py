@@ -12,8 +12,16 @@ from synthetic import draw, make_flickr8k, shape_items
 
 from captioner.checkpoint import load_checkpoint
 from captioner.cli.main import main
-from captioner.data.datasets import (DatasetSpec, load_caption_dataset, load_daquar, load_flickr8k, load_vqa_dataset,
-                            read_flickr8k_tokens, split_by_image, vqa_split_exists)
+from captioner.data.datasets import (
+    DatasetSpec,
+    load_caption_dataset,
+    load_daquar,
+    load_flickr8k,
+    load_vqa_dataset,
+    read_flickr8k_tokens,
+    split_by_image,
+    vqa_split_exists,
+)
 from captioner.decoder import grow_word_rows
 from captioner.pipeline import Captioner
 from captioner.pretrained import DEFAULT, get_weights

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import EXAMPLE_IMAGE
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -19,8 +20,6 @@ from captioner.decoding import DecodeConfig, decode
 from captioner.encoder import ENCODERS, build_encoder
 from captioner.features import encode_images
 from captioner.precision import Precision, native_cpu_precisions, resolve_precision
-
-from conftest import EXAMPLE_IMAGE
 
 AVX2_ONLY = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "avx512_vnni": False, "amx_bf16": False}
 

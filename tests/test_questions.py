@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from synthetic import make_coco_folder, make_flickr8k
 
 from captioner.data.datasets import ImageCaptions, load_coco_questions
-from captioner.data.questions import (KINDS, count_by_kind, generate_from_datasets, generate_questions, read_questions,
-                                 sample_questions, write_questions)
-from synthetic import make_coco_folder, make_flickr8k
+from captioner.data.questions import (
+    KINDS,
+    count_by_kind,
+    generate_from_datasets,
+    generate_questions,
+    read_questions,
+    sample_questions,
+    write_questions,
+)
 
 
 def asked(captions: list[str], seed: int = 0) -> dict[str, tuple[str, list[str]]]:

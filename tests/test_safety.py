@@ -19,24 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import EXAMPLE_IMAGE, ROOT
 from PIL import Image
+from synthetic import draw, png_claiming_size
 
 from captioner import features as feature_cache
 from captioner.checkpoint import save_checkpoint
+from captioner.cli.files import read_results
 from captioner.cli.main import main
+from captioner.decoder import CaptionDecoder, DecoderConfig
 from captioner.decoding import DecodeConfig, decode
 from captioner.images import BadImageError, load_image
-from captioner.decoder import CaptionDecoder, DecoderConfig
-from captioner.pipeline import Captioner
-from captioner.cli.files import read_results
+from captioner.pipeline import Captioner, VQAPredictor
 from captioner.train.caption import TrainConfig
 from captioner.train.vqa import VQATrainConfig
 from captioner.vocab import Vocabulary, tokenize
-from captioner.pipeline import VQAPredictor
 from captioner.vqa import VQAConfig, VQAModel
-
-from conftest import EXAMPLE_IMAGE, ROOT
-from synthetic import draw, png_claiming_size
 
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -482,9 +480,9 @@ def test_a_newline_or_tab_in_a_file_name_keeps_one_record_per_line(weights_dir, 
 
 def test_a_full_disk_while_training_is_one_line_and_keeps_the_earlier_checkpoints(tmp_path, capsys, monkeypatch):
     from safetensors import SafetensorError
+    from synthetic import make_flickr8k
 
     from captioner import checkpoint
-    from synthetic import make_flickr8k
 
     data, out = make_flickr8k(tmp_path / "data"), tmp_path / "run"
     saved = []

@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLE_IMAGE
 from PIL import Image
 
 from captioner import checkpoint, images
-from captioner.metrics.captions import MAX_WORDS, check_coverage, cut, evaluate_captions
-from captioner.checkpoint import MAX_JSON_DEPTH, parse_json, read_json
-from captioner.cli.main import main
 from captioner.cli.files import read_references, read_results
+from captioner.cli.main import main
 from captioner.images import BadImageError, load_image
-
-from conftest import EXAMPLE_IMAGE
+from captioner.io import MAX_JSON_DEPTH, parse_json, read_json
+from captioner.metrics.captions import MAX_WORDS, check_coverage, cut, evaluate_captions
 
 DEEP = "[" * 100_000 + "]" * 100_000  # a RecursionError traceback in json.loads
 

@@ -8,19 +8,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import COLORS, SHAPES, draw
 
 from captioner import Captioner
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cli.main import main
-from captioner.data.datasets import daquar_answer, load_daquar, load_vqa_dataset, split_by_image
+from captioner.data.datasets import (
+    daquar_answer,
+    load_daquar,
+    load_vqa_dataset,
+    split_by_image,
+)
 from captioner.decoder import CaptionDecoder, DecoderConfig
-from captioner.train.vqa import (VQATrainConfig, answer_index, build_answer_vocab, build_vqa_set, collate,
-                                  soft_targets, train_vqa)
-from captioner.vocab import Vocabulary, pad_ids
 from captioner.pipeline import VQAPredictor
+from captioner.train.vqa import (
+    VQATrainConfig,
+    answer_index,
+    build_answer_vocab,
+    build_vqa_set,
+    collate,
+    soft_targets,
+    train_vqa,
+)
+from captioner.vocab import Vocabulary, pad_ids
 from captioner.vqa import VQAConfig, VQAModel
-
-from synthetic import COLORS, SHAPES, draw
 
 TINY = dict(embed_dim=16, hidden_dim=32, num_layers=1, fused_dim=32, mlp_dim=32, dropout=0.0)
 

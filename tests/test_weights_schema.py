@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from captioner.checkpoint import MAX_JSON_DEPTH, save_checkpoint
-from captioner.encoder import build_encoder
+from captioner.checkpoint import save_checkpoint
 from captioner.decoder import CaptionDecoder, DecoderConfig
+from captioner.encoder import build_encoder
+from captioner.io import MAX_JSON_DEPTH
 from captioner.pretrained import load_pretrained, load_vqa
 from captioner.vqa import VQAConfig, VQAModel
 
@@ -202,8 +203,8 @@ def test_fine_tuned_encoder_blocks_that_do_not_fit_are_one_line(tmp_path):
 
 def atlas_folder(folder: Path) -> Path:
     """:func:`caption_folder` with the cell atlas of its decoder beside it."""
+    from captioner.io import write_json
     from captioner.lecture.atlas import ATLAS_FILE, build_atlas
-    from captioner.checkpoint import write_json
 
     caption_folder(folder)
     loaded, _ = load_pretrained(folder, with_vqa=False)

@@ -42,13 +42,13 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
-from ..lecture.atlas import TRACKS_SHOWN, ranked
 from ..chat import LIMITS as CHAT_LIMITS
 from ..chat import read_turn
 from ..choices import SEPARATOR, parse_choices
 from ..confidence import marked
 from ..decoding import MAX_BEAM, METHODS, SLIDER_MAX, DecodeConfig
 from ..images import MAX_PIXELS, BadImageError, load_image
+from ..lecture.atlas import TRACKS_SHOWN, ranked
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
 

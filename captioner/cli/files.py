@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence, TextIO
 
-from ..metrics.captions import CaptionScores
-from ..checkpoint import atomic_path, one_line, parse_json, read_json, read_text
 from ..confidence import marked
 from ..data.datasets import read_flickr8k_tokens, read_split_list
 from ..images import image_id_from_filename
+from ..io import atomic_path, one_line, parse_json, read_json, read_text
+from ..metrics.captions import CaptionScores
 
 CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
 PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row

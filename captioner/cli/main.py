@@ -12,23 +12,34 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .. import __version__
-from ..metrics.captions import check_coverage, evaluate_captions
 from ..choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
 from ..confidence import marked
-from ..settings import add_options, boolean, from_args, number
 from ..data.datasets import load_caption_dataset
 from ..decoding import DecodeConfig
-from .files import (AnswerWriter, CaptionWriter, check_output, has_choices_column, one_field, output,
-                    read_question_rows, read_references, read_results, write_per_image_csv, write_scores_json)
 from ..images import expand_paths
+from ..metrics.captions import check_coverage, evaluate_captions
+from ..metrics.ptb import java_available
 from ..pipeline import TOP_ANSWERS, Captioner, VQAPredictor
 from ..precision import PRECISION_HELP, PRECISIONS
 from ..pretrained import DEFAULT, get_weights
 from ..progress import show_progress
-from ..metrics.ptb import java_available
+from ..settings import add_options, boolean, from_args, number
 from ..train.caption import TrainConfig, train
 from ..train.vqa import VQATrainConfig, train_vqa
 from ..vocab import MAX_CAPTION_WORDS
+from .files import (
+    AnswerWriter,
+    CaptionWriter,
+    check_output,
+    has_choices_column,
+    one_field,
+    output,
+    read_question_rows,
+    read_references,
+    read_results,
+    write_per_image_csv,
+    write_scores_json,
+)
 
 BATCH_SIZE, MAX_BATCH = 32, 1024  # images per batch: all of them are decoded in memory at once
 WEIGHTS_HELP = ("a weights entry name (captioner.pretrained.list_weights()) or a weights folder "

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from ..checkpoint import one_line, parse_json, read_json, read_text
 from ..images import IMAGE_SUFFIXES, image_id_from_filename
+from ..io import one_line, parse_json, read_json, read_text
 
 T = TypeVar("T")
 
@@ -79,10 +79,10 @@ def load_flickr8k(root: str | Path, split: str = "train") -> list[ImageCaptions]
 
 def load_coco(annotations: str | Path, image_dir: str | Path) -> list[ImageCaptions]:
     """COCO captions (``captions_*.json``) read through pycocotools."""
-    from pycocotools.coco import COCO
-
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco = COCO()  # given the data, as read_json reads it (size and depth limits)

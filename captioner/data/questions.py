@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..checkpoint import atomic_path, parse_json, read_text
+from ..io import atomic_path, parse_json, read_text
 from .datasets import DatasetSpec, ImageCaptions, load_caption_dataset
 
 KINDS = ("object", "number", "color", "location", "yes/no")

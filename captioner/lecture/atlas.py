@@ -29,15 +29,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import one_line, write_json
-from ..settings import add_options, check, from_args, setting
 from ..data.datasets import DatasetSpec, load_caption_dataset
+from ..decoder import CaptionDecoder
 from ..decoding import trace_batch
 from ..encoder import build_encoder
 from ..features import batched, cached_features
-from ..decoder import CaptionDecoder
+from ..io import one_line, write_json
 from ..pretrained import Loaded, load_pretrained
 from ..schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
+from ..settings import add_options, check, from_args, setting
 from ..vocab import SPECIALS, Vocabulary
 
 TRACKS_SHOWN = {"word": "word-selective cells", "position": "position-tracking cells"}  # the app's choices too

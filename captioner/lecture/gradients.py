@@ -23,7 +23,6 @@ import torch
 from ..decoder import CaptionDecoder
 from ..vocab import Vocabulary
 
-
 STATE_PARTS = ("h", "c")  # the tensors of a decoder state, in order (CaptionDecoder.initial_state: (h,) for the RNN)
 
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Mapping, Sequence
 
 
-
 def _class(pred) -> str:
     """Regex class body of the BMP characters satisfying ``pred``, as ranges."""
     spans, start, prev = [], None, None

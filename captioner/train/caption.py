@@ -17,18 +17,39 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..metrics.captions import corpus_scores
-from ..checkpoint import ENCODER_PREFIX, load_checkpoint, save_checkpoint, split_encoder_weights
-from ..settings import like, setting
-from ..data.datasets import CAPTION_DATASETS, DatasetSpec, ImageCaptions, load_caption_dataset
+from ..checkpoint import (
+    ENCODER_PREFIX,
+    load_checkpoint,
+    save_checkpoint,
+    split_encoder_weights,
+)
+from ..data.datasets import (
+    CAPTION_DATASETS,
+    DatasetSpec,
+    ImageCaptions,
+    load_caption_dataset,
+)
+from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
 from ..decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from ..encoder import ENCODERS, ImageEncoder, build_encoder
 from ..features import batched, cached_features
-from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
+from ..metrics.captions import corpus_scores
 from ..pretrained import resolve_weights
-from .loop import (Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
-                       rank_zero_first, shape_keys, swap_left_right, weighted_rows)
+from ..settings import like, setting
 from ..vocab import VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
+from .loop import (
+    Batch,
+    Phase,
+    RunConfig,
+    Task,
+    bucketed_batches,
+    fit,
+    gather_features,
+    rank_zero_first,
+    shape_keys,
+    swap_left_right,
+    weighted_rows,
+)
 
 CAPTION_FORMATS = CAPTION_DATASETS  # what load_caption_dataset reads
 DECODER_KEYS = shape_keys(DecoderConfig, "vocab_size", "feature_dim")  # the decoder settings a run sets

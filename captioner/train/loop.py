@@ -30,12 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import atomic_directory, existing_checkpoint, load_state, read_json, save_state
-from ..settings import check, setting
+from ..checkpoint import existing_checkpoint, load_state, save_state
 from ..data.datasets import DatasetSpec
 from ..decoding import MAX_WORDS
 from ..encoder import ENCODERS
+from ..io import atomic_directory, read_json
 from ..progress import progress_bar
+from ..settings import check, setting
 from ..vocab import MAX_CAPTION_WORDS, Vocabulary
 
 T = TypeVar("T")

@@ -24,16 +24,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
-from ..settings import like, setting
-from ..data.datasets import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset, split_by_image, vqa_split_exists
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.datasets import (
+    TRAIN_ONLY,
+    VQA_DATASETS,
+    DatasetSpec,
+    VQAExample,
+    load_vqa_dataset,
+    split_by_image,
+    vqa_split_exists,
+)
 from ..encoder import ENCODERS, build_encoder
 from ..features import batched, cached_features
-from .loop import (SEED_MAX, Batch, Phase, RunConfig, Task, bucketed_batches, fit, gather_features,
-                       rank_zero_first, shape_keys, swap_left_right, weighted_rows)
+from ..io import read_json, write_json
+from ..metrics.vqa import answer_index, normalize_answer, question_score, vqa_report
+from ..settings import like, setting
 from ..vocab import VOCAB_FILE, Vocabulary, pad_ids
 from ..vqa import ANSWERS_FILE, VQAConfig, VQAModel
-from ..metrics.vqa import answer_index, normalize_answer, question_score, vqa_report
+from .loop import (
+    SEED_MAX,
+    Batch,
+    Phase,
+    RunConfig,
+    Task,
+    bucketed_batches,
+    fit,
+    gather_features,
+    rank_zero_first,
+    shape_keys,
+    swap_left_right,
+    weighted_rows,
+)
 
 MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
 
