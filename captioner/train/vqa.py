@@ -105,6 +105,7 @@ class VQATrainConfig(RunConfig):
     embed_dim: int = like(VQAConfig, "embed_dim")
     hidden_dim: int = like(VQAConfig, "hidden_dim")
     num_layers: int = like(VQAConfig, "num_layers")
+    cell: str = like(VQAConfig, "cell")
     fused_dim: int = like(VQAConfig, "fused_dim")
     mlp_dim: int = like(VQAConfig, "mlp_dim")
     fusion: str = like(VQAConfig, "fusion")
