@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 
+from captioner.answers import normalize_answer
 from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
-from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
+from captioner.metrics.vqa import question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights
 from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa

@@ -21,10 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .data.questions import (  # the question generator's colour words and plural rule
-    COLORS,
-    plural,
-)
+from .data.questions import COLORS, plural  # the question generator's colour words and plural rule
 from .settings import check, setting
 
 DETERMINERS = {"the", "a", "an", "this", "that", "these", "those"}

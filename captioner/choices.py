@@ -29,8 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .answers import normalize_answer
 from .decoding import DecodeConfig, decode
-from .metrics.vqa import normalize_answer
 from .settings import check, setting
 from .vocab import Vocabulary, pad_ids, tokenize
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
 from . import cells
 from .cells import State
 from .settings import MAX_DIM, MAX_LAYERS, check, setting

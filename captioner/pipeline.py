@@ -19,21 +19,14 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from .choices import (
-    SHIPPED,
-    ChoiceWeights,
-    WordModel,
-    check_choices,
-    choice_probabilities,
-    parse_choices,
-)
+from .answers import answer_index
+from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode, trace_states
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, images_by_stem, load_image
 from .lecture.gradients import gradient_norms
-from .metrics.vqa import answer_index
 from .precision import Precision, resolve_precision
 from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
 from .progress import progress_bar

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
 from . import cells
 from .settings import MAX_DIM, MAX_LAYERS, check, setting
 from .vocab import Vocabulary

@@ -10,13 +10,7 @@ from conftest import EXAMPLE_IMAGE
 
 from captioner import Captioner
 from captioner.encoder import ENCODERS, Preprocessing
-from captioner.pretrained import (
-    DEFAULT,
-    get_weights,
-    list_weights,
-    resolve_weights,
-    weights_root,
-)
+from captioner.pretrained import DEFAULT, get_weights, list_weights, resolve_weights, weights_root
 
 
 def test_entries_are_listed_with_what_they_need():

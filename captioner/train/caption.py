@@ -17,18 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import (
-    ENCODER_PREFIX,
-    load_checkpoint,
-    save_checkpoint,
-    split_encoder_weights,
-)
-from ..data.datasets import (
-    CAPTION_DATASETS,
-    DatasetSpec,
-    ImageCaptions,
-    load_caption_dataset,
-)
+from ..checkpoint import ENCODER_PREFIX, load_checkpoint, save_checkpoint, split_encoder_weights
+from ..data.datasets import CAPTION_DATASETS, DatasetSpec, ImageCaptions, load_caption_dataset
 from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
 from ..decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from ..encoder import ENCODERS, ImageEncoder, build_encoder

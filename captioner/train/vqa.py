@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..answers import answer_index, normalize_answer
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.datasets import (
     TRAIN_ONLY,
@@ -37,7 +38,7 @@ from ..data.datasets import (
 from ..encoder import ENCODERS, build_encoder
 from ..features import batched, cached_features
 from ..io import read_json, write_json
-from ..metrics.vqa import answer_index, normalize_answer, question_score, vqa_report
+from ..metrics.vqa import question_score, vqa_report
 from ..settings import like, setting
 from ..vocab import VOCAB_FILE, Vocabulary, pad_ids
 from ..vqa import ANSWERS_FILE, VQAConfig, VQAModel

@@ -1,0 +1,109 @@
+"""The package's rooms and the one way its imports flow (issue 37), read from the source with ``ast``.
+
+    core (captioner/*.py)  <-  data/, metrics/  <-  train/, lecture/  <-  cli/, app/
+
+A module imports only from its own room or from rooms on a lower floor: the inference core never reads a dataset
+reader, training never imports the command line, and the two faces never import each other. No import cycles, no
+file over 450 lines and no function over 60 lines either, so that a reader finds each stage by its file name and
+reads it in one sitting.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "captioner"
+FLOORS = {"core": 0, "data": 1, "metrics": 1, "train": 2, "lecture": 2, "cli": 3, "app": 3}
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 60
+TABLES = {"metrics/ptb.py"}  # the PTB tokenizer's rules are a table, read as one
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module names under captioner, without the package prefix (``cli.main``, ``pipeline``)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _room(module: str) -> str:
+    head = module.split(".")[0]
+    return head if head in FLOORS else "core"
+
+
+def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's own modules that ``module`` imports, at the top or inside functions."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    package = [p for p in package if p]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and node.module.split(".")[0] == "captioner":
+                target = node.module.partition(".")[2]
+            else:
+                continue
+            for alias in node.names:  # `from . import pipeline` names a module, `from .x import f` a name
+                sub = f"{target}.{alias.name}".strip(".")
+                found.add(sub if sub in modules else target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "captioner":
+                    found.add(alias.name.partition(".")[2])
+    return {m for m in found if m in modules and m != module}
+
+
+GRAPH = {m: _imports(m, p, _modules()) for m, p in _modules().items()}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_flow_one_way(module):
+    room = _room(module)
+    wrong = [f"{module} ({room}) imports {target} ({_room(target)})" for target in sorted(GRAPH[module])
+             if _room(target) != room and FLOORS[_room(target)] >= FLOORS[room]]
+    assert not wrong, "; ".join(wrong)
+
+
+def test_the_rooms_are_what_this_test_thinks():
+    assert _room("pipeline") == "core" and _room("cli.main") == "cli" and _room("data.questions") == "data"
+    assert {_room(m) for m in GRAPH} == set(FLOORS)
+
+
+def test_there_are_no_import_cycles():
+    seen, stack, cycles = set(), [], []
+
+    def visit(module: str) -> None:
+        if module in stack:
+            cycles.append(" -> ".join([*stack[stack.index(module):], module]))
+            return
+        if module in seen:
+            return
+        seen.add(module)
+        stack.append(module)
+        for target in sorted(GRAPH[module]):
+            visit(target)
+        stack.pop()
+
+    for module in sorted(GRAPH):
+        visit(module)
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_files_and_functions_stay_short(module):
+    path = _modules()[module]
+    text = path.read_text()
+    relative = path.relative_to(PACKAGE).as_posix()
+    if relative not in TABLES:
+        assert len(text.splitlines()) <= MAX_FILE_LINES, f"{relative}: over {MAX_FILE_LINES} lines"
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{relative}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
