@@ -592,7 +592,10 @@ def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_o
     assert batches == [3, 3, 1, 2]  # image a's 7 answerable questions 3 at a time, then image b's 2
     assert [error for _, _, error in results if error] == [
         "no image named 'missing' in " + str(tmp_path), "the question is empty (it has no words)"] * 2
-    assert len({answer for _, answer, _ in results[:7]}) == 1 and results[0][1][1] > 0
+    answers = [answer for _, answer, _ in results[:7]]  # the same question, in batches of 3, 3 and 1
+    assert {text for text, _ in answers} == {answers[0][0]} and answers[0][1] > 0
+    # PyTorch promises no bit-identical floats across batch sizes on the CPU (kernels differ by size and by CPU)
+    assert [p for _, p in answers] == pytest.approx([answers[0][1]] * 7, abs=1e-5)
 
 
 # ---------------------------------------------------------------- temporary files of killed writes

@@ -1,9 +1,9 @@
 """The package's rooms and the one way its imports flow (issue 37), read from the source with ``ast``.
 
-    core (captioner/*.py)  <-  data/, metrics/  <-  train/, lecture/  <-  cli/, app/
+    core (captioner/*.py)  <-  data/, metrics/  <-  train/, lecture/  <-  app/  <-  cli/
 
 A module imports only from its own room or from rooms on a lower floor: the inference core never reads a dataset
-reader, training never imports the command line, and the two faces never import each other. No import cycles, no
+reader, training never imports a face, and the app never imports the command line (whose `captioner app` starts it). No import cycles, no
 file over 450 lines and no function over 60 lines either, so that a reader finds each stage by its file name and
 reads it in one sitting.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "captioner"
-FLOORS = {"core": 0, "data": 1, "metrics": 1, "train": 2, "lecture": 2, "cli": 3, "app": 3}
+FLOORS = {"core": 0, "data": 1, "metrics": 1, "train": 2, "lecture": 2, "app": 3, "cli": 4}
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 60
 TABLES = {"metrics/ptb.py"}  # the PTB tokenizer's rules are a table, read as one
 
