@@ -83,6 +83,13 @@ def check_tensors(path: str | Path, tensors: dict[str, torch.Tensor], expected: 
         if expected[k].dtype.is_floating_point != t.dtype.is_floating_point:
             raise ValueError(f"{path}: {k} holds {str(t.dtype).removeprefix('torch.')} values, "
                              f"not {str(expected[k].dtype).removeprefix('torch.')}")
+    check_magnitude(path, {k: tensors[k] for k in common}, max_abs)
+
+
+def check_magnitude(path: str | Path, tensors: dict[str, torch.Tensor], max_abs: float | None = MAX_MAGNITUDE) -> None:
+    """ValueError naming ``path``, in one line, when a floating tensor holds NaN, infinite values or (unless
+    ``max_abs`` is None) values past ``max_abs``, which no trained model has: they overflow to silence."""
+    for k, t in tensors.items():
         if t.is_floating_point() and t.numel():
             if not torch.isfinite(t).all():
                 raise ValueError(f"{path}: {k} holds NaN or infinite values")

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import ENCODER_PREFIX, load_checkpoint, save_checkpoint, split_encoder_weights
+from ..checkpoint import ENCODER_PREFIX, check_magnitude, load_checkpoint, save_checkpoint, split_encoder_weights
 from ..data.datasets import CAPTION_DATASETS, DatasetSpec, ImageCaptions, load_caption_dataset
 from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
 from ..decoding import DecodeConfig, decode, mask_special_tokens, sample_words
@@ -26,7 +26,7 @@ from ..features import batched, cached_features
 from ..metrics.captions import corpus_scores
 from ..pretrained import resolve_weights
 from ..settings import like, setting
-from ..vocab import VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
+from ..vocab import SPECIALS, VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
 from .loop import (
     Batch,
     Phase,
@@ -40,6 +40,7 @@ from .loop import (
     swap_left_right,
     weighted_rows,
 )
+from .preflight import check_memory, check_vocabulary
 
 CAPTION_FORMATS = CAPTION_DATASETS  # what load_caption_dataset reads
 DECODER_KEYS = shape_keys(DecoderConfig, "vocab_size", "feature_dim")  # the decoder settings a run sets
@@ -279,6 +280,7 @@ def starting_point(cfg: TrainConfig, last: Path | None, items: Sequence[ImageCap
     init = last or resolve_weights(cfg.init_from, "caption")[0]
     vocab = Vocabulary.load(init / VOCAB_FILE)
     weights, config = load_checkpoint(init)
+    check_magnitude(init, weights)  # weights no training makes (x 1e30) would train on NaN losses
     decoder_weights, tuned = split_encoder_weights(weights)
     if last is None:
         vocab = vocab.extended(captions, cfg.min_count)
@@ -319,7 +321,11 @@ class CaptionTask(Task):
         self.image_source = np.repeat(np.arange(len(train_mix)), [len(items) for _, _, items in train_mix])
         # with last/ or --init-from, the architecture comes from there
         self.vocab, decoder_weights, self.tuned, init_config = starting_point(cfg, last, train_items)
+        check_vocabulary(len(self.vocab), len(SPECIALS), cfg.min_count)
         encoder = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.finetune_blocks, self.tuned)
+        self.decoder_config = (DecoderConfig(**init_config["decoder"]) if init_config is not None else DecoderConfig(
+            len(self.vocab), encoder.feature_dim, **{k: getattr(cfg, k) for k in DECODER_KEYS}))
+        check_memory(lambda: CaptionDecoder(self.decoder_config), "the caption decoder")
         val_items = [it for _, items in self.val_parts for it in items]
         self.train_set, self.val_set = encode_caption_sets(cfg, encoder, train_items, val_items, self.vocab, rank,
                                                            world)
@@ -327,8 +333,6 @@ class CaptionTask(Task):
         self.encoder = encoder if tuning else None  # the encoder being fine-tuned, if any
         self.encoder_top = encoder.top if tuning else _identity  # cached features -> the decoder's input
         self.encoder_params = [p for p in encoder.parameters() if p.requires_grad] if tuning else []
-        self.decoder_config = (DecoderConfig(**init_config["decoder"]) if init_config is not None else DecoderConfig(
-            len(self.vocab), encoder.feature_dim, **{k: getattr(cfg, k) for k in DECODER_KEYS}))
         self.model = CaptionDecoder(self.decoder_config)
         if decoder_weights is not None:
             self.model.load_state_dict(decoder_weights)

@@ -16,7 +16,6 @@ dataset's rows ``WEIGHT`` times per epoch, and each dataset is validated apart.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -38,6 +37,7 @@ from ..io import atomic_directory, read_json
 from ..progress import progress_bar
 from ..settings import check, setting
 from ..vocab import MAX_CAPTION_WORDS, Vocabulary
+from .preflight import check_run_folder
 
 T = TypeVar("T")
 SEED_MAX = 2 ** 32 - 1  # numpy's global generator takes 32-bit seeds
@@ -229,19 +229,6 @@ def gather_features(features: np.ndarray, flipped: np.ndarray | None, images: Se
 def shape_keys(model_config_cls: type, *data_keys: str) -> tuple[str, ...]:
     """The fields of a model config that a training config sets: all but those the data decides."""
     return tuple(f.name for f in fields(model_config_cls) if f.name not in data_keys)
-
-
-def check_run_folder(out: Path, saved_training: dict | None, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse to silently replace a finished run, or to resume one with other architecture settings
-    (which would build a different model than the one in the checkpoint)."""
-    if resume:
-        changed = [k for k in cfg.ARCHITECTURE if saved_training is not None and k in saved_training
-                   and saved_training[k] != json.loads(json.dumps(getattr(cfg, k)))]
-        if changed:
-            raise ValueError(f"--resume: {out / 'last'} was trained with " + ", ".join(
-                f"--{k.replace('_', '-')} {saved_training[k]}" for k in changed) + "; resume with the same settings")
-    elif not overwrite and any((out / d / "config.json").exists() for d in ("best", "last")):
-        raise ValueError(f"{out} already holds a run: add --resume to continue it or --overwrite to replace it")
 
 
 # ---------------------------------------------------------------- tasks

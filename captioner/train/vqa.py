@@ -40,7 +40,7 @@ from ..features import batched, cached_features
 from ..io import read_json, write_json
 from ..metrics.vqa import question_score, vqa_report
 from ..settings import like, setting
-from ..vocab import VOCAB_FILE, Vocabulary, pad_ids
+from ..vocab import SPECIALS, VOCAB_FILE, Vocabulary, pad_ids
 from ..vqa import ANSWERS_FILE, VQAConfig, VQAModel
 from .loop import (
     SEED_MAX,
@@ -56,6 +56,7 @@ from .loop import (
     swap_left_right,
     weighted_rows,
 )
+from .preflight import check_memory, check_vocabulary
 
 MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
 
@@ -283,6 +284,7 @@ class VQATask(Task):
             self.vocab, self.answers = Vocabulary.load(last / VOCAB_FILE), read_json(last / ANSWERS_FILE)
         else:
             self.vocab = Vocabulary.build((e.question for e in train_examples), cfg.min_count, cfg.max_length)
+            check_vocabulary(len(self.vocab), len(SPECIALS), cfg.min_count)
             self.answers = build_answer_vocab(train_examples, cfg.top_answers)
         index = answer_index(self.answers)
         feats, flipped, rows = rank_zero_first(rank, world, lambda: image_features(
@@ -304,6 +306,7 @@ class VQATask(Task):
         if last is None:
             config = VQAConfig(len(self.vocab), len(self.answers), feature_dim,
                                **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
+            check_memory(lambda: VQAModel(config), "the VQA model")
             return config, VQAModel(config)
         weights, saved = load_checkpoint(last)
         config = VQAConfig(**saved["model"])
