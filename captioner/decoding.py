@@ -23,8 +23,6 @@ SPECIAL_IDS = (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id)  # nev
 
 MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
 MAX_WORDS = 100  # --max-length: the shipped models were trained on captions of at most MAX_CAPTION_WORDS
-# The app's sliders offer these smaller ranges (an API call may still use the whole range above).
-SLIDER_MAX = {"beam_size": 10, "n_best": 10, "top_k": 100, "temperature": 2.0}
 MIN_SAMPLING = 0.01  # the floor of temperature and top-p: below it sampling is greedy decoding in all but name
 
 

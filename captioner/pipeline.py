@@ -22,13 +22,12 @@ import torch
 from .answers import answer_index
 from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
 from .confidence import caption_confidence, is_sure
-from .decoding import DecodeConfig, Hypothesis, decode, trace_states
+from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, images_by_stem, load_image
-from .lecture.gradients import gradient_norms
 from .precision import Precision, resolve_precision
-from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
+from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize
 
@@ -119,7 +118,7 @@ class Captioner(Pipeline):
         self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
         self.vqa = vqa
         self.not_sure_below = not_sure_below  # the weights' caption threshold (captioner.confidence), if any
-        self.cells = cells or {}  # the cell atlas of the weights (captioner.atlas), by state; {}: none shipped
+        self.cells = cells or {}  # the cell atlas of the weights (captioner.lecture.atlas), by state; {}: none shipped
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
@@ -189,40 +188,6 @@ class Captioner(Pipeline):
             yield from ((item, None, reason) for item, reason in bad)
             if images:
                 yield from ((item, nbest, None) for item, nbest in zip(good, self.caption_images(images, config, keys)))
-
-    @property
-    def state_kinds(self) -> tuple[str, ...]:
-        """The recurrent states :meth:`states` traces: ``c`` (the LSTM's cell) and ``h``, or ``h`` alone (RNN)."""
-        return self.decoder.config.state_kinds
-
-    @property
-    def state_size(self) -> int:
-        return self.decoder.config.hidden_dim
-
-    def states(self, features: torch.Tensor, caption: Caption) -> dict[str, torch.Tensor]:
-        """The decoder's top-layer states ``(len(words) + 1, state_size)`` after ``<start>`` and each word of
-        ``caption``, read from one image's ``features`` (Karpathy, Johnson & Fei-Fei's "look inside")."""
-        return trace_states(self.decoder, features, caption.tokens)
-
-    def gradient_flow(self, features: torch.Tensor, caption: Caption, other: Loaded | None = None) -> torch.Tensor:
-        """‖∂ log p(w_T) / ∂h_t‖ ``(T,)`` for each step t of ``caption`` read from one image's ``features``: how
-        far back its last word's gradient reaches (:mod:`captioner.gradients`), in this decoder or in ``other``'s
-        (:meth:`other_cell`), which reads the caption's words in its own vocabulary."""
-        decoder, vocab = (self.decoder, self.vocab) if other is None else (other.model, other.vocab)
-        return gradient_norms(decoder, features, [vocab.index.get(w, vocab.unk_id) for w in caption.words])
-
-    def other_cell(self) -> Loaded | None:
-        """The shipped caption weights of the other cell (the RNN beside an LSTM, the LSTM beside an RNN:
-        :data:`captioner.pretrained.CELL_ENTRIES`), for side-by-side plots; None when they are not here or read
-        other image features than this encoder gives."""
-        other = next((name for cell, name in CELL_ENTRIES.items() if cell != self.decoder.config.cell), None)
-        try:
-            loaded, _ = load_pretrained(other, with_vqa=False)
-        except (FileNotFoundError, ValueError):
-            return None
-        same = (loaded.encoder, loaded.preprocessing or self.encoder.spec.preprocessing) == (
-            self.encoder.spec.name, self.encoder.preprocessing)
-        return loaded if same and not loaded.tuned else None
 
     def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
             choices: Sequence[str] | str | None = None) -> list[tuple[str, float]]:

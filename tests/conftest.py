@@ -52,7 +52,8 @@ def running_app(weights: Path, log: Path, timeout: float = 180.0, cache_cleanup:
     ``CACHE_CLEANUP`` replaced; yield its URL and process id; stop it afterwards (SIGTERM)."""
     port = free_port()
     app = [str(ROOT / "app.py")] if cache_cleanup is None else [
-        "-c", f"import sys, captioner.app.server as app; app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(app.main())"]
+        "-c", "import sys, captioner.app.server as app; from captioner.cli.main import main; "
+        f"app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(main(['app', *sys.argv[1:]]))"]
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights), *args],
                                 cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)

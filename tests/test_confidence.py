@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLE_IMAGE
 
-from captioner.app.server import _badge
+from captioner.app.page import badge
 from captioner.cli.main import main
 from captioner.confidence import caption_confidence, held_out_report, is_sure, isotonic_fit, split_report, threshold
 
@@ -110,15 +110,15 @@ def test_only_the_top_answer_below_the_threshold_is_marked(weights_dir, has_vqa,
 
 
 def test_the_app_badge_shows_for_not_sure_results_only():
-    assert "not sure" in _badge(False, "caption") and "wrong" in _badge(False, "answer")
-    assert _badge(True, "caption") == _badge(None, "answer") == ""
+    assert "not sure" in badge(False, "caption") and "wrong" in badge(False, "answer")
+    assert badge(True, "caption") == badge(None, "answer") == ""
 
 
 def test_multiple_choice_is_not_marked_and_a_chat_answer_below_the_threshold_is(weights_dir, has_vqa, tmp_path,
                                                                                  capsys):
     if not has_vqa:
         pytest.skip("needs weights with vqa/")
-    from captioner.app.server import Demo
+    from captioner.app.handlers import Demo
     from captioner.pipeline import Captioner
 
     unsure = _weights_with(weights_dir, tmp_path / "unsure", None, 1.0)

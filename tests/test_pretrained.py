@@ -60,6 +60,7 @@ def test_a_folder_keeps_its_recorded_preprocessing(tmp_path):
 
 
 def test_the_rnn_entry_is_its_folder_and_loads_by_name_beside_the_lstm():
+    from captioner.lecture.inside import gradient_flow, other_cell, state_kinds
     from captioner.pretrained import CELL_ENTRIES
 
     entry = get_weights(CELL_ENTRIES["rnn"])
@@ -69,11 +70,11 @@ def test_the_rnn_entry_is_its_folder_and_loads_by_name_beside_the_lstm():
     assert "rnn" in entry.name and config["decoder"]["cell"] == "rnn" and entry.scores
     assert resolve_weights(entry.name, "caption") == (entry.path, entry)
     model = Captioner.from_pretrained(entry.name, load_vqa=False)
-    assert model.state_kinds == ("h",) and set(model.cells) == {"h"}  # its own cell atlas
-    other = model.other_cell()  # the LSTM, for the gradient plot beside it
+    assert state_kinds(model) == ("h",) and set(model.cells) == {"h"}  # its own cell atlas
+    other = other_cell(model)  # the LSTM, for the gradient plot beside it
     assert other.model.config.cell == "lstm" and other.entry.name == CELL_ENTRIES["lstm"]
     features = model.preprocess([EXAMPLE_IMAGE])
     caption = model.caption_features(features)[0][0]
     for decoder in (None, other):  # the caption's gradient flow in the RNN and in the LSTM
-        norms = model.gradient_flow(features[0], caption, decoder)
+        norms = gradient_flow(model, features[0], caption, decoder)
         assert norms.shape == (len(caption.words),) and bool((norms > 0).all())

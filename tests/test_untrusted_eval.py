@@ -12,7 +12,7 @@ import pytest
 from conftest import EXAMPLE_IMAGE
 from PIL import Image
 
-from captioner import checkpoint, images
+from captioner import images, io
 from captioner.cli.files import read_references, read_results
 from captioner.cli.main import main
 from captioner.images import BadImageError, load_image
@@ -43,7 +43,7 @@ def test_json_depth_and_size_are_limited_with_the_file_named(tmp_path, monkeypat
         parse_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
     with pytest.raises(ValueError, match="nested more than"):
         parse_json('{"a": ' * 100 + "1" + "}" * 100)
-    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", 4)
+    monkeypatch.setattr(io, "MAX_FILE_BYTES", 4)
     (tmp_path / "big.json").write_text('["a", "b"]')
     with pytest.raises(ValueError, match=f"^{tmp_path / 'big.json'}: 0 MiB, over the 0 MiB limit"):
         read_json(tmp_path / "big.json")

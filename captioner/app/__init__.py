@@ -1,1 +1,2 @@
-"""The Gradio demo app (``captioner app``): the server, its tabs and handlers, and the guards on requests."""
+"""The Gradio demo app (``captioner app``): the server, its page and handlers, the Look inside plots, and the guards
+on requests."""
