@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -50,9 +50,25 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module | dict[str, to
 MAX_MAGNITUDE = 1e4  # |weight| of a trained caption or VQA model: the shipped ones stay under 6
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of each tensor of a safetensors file, from its header alone: no tensor is read, so a
+    file that holds more than its model (a huge extra tensor) can be refused before it costs any memory."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{path}: cannot read tensors ({one_line(e)})") from None
+
+
+def read_tensors(path: str | Path, expected: dict[str, torch.Tensor] | None = None, extra: str = "\0",
+                 what: str = "the model its config.json describes") -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; ValueError naming the file when it cannot be read or when a tensor holds
-    NaN or infinite values (weights like that make every caption fail, silently)."""
+    NaN or infinite values (weights like that make every caption fail, silently). With ``expected`` (a state
+    dict, on the meta device or not), the header's names and shapes must fit it before anything is read; names
+    starting with ``extra`` are let through, for the caller to check."""
+    if expected is not None:
+        shapes = {k: s for k, s in read_shapes(path).items() if not k.startswith(extra)}
+        check_shapes(path, shapes, {k: tuple(v.shape) for k, v in expected.items()}, what)
     try:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as e:
@@ -69,21 +85,27 @@ def check_tensors(path: str | Path, tensors: dict[str, torch.Tensor], expected: 
     the meta device or not): the same names and shapes, a floating dtype where it has one, finite, and (unless
     ``max_abs`` is None) no value past ``max_abs``. Integer weights would be cast and caption nonsense; huge
     ones overflow to silence."""
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    common = sorted(expected.keys() & tensors.keys())
-    resized = [k for k in common if expected[k].shape != tensors[k].shape]
-    problems = [f"{what} {names[0]}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
-                for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", resized))
-                if names]
-    if problems:
-        raise ValueError(f"{path}: the weights do not fit {what} ({'; '.join(problems)})")
-    for k in common:
+    check_shapes(path, {k: tuple(v.shape) for k, v in tensors.items()}, {k: tuple(v.shape) for k, v in expected.items()},
+                 what)
+    for k in sorted(expected.keys() & tensors.keys()):
         t = tensors[k]
         if expected[k].dtype.is_floating_point != t.dtype.is_floating_point:
             raise ValueError(f"{path}: {k} holds {str(t.dtype).removeprefix('torch.')} values, "
                              f"not {str(expected[k].dtype).removeprefix('torch.')}")
-    check_magnitude(path, {k: tensors[k] for k in common}, max_abs)
+    check_magnitude(path, {k: tensors[k] for k in sorted(expected.keys() & tensors.keys())}, max_abs)
+
+
+def check_shapes(path: str | Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
+                 what: str) -> None:
+    """ValueError naming ``path``, in one line, unless ``shapes`` has the names and shapes of ``expected``."""
+    missing = sorted(expected.keys() - shapes.keys())
+    unexpected = sorted(shapes.keys() - expected.keys())
+    resized = [k for k in sorted(expected.keys() & shapes.keys()) if expected[k] != shapes[k]]
+    problems = [f"{kind} {names[0]}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+                for kind, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", resized))
+                if names]
+    if problems:
+        raise ValueError(f"{path}: the weights do not fit {what} ({'; '.join(problems)})")
 
 
 def check_magnitude(path: str | Path, tensors: dict[str, torch.Tensor], max_abs: float | None = MAX_MAGNITUDE) -> None:
@@ -114,15 +136,21 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
 def read_checkpoint(directory: str | Path, json_files: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict]:
     """A checkpoint folder's tensors, and its config and ``json_files`` (such as ``vocab.json``) by name; a
     one-line error naming the file that is missing or unreadable."""
+    files = read_checkpoint_files(directory, json_files)
+    return read_tensors(Path(directory) / MODEL_FILE), files
+
+
+def read_checkpoint_files(directory: str | Path, json_files: tuple[str, ...] = ()) -> dict:
+    """A checkpoint folder's config and ``json_files`` by name, its tensors left unread (see
+    :func:`read_tensors`); a one-line error naming the file that is missing or unreadable."""
     directory = Path(directory)
     for name in (MODEL_FILE, CONFIG_FILE, *json_files):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory}: not a checkpoint (missing {name})")
-    tensors = read_tensors(directory / MODEL_FILE)
     files = {name: read_json(directory / name) for name in (CONFIG_FILE, *json_files)}
     if not isinstance(files[CONFIG_FILE], dict):
         raise ValueError(f"{directory / CONFIG_FILE}: expected a JSON object")
-    return tensors, files
+    return files
 
 
 ENCODER_PREFIX = "encoder."  # fine-tuned encoder blocks, saved beside the decoder's weights

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import schema
-from .checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint, split_encoder_weights
+from .checkpoint import CONFIG_FILE, ENCODER_PREFIX, MODEL_FILE, read_checkpoint_files
 from .choices import ChoiceWeights
 from .decoder import CaptionDecoder, DecoderConfig
 from .decoding import DecodeConfig
@@ -203,17 +203,24 @@ def _folders(weights: str | Path | Weights | None, with_vqa: bool) -> list[tuple
     """(task, folder, entry) of the caption weights, then of the VQA weights when asked for and present."""
     path, entry = resolve_weights(weights, "caption")
     folders = [("caption", path, entry)]
-    try:
-        vqa_path, vqa_entry = resolve_weights(None if entry else weights, "vqa") if with_vqa else (path, None)
-    except FileNotFoundError:
+    if not with_vqa:
         return folders
-    return folders + ([("vqa", vqa_path, vqa_entry)] if vqa_path != path else [])
+    named = weights is None or isinstance(weights, Weights) or (isinstance(weights, str) and weights in ENTRIES
+                                                                and not Path(weights).exists())
+    # A folder's own vqa/ comes first, even when its caption/ is (a link to) an entry's; an entry brings the default.
+    for source in ([] if named else [weights]) + ([None] if entry else []):
+        try:
+            vqa_path, vqa_entry = resolve_weights(source, "vqa")
+        except FileNotFoundError:
+            continue
+        return folders + ([("vqa", vqa_path, vqa_entry)] if vqa_path != path else [])
+    return folders
 
 
 def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
     """Read a weights folder once, check it against its schema (:mod:`captioner.schema`), then build its model;
     one-line errors name the file and the field."""
-    tensors, files = read_checkpoint(path, (VOCAB_FILE, ANSWERS_FILE) if task == "vqa" else (VOCAB_FILE,))
+    files = read_checkpoint_files(path, (VOCAB_FILE, ANSWERS_FILE) if task == "vqa" else (VOCAB_FILE,))
     config, config_file = files[CONFIG_FILE], path / CONFIG_FILE
     with config_errors(config_file):
         if config.get("task", task) != task:
@@ -233,10 +240,10 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
             if (vqa_config.vocab_size, vqa_config.num_answers) != (len(vocab), len(answers)):
                 raise ValueError(f"vocab_size {vqa_config.vocab_size} and num_answers {vqa_config.num_answers}, "
                                  f"but {VOCAB_FILE} has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
-        model = schema.build_checked(config_file, path / MODEL_FILE, "model", lambda: VQAModel(vqa_config), tensors)
-        decoding, tuned = None, {}
+        model, tuned = schema.build_checked(config_file, path / MODEL_FILE, "model", lambda: VQAModel(vqa_config))
+        decoding = None
     else:
-        answers, (tensors, tuned) = [], split_encoder_weights(tensors)
+        answers = []
         with config_errors(config_file, "decoder"):
             decoder_config = DecoderConfig(**architecture)
             schema.check_feature_dim(decoder_config.feature_dim, encoder)
@@ -244,8 +251,9 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
                 raise ValueError(f"vocab_size {decoder_config.vocab_size}, but {VOCAB_FILE} has {len(vocab)} words")
         with config_errors(config_file, "decoding"):
             decoding = DecodeConfig(**{"max_length": vocab.max_length, **decoding_defaults})
-        model = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
-                                     lambda: CaptionDecoder(decoder_config), tensors)
+        model, tuned = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
+                                            lambda: CaptionDecoder(decoder_config), ENCODER_PREFIX)
+        tuned = {k.removeprefix(ENCODER_PREFIX): v for k, v in tuned.items()}  # fine-tuned encoder blocks
     cells = {}
     atlas = path / schema.ATLAS_FILE
     if task == "caption" and atlas.is_file():

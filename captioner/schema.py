@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .checkpoint import check_tensors
+from .checkpoint import check_tensors, read_tensors
 from .choices import ChoiceWeights
 from .decoding import DecodeConfig
 from .encoder import ENCODERS
@@ -181,13 +181,17 @@ class _NoNormalInit(TorchFunctionMode):
 
 
 def build_checked(config_file: Path, model_file: Path, name: str, build: Callable[[], nn.Module],
-                  tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """``build()`` loaded with ``tensors``, once they are known to fit it: the model is first built on the meta
-    device (shapes, no memory), so that a config describing a huge model is refused before it costs anything.
-    Errors name ``config_file`` and its section ``name``, or ``model_file``."""
+                  extra: str = "\0") -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """``build()`` loaded with the tensors of ``model_file``, once they are known to fit it: the model is first
+    built on the meta device (shapes, no memory), so that a config describing a huge model is refused before it
+    costs anything, and the file's header is checked against it before any tensor is read, so that a file holding
+    more than its model is too. Tensors named ``extra...`` are returned apart, for the caller to check. Errors name
+    ``config_file`` and its section ``name``, or ``model_file``."""
     with config_errors(config_file, name), torch.device("meta"), _NoNormalInit():
         expected = build().state_dict()
+    tensors = read_tensors(model_file, expected, extra)
+    extras = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith(extra)]}
     check_tensors(model_file, tensors, expected)
     model = build()
     model.load_state_dict(tensors)
-    return model
+    return model, extras

@@ -78,3 +78,16 @@ def test_the_rnn_entry_is_its_folder_and_loads_by_name_beside_the_lstm():
     for decoder in (None, other):  # the caption's gradient flow in the RNN and in the LSTM
         norms = gradient_flow(model, features[0], caption, decoder)
         assert norms.shape == (len(caption.words),) and bool((norms > 0).all())
+
+
+def test_a_folder_whose_caption_is_a_link_to_an_entry_still_answers_with_its_own_vqa(tmp_path):
+    """A folder of your own with caption/ linked to the shipped caption weights and a vqa/ of its own."""
+    from captioner.pretrained import get_weights, load_pretrained
+
+    shipped = get_weights("caption-flickr8k-coco-v3").path
+    if not (shipped / "config.json").exists():
+        pytest.skip("no shipped caption weights")
+    (tmp_path / "caption").symlink_to(shipped, target_is_directory=True)
+    shutil.copytree(get_weights("vqa-daquar-coco-v3").path, tmp_path / "vqa")
+    _, vqa = load_pretrained(tmp_path)
+    assert vqa is not None and vqa.path == tmp_path / "vqa" and vqa.entry is None

@@ -137,6 +137,7 @@ RULE = {"vqa_weight": 1.0, "oov_bias": -2.0, "word_weight": 0.5, "unknown_weight
     ({"vqa_weight": 1.0}, "choices must give exactly vqa_weight, oov_bias, word_weight, unknown_weight"),
     ({**RULE, "oov_bias": 1e300}, "choices.oov_bias must be at least -100 and at most 100"),
     ({**RULE, "word_weight": "big"}, "choices.word_weight must be a number"),
+    ({**RULE, "vqa_weight": float("nan")}, "choices.vqa_weight must be"),
 ])
 def test_a_bad_multiple_choice_rule_is_one_line(tmp_path, choices, says):
     folder = vqa_folder(tmp_path)
@@ -249,3 +250,30 @@ def test_a_good_atlas_loads_with_its_weights(tmp_path):
     caption, _ = load_pretrained(atlas_folder(tmp_path / "caption"), with_vqa=False)
     assert set(caption.cells) == {"c", "h"} and all(len(cells) == 8 for cells in caption.cells.values())
     assert load_pretrained(caption_folder(tmp_path / "plain"), with_vqa=False)[0].cells == {}
+
+
+def _add_sparse_tensor(file: Path, name: str, gib: int) -> None:
+    """Append a ``gib`` GiB float32 tensor to a safetensors file, as a sparse hole: no disk, no memory to make."""
+    data = file.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+    header[name] = {"dtype": "F32", "shape": [gib * 2**28], "data_offsets": [end, end + gib * 2**30]}
+    new = json.dumps(header).encode()
+    new += b" " * (-(8 + len(new)) % 8)
+    with open(file, "wb") as f:
+        f.write(len(new).to_bytes(8, "little") + new + data[8 + size:])
+        f.truncate(8 + len(new) + end + gib * 2**30)
+
+
+def test_a_huge_extra_tensor_is_refused_from_the_header_before_it_is_read(tmp_path):
+    import resource
+
+    folder = caption_folder(tmp_path / "caption")
+    _add_sparse_tensor(folder / "model.safetensors", "extra.weight", 3)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="the weights do not fit the model its config.json describes "
+                                         r"\(unexpected extra.weight\)") as error:
+        load_pretrained(folder, with_vqa=False)
+    assert str(error.value).startswith(str(folder / "model.safetensors"))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: the 3 GiB never mapped in
