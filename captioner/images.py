@@ -14,6 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ImageInput = Union[str, Path, Image.Image]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 80_000_000  # larger images are refused rather than risk running out of memory
+# image formats PIL cannot read here: a folder scan reports these files instead of passing over them in silence
+UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raw", ".svg"}
 
 
 class BadImageError(ValueError):
@@ -85,7 +87,10 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
                     raise BadImageError(f"{path}: not a regular file, not an image")
                 img = Image.open(path)
             if img.width * img.height > MAX_PIXELS:
-                raise BadImageError(f"{name}: image too large ({img.width}x{img.height} pixels)")
+                raise BadImageError(f"{name}: image too large ({img.width}x{img.height} pixels, over the "
+                                    f"{MAX_PIXELS / 1e6:g}-megapixel limit)")
+            if img.width == 0 or img.height == 0:
+                raise BadImageError(f"{name}: empty image ({img.width}x{img.height} pixels)")
             if size_hint and img.format == "JPEG":
                 img.draft("RGB", (size_hint, size_hint))
             img = ImageOps.exif_transpose(img)
@@ -100,16 +105,28 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
         raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
-def expand_paths(patterns: Iterable[str]) -> list[Path]:
+def expand_paths(patterns: Iterable[str], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Files named by ``patterns``: files as given, folders' image files (sorted), and glob matches.
 
-    A pattern that matches nothing is kept as is, so the caller can report it missing.
+    A pattern that matches nothing is kept as is, so the caller can report it missing. A folder's files that look
+    like images but cannot be read (:data:`UNSUPPORTED_SUFFIXES`, broken links) are added to ``skipped`` with the
+    reason, for the caller to report. An empty pattern (an unset shell variable) is a ValueError: read as ``.``
+    it would caption the whole current folder tree.
     """
     out: list[Path] = []
     for pattern in patterns:
+        if not str(pattern).strip():
+            raise ValueError("an empty path names no image (an unset shell variable?)")
         p = Path(pattern)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()))
+            for q in sorted(p.rglob("*")):
+                suffix = q.suffix.lower()
+                if suffix in IMAGE_SUFFIXES and q.is_file():
+                    out.append(q)
+                elif skipped is not None and suffix in IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES and not q.is_dir():
+                    why = (f"{suffix} images are not supported" if suffix in UNSUPPORTED_SUFFIXES
+                           else "a broken link" if q.is_symlink() and not q.exists() else "not a regular file")
+                    skipped.append((q, why))
         elif p.exists():
             out.append(p)
         else:

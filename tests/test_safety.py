@@ -417,7 +417,8 @@ def test_interrupted_feature_extraction_leaves_no_partial_file(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("width, height, message", [
-    (10000, 9000, "image too large (10000x9000 pixels)"),  # past PIL's warning (89.5 MP), under its refusal
+    (10000, 9000, "image too large (10000x9000 pixels, over the 80-megapixel limit)"),  # past PIL's warning (89.5
+    # MP), under its refusal
     (30000, 30000, f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)"),  # past PIL's refusal
 ])
 def test_huge_images_get_the_documented_one_line_message(tmp_path, width, height, message):
@@ -613,3 +614,23 @@ def test_a_later_write_removes_the_temporary_files_of_killed_writers_only(weight
     assert code == 0 and out.read_text().startswith(IMAGE)
     assert not orphan.exists() and live.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
+def test_an_empty_image_is_refused():
+    with pytest.raises(BadImageError, match="^image: empty image \\(0x0 pixels\\)$"):
+        load_image(Image.new("RGB", (0, 0)))
+
+
+def test_a_folder_scan_reports_what_it_cannot_read_and_an_empty_path_is_refused(tmp_path):
+    from captioner.images import expand_paths
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.jpg")
+    (tmp_path / "phone.heic").write_bytes(b"ftypheic")
+    (tmp_path / "notes.txt").write_text("not an image, and not one by its name either")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    skipped = []
+    assert expand_paths([str(tmp_path)], skipped) == [tmp_path / "good.jpg"]
+    assert skipped == [(tmp_path / "gone.jpg", "a broken link"), (tmp_path / "phone.heic", ".heic images are not "
+                                                                                            "supported")]
+    with pytest.raises(ValueError, match="an empty path names no image"):
+        expand_paths([""])
