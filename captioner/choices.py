@@ -96,6 +96,8 @@ def choice_key(choice: str) -> str:
 def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list[str]:
     """``choices`` as a list if they can be scored, else ValueError (one line): at least 2 and at most
     ``max_choices`` strings, none blank or longer than ``max_choice_chars``, none given twice."""
+    if not isinstance(choices, str) and hasattr(choices, "tolist"):  # a numpy array of strings
+        choices = choices.tolist()
     if isinstance(choices, str) or not isinstance(choices, Sequence) or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"choices must be a list of strings (or one string, separated by {SEPARATOR})")
     if len(choices) < 2:

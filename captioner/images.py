@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, Path, Image.Image]
+ImageInput = Union[str, Path, Image.Image, np.ndarray]  # a file, a PIL image, or pixels (H, W[, C])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 80_000_000  # larger images are refused rather than risk running out of memory
 # image formats PIL cannot read here: a folder scan reports these files instead of passing over them in silence
@@ -71,14 +71,18 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     ``size_hint`` lets decoding skip detail that a later resize to that size would throw away (JPEG's ``draft``,
     else :func:`_shrunk`).
     """
-    name = getattr(source, "filename", None) or str(source) if not isinstance(source, Image.Image) else "image"
+    name = "image" if isinstance(source, (Image.Image, np.ndarray)) else getattr(source, "filename", None) or str(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below is stricter
             if isinstance(source, Image.Image):
                 img = source
+            elif isinstance(source, np.ndarray):
+                img = from_array(source)
             else:
                 path = Path(source)
+                if re.match(r"^[a-z][a-z0-9+.-]*://", str(source), re.IGNORECASE):
+                    raise BadImageError(f"{source}: a URL; captioner works offline, so download the image first")
                 if not path.exists():
                     raise BadImageError(f"{path}: file not found")
                 if path.is_dir():
@@ -103,6 +107,25 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
         raise BadImageError(f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def from_array(pixels: np.ndarray) -> Image.Image:
+    """Pixels ``(H, W)``, ``(H, W, 1|3|4)`` (RGB or RGBA, as PIL and OpenCV-converted-to-RGB arrays come), as a PIL
+    image: uint8 as they are, floats in [0, 1] scaled to 0-255. BadImageError for any other shape or type."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim not in (2, 3) or pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
+        raise BadImageError(f"image: pixels must be (height, width) or (height, width, 3 or 4), not {pixels.shape}")
+    if pixels.dtype.kind == "f":
+        if not np.isfinite(pixels).all():
+            raise BadImageError("image: pixels hold NaN or infinite values")
+        pixels = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        raise BadImageError(f"image: pixels must be uint8 (0-255) or floats (0-1), not {pixels.dtype}")
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise BadImageError(f"image: image too large ({pixels.shape[1]}x{pixels.shape[0]} pixels, over the "
+                            f"{MAX_PIXELS / 1e6:g}-megapixel limit)")
+    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def expand_paths(patterns: Iterable[str], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from .answers import answer_index
@@ -173,10 +174,19 @@ class Captioner(Pipeline):
             keys = [Path(image).name for image in images]
         return self.caption_features(self.preprocess(images), config, keys)
 
-    def caption(self, image: ImageInput, **decoding) -> str:
-        """The best caption of one image (path or PIL image). Keywords override decoding settings,
-        e.g. ``method="sample", temperature=0.8`` or ``beam_size=5``."""
-        return self.caption_images([image], self.decoding.override(**decoding))[0][0].text
+    def caption(self, images: ImageInput | Sequence[ImageInput], details: bool = False,
+                **decoding) -> str | list[str] | Caption | list[Caption] | list:
+        """The best caption of an image: a path, a PIL image or pixels (a numpy array ``(H, W[, C])``); for a list
+        of images (or an ``(N, H, W, C)`` array), a list of them. Keywords override decoding settings, e.g.
+        ``method="sample", temperature=0.8``, ``beam_size=5`` or ``n_best=3`` (then each image's n best, as a
+        list). ``details=True`` gives :class:`Caption` s instead of text: each word's probability, the caption's
+        confidence, and whether it is ``sure`` (see :mod:`captioner.confidence`)."""
+        config = self.decoding.override(**decoding)
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+        batch = [images] if single else list(images)
+        results = [per if details else [c.text for c in per] for per in self.caption_images(batch, config)]
+        results = results if config.n_best > 1 else [per[0] for per in results]
+        return results[0] if single else results
 
     def caption_files(self, items: Sequence[T], config: DecodeConfig | None = None, batch_size: int = 32,
                       path_of: Callable[[T], Path] = lambda item: item, progress: bool = True
@@ -190,15 +200,26 @@ class Captioner(Pipeline):
                 yield from ((item, nbest, None) for item, nbest in zip(good, self.caption_images(images, config, keys)))
 
     def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
-            choices: Sequence[str] | str | None = None) -> list[tuple[str, float]]:
+            choices: Sequence[str] | str | None = None, details: bool = False) -> list[tuple[str, float]] | list:
         """Top-k answers with probabilities for a question about the image; with ``choices`` (a list, or one
-        string separated by ``|``: :mod:`captioner.choices`), every choice with its probability, best first."""
+        string separated by ``|``: :mod:`captioner.choices`), every choice with its probability, best first.
+        ``details=True`` gives :class:`Answer` s, which also say whether each answer is ``sure``."""
         if self.vqa is None:
             raise RuntimeError("no VQA weights loaded (expected weights/vqa/)")
-        return self.vqa.ask(image, question, top_k, choices)  # the VQA model's encoder: shared, or its own
+        return self.vqa.ask(image, question, top_k, choices, details)  # the VQA model's encoder: shared, or its own
 
 
 # ---------------------------------------------------------------- answers
+
+
+@dataclass
+class Answer:
+    """An answer with its probability, and whether that clears the weights' "not sure" threshold (None: the
+    weights record none, or the answer is one of several choices)."""
+
+    text: str
+    probability: float
+    sure: bool | None
 
 
 class VQAPredictor(Pipeline):
@@ -283,14 +304,18 @@ class VQAPredictor(Pipeline):
                 for c, lp in zip(choices, log_probs)]
 
     def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
-            choices: Sequence[str] | str | None = None) -> list[tuple[str, float]]:
+            choices: Sequence[str] | str | None = None, details: bool = False) -> list[tuple[str, float]] | list:
         """Top-k answers with probabilities for one question about one image; with ``choices`` (see
-        :meth:`Captioner.ask`), every choice with its probability, best first."""
+        :meth:`Captioner.ask`), every choice with its probability, best first; ``details=True``: as
+        :class:`Answer` s (multiple choice carries no "sure": the threshold was calibrated on top answers)."""
         self.question_ids(question)  # a bad question fails before the image is encoded
         if choices is not None:
             choices = parse_choices(choices) if isinstance(choices, str) else check_choices(choices)
-            return self.choose(self.preprocess([image]), [question], [choices])[0]
-        return self.answer(self.preprocess([image]), [question], top_k)[0]
+            answers = self.choose(self.preprocess([image]), [question], [choices])[0]
+            return [Answer(a, p, None) for a, p in answers] if details else answers
+        answers = self.answer(self.preprocess([image]), [question], top_k)[0]
+        return [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)] if details \
+            else answers  # only the top answer is marked (see sure)
 
     def ask_each(self, image: ImageInput, questions: Iterable[str], top_k: int = TOP_ANSWERS,
                  choices: Sequence[str] | None = None
