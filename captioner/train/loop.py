@@ -420,8 +420,9 @@ def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig
     last = existing_checkpoint(out / "last") if resume else None
     saved = read_json(last / "config.json")["training"] if last else None
     check_run_folder(out, saved, cfg, resume, overwrite)
-    if resume and last is None and rank == 0:
-        print(f"--resume: no checkpoint under {out / 'last'}; starting from scratch")
+    if resume and last is None:
+        raise ValueError(f"--resume: no run to resume in {out} (no checkpoint under {out / 'last'} yet); "
+                         "start it without --resume")
     seed_everything(cfg.seed)
     task = task_class(cfg, last, rank, world)
     run = Run(task, out, rank, world)
