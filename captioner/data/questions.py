@@ -56,13 +56,15 @@ import argparse
 import json
 import os
 import random
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .. import lexicon
 from ..io import atomic_path, parse_json, read_text
+from ..lexicon import COLORS, INVARIANT, NUMBER_WORDS, PLURAL_ONLY, plural
+from ..vocab import tokenize_words
 from .datasets import DatasetSpec, ImageCaptions, load_caption_dataset
 
 KINDS = ("object", "number", "color", "location", "yes/no")
@@ -160,11 +162,7 @@ lake river harbor dock pier marina: boat person bird
 he she his her him they their them someone somebody wearing holding throwing swinging: person
 skiing surfing skateboarding snowboarding park field crowd team match race stadium market: person
 """
-COLORS = {"red": "red", "blue": "blue", "green": "green", "yellow": "yellow", "white": "white", "black": "black",
-          "brown": "brown", "orange": "orange", "pink": "pink", "purple": "purple", "gray": "gray", "grey": "gray",
-          "silver": "silver", "gold": "gold", "tan": "tan", "beige": "beige", "navy": "blue"}
-NUMBERS = {w: i for i, w in enumerate("two three four five six seven eight nine ten".split(), 2)} | {
-    str(i): i for i in range(2, 11)}
+NUMBERS = NUMBER_WORDS | {str(i): i for i in range(2, 11)}  # as words and as digits
 WHERE = ("on", "in", "at", "inside", "into", "onto", "through", "across", "along", "down", "atop")
 WHAT = ("in front of", "next to", "near", "beside", "by", "under", "underneath", "beneath", "behind", "over")
 VERBS = """sit stand lie lay rest sleep wait pose play walk run swim ride ski surf skate skateboard snowboard jump float
@@ -177,8 +175,8 @@ STATIC = frozenset("sitting standing lying laying resting sleeping waiting posin
                    .split())
 PARTICIPLES = frozenset("parked perched seated displayed stacked placed docked stopped".split())
 DOUBLED = frozenset("sit run swim dig hug pet cut hit jog grab drag stop skip shop".split())  # sit -> sitting
-DETERMINERS = frozenset("a an the this that these those some several many his her their its my our your each every "
-                        "both few another".split()) | NUMBERS.keys()
+DETERMINERS = lexicon.DETERMINERS | frozenset("some several many his her their its my our your each every both few "
+                                              "another".split()) | NUMBERS.keys()
 QUANTIFIERS = frozenset("group herd flock bunch couple pair crowd lot lots number team pack line row set pile stack "
                         "variety slice piece bite chunk family ball balls groups herds flocks slices pieces".split())
 FUNCTION = frozenset("of with without on in at near under beside by next to front into onto through across along down "
@@ -194,31 +192,9 @@ ING_NOUNS = frozenset("building ceiling clothing painting railing awning siding 
                       "lightning landing crossing parking opening bedding dressing pudding filling".split())
 COMPOUND_ED = frozenset("covered filled topped lined capped".split())  # "a snow covered hill"
 ADJ_ED = frozenset("haired eyed colored coloured striped spotted shaped sized legged faced headed".split())
-PLURAL_ONLY = frozenset("skis scissors glasses sunglasses pants jeans shorts goggles trousers tracks stairs people "
-                        "cattle boots headphones clothes woods".split())
-INVARIANT = frozenset("sheep fish deer".split())
-IRREGULAR = {"man": "men", "woman": "women", "child": "children", "person": "people", "gentleman": "gentlemen",
-             "policeman": "policemen", "knife": "knives", "shelf": "shelves", "mouse": "mice", "goose": "geese",
-             "calf": "calves", "bus": "buses", "foot": "feet", "tooth": "teeth"}
 PREFIXES = [p.split() for p in ("there is", "there are", "this is", "here is", "a picture of", "a photo of",
                                 "an image of", "a close up of", "close up of", "a closeup of", "a photograph of",
                                 "a view of", "picture of", "photo of", "image of")]
-
-
-def plural(word: str) -> str:
-    """The plural of a noun (of its last word): "hot dog" -> "hot dogs", "bus" -> "buses", "man" -> "men"."""
-    *head, last = word.split(" ")
-    if last in PLURAL_ONLY or last in INVARIANT or last in ("broccoli", "luggage"):
-        many = last
-    elif last in IRREGULAR:
-        many = IRREGULAR[last]
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        many = last + "es"
-    elif last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
-        many = last[:-1] + "ies"
-    else:
-        many = last + "s"
-    return " ".join([*head, many])
 
 
 def _ing(verb: str) -> str:
@@ -293,14 +269,7 @@ class Lexicon:
 
 # ---------------------------------------------------------------- reading one caption
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'[a-z]+|[,.;:!?]")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase words, "'s" and punctuation marks (which end noun phrases) as tokens."""
-    return _TOKEN.findall(text.lower())
-
-
+MARKS = ",.;:!?"  # punctuation kept as tokens: it ends noun phrases
 @dataclass(frozen=True)
 class Mention:
     """A noun phrase: tokens ``start:end`` (determiners and modifiers first, then the noun at ``head``)."""
@@ -468,7 +437,7 @@ def _subject_questions(tokens: list[str], mentions: list[Mention], lex: Lexicon)
 
 def caption_questions(caption: str, lex: Lexicon) -> tuple[list[Mention], list[Candidate]]:
     """A caption's noun phrases and every question it answers on its own."""
-    tokens = tokenize(caption)
+    tokens = tokenize_words(caption, MARKS)
     mentions = find_mentions(tokens, lex)
     out = _subject_questions(tokens, mentions, lex)
     for m in mentions:
@@ -540,7 +509,7 @@ def _is_there(category: str) -> str:
 def image_questions(image: tuple, lex: Lexicon, rng: random.Random) -> list[GeneratedQuestion]:
     """Every question an image's captions agree on (rules 2-6 of the module docstring), then the POPE ones."""
     image_id, path, captions = image
-    tokens = [tokenize(c) for c in captions]
+    tokens = [tokenize_words(c, MARKS) for c in captions]
     parsed = [caption_questions(c, lex) for c in captions]
     mentions = [m for m, _ in parsed]
     colors, counts, several = defaultdict(set), defaultdict(set), set()
