@@ -71,6 +71,15 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
 
 
+QUOTED_CHARS = 40  # how much of a value a one-line message quotes
+
+
+def shorten(text: str) -> str:
+    """The first :data:`QUOTED_CHARS` characters of ``text``: how much of a value (a name, a line, a JSON value) a
+    one-line message quotes, so that a long one cannot flood it."""
+    return text[:QUOTED_CHARS]
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message in one line: its first line, and the next one when the first only introduces it
     ("Error(s) in loading state_dict for X:"); a ``KeyError`` as the key that is missing."""

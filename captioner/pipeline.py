@@ -37,7 +37,7 @@ from .metrics.vqa import answer_index
 from .precision import Precision, resolve_precision
 from .pretrained import CELL_ENTRIES, Loaded, Weights, load_pretrained, load_vqa
 from .progress import progress_bar
-from .vocab import Vocabulary, detokenize, pad_ids, tokenize
+from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number
@@ -283,7 +283,7 @@ class VQAPredictor(Pipeline):
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
-        words = tokenize(question)
+        words = tokenize_words(question)
         if not words:
             raise ValueError("the question is empty (it has no words)")
         if len(words) > self.vocab.max_length:
@@ -292,7 +292,7 @@ class VQAPredictor(Pipeline):
 
     def unknown_words(self, question: str) -> list[str]:
         """Words of ``question`` outside the vocabulary; the model reads them as ``<unk>``."""
-        return [w for w in tokenize(question) if w not in self.vocab.index]
+        return [w for w in tokenize_words(question) if w not in self.vocab.index]
 
     @torch.inference_mode()
     def forward(self, features: torch.Tensor, questions: Sequence[str], log: bool = False) -> torch.Tensor:

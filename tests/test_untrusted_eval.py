@@ -12,12 +12,12 @@ import pytest
 from conftest import EXAMPLE_IMAGE
 from PIL import Image
 
-from captioner import checkpoint, images
+from captioner import images, io
 from captioner.cli.files import read_references, read_results
 from captioner.cli.main import main
 from captioner.images import BadImageError, load_image
 from captioner.io import MAX_JSON_DEPTH, parse_json, read_json
-from captioner.metrics.captions import MAX_WORDS, check_coverage, cut, evaluate_captions
+from captioner.metrics.captions import MAX_SCORED_WORDS, check_coverage, cut, evaluate_captions
 
 DEEP = "[" * 100_000 + "]" * 100_000  # a RecursionError traceback in json.loads
 
@@ -43,7 +43,7 @@ def test_json_depth_and_size_are_limited_with_the_file_named(tmp_path, monkeypat
         parse_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
     with pytest.raises(ValueError, match="nested more than"):
         parse_json('{"a": ' * 100 + "1" + "}" * 100)
-    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", 4)
+    monkeypatch.setattr(io, "MAX_FILE_BYTES", 4)
     (tmp_path / "big.json").write_text('["a", "b"]')
     with pytest.raises(ValueError, match=f"^{tmp_path / 'big.json'}: 0 MiB, over the 0 MiB limit"):
         read_json(tmp_path / "big.json")
@@ -131,12 +131,12 @@ def test_deep_annotations_and_bad_tokens_files_are_one_line_errors_naming_the_fi
 
 def test_captions_over_200_words_are_cut_with_one_warning():
     assert cut("a  dog\nruns") == "a  dog\nruns"  # short captions are scored as they are
-    assert cut(" ".join(["dog"] * 10_000)) == " ".join(["dog"] * MAX_WORDS)
+    assert cut(" ".join(["dog"] * 10_000)) == " ".join(["dog"] * MAX_SCORED_WORDS)
     long = {f"{i}.jpg": " ".join(["a dog runs on the grass"] * 2_000) for i in range(8)}  # 10,000 words each
     references = {i: ["a dog runs on the grass", " ".join(["a cat"] * 5_000)] for i in long}
     warnings = [w for w in check_coverage(long, references) if "words" in w]
-    assert warnings == [f"8 image(s) have captions of over {MAX_WORDS} words (first: '0.jpg'); "
-                        f"scoring their first {MAX_WORDS} words"]
+    assert warnings == [f"8 image(s) have captions of over {MAX_SCORED_WORDS} words (first: '0.jpg'); "
+                        f"scoring their first {MAX_SCORED_WORDS} words"]
     metrics = ["Bleu", "ROUGE_L", "CIDEr"]  # METEOR (Java) reads the same cut captions; it alone takes seconds
     scores = evaluate_captions(long, references, metrics, tokenizer="python")
     cut_scores = evaluate_captions({i: cut(c) for i, c in long.items()},

@@ -42,7 +42,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
-from ..chat import LIMITS as CHAT_LIMITS
+from ..chat import CHAT_LIMITS
 from ..chat import read_turn
 from ..choices import SEPARATOR, parse_choices
 from ..confidence import marked

@@ -16,10 +16,10 @@ from typing import Iterator, Mapping, Sequence, TextIO
 from ..confidence import marked
 from ..data.datasets import read_flickr8k_tokens, read_split_list
 from ..images import image_id_from_filename
-from ..io import atomic_path, one_line, parse_json, read_json, read_text
+from ..io import atomic_path, one_line, parse_json, read_json, read_text, shorten
 from ..metrics.captions import CaptionScores
 
-CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
+OUTPUT_FORMATS = ("text", "jsonl", "csv", "coco")
 PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row
 CHOICES_COLUMN = "choices"  # an optional `ask --batch` column: the row's candidates (see captioner.choices)
 
@@ -83,7 +83,7 @@ def output(path: str | None) -> Iterator[TextIO]:
 
 
 class CaptionWriter:
-    """Captions in one of :data:`CAPTION_FORMATS`: ``text`` (``file<TAB>caption``; with ``n_best`` > 1, a header
+    """Captions in one of :data:`OUTPUT_FORMATS`: ``text`` (``file<TAB>caption``; with ``n_best`` > 1, a header
     line, then ``file<TAB>rank<TAB>score<TAB>log_prob<TAB>caption`` per caption), ``jsonl`` and ``csv`` (a record
     per image, or per caption), and ``coco`` (a results JSON list, written by :meth:`close`). ``score`` is what beam
     search ranked by (the log-prob divided by length ** length_penalty); ``sampled`` captions are in the order
@@ -93,8 +93,8 @@ class CaptionWriter:
     false, or null/blank for weights without a threshold: :mod:`captioner.confidence`)."""
 
     def __init__(self, out: TextIO, fmt: str = "text", n_best: int = 1, sampled: bool = False):
-        if fmt not in CAPTION_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(CAPTION_FORMATS)}, not {fmt!r}")
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
         self.out, self.fmt, self.n_best, self.coco = out, fmt, n_best, []
         self.csv = csv.writer(out) if fmt == "csv" else None
         if self.csv:
@@ -190,7 +190,7 @@ def read_question_rows(path: str | Path) -> QuestionTable:
     columns = table[0] if table else []
     repeated = [name for name, n in Counter(columns).items() if n > 1]
     if repeated:
-        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(c[:40]) for c in repeated)} more than "
+        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(shorten(c)) for c in repeated)} more than "
                          "once; give each column its own name")
     missing = [c for c in ("image_id", "question") if c not in columns]
     if missing:
@@ -224,15 +224,15 @@ class AnswerWriter:
 
 # ---------------------------------------------------------------- eval
 
-def _shown(value) -> str:
+def _quoted_json(value) -> str:
     """A JSON value as an error message quotes it: its first 40 characters."""
-    return json.dumps(value)[:40]
+    return shorten(json.dumps(value))
 
 
 def _an_id(value, where: str, field: str = "image_id"):
     """``value`` if it can be an id (a number or a string), else ValueError naming ``where`` and ``field``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{where}: {field} must be a number or a string, not {_shown(value)}")
+        raise ValueError(f"{where}: {field} must be a number or a string, not {_quoted_json(value)}")
     return value
 
 
@@ -247,10 +247,10 @@ def _records(path: Path, data, key: str | None = None) -> list:
         data = data[key]
     where = f"{path}: {key}" if key else f"{path}"
     if not isinstance(data, list):
-        raise ValueError(f"{where}: expected a list of records, not {_shown(data)}")
+        raise ValueError(f"{where}: expected a list of records, not {_quoted_json(data)}")
     bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
     if bad is not None:
-        raise ValueError(f"{where}: item {bad + 1} is not a JSON object but {_shown(data[bad])}")
+        raise ValueError(f"{where}: item {bad + 1} is not a JSON object but {_quoted_json(data[bad])}")
     return data
 
 
@@ -282,7 +282,7 @@ def read_results(path: str | Path) -> dict:
             raise ValueError(f"{where}: expected records with 'image_id' and 'caption' (missing {missing[0]!r})")
         image_id, caption = _an_id(r["image_id"], where), r["caption"]
         if not isinstance(caption, str):
-            raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, not {_shown(caption)}")
+            raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, not {_quoted_json(caption)}")
         if image_id in results:
             raise ValueError(f"{where}: image {image_id!r} has more than one caption; keep one per image")
         results[image_id] = caption
@@ -312,7 +312,7 @@ def read_coco_references(path: str | Path) -> dict:
             raise ValueError(f"{where}: missing {missing[0]!r}")
         image_id, caption = _an_id(ann["image_id"], where), ann["caption"]
         if not isinstance(caption, str):
-            raise ValueError(f"{where}: caption must be a string, not {_shown(caption)}")
+            raise ValueError(f"{where}: caption must be a string, not {_quoted_json(caption)}")
         if "id" in ann:
             annotation_id = _an_id(ann["id"], where, "id")
             if annotation_id in seen_ids:

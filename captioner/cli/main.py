@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .. import __version__
-from ..choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
+from ..choices import CHOICE_LIMITS, ESCAPE, SEPARATOR, parse_choices
 from ..confidence import marked
 from ..data.datasets import load_caption_dataset
 from ..decoding import DecodeConfig
@@ -286,7 +286,7 @@ def _add_ask(sub) -> None:
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.add_argument("--choices", metavar="'A|B|...'", help=(
         f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
-        f"{ESCAPE * 2} a backslash), 2 to {LIMITS.max_choices} of them, all printed; answers outside the model's "
+        f"{ESCAPE * 2} a backslash), 2 to {CHOICE_LIMITS.max_choices} of them, all printed; answers outside the model's "
         "answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the model's own "
         "answers)"))
     p.add_argument("--top-k", type=number(int, low=1, high=1_000_000), default=TOP_ANSWERS,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from ..images import IMAGE_SUFFIXES, image_id_from_filename
-from ..io import one_line, parse_json, read_json, read_text
+from ..io import one_line, parse_json, read_json, read_text, shorten
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def read_flickr8k_tokens(token_file: str | Path) -> dict[str, list[str]]:
         if not line.strip():
             continue
         if "\t" not in line:
-            raise ValueError(f"{token_file}: line {n}: expected IMAGE#N<TAB>caption, not {line[:40]!r}")
+            raise ValueError(f"{token_file}: line {n}: expected IMAGE#N<TAB>caption, not {shorten(line)!r}")
         key, caption = line.split("\t", 1)
         refs[key.split("#")[0]].append(caption.strip())
     if not refs:
@@ -114,7 +114,7 @@ def load_caption_dataset(name: str, root: str | Path | None, split: str,
                          annotations: str | Path | None = None) -> list[ImageCaptions]:
     """Pick a loader by dataset name: ``flickr8k``, ``coco``, ``karpathy`` or ``imagefolder``."""
     if name not in CAPTION_DATASETS:
-        raise ValueError(f"unknown dataset {name[:40]!r} (choose {', '.join(CAPTION_DATASETS)})")
+        raise ValueError(f"unknown dataset {shorten(name)!r} (choose {', '.join(CAPTION_DATASETS)})")
     if root is None:
         raise ValueError(f"{name} needs a dataset folder ({name}:FOLDER)")
     if name == "imagefolder":
@@ -181,7 +181,7 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> list[tuple[str, dict[s
             header, n = [name.strip() for name in next(reader, [])], 1
             twice = [name for name, count in Counter(header).items() if count > 1]
             if twice:
-                raise ValueError(f"{path}: column {twice[0][:40]!r} appears more than once")
+                raise ValueError(f"{path}: column {shorten(twice[0])!r} appears more than once")
             missing = [name for name in required if name not in header]
             if missing:
                 raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(required)})")
@@ -203,7 +203,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     record = dict(pairs)
     if len(record) < len(pairs):
         twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
-        raise ValueError(f"key {twice[:40]!r} appears more than once")
+        raise ValueError(f"key {shorten(twice)!r} appears more than once")
     return record
 
 
@@ -273,7 +273,7 @@ def load_daquar(root: str | Path, split: str = "train") -> list[VQAExample]:
     for i, (where, row) in enumerate(read_csv_rows(qa_file, ("question", "answer", "image_id"))):
         image_id = row["image_id"].strip()
         if image_id not in images:
-            raise FileNotFoundError(f"{qa_file}: {where}: no image {image_id[:40]!r} in {root / 'images'}")
+            raise FileNotFoundError(f"{qa_file}: {where}: no image {shorten(image_id)!r} in {root / 'images'}")
         out.append(VQAExample(i, row["question"].strip(), image_id, images[image_id], [daquar_answer(row["answer"])]))
     return out
 
@@ -383,7 +383,7 @@ def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: 
         questions = questions or root / f"v2_OpenEnded_mscoco_{split}2014_questions.json"
         annotations = annotations or root / f"v2_mscoco_{split}2014_annotations.json"
         return load_vqa_v2(questions, annotations, root / f"{split}2014")
-    raise ValueError(f"unknown VQA dataset {name[:40]!r} (choose {', '.join(VQA_DATASETS)})")
+    raise ValueError(f"unknown VQA dataset {shorten(name)!r} (choose {', '.join(VQA_DATASETS)})")
 
 
 def held_out_images(image_ids: Iterable[int | str], val_fraction: float, seed: int = 0) -> set[str]:
@@ -420,7 +420,7 @@ def imagefolder_split(split: str, where: str = "") -> str:
     """Our name for a split (Hugging Face's ``validation`` is ``dev``); ValueError, after ``where``, for an
     unknown one."""
     if split.strip().lower() not in SPLIT_NAMES:
-        raise ValueError(f"{where}split must be one of {', '.join(SPLIT_NAMES)}, not {split[:40]!r}")
+        raise ValueError(f"{where}split must be one of {', '.join(SPLIT_NAMES)}, not {shorten(split)!r}")
     return SPLIT_NAMES[split.strip().lower()]
 
 
@@ -466,12 +466,12 @@ def _image_file(root: Path, path: Path, where: str, record: dict[str, Any]) -> t
     name = _text(path, where, record, "file_name")
     relative = PurePosixPath(name.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts:
-        raise ValueError(f"{path}: {where}: file_name {name[:40]!r} is outside {root} (give it relative to there)")
+        raise ValueError(f"{path}: {where}: file_name {shorten(name)!r} is outside {root} (give it relative to there)")
     if relative.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: {where}: file_name {name[:40]!r} is not an image file name "
+        raise ValueError(f"{path}: {where}: file_name {shorten(name)!r} is not an image file name "
                          f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     if not (root / relative).is_file():
-        raise FileNotFoundError(f"{path}: {where}: no image {name[:40]!r} in {root}")
+        raise FileNotFoundError(f"{path}: {where}: no image {shorten(name)!r} in {root}")
     return relative.as_posix(), root / relative
 
 

@@ -18,6 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..lexicon import AUXILIARIES
+from ..vocab import tokenize_words
+
 _NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 _ARTICLES = {"a", "an", "the"}
@@ -114,8 +117,6 @@ def question_score(prediction: str, answers: Sequence[str], metric: str = "auto"
 
 
 QUESTION_TYPES = ("yes/no", "number", "color", "other")
-_AUXILIARIES = frozenset("is are was were am do does did can could will would should shall has have had may might "
-                         "must".split())
 
 
 def question_type(question: str) -> str:
@@ -123,8 +124,8 @@ def question_type(question: str) -> str:
     verb ("is there a dog?", "does the man ..."), "number" when it opens with "how many", "color" when it names
     colour ("what color is the bus?"), else "other". Read from the question alone, so that every dataset can be
     broken down alike (VQA v2's own answer types come from the answers, which other sets lack)."""
-    words = re.findall(r"[a-z]+", question.lower())
-    if words[:1] and words[0] in _AUXILIARIES:
+    words = tokenize_words(question)
+    if words[:1] and words[0] in AUXILIARIES:
         return "yes/no"
     if words[:2] == ["how", "many"]:
         return "number"
