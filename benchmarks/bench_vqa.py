@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
-from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
+from captioner.data.datasets import load_vqa_dataset
+from captioner.data.vqa import VQAExample, load_easy_vqa
 from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights

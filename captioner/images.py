@@ -6,7 +6,7 @@ import glob
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Hashable, Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -118,13 +118,18 @@ def expand_paths(patterns: Iterable[str]) -> list[Path]:
     return out
 
 
-def images_by_stem(folder: str | Path) -> dict[str, list[Path]]:
-    """The image files of ``folder`` (not its subfolders) by name without extension, sorted; a name can have
-    several (``1.jpg``, ``1.png``), which callers that look images up by name must refuse."""
-    found: dict[str, list[Path]] = {}
+def images_by_stem(folder: str | Path, key: Callable[[Path], Hashable] = lambda path: path.stem) -> dict:
+    """The image files of ``folder`` (not its subfolders) by name without extension, or by ``key(file)`` (COCO's
+    id: :func:`image_id_from_filename`), in name order. Two files of one name (``1.jpg`` and ``1.png``) are
+    refused with a one-line ValueError naming both: a look-up by name could not say which one is meant."""
+    found: dict = {}
     for path in sorted(Path(folder).iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.setdefault(path.stem, []).append(path)
+            name = key(path)
+            if name in found:
+                raise ValueError(f"{folder}: {found[name].name} and {path.name} are both image {name!r}; rename or "
+                                 "remove one")
+            found[name] = path
     return found
 
 

@@ -373,13 +373,11 @@ class VQAPredictor(Pipeline):
                 yield given, *done.pop(given)
                 given += 1
 
-        known = [image_id for image_id in by_image if len(files.get(image_id, [])) == 1]
+        known = [image_id for image_id in by_image if image_id in files]
         for image_id in by_image.keys() - set(known):
-            reason = (f"no image named {image_id!r} in {folder}" if image_id not in files else
-                      f"more than one image named {image_id!r} in {folder}")
-            done.update((i, (None, reason)) for i in by_image[image_id])
+            done.update((i, (None, f"no image named {image_id!r} in {folder}")) for i in by_image[image_id])
         yield from ready()
-        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id][0],
+        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id],
                                                progress, desc="answering"):
             for image_id, reason in bad:
                 done.update((i, (None, reason)) for i in by_image[image_id])

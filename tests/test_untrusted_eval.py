@@ -17,7 +17,12 @@ from captioner.cli.files import read_references, read_results
 from captioner.cli.main import main
 from captioner.images import BadImageError, load_image
 from captioner.io import MAX_JSON_DEPTH, parse_json, read_json
-from captioner.metrics.captions import MAX_SCORED_WORDS, check_coverage, cut, evaluate_captions
+from captioner.metrics.captions import (
+    MAX_SCORED_WORDS,
+    check_coverage,
+    cut,
+    evaluate_captions,
+)
 
 DEEP = "[" * 100_000 + "]" * 100_000  # a RecursionError traceback in json.loads
 

@@ -469,7 +469,8 @@ class GeneratedQuestion:
 
     def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "question": self.question, "answers": self.answers, "source": "generated",
-                "kind": self.kind, "file_name": os.path.abspath(self.path), "caption": self.caption}  # absolute: read from anywhere
+                "kind": self.kind, "file_name": os.path.abspath(self.path),  # absolute: read from anywhere
+                "caption": self.caption}
 
 
 def _count_ok(noun: Noun, count: int, mentions: list[list[Mention]]) -> bool:

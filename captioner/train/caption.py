@@ -23,12 +23,8 @@ from ..checkpoint import (
     save_checkpoint,
     split_encoder_weights,
 )
-from ..data.datasets import (
-    CAPTION_DATASETS,
-    DatasetSpec,
-    ImageCaptions,
-    load_caption_dataset,
-)
+from ..data.captions import ImageCaptions
+from ..data.datasets import CAPTION_DATASETS, DatasetSpec, load_caption_dataset
 from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
 from ..decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from ..encoder import ENCODERS, ImageEncoder, build_encoder

@@ -29,11 +29,10 @@ from ..data.datasets import (
     TRAIN_ONLY,
     VQA_DATASETS,
     DatasetSpec,
-    VQAExample,
     load_vqa_dataset,
-    split_by_image,
     vqa_split_exists,
 )
+from ..data.vqa import VQAExample, split_by_image
 from ..encoder import ENCODERS, build_encoder
 from ..features import batched, cached_features
 from ..io import read_json, write_json
