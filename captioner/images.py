@@ -97,7 +97,8 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     except Image.DecompressionBombError:  # PIL refuses to open it at all, so its size is unknown here
         raise BadImageError(f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadImageError(f"{name}: cannot read image ({why})") from None
 
 
 def expand_paths(patterns: Iterable[str]) -> list[Path]:

@@ -18,7 +18,8 @@ MAX_SCORED_WORDS = 200  # longer captions are cut: METEOR (Java) takes minutes o
 
 
 def cut(caption: str) -> str:
-    """``caption`` cut to its first :data:`MAX_SCORED_WORDS` words (split at white space); unchanged when it is shorter."""
+    """``caption`` cut to its first :data:`MAX_SCORED_WORDS` words (split at white space); unchanged when it is
+    shorter."""
     words = caption.split(maxsplit=MAX_SCORED_WORDS)
     return caption if len(words) <= MAX_SCORED_WORDS else " ".join(words[:MAX_SCORED_WORDS])
 

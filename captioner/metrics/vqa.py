@@ -151,10 +151,12 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
         by_metric: dict = {}
         for q, s in score.items():
             by_metric.setdefault(question_metric(answers[q]), []).append(s)
-        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)} for m, v in sorted(by_metric.items())}
+        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)}
+                               for m, v in sorted(by_metric.items())}
     if answer_types:
         groups: dict = {}
         for q, s in score.items():
             groups.setdefault(answer_types.get(q, "unknown"), []).append(s)
-        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)} for t, v in sorted(groups.items())}
+        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)}
+                              for t, v in sorted(groups.items())}
     return report
