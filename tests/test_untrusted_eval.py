@@ -94,7 +94,8 @@ def test_coco_annotations_are_read_as_pycocotools_reads_them(tmp_path):
 @pytest.mark.parametrize("data, says", [
     ([{"image_id": 1, "caption": "a"}], "expected a JSON object with 'images' and 'annotations'"),  # an assertion
     ({"annotations": []}, "missing 'images'"),
-    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]), "annotations item 1: caption must be a string, not 5"),
+    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]),
+     "annotations item 1: the caption of image 1 must be a string, not 5"),
     (_coco(annotations=[{"id": 1, "image_id": [1], "caption": "a"}]), "annotations item 1: image_id must be a number"),
     (_coco(annotations=[{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 2, "caption": "b"}]),
      "annotations item 2: annotation id 1 appears twice"),

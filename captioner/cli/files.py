@@ -13,22 +13,9 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence, TextIO
 
 from ..confidence import marked
-from ..data.captions import (
-    json_id,
-    json_records,
-    quoted_json,
-    read_coco_captions,
-    read_flickr8k_tokens,
-    read_split_list,
-)
+from ..data.captions import image_caption, json_records, read_coco_captions, read_flickr8k_tokens, read_split_list
 from ..images import image_id_from_filename
-from ..io import (
-    atomic_path,
-    one_line,
-    parse_json,
-    read_csv_rows,
-    read_text,
-)
+from ..io import atomic_path, one_line, parse_json, read_csv_rows, read_text
 from ..metrics.captions import CaptionScores
 
 OUTPUT_FORMATS = ("text", "jsonl", "csv", "coco")
@@ -236,13 +223,7 @@ def read_results(path: str | Path) -> dict:
     results: dict = {}
     for i, r in enumerate(json_records(path, records), 1):
         where = f"{path}: record {i}"
-        missing = [k for k in ("image_id", "caption") if k not in r]
-        if missing:
-            raise ValueError(f"{where}: expected records with 'image_id' and 'caption' (missing {missing[0]!r})")
-        image_id, caption = json_id(r["image_id"], where), r["caption"]
-        if not isinstance(caption, str):
-            raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, "
-                             f"not {quoted_json(caption)}")
+        image_id, caption = image_caption(r, where)
         if image_id in results:
             raise ValueError(f"{where}: image {image_id!r} has more than one caption; keep one per image")
         results[image_id] = caption

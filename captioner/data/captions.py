@@ -85,6 +85,18 @@ def json_id(value: Any, where: str, field: str = "image_id") -> int | str:
     return value
 
 
+def image_caption(record: dict, where: str) -> tuple[int | str, str]:
+    """A record's ``image_id`` and ``caption`` (a COCO annotation, or a result to score), or ValueError naming
+    ``where`` when either is missing or ill-typed."""
+    missing = [k for k in ("image_id", "caption") if k not in record]
+    if missing:
+        raise ValueError(f"{where}: expected records with 'image_id' and 'caption' (missing {missing[0]!r})")
+    image_id, caption = json_id(record["image_id"], where), record["caption"]
+    if not isinstance(caption, str):
+        raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, not {quoted_json(caption)}")
+    return image_id, caption
+
+
 def _coco_images(path: Path, data: Any, image_dir: Path | None) -> dict[int | str, ImageCaptions]:
     """The ``images`` of a COCO captions JSON by id, in file order, without their captions yet."""
     images: dict[int | str, ImageCaptions] = {}
@@ -114,12 +126,7 @@ def read_coco_captions(path: str | Path, image_dir: str | Path | None = None) ->
     seen_ids = set()
     for i, ann in enumerate(json_records(path, data, "annotations"), 1):
         where = f"{path}: annotations item {i}"
-        missing = [k for k in ("image_id", "caption") if k not in ann]
-        if missing:
-            raise ValueError(f"{where}: missing {missing[0]!r}")
-        image_id, caption = json_id(ann["image_id"], where), ann["caption"]
-        if not isinstance(caption, str):
-            raise ValueError(f"{where}: caption must be a string, not {quoted_json(caption)}")
+        image_id, caption = image_caption(ann, where)
         if "id" in ann:
             annotation_id = json_id(ann["id"], where, "id")
             if annotation_id in seen_ids:
