@@ -287,8 +287,8 @@ def _add_ask(sub) -> None:
     p.add_argument("--choices", metavar="'A|B|...'", help=(
         f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
         f"{ESCAPE * 2} a backslash), 2 to {CHOICE_LIMITS.max_choices} of them, all printed; answers outside the "
-        "model's answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the model's own "
-        "answers)"))
+        "model's answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the "
+        "model's own answers)"))
     p.add_argument("--top-k", type=number(int, low=1, high=1_000_000), default=TOP_ANSWERS,
                    help=f"answers to print per question (default: {TOP_ANSWERS})")
     _add_model_options(p, WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
