@@ -41,12 +41,13 @@ import torch
 
 from captioner.answers import normalize_answer
 from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
-from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
+from captioner.data.datasets import load_vqa_dataset
+from captioner.data.vqa import VQAExample, load_easy_vqa
 from captioner.metrics.vqa import question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights
 from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
-from captioner.vocab import tokenize
+from captioner.vocab import tokenize_words
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 CHOICES_TARGET = 0.75  # 4-way multiple choice on COCO dev
@@ -57,9 +58,9 @@ def question_prior(train: list[VQAExample], val: list[VQAExample]) -> float:
     by_start, overall = defaultdict(Counter), Counter()
     for e in train:
         answers = Counter(normalize_answer(a) for a in e.answers)
-        by_start[" ".join(tokenize(e.question)[:2])].update(answers)
+        by_start[" ".join(tokenize_words(e.question)[:2])].update(answers)
         overall.update(answers)
-    guess = lambda q: (by_start.get(" ".join(tokenize(q)[:2])) or overall).most_common(1)[0][0]
+    guess = lambda q: (by_start.get(" ".join(tokenize_words(q)[:2])) or overall).most_common(1)[0][0]
     return vqa_report({e.question_id: guess(e.question) for e in val}, {e.question_id: e.answers for e in val})["accuracy"]
 
 
@@ -139,12 +140,12 @@ def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
     right = [Counter(normalize_answer(a) for a in e.answers).most_common(1)[0][0] for e in examples]
     groups = defaultdict(set)
     for e, answer in zip(examples, right):
-        groups[" ".join(tokenize(e.question)[:2])].add(answer)
+        groups[" ".join(tokenize_words(e.question)[:2])].add(answer)
     rng, everything = random.Random(seed), set(right)
     items = []
     for e, answer in zip(examples, right):
         given = {normalize_answer(a) for a in e.answers}
-        pool = sorted(groups[" ".join(tokenize(e.question)[:2])] - given)
+        pool = sorted(groups[" ".join(tokenize_words(e.question)[:2])] - given)
         if len(pool) < 3:
             pool += sorted(everything - given - set(pool))
         items.append([answer, *rng.sample(pool, 3)])
@@ -154,7 +155,7 @@ def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
 def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tensor]:
     """The rule's inputs ``(4, 4)`` of each 4-way item of a COCO split, the right candidate first."""
     model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
-    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize(e.question)) <= model.vocab.max_length]
+    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize_words(e.question)) <= model.vocab.max_length]
     by_image = defaultdict(list)
     for e, candidates in zip(examples, four_way(examples)):
         by_image[e.path].append((e, candidates))

@@ -32,7 +32,7 @@ import torch
 from .answers import normalize_answer
 from .decoding import DecodeConfig, decode
 from .settings import check, setting
-from .vocab import Vocabulary, pad_ids, tokenize
+from .vocab import Vocabulary, pad_ids, tokenize_words
 
 SEPARATOR, ESCAPE = "|", "\\"
 SHOWN = 40  # characters of a candidate that an error message quotes, at most
@@ -49,7 +49,7 @@ class ChoiceLimits:
         check(self)
 
 
-LIMITS = ChoiceLimits()
+CHOICE_LIMITS = ChoiceLimits()
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ChoiceWeights:
 SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
 
 
-def parse_choices(text: str, limits: ChoiceLimits = LIMITS) -> list[str]:
+def parse_choices(text: str, limits: ChoiceLimits = CHOICE_LIMITS) -> list[str]:
     """The candidates of a choices string (``|`` between them, ``\\`` escaping ``|`` or itself), each stripped,
     checked by :func:`check_choices`; ValueError (one line) when they cannot be used."""
     if len(text) > limits.max_choices * (limits.max_choice_chars + 2):  # past any acceptable string: do not split it
@@ -90,10 +90,10 @@ def parse_choices(text: str, limits: ChoiceLimits = LIMITS) -> list[str]:
 
 def choice_key(choice: str) -> str:
     """A candidate as answers are compared (``normalize_answer``; its words when that leaves nothing, as for "a")."""
-    return normalize_answer(choice) or " ".join(tokenize(choice))
+    return normalize_answer(choice) or " ".join(tokenize_words(choice))
 
 
-def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list[str]:
+def check_choices(choices: Sequence[str], limits: ChoiceLimits = CHOICE_LIMITS) -> list[str]:
     """``choices`` as a list if they can be scored, else ValueError (one line): at least 2 and at most
     ``max_choices`` strings, none blank or longer than ``max_choice_chars``, none given twice."""
     if not isinstance(choices, str) and hasattr(choices, "tolist"):  # a numpy array of strings
@@ -107,7 +107,7 @@ def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list
         raise ValueError(f"give at most {limits.max_choices} choices, not {len(choices)}")
     seen: dict[str, int] = {}
     for n, choice in enumerate(choices, 1):
-        if not tokenize(choice):
+        if not tokenize_words(choice):
             raise ValueError(f"choice {n} of {len(choices)} is blank (it has no words)")
         if len(choice) > limits.max_choice_chars:
             raise ValueError(f"choice {n} is too long ({len(choice)} characters; at most {limits.max_choice_chars})")
@@ -137,7 +137,7 @@ def choice_features(choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapp
     index = answer_index.get(choice_key(choice))
     if index is not None:
         return float(vqa_log_probs[index]), 0.0, 0.0, 0.0
-    tokens = tokenize(choice_key(choice))  # articles dropped: "a" is in every caption
+    tokens = tokenize_words(choice_key(choice))  # articles dropped: "a" is in every caption
     ids = [vocab.index.get(w, Vocabulary.unk_id) for w in tokens]
     return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens)
 

@@ -22,7 +22,7 @@ SPECIAL_IDS = (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id)  # nev
 
 
 MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
-MAX_WORDS = 100  # --max-length: the shipped models were trained on captions of at most MAX_CAPTION_WORDS
+MAX_DECODE_WORDS = 100  # --max-length: the shipped models were trained on captions of at most MAX_CAPTION_WORDS
 MIN_SAMPLING = 0.01  # the floor of temperature and top-p: below it sampling is greedy decoding in all but name
 
 
@@ -41,9 +41,9 @@ class DecodeConfig:
     top_p: float = setting(1.0, "sample only from the smallest word set with this probability mass (1: all)",
                            low=MIN_SAMPLING, high=1.0)
     length_penalty: float = setting(0.0, "rank beams by log-prob / length ** this", low=0.0, high=10.0)
-    min_length: int = setting(1, "at least this many words", low=0, high=MAX_WORDS)
-    max_length: int = setting(MAX_CAPTION_WORDS, "at most this many words", low=1, high=MAX_WORDS)
-    no_repeat_ngram: int = setting(0, "never repeat an n-gram of this size (0: off)", low=0, high=MAX_WORDS)
+    min_length: int = setting(1, "at least this many words", low=0, high=MAX_DECODE_WORDS)
+    max_length: int = setting(MAX_CAPTION_WORDS, "at most this many words", low=1, high=MAX_DECODE_WORDS)
+    no_repeat_ngram: int = setting(0, "never repeat an n-gram of this size (0: off)", low=0, high=MAX_DECODE_WORDS)
     seed: int | None = setting(None, "random seed for sampling; each image is seeded from it and its key (file "
                                "name), so it gets the same captions alone or among others (none: a fresh draw)",
                                low=-2 ** 63, high=2 ** 63 - 1)

@@ -30,7 +30,7 @@ from .images import BadImageError, ImageInput, images_by_stem, load_image
 from .precision import Precision, resolve_precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
-from .vocab import Vocabulary, detokenize, pad_ids, tokenize
+from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number
@@ -262,7 +262,7 @@ class VQAPredictor(Pipeline):
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
-        words = tokenize(question)
+        words = tokenize_words(question)
         if not words:
             raise ValueError("the question is empty (it has no words)")
         if len(words) > self.vocab.max_length:
@@ -271,7 +271,7 @@ class VQAPredictor(Pipeline):
 
     def unknown_words(self, question: str) -> list[str]:
         """Words of ``question`` outside the vocabulary; the model reads them as ``<unk>``."""
-        return [w for w in tokenize(question) if w not in self.vocab.index]
+        return [w for w in tokenize_words(question) if w not in self.vocab.index]
 
     @torch.inference_mode()
     def forward(self, features: torch.Tensor, questions: Sequence[str], log: bool = False) -> torch.Tensor:
@@ -356,13 +356,11 @@ class VQAPredictor(Pipeline):
                 yield given, *done.pop(given)
                 given += 1
 
-        known = [image_id for image_id in by_image if len(files.get(image_id, [])) == 1]
+        known = [image_id for image_id in by_image if image_id in files]
         for image_id in by_image.keys() - set(known):
-            reason = (f"no image named {image_id!r} in {folder}" if image_id not in files else
-                      f"more than one image named {image_id!r} in {folder}")
-            done.update((i, (None, reason)) for i in by_image[image_id])
+            done.update((i, (None, f"no image named {image_id!r} in {folder}")) for i in by_image[image_id])
         yield from ready()
-        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id][0],
+        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id],
                                                progress, desc="answering"):
             for image_id, reason in bad:
                 done.update((i, (None, reason)) for i in by_image[image_id])

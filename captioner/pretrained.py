@@ -36,7 +36,7 @@ from .choices import ChoiceWeights
 from .decoder import CaptionDecoder, DecoderConfig
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
-from .io import config_errors, read_json
+from .io import config_errors, read_json, shorten
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
@@ -224,7 +224,7 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
     config, config_file = files[CONFIG_FILE], path / CONFIG_FILE
     with config_errors(config_file):
         if config.get("task", task) != task:
-            raise ValueError(f"holds {str(config.get('task'))[:40]} weights, not {task} weights")
+            raise ValueError(f"holds {shorten(str(config.get('task')))} weights, not {task} weights")
         encoder, confidence = schema.read_encoder(config), schema.read_confidence(config)
         choices = schema.read_choice_weights(config) if task == "vqa" else None
         architecture = schema.section(config, "model" if task == "vqa" else "decoder")

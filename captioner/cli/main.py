@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .. import __version__
-from ..choices import ESCAPE, LIMITS, SEPARATOR, parse_choices
+from ..choices import CHOICE_LIMITS, ESCAPE, SEPARATOR, parse_choices
 from ..confidence import marked
 from ..data.datasets import load_caption_dataset
 from ..decoding import DecodeConfig
-from ..images import expand_paths
+from ..images import expand_paths, images_by_stem
 from ..metrics.captions import check_coverage, evaluate_captions
 from ..metrics.ptb import java_available
 from ..pipeline import TOP_ANSWERS, Captioner, VQAPredictor
@@ -286,9 +286,9 @@ def _add_ask(sub) -> None:
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     p.add_argument("--choices", metavar="'A|B|...'", help=(
         f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
-        f"{ESCAPE * 2} a backslash), 2 to {LIMITS.max_choices} of them, all printed; answers outside the model's "
-        "answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the model's own "
-        "answers)"))
+        f"{ESCAPE * 2} a backslash), 2 to {CHOICE_LIMITS.max_choices} of them, all printed; answers outside the "
+        "model's answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the "
+        "model's own answers)"))
     p.add_argument("--top-k", type=number(int, low=1, high=1_000_000), default=TOP_ANSWERS,
                    help=f"answers to print per question (default: {TOP_ANSWERS})")
     _add_model_options(p, WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
@@ -364,8 +364,10 @@ def _ask_batch(args, model) -> int:
         return _fail(str(e))
     if not Path(args.images).is_dir():
         return _fail(f"{args.images}: not a folder")
-    for problem in table.ragged():
-        print(f"captioner: warning: {problem}", file=sys.stderr)
+    try:
+        images_by_stem(args.images)  # two images of one name (1.jpg, 1.png) are refused before any is answered
+    except ValueError as e:
+        return _fail(str(e))
     failed = 0
     with output(args.output) as out:
         writer = AnswerWriter(out, table.columns)

@@ -26,15 +26,8 @@ from torch import nn
 
 from ..answers import answer_index, normalize_answer
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data.datasets import (
-    TRAIN_ONLY,
-    VQA_DATASETS,
-    DatasetSpec,
-    VQAExample,
-    load_vqa_dataset,
-    split_by_image,
-    vqa_split_exists,
-)
+from ..data.datasets import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, load_vqa_dataset, vqa_split_exists
+from ..data.vqa import VQAExample, split_by_image
 from ..encoder import ENCODERS, build_encoder
 from ..features import batched, cached_features
 from ..io import read_json, write_json
@@ -86,7 +79,7 @@ class VQATrainConfig(RunConfig):
 
     data: tuple[str, ...] = like(RunConfig, "data", help=(
         "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2, easy-vqa (no "
-        "FOLDER), generated (qa_train.jsonl from python -m captioner.questions; trained on, never validated) or "
+        "FOLDER), generated (qa_train.jsonl from python -m captioner.data.questions; trained on, never validated) or "
         "imagefolder (your images and a metadata.csv of file_name,question,answer); WEIGHT (at most 100) scales how "
         "often its questions are drawn per epoch (default 1)"))
     annotations: str | None = like(RunConfig, "annotations", help=(
