@@ -17,18 +17,18 @@
    0) from the most common answers to other dev questions with the same first two words (any other dev
    question's when fewer than 3 remain), none of them an answer a human gave to the question. Accuracy of the
    weights' own rule (``captioner.choices``, recorded in their config.json's ``"choices"``), and of the VQA softmax
-   alone with out-of-vocabulary candidates at 0. ``--fit-choices`` fits the rule's weights on the same 4-way items
-   built from COCO *train* questions (record them in the VQA config.json's ``"choices"`` to use them).
+   alone with out-of-vocabulary candidates at 0. The rule is fitted on the same 4-way items built from COCO *train*
+   questions, and recorded in the VQA config.json's ``"choices"``, by ``captioner fit-choices`` (no benchmark
+   writes weights).
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
-    python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+    python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown
 """
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import torch
 
-from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
 from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
 from captioner.metrics.vqa import normalize_answer, question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights
+from captioner.train.fit_choices import choice_items
 from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
 from captioner.vocab import tokenize
 
@@ -133,63 +133,22 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     return out
 
 
-def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
-    """Each question's candidates: its most common answer first, then 3 distractors (see the module docstring)."""
-    right = [Counter(normalize_answer(a) for a in e.answers).most_common(1)[0][0] for e in examples]
-    groups = defaultdict(set)
-    for e, answer in zip(examples, right):
-        groups[" ".join(tokenize(e.question)[:2])].add(answer)
-    rng, everything = random.Random(seed), set(right)
-    items = []
-    for e, answer in zip(examples, right):
-        given = {normalize_answer(a) for a in e.answers}
-        pool = sorted(groups[" ".join(tokenize(e.question)[:2])] - given)
-        if len(pool) < 3:
-            pool += sorted(everything - given - set(pool))
-        items.append([answer, *rng.sample(pool, 3)])
-    return items
-
-
-def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tensor]:
-    """The rule's inputs ``(4, 4)`` of each 4-way item of a COCO split, the right candidate first."""
-    model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
-    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize(e.question)) <= model.vocab.max_length]
-    by_image = defaultdict(list)
-    for e, candidates in zip(examples, four_way(examples)):
-        by_image[e.path].append((e, candidates))
-    items = []
-    for path, pairs in by_image.items():
-        features = model.preprocess([path])
-        log_probs = model.forward(features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs],
-                                  log=True)
-        words = model.words.scores(features)[0]
-        items += [torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab)
-                                for c in candidates]) for (_, candidates), lp in zip(pairs, log_probs)]
-    return items
-
-
-def choices_report(weights: str | None, coco: str, fit: bool) -> dict:
+def choices_report(weights: str | None, coco: str) -> dict:
     """4-way accuracy on COCO dev of the weights' rule (``config.json``'s ``choices``) and of the VQA softmax alone
     (out-of-vocabulary at 0)."""
-    dev = torch.stack(choice_items(weights, coco, "dev"))  # (N, 4, 4)
-    rules = {"the weights' rule": VQAPredictor.from_pretrained(weights, precision="fp32").choice_weights}
-    if fit:
-        rules["fitted on train"] = fit_choice_weights(choice_items(weights, coco, "train"))
+    model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
+    dev = torch.stack(choice_items(model, load_vqa_dataset("coco", coco, "dev")))  # (N, 4, 4)
+    rule = model.choice_weights
 
     def accuracy(scores: torch.Tensor) -> float:
         return float((scores.argmax(-1) == 0).float().mean())
 
-    def w(rule: ChoiceWeights) -> torch.Tensor:
-        return torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
-
     in_vocab = dev[..., 1] == 0
-    report = {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
-              "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
-              "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0))}
-    for name, rule in rules.items():
-        report[name] = accuracy(dev @ w(rule))
-        report[name + " weights"] = vars(rule)
-    return report
+    w = torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
+    return {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
+            "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
+            "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0)),
+            "the weights' rule": accuracy(dev @ w), "the weights' rule weights": vars(rule)}
 
 
 def print_breakdown(report: dict[str, dict]) -> None:
@@ -212,8 +171,6 @@ def main() -> int:
                    help="sections to skip (default: none)")
     p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
                    help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
-    p.add_argument("--fit-choices", action="store_true",
-                   help="also fit the multiple-choice rule's weights on COCO train questions (default: off)")
     p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
     p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
@@ -241,7 +198,7 @@ def main() -> int:
         report["breakdown"] = breakdown({name: folder or None for name, _, folder in named}, args.coco)
 
     if "choices" not in args.skip:
-        report["choices"] = choices_report(args.weights, args.coco, args.fit_choices)
+        report["choices"] = choices_report(args.weights, args.coco)
 
     print("\n== VQA benchmark ==")
     for name, d in report.get("mix", {}).items():

@@ -37,6 +37,7 @@ from .decoder import CaptionDecoder, DecoderConfig
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
 from .io import config_errors, read_json
+from .options import CAPTION_DECODING
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
@@ -75,8 +76,7 @@ _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inpu
 _CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
                  "annotations CC BY 4.0, images under their Flickr licences, research use")
 
-# the caption entries' decoding: the LSTM's dev-tuned defaults
-_BEAM3 = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3}
+_BEAM3 = CAPTION_DECODING  # the caption entries' decoding: the LSTM's dev-tuned defaults
 
 _ENTRIES = [
     Weights(

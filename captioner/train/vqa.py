@@ -71,7 +71,6 @@ class VQATrainConfig(RunConfig):
     FORMATS: ClassVar[tuple[str, ...]] = VQA_DATASETS
     FOLDERLESS: ClassVar[tuple[str, ...]] = ("easy-vqa",)
     EXAMPLE: ClassVar[str] = "--data daquar:data/daquar --data coco:data/coco:0.5 --data easy-vqa"
-    SUMMARY: ClassVar[str] = "train a VQA model"
     DESCRIPTION: ClassVar[str] = (
         "Train the VQA model (LSTM question encoder, normalised image features, concatenated, MLP over "
         "the top answers) on cached encoder features, on one dataset or a mix (one question and one answer "
