@@ -125,3 +125,22 @@ def test_fit_choices_writes_the_rule_into_the_vqa_config(weights_dir, has_vqa, t
         VQAPredictor.from_pretrained(weights).choice_weights) == rule
     assert json.loads((weights / "caption" / "config.json").read_text()) == json.loads(
         (weights_dir / "caption" / "config.json").read_text())  # only the VQA config changes
+
+
+def _card_commands(card: Path) -> list[str]:
+    """The commands of a model card's code blocks, continuation lines joined, comments and spacing dropped."""
+    text = card.read_text().replace("\\\n", " ")
+    blocks = text.split("```")[1::2]
+    lines = [line.split("  #")[0] for block in blocks for line in block.splitlines()]
+    return [" ".join(line.split()) for line in lines if line.strip()]
+
+
+def test_every_model_card_lists_its_entrys_recipe_in_order():
+    from captioner.pretrained import list_weights
+
+    for w in list_weights():
+        steps = [" ".join(step.split()) for step in w.recipe.split(" && ")]
+        listed = [line for line in _card_commands(w.path / "README.md") if line in steps]
+        shown = [s for s in steps if s.startswith("captioner ")]
+        assert [s for s in listed if s.startswith("captioner ")] == shown, w.name
+        assert {"captioner atlas", "captioner calibrate"} & {" ".join(s.split()[:2]) for s in shown}, w.name

@@ -367,7 +367,7 @@ def vqa_split_exists(name: str, root: str | Path | None, split: str) -> bool:
 def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: str | Path | None = None,
                      annotations: str | Path | None = None) -> list[VQAExample]:
     """Pick a VQA loader by name: ``daquar``, ``coco``, ``vqa2``, ``easy-vqa`` (which needs no ``root``) or
-    ``generated`` (``python -m captioner.questions``: ``qa_train.jsonl``, read as ``coco``'s) or ``imagefolder``."""
+    ``generated`` (``captioner questions``: ``qa_train.jsonl``, read as ``coco``'s) or ``imagefolder``."""
     if name == "easy-vqa":
         return load_easy_vqa(split)
     if root is None:

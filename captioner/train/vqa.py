@@ -83,7 +83,7 @@ class VQATrainConfig(RunConfig):
 
     data: tuple[str, ...] = like(RunConfig, "data", help=(
         "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2, easy-vqa (no "
-        "FOLDER), generated (qa_train.jsonl from python -m captioner.questions; trained on, never validated) or "
+        "FOLDER), generated (qa_train.jsonl from captioner questions; trained on, never validated) or "
         "imagefolder (your images and a metadata.csv of file_name,question,answer); WEIGHT (at most 100) scales how "
         "often its questions are drawn per epoch (default 1)"))
     annotations: str | None = like(RunConfig, "annotations", help=(
