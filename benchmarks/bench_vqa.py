@@ -58,8 +58,12 @@ def question_prior(train: list[VQAExample], val: list[VQAExample]) -> float:
         answers = Counter(normalize_answer(a) for a in e.answers)
         by_start[" ".join(tokenize(e.question)[:2])].update(answers)
         overall.update(answers)
-    guess = lambda q: (by_start.get(" ".join(tokenize(q)[:2])) or overall).most_common(1)[0][0]
-    return vqa_report({e.question_id: guess(e.question) for e in val}, {e.question_id: e.answers for e in val})["accuracy"]
+
+    def guess(question: str) -> str:
+        return (by_start.get(" ".join(tokenize(question)[:2])) or overall).most_common(1)[0][0]
+
+    predictions = {e.question_id: guess(e.question) for e in val}
+    return vqa_report(predictions, {e.question_id: e.answers for e in val})["accuracy"]
 
 
 def shipped_accuracy(model: VQAPredictor, cfg: VQATrainConfig, val: list[VQAExample]) -> float:
@@ -125,7 +129,8 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
         predictions = {}
         for path, questions in by_image.items():
             features = model.preprocess([path])
-            answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
+            answers = model.answer(features.expand(len(questions), *features.shape[1:]),
+                                   [q.question for q in questions], 1)
             predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
         overall = vqa_report(predictions, references)
         out[name] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
@@ -162,10 +167,46 @@ def print_breakdown(report: dict[str, dict]) -> None:
             print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")
 
 
+def print_report(report: dict) -> None:
+    """The figures of every section run, beside their targets."""
+    print("\n== VQA benchmark ==")
+    for name, d in report.get("mix", {}).items():
+        print(f"{name} validation ({d['val images']} images, {d['val questions']} questions):")
+        for key in ("question prior", "question only", "image + question"):
+            print(f"  {key:<17} {100 * d[key]:6.2f}%")
+        gain = 100 * (d["image + question"] - d["question only"])
+        target, margin = TARGETS.get(name, (None, None))
+        goal = "" if target is None else f"; target >= {100 * target:.0f}%" + (
+            f" and >= +{margin:.0f}" if margin else "")
+        print(f"  image + question - question only: {gain:+.2f} points{goal}")
+    if "easy-vqa" in report:
+        e = report["easy-vqa"]
+        print(f"easy-vqa test accuracy: {100 * e['test accuracy']:.2f}% on {e['test questions']} questions "
+              f"(target >= 95%)")
+    if "ask latency" in report:
+        a = report["ask latency"]
+        print(f"ask latency: median {a['median ms']:.1f} ms, p90 {a['p90 ms']:.1f} ms ({a['threads']} threads; "
+              f"target <= 150 ms)")
+    if "breakdown" in report:
+        print_breakdown(report["breakdown"])
+    if "choices" in report:
+        c = report["choices"]
+        print(f"4-way multiple choice, COCO dev ({c['questions']} questions; "
+              f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
+              f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):")
+        for name, value in c.items():
+            if isinstance(value, float) and name not in ("out-of-vocabulary candidates",
+                                                         "right answer out of vocabulary"):
+                rule = f"  {c[name + ' weights']}" if name + " weights" in c else ""
+                print(f"  {name:<42} {100 * value:6.2f}%{rule}")
+        print(f"  target >= {100 * CHOICES_TARGET:.0f}%")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="question-only training seeds to average (default: 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="question-only training seeds to average (default: 0)")
     p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
     p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
                    help="sections to skip (default: none)")
@@ -185,9 +226,9 @@ def main() -> int:
             report["mix"] = mix_baselines(args.weights, tmp, args.seeds, args.threads)
         if "easy-vqa" not in args.skip:
             # Mirroring adds nothing to centred synthetic shapes, so easy-vqa skips its feature pass.
-            report["easy-vqa"] = easy_vqa_test(VQATrainConfig(data=("easy-vqa",), out=f"{tmp}/easy", threads=args.threads,
-                                                              epochs=args.easy_vqa_epochs, batch_size=128,
-                                                              flip_augment=False, val_fraction=0.1, val_split=""))
+            report["easy-vqa"] = easy_vqa_test(VQATrainConfig(
+                data=("easy-vqa",), out=f"{tmp}/easy", threads=args.threads, epochs=args.easy_vqa_epochs,
+                batch_size=128, flip_augment=False, val_fraction=0.1, val_split=""))
     if "latency" not in args.skip:
         examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
         questions = ["what is in the picture?", "what color is it?", "is there a person?", "how many are there?"]
@@ -200,34 +241,7 @@ def main() -> int:
     if "choices" not in args.skip:
         report["choices"] = choices_report(args.weights, args.coco)
 
-    print("\n== VQA benchmark ==")
-    for name, d in report.get("mix", {}).items():
-        print(f"{name} validation ({d['val images']} images, {d['val questions']} questions):")
-        for key in ("question prior", "question only", "image + question"):
-            print(f"  {key:<17} {100 * d[key]:6.2f}%")
-        gain = 100 * (d["image + question"] - d["question only"])
-        target, margin = TARGETS.get(name, (None, None))
-        goal = "" if target is None else f"; target >= {100 * target:.0f}%" + (f" and >= +{margin:.0f}" if margin else "")
-        print(f"  image + question - question only: {gain:+.2f} points{goal}")
-    if "easy-vqa" in report:
-        e = report["easy-vqa"]
-        print(f"easy-vqa test accuracy: {100 * e['test accuracy']:.2f}% on {e['test questions']} questions "
-              f"(target >= 95%)")
-    if "ask latency" in report:
-        a = report["ask latency"]
-        print(f"ask latency: median {a['median ms']:.1f} ms, p90 {a['p90 ms']:.1f} ms ({a['threads']} threads; "
-              f"target <= 150 ms)")
-    if "breakdown" in report:
-        print_breakdown(report["breakdown"])
-    if "choices" in report:
-        c = report["choices"]
-        print(f"4-way multiple choice, COCO dev ({c['questions']} questions; "
-              f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
-              f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):")
-        for name, value in c.items():
-            if isinstance(value, float) and name not in ("out-of-vocabulary candidates", "right answer out of vocabulary"):
-                print(f"  {name:<42} {100 * value:6.2f}%" + (f"  {c[name + ' weights']}" if name + " weights" in c else ""))
-        print(f"  target >= {100 * CHOICES_TARGET:.0f}%")
+    print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
