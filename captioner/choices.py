@@ -18,9 +18,10 @@ Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its mul
 decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the
 answer as the start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA
 model's question-word table, which know what a word means but not whether it is in the photo. The four weights of the
-rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
-of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA weights (``config.json``'s
-``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights that record none.
+rule are fitted together (``captioner fit-choices``, :mod:`captioner.train.fit_choices`: a conditional logit, the
+right candidate's log-probability of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA
+weights (``config.json``'s ``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights
+that record none.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ CHOICE_LIMITS = ChoiceLimits()
 
 @dataclass(frozen=True)
 class ChoiceWeights:
-    """The four weights of the scoring rule (see the module docstring), fitted by :func:`fit_choice_weights`."""
+    """The four weights of the scoring rule (see the module docstring), fitted by ``captioner fit-choices``."""
 
     vqa_weight: float  # on log p_vqa of an in-vocabulary candidate: the VQA softmax's temperature, inverted
     oov_bias: float  # where a candidate outside the answer vocabulary starts
@@ -64,7 +65,7 @@ class ChoiceWeights:
 
 # Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and
 # weights/caption, and recorded in weights/vqa/config.json:
-#     python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+#     captioner fit-choices --data coco:../shared/data/coco --weights weights
 SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
 
 
@@ -152,23 +153,6 @@ def choice_probabilities(choices: Sequence[str], vqa_log_probs: torch.Tensor, an
     w = torch.tensor([weights.vqa_weight, weights.oov_bias, weights.word_weight, weights.unknown_weight])
     probs = torch.softmax(x @ w, dim=0)  # (K,)
     return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])
-
-
-def fit_choice_weights(items: Sequence[torch.Tensor], l2: float = 1e-3) -> ChoiceWeights:
-    """The weights that maximise the mean log-probability of the right candidate, given each item's
-    :func:`choice_features` ``(K, 4)`` with the right candidate first (a conditional logit, L-BFGS, a small L2)."""
-    x = torch.stack(list(items))  # (N, K, 4)
-    w = torch.zeros(x.shape[-1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], max_iter=200)
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = -torch.log_softmax(x @ w, dim=-1)[:, 0].mean() + l2 * (w ** 2).sum()
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    return ChoiceWeights(*(round(v, 3) for v in w.detach().tolist()))
 
 
 @dataclass

@@ -28,12 +28,9 @@ import torch
 from torch import nn
 
 from .io import shorten
+from .options import PRECISION_HELP, PRECISIONS  # noqa: F401 (torch-free, so there: `--help` states them)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISION_HELP = ("numeric precision: fp32; bf16 or fp16 autocast where the hardware runs it natively; auto: the "
-                  "fastest native one (bf16 on a CPU with AVX512-BF16, AMX or ARM BF16, else fp32; on a GPU bf16, "
-                  "else fp16)")
 
 
 def cpu_capabilities() -> dict:

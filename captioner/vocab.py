@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .io import config_errors, read_json, write_json
+from .options import MAX_CAPTION_WORDS  # torch-free, so there: `captioner caption --help` states it
 
 if TYPE_CHECKING:
     import torch
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 VOCAB_FILE = "vocab.json"  # a vocabulary's file name beside weights
-MAX_CAPTION_WORDS = 20  # the longest caption a vocabulary encodes, unless built with another max_length
 SPECIALS = (PAD, START, END, UNK)
 
 _WORD = r"[^\W_]+(?:-[^\W_]+)*|'[^\W\d_]+"  # [^\W_]: a letter or digit; [^\W\d_]: a letter

@@ -16,10 +16,10 @@ from captioner.choices import (
     check_choices,
     choice_features,
     choice_probabilities,
-    fit_choice_weights,
     parse_choices,
 )
 from captioner.cli.main import main
+from captioner.train.fit_choices import fit_choice_weights
 from captioner.vocab import Vocabulary
 
 TINY = ["--embed-dim", "16", "--hidden-dim", "32", "--dropout", "0", "--lr", "0.005", "--batch-size", "4",

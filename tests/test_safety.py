@@ -579,7 +579,7 @@ def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_o
                                                                                      monkeypatch):
     if not has_vqa:
         pytest.skip("no VQA weights")
-    from captioner import pipeline
+    from captioner.cli import batch
 
     model = VQAPredictor.from_pretrained()
     for name in ("a", "b"):
@@ -587,9 +587,9 @@ def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_o
     rows = [("a", "what sport is this")] * 7 + [("missing", "what is it"), ("a", ""), ("b", "is it sunny")] * 2
     batches = []
     forward = VQAPredictor.forward
-    monkeypatch.setattr(pipeline, "QUESTION_BATCH", 3)
+    monkeypatch.setattr(batch, "QUESTION_BATCH", 3)
     monkeypatch.setattr(VQAPredictor, "forward", lambda self, f, q: batches.append(len(q)) or forward(self, f, q))
-    results = list(model.answer_rows(rows, tmp_path, progress=False))
+    results = list(batch.answer_rows(model, rows, tmp_path, progress=False))
     assert [i for i, _, _ in results] == list(range(len(rows)))
     assert batches == [3, 3, 1, 2]  # image a's 7 answerable questions 3 at a time, then image b's 2
     assert [error for _, _, error in results if error] == [

@@ -44,7 +44,7 @@ when an image of it is also in the dataset's ``dev`` or ``test`` split. :func:`w
 in the COCO-questions format of ``captioner.data.vqa.load_coco_questions``, plus ``kind``, ``file_name`` (the
 image's path) and ``caption``; ``source`` is ``"generated"``.
 
-    python -m captioner.data.questions --data flickr8k:ROOT --data coco:ROOT --out data/generated
+    captioner questions --data flickr8k:ROOT --data coco:ROOT --out data/generated
     captioner train-vqa --data daquar:ROOT --data coco:ROOT --data generated:data/generated:0.5
 
 writes ``data/generated/qa_train.jsonl``, which ``--data generated:FOLDER[:WEIGHT]`` mixes into VQA training
@@ -52,7 +52,6 @@ writes ``data/generated/qa_train.jsonl``, which ``--data generated:FOLDER[:WEIGH
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -62,12 +61,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..io import atomic_path, parse_json, read_text
+from ..settings import check, setting
 from ..vocab import tokenize_words
 from .captions import ImageCaptions
 from .datasets import DatasetSpec, load_caption_dataset
 from .question_rules import MARKS, PLURAL_ONLY, Lexicon, Mention, Noun, caption_questions
 
 KINDS = ("object", "number", "color", "location", "yes/no")
+QUESTIONS_FILE = "qa_train.jsonl"  # what ``captioner questions`` writes into its --out folder
 
 
 # ---------------------------------------------------------------- one image, all its captions
@@ -239,18 +240,20 @@ def describe(q: GeneratedQuestion) -> str:
     return f"{q.question} -> {', '.join(q.answers)}   ({q.caption or 'no caption names it'})"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate VQA questions from training captions.")
-    parser.add_argument("--data", action="append", required=True, help="flickr8k:ROOT or coco:ROOT (repeatable)")
-    parser.add_argument("--out", required=True, metavar="FOLDER", help="where to write qa_train.jsonl")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--show", type=int, default=20, help="how many random questions to print")
-    args = parser.parse_args(argv)
-    questions = generate_from_datasets(args.data, Path(args.out) / "qa_train.jsonl", args.seed)
-    print(json.dumps(count_by_kind(questions)))
-    for q in sample_questions(questions, args.show, args.seed):
-        print(describe(q))
+@dataclass
+class QuestionsConfig:
+    """The settings of ``captioner questions``."""
 
+    data: tuple[str, ...] = setting((), "a caption dataset whose training captions are read, as flickr8k:FOLDER or "
+                                        "coco:FOLDER; required", metavar="FORMAT:FOLDER")
+    out: str | None = setting(None, f"the folder to write {QUESTIONS_FILE} into; required", metavar="FOLDER")
+    seed: int = setting(0, "random seed of the POPE \"no\" questions and of the questions shown", low=0,
+                        high=2 ** 32 - 1)
+    show: int = setting(20, "how many random questions to print", low=0, high=10 ** 6)
 
-if __name__ == "__main__":
-    main()
+    def __post_init__(self) -> None:
+        check(self)
+        if not self.data:
+            raise ValueError("give the training captions with --data FORMAT:FOLDER (formats: flickr8k, coco)")
+        if not self.out:
+            raise ValueError(f"give the folder to write {QUESTIONS_FILE} into with --out FOLDER")

@@ -53,7 +53,6 @@ class TrainConfig(RunConfig):
 
     FORMATS: ClassVar[tuple[str, ...]] = CAPTION_DATASETS
     EXAMPLE: ClassVar[str] = "--data flickr8k:data/flickr8k --data coco:data/coco:1.5"
-    SUMMARY: ClassVar[str] = "train a caption model"
     DESCRIPTION: ClassVar[str] = (
         "Train the caption decoder on cached encoder features, on one dataset or a mix (one vocabulary over all "
         "of them). Each epoch reports every dataset's dev BLEU-4 and CIDEr; OUT/best keeps the epoch with the "

@@ -51,10 +51,10 @@ class RunConfig:
     Its class constants say what the task accepts: ``FORMATS`` (dataset formats ``--data`` takes),
     ``FOLDERLESS`` (those that need no folder), ``EXAMPLE`` (a ``--data`` example for messages) and
     ``ARCHITECTURE`` (the settings that shape the model: a resumed run must keep them); and what its command
-    does, for ``--help``: ``SUMMARY`` (a few words) and ``DESCRIPTION``.
+    does, for ``--help``: ``DESCRIPTION`` (its few-word summary is the CLI's, :data:`captioner.cli.main.COMMANDS`,
+    so that ``captioner --help`` imports no torch).
     """
 
-    SUMMARY: ClassVar[str] = ""
     DESCRIPTION: ClassVar[str] = ""
 
     FORMATS: ClassVar[tuple[str, ...]] = ()
