@@ -18,11 +18,12 @@ from typing import Sequence
 
 import torch
 
+from ..answers import normalize_answer
 from ..choices import ChoiceWeights, choice_features
-from ..data.datasets import VQA_DATASETS, DatasetSpec, VQAExample, load_vqa_dataset
-from ..metrics.vqa import normalize_answer
+from ..data.datasets import VQA_DATASETS, DatasetSpec, load_vqa_dataset
+from ..data.vqa import VQAExample
 from ..settings import check, setting
-from ..vocab import tokenize
+from ..vocab import tokenize_words
 
 CANDIDATES = 4  # the right answer and 3 distractors
 
@@ -49,7 +50,7 @@ class FitChoicesConfig:
 
 
 def _opening(question: str) -> str:
-    return " ".join(tokenize(question)[:2])
+    return " ".join(tokenize_words(question)[:2])
 
 
 def four_way(examples: Sequence[VQAExample], seed: int = 0) -> list[list[str]]:
@@ -72,7 +73,7 @@ def four_way(examples: Sequence[VQAExample], seed: int = 0) -> list[list[str]]:
 def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[torch.Tensor]:
     """The rule's inputs ``(4, 4)`` of the 4-way item of each of ``examples`` that ``model`` (a
     :class:`captioner.pipeline.VQAPredictor` with its caption weights) can read, the right candidate first."""
-    examples = [e for e in examples if len(tokenize(e.question)) <= model.vocab.max_length]
+    examples = [e for e in examples if len(tokenize_words(e.question)) <= model.vocab.max_length]
     by_image = defaultdict(list)
     for e, candidates in zip(examples, four_way(examples, seed)):
         by_image[e.path].append((e, candidates))
