@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if misuse:
         return fail(misuse, 2)
     try:
-        check_output(args.output)
+        check_output(args.output, [p for p in (args.image, args.batch) if p and p != "-"])
         args.choices = None if args.choices is None else parse_choices(args.choices)
         words = args.choices is not None or bool(args.batch) and has_choices_column(args.batch)
         model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words)

@@ -46,12 +46,18 @@ def run(args: argparse.Namespace) -> int:
     from .files import CaptionWriter, check_output, one_field, output
 
     method = "sample" if args.sample else "greedy" if args.greedy else "beam" if args.beam_size else None
-    found = [(pattern, expand_paths([pattern])) for pattern in args.paths]  # only an empty folder finds nothing
+    skipped: list = []  # files a folder scan found but cannot read (HEIC, broken links)
+    try:
+        found = [(pattern, expand_paths([pattern], skipped)) for pattern in args.paths]  # only an empty folder
+    except ValueError as e:  # finds nothing; an empty pattern is refused
+        return fail(str(e), 2)
     paths, empty = [p for _, files in found for p in files], [pattern for pattern, files in found if not files]
+    for path, why in skipped:
+        print(f"captioner: skipped {one_field(str(path))}: {why}", file=sys.stderr)
     if not paths:
         return fail(f"no image files in {', '.join(empty)}")
     try:
-        check_output(args.output)
+        check_output(args.output, paths)
         model = captioner(args)
         cfg = decoding(args, model, method)
     except (FileNotFoundError, ValueError) as e:
@@ -70,4 +76,4 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
     if failed:
         print(f"captioner: {failed} of {len(paths)} file(s) could not be read", file=sys.stderr)
-    return 1 if failed or empty else 0
+    return 1 if failed or empty or skipped else 0

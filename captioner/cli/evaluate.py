@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     used = None
     try:
-        for path in (args.json, args.csv):
-            check_output(path)
+        inputs = [p for p in (args.results, args.coco_annotations, args.flickr8k_tokens,
+                              args.split_list) if p]
+        for path, other in ((args.json, args.csv), (args.csv, args.json)):
+            check_output(path, inputs + ([other] if other else []))
         if args.weights:
             results, references, used = _caption_split(args)
         else:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +28,37 @@ CHOICES_COLUMN = "choices"  # an optional `ask --batch` column: the row's candid
 # ---------------------------------------------------------------- output files
 
 
-def check_output(path: str | None) -> None:
-    """Refuse an output path that is a folder, and create the folders it names, before any work is done;
-    ValueError (one line) when that is not possible."""
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, or ``./`` and ``../``)."""
+    try:
+        return a.resolve() == b.resolve() or a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | None, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output path that is a folder or one of the command's ``inputs`` (it would be replaced by what is
+    written), create the folders it names, and try writing there, all before any work is done; ValueError (one
+    line) when any of that fails."""
     if not path:
         return
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"{path}: is a folder; give a file name to write to")
+    same = next((str(i) for i in inputs if _same_file(target, Path(i))), None)
+    if same is not None:
+        raise ValueError(f"{path}: is an input of this command ({same}); writing there would replace it, so give "
+                         "another file name")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ValueError(f"{path}: cannot create the folder {target.parent}: a file is in the way") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot create the folder {target.parent} ({e.strerror})") from None
+    try:  # the results are written there only at the end: find out now whether they can be
+        tempfile.TemporaryFile(dir=target.parent).close()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write in {target.parent} ({e.strerror})") from None
 
 
 def _keep_bytes_escape_the_rest(error: UnicodeError) -> tuple[bytes, int]:

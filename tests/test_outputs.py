@@ -1,0 +1,61 @@
+"""Nothing a user gave is lost (issue 38): an output path that names an input is refused before any work, as are
+an empty path (an unset variable) and an output folder that cannot be written; a folder scan reports the images it
+cannot read instead of passing over them in silence."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import EXAMPLE_IMAGE
+
+from captioner.cli.main import main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.jpg"
+    shutil.copy(EXAMPLE_IMAGE, path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [
+    lambda p: ["caption", str(p), "-o", str(p)],
+    lambda p: ["caption", str(p.parent), "-o", str(p.parent / "." / p.name)],  # the same file by another name
+    lambda p: ["ask", str(p), "what is it", "-o", str(p)],
+])
+def test_an_output_that_names_an_input_is_refused_before_any_work(capsys, photo, argv):
+    before = photo.read_bytes()
+    code, out, err = _run(capsys, argv(photo))
+    assert code == 2 and out == "" and "is an input of this command" in err and err.count("\n") == 1
+    assert photo.read_bytes() == before
+
+
+def test_eval_refuses_to_write_its_scores_over_its_results(capsys, tmp_path):
+    results = tmp_path / "res.json"
+    results.write_text("[]")
+    code, _, err = _run(capsys, ["eval", str(results), "--coco-annotations", str(results), "--json", str(results)])
+    assert code == 2 and "is an input of this command" in err and results.read_text() == "[]"
+
+
+def test_an_empty_path_is_refused(capsys):
+    code, out, err = _run(capsys, ["caption", ""])
+    assert code == 2 and out == "" and err == "captioner: error: an empty path names no image (an unset shell " \
+                                             "variable?)\n"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(capsys, photo):
+    code, out, err = _run(capsys, ["caption", str(photo), "-o", "/proc/captions.txt"])
+    assert code == 2 and out == "" and err.startswith("captioner: error: /proc/captions.txt: cannot write in /proc")
+
+
+def test_a_folder_scan_says_what_it_skipped(capsys, photo, weights_dir):
+    (photo.parent / "phone.heic").write_bytes(b"ftypheic")
+    code, out, err = _run(capsys, ["caption", str(photo.parent), "--weights", str(weights_dir), "-q"])
+    assert code == 1 and out.startswith(str(photo))
+    assert f"captioner: skipped {photo.parent / 'phone.heic'}: .heic images are not supported" in err
