@@ -108,8 +108,11 @@ def check_choices(choices: Sequence[str], limits: ChoiceLimits = CHOICE_LIMITS) 
         raise ValueError(f"give at most {limits.max_choices} choices, not {len(choices)}")
     seen: dict[str, int] = {}
     for n, choice in enumerate(choices, 1):
+        if any(ch in choice for ch in "\t\n\r\v\f"):
+            raise ValueError(f"choice {n} of {len(choices)} holds a tab or a line break; give each choice on one line")
         if not tokenize_words(choice):
-            raise ValueError(f"choice {n} of {len(choices)} is blank (it has no words)")
+            raise ValueError(f"choice {n} of {len(choices)} has no words (letters or digits) the models can read"
+                             if choice.strip() else f"choice {n} of {len(choices)} is blank")
         if len(choice) > limits.max_choice_chars:
             raise ValueError(f"choice {n} is too long ({len(choice)} characters; at most {limits.max_choice_chars})")
         key = choice_key(choice)

@@ -43,7 +43,10 @@ def test_the_separator_and_its_escape(text, expected):
 @pytest.mark.parametrize("choices, message", [
     ("tennis||golf", "choice 2 of 3 is blank"),
     ("tennis|golf|", "choice 3 of 3 is blank"),
-    ("tennis| ?! |golf", "choice 2 of 3 is blank"),
+    ("tennis| ?! |golf", "choice 2 of 3 has no words (letters or digits) the models can read"),
+    ("tennis|\U0001F3BE|golf", "choice 2 of 3 has no words"),  # an emoji
+    ("tennis|table\ttennis|golf", "choice 2 of 3 holds a tab or a line break"),  # text output is one line a record
+    ("tennis|table\ntennis", "choice 2 of 2 holds a tab or a line break"),
     ("tennis", "give at least 2 choices, separated by |"),
     ("tennis|Tennis", "choices 1 and 2 are the same answer ('Tennis')"),
     ("two|2|three", "choices 1 and 2 are the same answer ('2')"),  # compared as VQA compares answers

@@ -59,3 +59,15 @@ def test_a_folder_scan_says_what_it_skipped(capsys, photo, weights_dir):
     code, out, err = _run(capsys, ["caption", str(photo.parent), "--weights", str(weights_dir), "-q"])
     assert code == 1 and out.startswith(str(photo))
     assert f"captioner: skipped {photo.parent / 'phone.heic'}: .heic images are not supported" in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "coco"])
+def test_a_file_name_that_is_not_utf8_is_written_as_it_is_on_disk(capsys, tmp_path, weights_dir, fmt):
+    import os
+
+    name = b"caf\xe9.jpg"  # Latin-1, not UTF-8
+    shutil.copy(EXAMPLE_IMAGE, os.path.join(os.fsencode(tmp_path), name))
+    out = tmp_path / "out.txt"
+    code, _, _ = _run(capsys, ["caption", str(tmp_path), "--weights", str(weights_dir), "--format", fmt, "-o",
+                               str(out), "-q"])
+    assert code == 0 and name in out.read_bytes()

@@ -106,7 +106,8 @@ class CaptionWriter:
     per image, or per caption), and ``coco`` (a results JSON list, written by :meth:`close`). ``score`` is what beam
     search ranked by (the log-prob divided by length ** length_penalty); ``sampled`` captions are in the order
     they were drawn, so the text header says ``sample`` instead of ``rank``. In text output, control characters
-    of a file name are escaped (:func:`one_field`), so that each record is one line, and a caption below the
+    of a file name are escaped (:func:`one_field`), so that each record is one line; in every format a name that is
+    not UTF-8 is written as its bytes, as it is on disk (JSON's ``\\u`` escapes would change it). A caption below the
     weights' calibrated threshold ends in "(not sure)"; jsonl and csv give its ``confidence`` and ``sure`` (true,
     false, or null/blank for weights without a threshold: :mod:`captioner.confidence`)."""
 
@@ -132,7 +133,7 @@ class CaptionWriter:
                                        "sure": best.sure,
                                        "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4),
                                                    "score": round(c.score, 4), "confidence": round(c.confidence, 4),
-                                                   "sure": c.sure} for c in nbest]}) + "\n")
+                                                   "sure": c.sure} for c in nbest]}, ensure_ascii=False) + "\n")
         elif self.csv:
             for rank, c in enumerate(nbest, 1):
                 self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}", f"{c.score:.4f}",
@@ -146,7 +147,7 @@ class CaptionWriter:
 
     def close(self) -> None:
         if self.fmt == "coco":
-            json.dump(self.coco, self.out, indent=1)
+            json.dump(self.coco, self.out, indent=1, ensure_ascii=False)
             self.out.write("\n")
 
 
