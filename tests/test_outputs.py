@@ -71,3 +71,18 @@ def test_a_file_name_that_is_not_utf8_is_written_as_it_is_on_disk(capsys, tmp_pa
     code, _, _ = _run(capsys, ["caption", str(tmp_path), "--weights", str(weights_dir), "--format", fmt, "-o",
                                str(out), "-q"])
     assert code == 0 and name in out.read_bytes()
+
+
+def test_ask_batch_reads_a_csv_from_a_pipe(tmp_path):
+    """A pipe reads only once: the CSV is read once, before the model loads (it said 'missing column(s)')."""
+    import subprocess
+    import sys
+
+    (tmp_path / "images").mkdir()
+    shutil.copy(EXAMPLE_IMAGE, tmp_path / "images" / "tennis.jpg")
+    done = subprocess.run([sys.executable, "-m", "captioner.cli", "ask", "--batch", "/dev/stdin", "--images",
+                           str(tmp_path / "images"), "-q"], input="image_id,question\ntennis,what sport is this\n",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "image_id,question,predicted_answer,probability,sure"
+    assert done.stdout.splitlines()[1].startswith("tennis,what sport is this,")

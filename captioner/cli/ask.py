@@ -70,20 +70,26 @@ def run(args: argparse.Namespace) -> int:
     from ..choices import parse_choices
     from ..pipeline import VQAPredictor
     from .batch import ask_batch
-    from .files import check_output, has_choices_column
+    from .files import CHOICES_COLUMN, check_output, read_question_rows
 
     misuse = _misuse(args)
     if misuse:
         return fail(misuse, 2)
+    table = None
+    if args.batch:  # read once, before the model: it may be a pipe (/dev/stdin), which reads only once
+        try:
+            table = read_question_rows(args.batch)
+        except ValueError as e:
+            return fail(str(e))
     try:
         check_output(args.output, [p for p in (args.image, args.batch) if p and p != "-"])
         args.choices = None if args.choices is None else parse_choices(args.choices)
-        words = args.choices is not None or bool(args.batch) and has_choices_column(args.batch)
+        words = args.choices is not None or table is not None and CHOICES_COLUMN in table.columns
         model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words)
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e), 2)
     report(args, model)
-    return ask_batch(args, model) if args.batch else _ask_questions(args, model)
+    return ask_batch(args, model, table) if table is not None else _ask_questions(args, model)
 
 
 def _answer_lines(model, answers: list[tuple[str, float]], choices: list[str] | None) -> list[str]:

@@ -16,7 +16,7 @@ from ..features import batched
 from ..images import images_by_stem
 from ..pipeline import VQAPredictor, image_batches
 from .common import fail, warn_unknown
-from .files import AnswerWriter, output, read_question_rows
+from .files import AnswerWriter, QuestionTable, output
 
 QUESTION_BATCH = 1024  # questions through the VQA model at once: memory stays flat however many share an image
 Answer = tuple[str, float]
@@ -89,12 +89,8 @@ def answer_rows(model: VQAPredictor, rows: Sequence[tuple[str, str]], folder: Pa
         yield from order.ready()
 
 
-def ask_batch(args: argparse.Namespace, model: VQAPredictor) -> int:
-    """Every row of the --batch CSV, written back with its answer as soon as it is answered."""
-    try:
-        table = read_question_rows(args.batch)
-    except ValueError as e:
-        return fail(str(e))
+def ask_batch(args: argparse.Namespace, model: VQAPredictor, table: QuestionTable) -> int:
+    """Every row of the --batch CSV ``table``, written back with its answer as soon as it is answered."""
     if not Path(args.images).is_dir():
         return fail(f"{args.images}: not a folder")
     try:

@@ -178,15 +178,6 @@ class QuestionTable:
         return [self.field(i, CHOICES_COLUMN) for i in range(len(self.rows))]
 
 
-def has_choices_column(path: str | Path) -> bool:
-    """Whether the ``ask --batch`` CSV's header names :data:`CHOICES_COLUMN` (False when it cannot be read: the
-    full read, :func:`read_question_rows`, says why)."""
-    try:
-        return CHOICES_COLUMN in read_csv_rows(path)[0]
-    except ValueError:
-        return False
-
-
 def read_question_rows(path: str | Path) -> QuestionTable:
     """The ``ask --batch`` CSV ``path``; ValueError (one line) when it cannot be used: not UTF-8 CSV, a ragged row,
     no image_id or question column, a column named twice (which one would be read?), or a column where the
