@@ -247,7 +247,13 @@ class VQAPredictor(Pipeline):
         or ``vqa/config.json``. With ``words``, the caption weights that go with them too (an entry's, or
         ``caption/`` beside ``vqa/``), for multiple choice (see :meth:`choose`)."""
         if words:
-            vqa = Captioner.from_pretrained(weights, encoder_weights, precision=precision).vqa
+            try:
+                vqa = Captioner.from_pretrained(weights, encoder_weights, precision=precision).vqa
+            except (FileNotFoundError, ValueError) as e:  # a folder of VQA weights alone
+                if "caption weights" not in str(e):
+                    raise
+                raise ValueError(f"multiple choice also needs caption weights (they score the choices outside the "
+                                 f"answer list): give a folder holding caption/ beside vqa/, not {weights}") from None
             if vqa is None or vqa.words is None:
                 raise ValueError(f"multiple choice needs VQA and caption weights on one encoder in "
                                  f"{weights or 'the default entry'}")

@@ -86,3 +86,18 @@ def test_ask_batch_reads_a_csv_from_a_pipe(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "image_id,question,predicted_answer,probability,sure"
     assert done.stdout.splitlines()[1].startswith("tennis,what sport is this,")
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "8.8.8.8"])
+def test_an_address_the_app_cannot_listen_on_is_said_in_words(capsys, host):
+    code, _, err = _run(capsys, ["app", "--host", host])
+    assert code == 2 and err.startswith(f"captioner: error: --host {host}: not an address this machine can listen on")
+
+
+def test_multiple_choice_with_vqa_weights_alone_says_what_it_needs(capsys):
+    from captioner.pretrained import get_weights
+
+    vqa = get_weights("vqa-daquar-coco-v3").path
+    code, _, err = _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf",
+                                 "--weights", str(vqa)])
+    assert code == 2 and "multiple choice also needs caption weights" in err
