@@ -274,3 +274,13 @@ def test_fine_tune_learns_a_new_word(tiny_init, folder, cache, tmp_path):
     model = Captioner.from_pretrained(out / "last", load_vqa=False, precision="fp32")
     captions = [model.caption(it.path, method="greedy") for it in load_caption_dataset("imagefolder", folder, "train")]
     assert all(NEW_WORD in c.split() for c in captions), captions
+
+
+def test_an_image_in_two_splits_is_refused(tmp_path):
+    """Dev scores measured on a training image would flatter the model (issue 38)."""
+    splits = iter(["train", "dev"])
+    root = make_imagefolder(tmp_path / "mine", lambda name, color, shape: [
+        {"caption": f"a {color} {shape}", "split": next(splits, "train")} for _ in range(2 if name.startswith("1000") else 1)])
+    with pytest.raises(ValueError, match=r"is in the dev split, but row \d+ put it in train; an image belongs to "
+                                         "one split"):
+        load_caption_dataset("imagefolder", root, "train")

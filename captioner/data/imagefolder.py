@@ -90,10 +90,14 @@ def _imagefolder_rows(root: str | Path, csv_columns: Sequence[str], parse: Calla
     if not records:
         raise ValueError(f"{path}: no rows")
     with_split = any("split" in record for _, record in records)
-    rows = []
+    rows, first_split = [], {}  # the split each image was first put in, and where
     for where, record in records:
         name, image = _image_file(root, path, where, record)
         split = imagefolder_split(_text(path, where, record, "split"), f"{path}: {where}: ") if with_split else None
+        seen = first_split.setdefault(name, (split, where))
+        if seen[0] != split:  # scores on dev would be measured on a training image
+            raise ValueError(f"{path}: {where}: {shorten(name)!r} is in the {split} split, but {seen[1]} put it in "
+                             f"{seen[0]}; an image belongs to one split")
         rows.append((where, name, image, split, parse(path, where, record)))
     return path, rows
 
