@@ -309,7 +309,7 @@ def test_vqa_load_errors_name_the_file_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'answers.json'}: cannot read JSON")):
         VQAPredictor.from_pretrained(tmp_path)
     save_checkpoint(tmp_path, {k: v * float("inf") for k, v in model.state_dict().items()},
-                    json.loads((tmp_path / "config.json").read_text()))
+                    json.loads((tmp_path / "config.json").read_text()), {"answers.json": ["yes", "no"]})
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'model.safetensors'}: ")):
         VQAPredictor.from_pretrained(tmp_path)
 
