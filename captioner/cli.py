@@ -24,6 +24,7 @@ from .images import expand_paths
 from .pipeline import TOP_ANSWERS, Captioner, VQAPredictor
 from .precision import PRECISION_HELP, PRECISIONS
 from .pretrained import DEFAULT, get_weights
+from .runtime import RUNTIME_HELP, RUNTIMES
 from .progress import show_progress
 from .ptb import java_available
 from .train_caption import TrainConfig, train
@@ -70,15 +71,16 @@ def _add_model_options(p: argparse.ArgumentParser, weights_help: str = WEIGHTS_H
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto", help=f"{RUNTIME_HELP} (default: auto)")
     p.add_argument("--verbose", "-v", action="store_true",
-                   help="report on stderr what runs: the weights, the precision and why (default: off)")
+                   help="report on stderr what runs: the weights, the runtime and precision and why (default: off)")
 
 
 def _report(args, model) -> None:
-    """With --verbose, say on stderr which weights run at which precision, and why that precision."""
+    """With --verbose, say on stderr which weights run on which runtime at which precision, and why."""
     if args.verbose:
         print(f"captioner: weights {args.weights or 'default entry'}, encoder {model.encoder.spec.name}, "
-              f"precision {model.runtime}", file=sys.stderr)
+              f"runtime {model.runtime}", file=sys.stderr)
 
 
 def _add_batch_size(p: argparse.ArgumentParser) -> None:
@@ -93,7 +95,8 @@ def _decoding(args, model, method: str | None) -> DecodeConfig:
 
 
 def _captioner(args):
-    model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision)
+    model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision,
+                                      runtime=args.runtime)
     _report(args, model)
     return model
 
@@ -306,7 +309,8 @@ def _cmd_ask(args) -> int:
         check_output(args.output)
         args.choices = None if args.choices is None else parse_choices(args.choices)
         words = args.choices is not None or bool(args.batch) and has_choices_column(args.batch)
-        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words)
+        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words,
+                                             runtime=args.runtime)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e), 2)
     _report(args, model)
@@ -417,13 +421,14 @@ def _add_app(sub) -> None:
     p.add_argument("--weights", help="weights entry name, or folder with caption/ (and vqa/); default: the "
                                      "default entry, the shipped weights")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto", help=f"{RUNTIME_HELP} (default: auto)")
     p.set_defaults(func=_cmd_app)
 
 
 def _cmd_app(args) -> int:
     from .app import serve
 
-    return serve(args.weights, args.precision, args.host, args.port, args.share, args.monitoring)
+    return serve(args.weights, args.precision, args.host, args.port, args.share, args.monitoring, args.runtime)
 
 
 # ---------------------------------------------------------------- entry point
