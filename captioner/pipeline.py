@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -195,12 +195,29 @@ class Captioner(Pipeline):
                       path_of: Callable[[T], Path] = lambda item: item, progress: bool = True
                       ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
         """(item, its captions, None) for each readable image file of ``items``, in order, and (item, None, the
-        reason) for the others; sampling with a seed keys each image by its file name."""
-        for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
-            keys = [Path(path_of(item)).name for item in good]
+        reason) for the others; sampling with a seed keys each image by its file name.
+
+        Three stages overlap, each in a thread of its own: reading batch i + 2, encoding batch i + 1 and decoding
+        batch i. The encoder and the decoder then share the cores instead of taking turns (a runtime's threads
+        and PyTorch's, waiting on each other, ran 4x slower on a busy 2-core CPU: docs/experiments.md). Each
+        stage computes exactly what it would alone, so the captions are the same."""
+        def finish(good: list[T], bad: list[tuple[T, str]], features: Future | None
+                   ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
             yield from ((item, None, reason) for item, reason in bad)
-            if images:
-                yield from ((item, nbest, None) for item, nbest in zip(good, self.caption_images(images, config, keys)))
+            if features is not None:
+                keys = [Path(path_of(item)).name for item in good]
+                captions = self.caption_features(features.result(), config, keys)
+                yield from ((item, nbest, None) for item, nbest in zip(good, captions))
+
+        with ThreadPoolExecutor(max_workers=1) as encoder:
+            pending = None  # the batch being encoded: (readable items, unreadable ones, its features to come)
+            for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
+                upcoming = (good, bad, encoder.submit(self.preprocess, images) if images else None)
+                if pending is not None:
+                    yield from finish(*pending)
+                pending = upcoming
+            if pending is not None:
+                yield from finish(*pending)
 
     @property
     def state_kinds(self) -> tuple[str, ...]:

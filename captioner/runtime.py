@@ -7,8 +7,9 @@ chooses (:data:`RUNTIMES`; default ``auto``), beside ``--precision``.
 
 How ``auto`` decides, cheaply (nothing is timed at start-up):
 
-1. on a GPU, or where the precision is not float32 (bfloat16 where the CPU runs it natively, see
-   :mod:`captioner.precision`): PyTorch, as before;
+1. on a GPU, where the precision ``auto`` resolves to is not float32 (bfloat16 where the CPU runs it natively,
+   see :mod:`captioner.precision`), or where ``--precision fp32`` is given: PyTorch, as before (an explicit
+   ``fp32`` keeps its promise: the results of earlier releases, bit for bit);
 2. else the first installed runtime of :data:`AUTO_ORDER` (``pip install "captioner[fast]"`` installs them),
    in the order measured fastest on CPUs without native bfloat16;
 3. else PyTorch in float32.
@@ -50,8 +51,8 @@ CPU_RUNTIMES = ("openvino", "onnxruntime")  # those that run an ONNX export
 AUTO_ORDER = ("openvino", "onnxruntime")  # auto's preference among the installed ones: fastest first, as measured
 FAST_EXTRA = 'pip install "captioner[fast]"'
 RUNTIME_HELP = ("where the image encoder runs: torch (PyTorch), onnxruntime or openvino (float32 CPU runtimes, "
-                f"installed by {FAST_EXTRA}); auto: PyTorch where the precision is bf16 or on a GPU, else the first "
-                f"installed of {', '.join(AUTO_ORDER)}, else PyTorch")
+                f"installed by {FAST_EXTRA}); auto: PyTorch on a GPU, with --precision fp32 or where bf16 is "
+                f"native, else the first installed of {', '.join(AUTO_ORDER)}, else PyTorch")
 MODULES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}  # what each one imports
 OPSET = 17  # ONNX Runtime and OpenVINO both read it; part of the export's cache key
 EXPORT_FORMAT = 1  # bump when the export itself changes (inputs, outputs, options): old exports are then unused
@@ -98,11 +99,12 @@ def installed(name: str) -> bool:
     return True
 
 
-def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precision = "auto",
-                    device: str = "cpu") -> list[Runtime]:
+def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precision = "auto", device: str = "cpu",
+                    native: tuple[str, ...] | None = None) -> list[Runtime]:
     """The runtimes to try, in order, for ``requested`` (one of :data:`RUNTIMES`) at ``precision``: for ``auto``
     the installed CPU runtimes that apply (see the module docstring), then PyTorch; an explicit one alone.
-    ValueError (one line) for an unknown name, a runtime not installed, or a precision it cannot run."""
+    ValueError (one line) for an unknown name, a runtime not installed, or a precision it cannot run. ``native``:
+    the precisions ``device`` runs natively (default: :func:`captioner.precision.native_precisions`)."""
     if isinstance(requested, Runtime):
         return [requested]
     if requested not in RUNTIMES:
@@ -112,18 +114,20 @@ def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precisio
             raise ValueError(f"runtime {requested} is not installed: {FAST_EXTRA} (or use --runtime auto)")
         if precision == "auto" and device == "cpu":
             return [Runtime(requested, Precision("fp32", "cpu", f"auto: {requested} runs float32"))]
-        resolved = resolve_precision(precision, device)  # an unknown or non-native precision: its own error
+        resolved = resolve_precision(precision, device, native)  # an unknown or non-native one: its own error
         if (resolved.name, device) != ("fp32", "cpu"):
             raise ValueError(f"runtime {requested} runs float32 on the CPU only, not {resolved.name} on {device}; "
                              "use --precision fp32 (or auto), or --runtime torch")
         return [Runtime(requested, resolved)]
-    resolved = resolve_precision(precision, device)
+    resolved = resolve_precision(precision, device, native)
     if requested == "torch":
         return [Runtime("torch", resolved)]
     if device != "cpu":
         return [Runtime("torch", resolved, "auto: on a GPU")]
     if resolved.name != "fp32":
         return [Runtime("torch", resolved, f"auto: {resolved.name} runs natively in PyTorch here")]
+    if precision != "auto":
+        return [Runtime("torch", resolved, "auto: precision fp32 asked for, PyTorch's float32 bit for bit")]
     found = [name for name in AUTO_ORDER if installed(name)]
     runtimes = [Runtime(name, resolved, "auto: the fastest installed CPU runtime") for name in found]
     return runtimes + [Runtime("torch", resolved, "auto: no other runtime loaded" if found else
@@ -267,10 +271,10 @@ def open_exported(encoder: ImageEncoder, name: str, cache_dir: str | Path | None
     with a warning. Raises (ImportError, ValueError, RuntimeError, ...) when the runtime cannot run it."""
     threads = threads or torch.get_num_threads()
     path = export_path(encoder, cache_dir)
+    importlib.import_module(MODULES[name][0])  # a missing runtime is an ImportError, before any export
     fresh = not path.exists()
     if fresh:
         export_onnx(encoder, path)
-    importlib.import_module(MODULES[name][0])  # a missing runtime is an ImportError, not a bad cache file
     try:
         run = SESSIONS[name](path, threads)
         check_features(encoder, run)
