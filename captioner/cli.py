@@ -24,9 +24,9 @@ from .images import expand_paths
 from .pipeline import TOP_ANSWERS, Captioner, VQAPredictor
 from .precision import PRECISION_HELP, PRECISIONS
 from .pretrained import DEFAULT, get_weights
-from .runtime import RUNTIME_HELP, RUNTIMES
 from .progress import show_progress
 from .ptb import java_available
+from .runtime import RUNTIME_HELP, RUNTIMES
 from .train_caption import TrainConfig, train
 from .train_vqa import VQATrainConfig, train_vqa
 from .vocab import MAX_CAPTION_WORDS

@@ -2,8 +2,8 @@
 
 Both are pipelines in the Hugging Face sense, under one contract: ``preprocess`` turns images into
 encoder features (at the chosen precision, on the chosen runtime: :mod:`captioner.runtime`), ``forward`` runs
-the model on them, ``postprocess`` turns its outputs into text. A user's keyword arguments are routed once, into a ``DecodeConfig``
-(:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
+the model on them, ``postprocess`` turns its outputs into text. A user's keyword arguments are routed once,
+into a ``DecodeConfig`` (:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
 this module adds the image encoder, shared by captions and answers when they were trained on the same.
 :func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
 for ``caption``, ``ask --batch`` and ``eval`` alike.

@@ -8,9 +8,8 @@ import types
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from conftest import EXAMPLE_IMAGE
+from torch import nn
 
 from captioner import runtime as rt
 from captioner.cli import main
