@@ -49,8 +49,9 @@ def configurations() -> list[tuple[str, str]]:
     return found + [("auto", "auto")]
 
 
-def caption(paths: list[Path], runtime: str, precision: str) -> tuple[dict[str, str], float, float]:
-    """``captioner caption`` over ``paths`` in a fresh process: {path: caption}, seconds, and its peak RSS in MB."""
+def caption(paths: list[Path], runtime: str, precision: str) -> tuple[dict[str, str], float, float, float]:
+    """``captioner caption`` over ``paths`` in a fresh process: {path: caption}, seconds, CPU seconds (user and
+    system, all threads: a figure that a busy machine inflates less than the wall time) and peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
         cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl", "--output",
@@ -63,12 +64,12 @@ def caption(paths: list[Path], runtime: str, precision: str) -> tuple[dict[str, 
         if proc.returncode:
             raise RuntimeError(f"captioner caption --runtime {runtime} --precision {precision} failed")
         captions = {r["file"]: r["caption"] for r in map(json.loads, out.read_text().splitlines())}
-    return captions, seconds, usage.ru_maxrss / 1024
+    return captions, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def encoder_figures(paths: list[Path]) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """(images/s alone, max |difference| from PyTorch fp32, the same relative to the largest feature) per config,
-    rounds alternating."""
+def encoder_figures(paths: list[Path]) -> dict[tuple[str, str], tuple[float, float, float, float]]:
+    """(images/s alone, images per CPU second, max |difference| from PyTorch fp32, the same relative to the largest
+    feature) per config, rounds alternating."""
     base = build_encoder("efficientnet-lite0")
     pixels = torch.stack([base.preprocess(p) for p in paths[:128]])
     encoders = {}
@@ -76,24 +77,27 @@ def encoder_figures(paths: list[Path]) -> dict[tuple[str, str], tuple[float, flo
         encoder, chosen = load_runtime(build_encoder("efficientnet-lite0"), resolve_runtime(runtime, precision))
         encoders[(runtime, precision)] = (encoder, chosen)
     rates: dict = {key: [] for key in encoders}
+    cpu_rates: dict = {key: [] for key in encoders}
     outputs = {}
     with torch.inference_mode():
         for _ in range(3):
             for key, (encoder, chosen) in encoders.items():
                 with chosen.autocast():
                     encoder(pixels[:4])
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     outputs[key] = torch.cat([encoder(chunk).float() for chunk in pixels.split(4)])
                     rates[key].append(len(pixels) / (time.perf_counter() - start))
+                    cpu_rates[key].append(len(pixels) / (time.process_time() - cpu))
     reference = outputs[("torch", "fp32")]
-    return {key: (statistics.median(rates[key]), float((outputs[key] - reference).abs().max()),
+    return {key: (statistics.median(rates[key]), statistics.median(cpu_rates[key]),
+                  float((outputs[key] - reference).abs().max()),
                   float((outputs[key] - reference).abs().max() / reference.abs().max())) for key in encoders}
 
 
 def quality(runtime: str, precision: str) -> dict:
     """Dev CIDEr on Flickr8k and COCO, the examples' captions and COCO dev VQA accuracy."""
     parts = {d: load_caption_dataset(d, DATA / d, "dev") for d in ("flickr8k", "coco")}
-    captions, _, _ = caption([it.path for its in parts.values() for it in its], runtime, precision)
+    captions, *_ = caption([it.path for its in parts.values() for it in its], runtime, precision)
     report = {d: corpus_scores({it.image_id: captions[str(it.path)] for it in its},
                                {it.image_id: it.captions for it in its}, metrics=["CIDEr"])["CIDEr"]
               for d, its in parts.items()}
@@ -116,22 +120,23 @@ def main() -> int:
           f"{', '.join(r.name for r in auto)}; {len(paths)} images from {args.images}")
     for runtime, precision in configs:  # the export is made once per machine, not timed
         caption(EXAMPLES[:1], runtime, precision)
-    encoder = encoder_figures(paths)
     runs: dict = {key: [] for key in configs}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # first, while this process is small: a child's peak RSS counts its fork of it
         for key in configs:
             runs[key].append(caption(paths, *key)[1:])
-    print("| runtime | precision | end to end img/s (rounds) | × torch fp32 (median of rounds) | peak RSS | "
-          "encoder alone img/s | max feature diff |")
-    print("|---|---|---|---|---|---|---|")
+    encoder = encoder_figures(paths)
+    print("| runtime | precision | end to end img/s (rounds) | × torch fp32 (median; rounds) | × in CPU time | "
+          "peak RSS | encoder alone img/s (per CPU s) | max feature diff (relative) |")
+    print("|---|---|---|---|---|---|---|---|")
     base = runs[("torch", "fp32")]
     for key in configs:
-        rates = [len(paths) / seconds for seconds, _ in runs[key]]
-        ratios = [b[0] / seconds for (seconds, _), b in zip(runs[key], base)]
-        rate, diff, relative = encoder[key]
+        rates = [len(paths) / seconds for seconds, _, _ in runs[key]]
+        ratios = [b[0] / seconds for (seconds, _, _), b in zip(runs[key], base)]
+        cpu_ratio = sum(b[1] for b in base) / sum(cpu for _, cpu, _ in runs[key])
+        rate, cpu_rate, diff, relative = encoder[key]
         print(f"| {key[0]} | {key[1]} | {' / '.join(f'{r:.1f}' for r in rates)} | "
-              f"{statistics.median(ratios):.2f} ({' / '.join(f'{r:.2f}' for r in ratios)}) | "
-              f"{max(rss for _, rss in runs[key]):.0f} MB | {rate:.1f} | {diff:.2g} ({relative:.2g}) |")
+              f"{statistics.median(ratios):.2f} ({' / '.join(f'{r:.2f}' for r in ratios)}) | {cpu_ratio:.2f} | "
+              f"{max(rss for _, _, rss in runs[key]):.0f} MB | {rate:.1f} ({cpu_rate:.1f}) | {diff:.2g} ({relative:.2g}) |")
     if args.quality:
         reports = {key: quality(*key) for key in configs}
         ref = reports[("torch", "fp32")]
