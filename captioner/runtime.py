@@ -50,6 +50,7 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 CPU_RUNTIMES = ("openvino", "onnxruntime")  # those that run an ONNX export
 AUTO_ORDER = ("onnxruntime", "openvino")  # auto's preference among the installed ones: fastest first, as measured
 FAST_EXTRA = 'pip install "captioner[fast]"'
+INSTALL = {"onnxruntime": FAST_EXTRA, "openvino": 'pip install "captioner[openvino]"'}  # how to get each one
 RUNTIME_HELP = ("where the image encoder runs: torch (PyTorch), onnxruntime or openvino (float32 CPU runtimes, "
                 f"installed by {FAST_EXTRA}); auto: PyTorch on a GPU, with --precision fp32 or where bf16 is "
                 f"native, else the first installed of {', '.join(AUTO_ORDER)}, else PyTorch")
@@ -111,7 +112,7 @@ def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precisio
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {str(requested)[:40]!r}")
     if requested in CPU_RUNTIMES:
         if not installed(requested):
-            raise ValueError(f"runtime {requested} is not installed: {FAST_EXTRA} (or use --runtime auto)")
+            raise ValueError(f"runtime {requested} is not installed: {INSTALL[requested]} (or use --runtime auto)")
         if precision == "auto" and device == "cpu":
             return [Runtime(requested, Precision("fp32", "cpu", f"auto: {requested} runs float32"))]
         resolved = resolve_precision(precision, device, native)  # an unknown or non-native one: its own error
