@@ -51,9 +51,9 @@ CPU_RUNTIMES = ("openvino", "onnxruntime")  # those that run an ONNX export
 AUTO_ORDER = ("onnxruntime", "openvino")  # auto's preference among the installed ones: fastest first, as measured
 FAST_EXTRA = 'pip install "captioner[fast]"'
 INSTALL = {"onnxruntime": FAST_EXTRA, "openvino": 'pip install "captioner[openvino]"'}  # how to get each one
-RUNTIME_HELP = ("where the image encoder runs: torch (PyTorch), onnxruntime or openvino (float32 CPU runtimes, "
-                f"installed by {FAST_EXTRA}); auto: PyTorch on a GPU, with --precision fp32 or where bf16 is "
-                f"native, else the first installed of {', '.join(AUTO_ORDER)}, else PyTorch")
+RUNTIME_HELP = ("where the image encoder runs: torch (PyTorch), onnxruntime or openvino (float32 CPU runtimes: "
+                f"{INSTALL['onnxruntime']}, {INSTALL['openvino']}); auto: PyTorch on a GPU, with --precision fp32 "
+                f"or where bf16 is native, else the first installed of {', '.join(AUTO_ORDER)}, else PyTorch")
 MODULES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}  # what each one imports
 OPSET = 17  # ONNX Runtime and OpenVINO both read it; part of the export's cache key
 EXPORT_FORMAT = 1  # bump when the export itself changes (inputs, outputs, options): old exports are then unused
