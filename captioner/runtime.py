@@ -243,6 +243,13 @@ class ExportedEncoder:
     def feature_dim(self) -> int:
         return self.torch_encoder.feature_dim
 
+    def __getattr__(self, name: str):
+        """Anything else an :class:`ImageEncoder` has (``mean``, ``backbone``, ``trunk_digest``...) is read from the
+        PyTorch encoder, so code written for ``model.encoder`` keeps working whichever runtime runs it."""
+        if name == "torch_encoder":  # not set yet (during unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.torch_encoder, name)
+
 
 def probe_images(encoder: ImageEncoder, n: int = 2) -> torch.Tensor:
     """A fixed batch of random uint8 images at the encoder's size, to compare a runtime's features with PyTorch's."""
