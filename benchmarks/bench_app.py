@@ -1,6 +1,7 @@
 """Latency, concurrency and memory of the demo app, driven through gradio_client as an API user would.
 
     python benchmarks/bench_app.py [--weights weights] [--calls 50] [--concurrent 20] [--image examples/tennis.jpg]
+                                   [--runtime auto]
     python benchmarks/bench_app.py --png16 8900 --calls 3 --concurrent 4   # memory: a 79 MP 16-bit PNG
 
 Starts ``python app.py`` on a free localhost port, then measures: the p50/p95 latency of one
@@ -32,13 +33,14 @@ P95_TARGET_MS = 250
 
 
 @contextmanager
-def app_process(weights: str | None, log: Path, timeout: float = 180.0) -> Iterator[tuple[str, int]]:
+def app_process(weights: str | None, log: Path, timeout: float = 180.0,
+                runtime: str = "auto") -> Iterator[tuple[str, int]]:
     """``python app.py`` on a free localhost port, until it answers: its URL and process id; stopped afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port),
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runtime", runtime,
                                  *(["--weights", weights] if weights else [])],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url, started = f"http://127.0.0.1:{port}/", time.monotonic()
@@ -99,10 +101,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--png16", type=int, metavar="SIZE", help="caption a SIZE x SIZE 16-bit PNG instead")
+    parser.add_argument("--runtime", default="auto", help="the app's encoder runtime (default: auto)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]  # other work on the machine slows every figure below
-    with tempfile.TemporaryDirectory() as tmp, app_process(args.weights, Path(tmp) / "app.log") as (url, pid):
+    with tempfile.TemporaryDirectory() as tmp, app_process(args.weights, Path(tmp) / "app.log", runtime=args.runtime) as (url, pid):
         if args.png16:
             args.image = str(Path(tmp) / f"gradient-{args.png16}-16bit.png")
             write_png16(Path(args.image), args.png16)
@@ -127,7 +130,7 @@ def main() -> int:
 
     p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20, method="inclusive")[-1]
     verdict = "met" if p95 <= P95_TARGET_MS else "MISSED"
-    print(f"weights: {args.weights or 'default entry'}   image: {args.image}   "
+    print(f"weights: {args.weights or 'default entry'}   runtime: {args.runtime}   image: {args.image}   "
           f"load average before the run: {load_before:.1f} on {os.cpu_count()} cores")
     print(f"caption latency, default decoding, {len(latencies)} calls: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
           f"max {max(latencies):.0f} ms (target p95 <= {P95_TARGET_MS} ms: {verdict})")

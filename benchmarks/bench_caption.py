@@ -1,7 +1,7 @@
 """Caption quality per dataset, throughput and memory of the shipped weights, and the example photos.
 
     python benchmarks/bench_caption.py [--data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco]
-                                       [--weights NAME|DIR] [--precision P] [--check]
+                                       [--weights NAME|DIR] [--precision P] [--runtime R] [--check]
 
 Runs `captioner caption` (the weights' default decoding) end to end on the dev images of every dataset at once (Flickr8k's
 1,000 and COCO's 300), as a user would, then scores each dataset's captions with the coco-caption
@@ -27,8 +27,10 @@ from pathlib import Path
 
 from captioner.data.datasets import DatasetSpec, load_caption_dataset
 from captioner.metrics.captions import corpus_scores
-from captioner.precision import PRECISIONS, resolve_precision
+from captioner.options import RUNTIMES
+from captioner.precision import PRECISIONS
 from captioner.pretrained import resolve_weights
+from captioner.runtime import resolve_runtime
 from captioner.train.loop import dataset_names
 
 TARGETS = {"flickr8k": {"Bleu_4": 0.20, "CIDEr": 0.47}, "coco": {"Bleu_4": 0.20, "CIDEr": 0.60}}
@@ -37,13 +39,14 @@ MAIN_OBJECT = {"laptop.jpg": r"laptop|computer", "pizza.jpg": r"pizza", "stop-si
                "tennis.jpg": r"tennis", "skateboarder.jpg": r"skateboard", "cat-mirror.jpg": r"\bcats?\b"}
 
 
-def caption_files(paths: list[Path], weights: str | None, decoding: dict,
-                  precision: str) -> tuple[dict[str, str], float, float]:
+def caption_files(paths: list[Path], weights: str | None, decoding: dict, precision: str,
+                  runtime: str = "auto") -> tuple[dict[str, str], float, float]:
     """``captioner caption`` over ``paths`` in a subprocess: {path: caption}, seconds, and its peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
-        cmd = [sys.executable, "-m", "captioner.cli.main", "caption", *map(str, paths), "--format", "jsonl",
-               "--output", str(out), "--precision", precision, *(["--weights", weights] if weights else [])]
+        cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl",
+               "--output", str(out), "--precision", precision, "--runtime", runtime,
+               *(["--weights", weights] if weights else [])]
         for key, value in decoding.items():
             cmd += ["--" + key.replace("_", "-"), str(value)]
         started = time.perf_counter()
@@ -64,6 +67,7 @@ def main() -> int:
     parser.add_argument("--no-repeat-ngram", type=int, help="default: the weights' own decoding setting")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="inference precision (default: fp32 with --check, else auto)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help="encoder runtime (default: auto)")
     parser.add_argument("--check", action="store_true", help="fail unless the weights entry's scores are reproduced")
     args = parser.parse_args()
     precision = args.precision or ("fp32" if args.check else "auto")
@@ -73,9 +77,9 @@ def main() -> int:
     decoding = {k: v for k, v in [("beam", args.beam), ("length_penalty", args.length_penalty),
                                   ("no_repeat_ngram", args.no_repeat_ngram)] if v is not None}
     paths = [it.path for items in parts.values() for it in items]
-    captions, seconds, peak_mb = caption_files(paths, args.weights, decoding, precision)
-    print(f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}  precision: "
-          f"{resolve_precision(precision)}")
+    captions, seconds, peak_mb = caption_files(paths, args.weights, decoding, precision, args.runtime)
+    print(f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}  runtime: "
+          f"{resolve_runtime(args.runtime, precision)[0]}")
     print(f"end-to-end: {seconds:.1f} s, {len(captions) / seconds:.1f} images/s (model loading included)")
     print(f"peak memory (RSS): {peak_mb:.0f} MB")
     scores = {}
@@ -90,7 +94,7 @@ def main() -> int:
 
     examples = sorted(EXAMPLES.glob("*.jpg"))
     named = 0
-    for path, caption in caption_files(examples, args.weights, decoding, precision)[0].items():
+    for path, caption in caption_files(examples, args.weights, decoding, precision, args.runtime)[0].items():
         hit = bool(re.search(MAIN_OBJECT.get(Path(path).name, r"$^"), caption))
         named += hit
         print(f"  {'ok ' if hit else 'MISS'} {Path(path).name}: {caption}")

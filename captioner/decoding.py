@@ -7,6 +7,7 @@ samples in the order they were drawn (so that the first of ``n_best=3`` is the o
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -47,19 +48,23 @@ def mask_special_tokens(log_probs: torch.Tensor) -> torch.Tensor:
 
 def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
     """Forbid ``<end>`` before ``min_length`` words and any n-gram repeat; never emit markers or ``<unk>``.
-    ``log_probs`` ``(N, vocab)``, ``history`` ``(N, steps)``: the words so far."""
-    log_probs = mask_special_tokens(log_probs)
+    ``log_probs`` ``(N, vocab)``, a decoding step's own, is changed in place (one tensor operation per kind of
+    ban, not one per row); ``history`` ``(N, steps)``: the words so far."""
+    log_probs.index_fill_(1, torch.tensor(SPECIAL_IDS), float("-inf"))  # as mask_special_tokens, in place
     steps = history.shape[1]
     if steps < cfg.min_length:
         log_probs[:, Vocabulary.end_id] = float("-inf")
     n = cfg.no_repeat_ngram
     if n and steps >= n - 1:
-        rows = history.tolist()
-        for i, seq in enumerate(rows):
-            prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
-            banned = [seq[j + n - 1] for j in range(len(seq) - n + 1) if tuple(seq[j:j + n - 1]) == prefix]
-            if banned:
-                log_probs[i, banned] = float("-inf")
+        rows, words = [], []  # each (row, word) that would repeat an n-gram of its row
+        for i, seq in enumerate(history.tolist()):
+            prefix = seq[len(seq) - n + 1:] if n > 1 else []
+            for j in range(len(seq) - n + 1):
+                if seq[j:j + n - 1] == prefix:
+                    rows.append(i)
+                    words.append(seq[j + n - 1])
+        if rows:
+            log_probs[rows, words] = float("-inf")
     return log_probs
 
 
@@ -161,12 +166,15 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
         parent, word = top_idx // vocab, top_idx % vocab  # each (B, 2k)
         is_end = word == Vocabulary.end_id  # (B, 2k)
         # Finish every <end> candidate ranked within the top k, then keep the k best live ones.
-        for i, r in is_end[:, :k].nonzero().tolist():
-            if done[i] or not torch.isfinite(top_lp[i, r]):
+        ends = is_end[:, :k].nonzero().tolist()
+        if ends:  # read once: one tensor-to-list conversion per step, not several per finished beam
+            top_list, parent_list = top_lp.tolist(), parent.tolist()
+            end_lps = log_probs[:, Vocabulary.end_id].tolist()
+        for i, r in ends:
+            if done[i] or not math.isfinite(top_list[i][r]):
                 continue
-            row = i * k + parent[i, r].item()
-            lps = token_lps[row].tolist() + [log_probs[row, Vocabulary.end_id].item()]
-            hyp = Hypothesis(history[row].tolist(), lps, True)
+            row = i * k + parent_list[i][r]
+            hyp = Hypothesis(history[row].tolist(), token_lps[row].tolist() + [end_lps[row]], True)
             hyp.score = _length_normalised(hyp.log_prob, t + 1, cfg.length_penalty)
             finished[i].append(hyp)
         beam_lp, pick = top_lp.masked_fill(is_end, float("-inf")).topk(k, dim=1)  # each (B, k)
@@ -176,11 +184,11 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
         history = torch.cat([history[rows], word[:, None]], 1)
         token_lps = torch.cat([token_lps[rows], new_lp[:, None]], 1)
         state, prev = _reorder(state, rows), word
+        best_lps = beam_lp[:, 0].tolist()
         for i in range(b):
             if not done[i] and len(finished[i]) >= k:
                 worst = sorted(h.score for h in finished[i])[-k]
-                best_live = _length_normalised(beam_lp[i, 0].item(), t + 2, cfg.length_penalty)
-                done[i] = best_live < worst
+                done[i] = _length_normalised(best_lps[i], t + 2, cfg.length_penalty) < worst
         if all(done):
             break
     results = []

@@ -27,6 +27,17 @@ PRECISION_HELP = ("numeric precision: fp32; bf16 or fp16 autocast where the hard
                   "else fp16)")
 
 
+# Where the image encoder runs (captioner.runtime)
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+CPU_RUNTIMES = ("openvino", "onnxruntime")  # those that run an ONNX export
+AUTO_ORDER = ("onnxruntime", "openvino")  # auto's preference among the installed ones: fastest first, as measured
+FAST_EXTRA = 'pip install "captioner[fast]"'
+INSTALL = {"onnxruntime": FAST_EXTRA, "openvino": 'pip install "captioner[openvino]"'}  # how to get each one
+RUNTIME_HELP = ("where the image encoder runs: torch (PyTorch), onnxruntime or openvino (float32 CPU runtimes: "
+                f"{INSTALL['onnxruntime']}, {INSTALL['openvino']}); auto: PyTorch on a GPU, with --precision fp32 "
+                f"or where bf16 is native, else the first installed of {', '.join(AUTO_ORDER)}, else PyTorch")
+
+
 @dataclass
 class DecodeConfig:
     """How to decode: the one place for every decoding default, range and help text (the CLI's options, the

@@ -1,9 +1,9 @@
 """The entry points: ``Captioner.from_pretrained().caption(image)``, and ``VQAPredictor`` for answers alone.
 
 Both are pipelines in the Hugging Face sense, under one contract: ``preprocess`` turns images into
-encoder features (at the chosen precision), ``forward`` runs the model on them, ``postprocess`` turns
-its outputs into text. A user's keyword arguments are routed once, into a ``DecodeConfig``
-(:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
+encoder features (at the chosen precision, on the chosen runtime: :mod:`captioner.runtime`), ``forward`` runs
+the model on them, ``postprocess`` turns its outputs into text. A user's keyword arguments are routed once,
+into a ``DecodeConfig`` (:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
 this module adds the image encoder, shared by captions and answers when they were trained on the same.
 :func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
 for ``caption``, ``ask --batch`` (:mod:`captioner.cli.batch`) and ``eval`` alike.
@@ -11,7 +11,7 @@ for ``caption``, ``ask --batch`` (:mod:`captioner.cli.batch`) and ``eval`` alike
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -26,9 +26,10 @@ from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, load_image
-from .precision import Precision, resolve_precision
+from .precision import Precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
+from .runtime import ExportedEncoder, Runtime, load_runtime, resolve_runtime
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
@@ -65,16 +66,22 @@ def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = N
 
 
 class Pipeline:
-    """What captioning and answering share: an image encoder, the precision it runs at, and ``preprocess``."""
+    """What captioning and answering share: an image encoder, the runtime and precision it runs at (``runtime``:
+    :class:`captioner.runtime.Runtime`), and ``preprocess``."""
 
-    def __init__(self, encoder: ImageEncoder, precision: str | Precision = "auto"):
-        self.runtime = resolve_precision(precision)  # ValueError (one line) for one this CPU cannot run
-        self.encoder = self.runtime.prepare(encoder)  # weights in the runtime's precision: no cast at every call
+    def __init__(self, encoder: ImageEncoder | ExportedEncoder, precision: str | Precision = "auto",
+                 runtime: str | Runtime = "auto"):
+        if isinstance(encoder, ExportedEncoder):  # already on its runtime: shared by a Captioner and its VQA model
+            if not isinstance(runtime, Runtime) or runtime.name == "torch":
+                raise ValueError("an exported encoder comes with the Runtime it was loaded on")
+            self.encoder, self.runtime = encoder, runtime
+        else:  # ValueError (one line) for a runtime or precision this machine cannot run
+            self.encoder, self.runtime = load_runtime(encoder, resolve_runtime(runtime, precision))
 
     @property
     def precision(self) -> str:
-        """The precision inference runs at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved; see ``runtime``)."""
-        return self.runtime.name
+        """The precision the encoder runs at: ``fp32``, ``bf16`` or ``fp16`` (``auto`` resolved; see ``runtime``)."""
+        return self.runtime.precision.name
 
     @property
     def image_size(self) -> int:
@@ -108,10 +115,11 @@ class Caption:
 class Captioner(Pipeline):
     """Captions images (and answers questions, when VQA weights are present)."""
 
-    def __init__(self, decoder, vocab: Vocabulary, encoder: ImageEncoder, decoding: DecodeConfig | None = None,
-                 vqa: VQAPredictor | None = None, precision: str | Precision = "auto",
-                 not_sure_below: float | None = None, cells: dict[str, list[dict]] | None = None):
-        super().__init__(encoder, precision)
+    def __init__(self, decoder, vocab: Vocabulary, encoder: ImageEncoder | ExportedEncoder,
+                 decoding: DecodeConfig | None = None, vqa: VQAPredictor | None = None,
+                 precision: str | Precision = "auto", not_sure_below: float | None = None,
+                 cells: dict[str, list[dict]] | None = None, runtime: str | Runtime = "auto"):
+        super().__init__(encoder, precision, runtime)
         self.decoder = decoder.eval()
         self.vocab = vocab
         self.decoding = decoding or DecodeConfig(max_length=vocab.max_length)
@@ -121,29 +129,33 @@ class Captioner(Pipeline):
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        load_vqa: bool = True, precision: str | Precision = "auto") -> Captioner:
+                        load_vqa: bool = True, precision: str | Precision = "auto",
+                        runtime: str | Runtime = "auto") -> Captioner:
         """Load a weights entry (or its name; default: the default entry) or a weights folder; offline, on the CPU.
 
         An entry brings its preprocessing and decoding defaults; a folder, its ``config.json``'s (see
         :mod:`captioner.pretrained`). VQA weights are the default VQA entry's, or for a folder its ``vqa/``.
         ``precision`` is one of :data:`captioner.precision.PRECISIONS`; ``auto`` picks the fastest this CPU runs
-        natively, and an explicit one it cannot run is a ValueError.
+        natively, and an explicit one it cannot run is a ValueError. ``runtime`` is one of
+        :data:`captioner.runtime.RUNTIMES`: where the encoder runs (``auto``: see :mod:`captioner.runtime`).
         """
-        runtime = resolve_precision(precision)  # before anything is loaded
+        runtimes = resolve_runtime(runtime, precision)  # before anything is loaded
         caption, answers = load_pretrained(weights, with_vqa=load_vqa)
-        encoder = build_encoder(caption.encoder, encoder_weights, tuned=caption.tuned,
-                                preprocessing=caption.preprocessing)
+        encoder, chosen = load_runtime(build_encoder(caption.encoder, encoder_weights, tuned=caption.tuned,
+                                                     preprocessing=caption.preprocessing), runtimes)
         vqa = None
         if answers is not None:  # it shares the encoder when it was trained on the same one
             same = (not caption.tuned and (answers.encoder, answers.preprocessing or encoder.spec.preprocessing)
                     == (encoder.spec.name, encoder.preprocessing))
-            vqa_encoder = encoder if same else build_encoder(answers.encoder, encoder_weights,
-                                                             preprocessing=answers.preprocessing)
+            vqa_encoder, vqa_runtime = (encoder, chosen) if same else load_runtime(
+                build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing),
+                runtimes[runtimes.index(chosen):])
             words = WordModel(caption.model, caption.vocab) if same else None  # scores candidates from its features
-            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder, runtime,
-                               answers.confidence.get("answer"), words, answers.choices)
-        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa, runtime,
-                   caption.confidence.get("caption"), caption.cells)
+            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder,
+                               not_sure_below=answers.confidence.get("answer"), words=words,
+                               choice_weights=answers.choices, runtime=vqa_runtime)
+        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa,
+                   not_sure_below=caption.confidence.get("caption"), cells=caption.cells, runtime=chosen)
 
     def forward(self, features: torch.Tensor, config: DecodeConfig | None = None,
                 keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
@@ -190,12 +202,29 @@ class Captioner(Pipeline):
                       path_of: Callable[[T], Path] = lambda item: item, progress: bool = True
                       ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
         """(item, its captions, None) for each readable image file of ``items``, in order, and (item, None, the
-        reason) for the others; sampling with a seed keys each image by its file name."""
-        for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
-            keys = [Path(path_of(item)).name for item in good]
+        reason) for the others; sampling with a seed keys each image by its file name.
+
+        Three stages overlap, each in a thread of its own: reading batch i + 2, encoding batch i + 1 and decoding
+        batch i. The encoder and the decoder then share the cores instead of taking turns (a runtime's threads
+        and PyTorch's, waiting on each other, ran 4x slower on a busy 2-core CPU: docs/experiments.md). Each
+        stage computes exactly what it would alone, so the captions are the same."""
+        def finish(good: list[T], bad: list[tuple[T, str]], features: Future | None
+                   ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
             yield from ((item, None, reason) for item, reason in bad)
-            if images:
-                yield from ((item, nbest, None) for item, nbest in zip(good, self.caption_images(images, config, keys)))
+            if features is not None:
+                keys = [Path(path_of(item)).name for item in good]
+                captions = self.caption_features(features.result(), config, keys)
+                yield from ((item, nbest, None) for item, nbest in zip(good, captions))
+
+        with ThreadPoolExecutor(max_workers=1) as encoder:
+            pending = None  # the batch being encoded: (readable items, unreadable ones, its features to come)
+            for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
+                upcoming = (good, bad, encoder.submit(self.preprocess, images) if images else None)
+                if pending is not None:
+                    yield from finish(*pending)
+                pending = upcoming
+            if pending is not None:
+                yield from finish(*pending)
 
     def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
             choices: Sequence[str] | str | None = None, details: bool = False) -> list[tuple[str, float]] | list:
@@ -223,10 +252,11 @@ class Answer:
 class VQAPredictor(Pipeline):
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
-    def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder,
+    def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder | ExportedEncoder,
                  precision: str | Precision = "auto", not_sure_below: float | None = None,
-                 words: WordModel | None = None, choice_weights: ChoiceWeights | None = None):
-        super().__init__(encoder, precision)
+                 words: WordModel | None = None, choice_weights: ChoiceWeights | None = None,
+                 runtime: str | Runtime = "auto"):
+        super().__init__(encoder, precision, runtime)
         self.model = model.eval()
         self.vocab = vocab
         self.answers = answers
@@ -242,13 +272,15 @@ class VQAPredictor(Pipeline):
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        precision: str | Precision = "auto", words: bool = False) -> VQAPredictor:
+                        precision: str | Precision = "auto", words: bool = False,
+                        runtime: str | Runtime = "auto") -> VQAPredictor:
         """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
         or ``vqa/config.json``. With ``words``, the caption weights that go with them too (an entry's, or
-        ``caption/`` beside ``vqa/``), for multiple choice (see :meth:`choose`)."""
+        ``caption/`` beside ``vqa/``), for multiple choice (see :meth:`choose`). ``precision`` and ``runtime``: as
+        for :meth:`Captioner.from_pretrained`."""
         if words:
             try:
-                vqa = Captioner.from_pretrained(weights, encoder_weights, precision=precision).vqa
+                vqa = Captioner.from_pretrained(weights, encoder_weights, precision=precision, runtime=runtime).vqa
             except (FileNotFoundError, ValueError) as e:  # a folder of VQA weights alone
                 if "caption weights" not in str(e):
                     raise
@@ -258,11 +290,12 @@ class VQAPredictor(Pipeline):
                 raise ValueError(f"multiple choice needs VQA and caption weights on one encoder in "
                                  f"{weights or 'the default entry'}")
             return vqa
-        runtime = resolve_precision(precision)  # before anything is loaded
+        runtimes = resolve_runtime(runtime, precision)  # before anything is loaded
         answers = load_vqa(weights)
-        encoder = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
-        return cls(answers.model, answers.vocab, answers.answers, encoder, runtime, answers.confidence.get("answer"),
-                   choice_weights=answers.choices)
+        encoder, chosen = load_runtime(build_encoder(answers.encoder, encoder_weights,
+                                                     preprocessing=answers.preprocessing), runtimes)
+        return cls(answers.model, answers.vocab, answers.answers, encoder,
+                   not_sure_below=answers.confidence.get("answer"), choice_weights=answers.choices, runtime=chosen)
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""

@@ -1,6 +1,6 @@
 """The captioner demo: caption a photo, look inside the LSTM, ask a question about it.
 
-    captioner app [--host 127.0.0.1] [--port 7860] [--share false] [--weights DIR] [--precision auto]
+    captioner app [--host 127.0.0.1] [--port 7860] [--share false] [--weights DIR] [--precision auto] [--runtime auto]
                   [--monitoring false]
 
 (also ``python app.py`` in a checkout). A thin Gradio UI over
@@ -84,20 +84,21 @@ def _upload_cleanup(folder: Path, every: float, age: float) -> Callable:
 
 
 def serve(weights: str | None = None, precision: str = "auto", host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False, monitoring: bool = False) -> int:
+          share: bool = False, monitoring: bool = False, runtime: str = "auto") -> int:
     """Load the models and serve the app until interrupted (Ctrl-C or SIGTERM); 2 when the weights can't load.
     ``monitoring`` turns on Gradio's request statistics (``/monitoring``), which are off by default."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
     matplotlib.use("Agg")  # plots are rendered to PNG in worker threads; never open a window
+    # One thread per request: CONCURRENCY requests then share the cores. Several threads per request
+    # oversubscribe them, and on a busy CPU a request can wait seconds for its slowest thread. Set before
+    # loading: an encoder runtime (captioner.runtime) takes its thread count when it loads.
+    torch.set_num_threads(1)
     try:
-        model = Captioner.from_pretrained(weights, precision=precision)
+        model = Captioner.from_pretrained(weights, precision=precision, runtime=runtime)
     except (FileNotFoundError, ValueError) as e:
         print(f"captioner app: error: {e}", file=sys.stderr)
         return 2
-    print(f"captioner app: precision {model.runtime}", flush=True)
-    # One thread per request: CONCURRENCY requests then share the cores. Several threads per request
-    # oversubscribe them, and on a busy CPU a request can wait seconds for its slowest thread.
-    torch.set_num_threads(1)
+    print(f"captioner app: runtime {model.runtime}", flush=True)
     model.caption_images([Image.new("RGB", (64, 64))])  # warm-up: the first visitor skips lazy initialisation
     # This run's own upload folder (private, inside GRADIO_TEMP_DIR when set), so that the cleanup deletes
     # nothing of another app's; the examples are served where they are, not copied into it.

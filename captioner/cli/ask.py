@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.output, [p for p in (args.image, args.batch) if p and p != "-"])
         args.choices = None if args.choices is None else parse_choices(args.choices)
         words = args.choices is not None or table is not None and CHOICES_COLUMN in table.columns
-        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words)
+        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words,
+                                             runtime=args.runtime)
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e), 2)
     report(args, model)

@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..options import CAPTION_DECODING, MAX_CAPTION_WORDS, PRECISION_HELP, PRECISIONS, DecodeConfig
+from ..options import (
+    CAPTION_DECODING,
+    MAX_CAPTION_WORDS,
+    PRECISION_HELP,
+    PRECISIONS,
+    RUNTIME_HELP,
+    RUNTIMES,
+    DecodeConfig,
+)
 from ..settings import number
 
 BATCH_SIZE, MAX_BATCH = 32, 1024  # images per batch: all of them are decoded in memory at once
@@ -40,6 +48,7 @@ def decoding_default(name: str) -> str:
 
 def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto", help=f"{RUNTIME_HELP} (default: auto)")
 
 
 def add_model_options(p: argparse.ArgumentParser, weights_help: str = WEIGHTS_HELP) -> None:
@@ -48,7 +57,7 @@ def add_model_options(p: argparse.ArgumentParser, weights_help: str = WEIGHTS_HE
     p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     add_precision(p)
     p.add_argument("--verbose", "-v", action="store_true",
-                   help="report on stderr what runs: the weights, the precision and why (default: off)")
+                   help="report on stderr what runs: the weights, the runtime and precision and why (default: off)")
 
 
 def add_batch_size(p: argparse.ArgumentParser) -> None:
@@ -57,10 +66,10 @@ def add_batch_size(p: argparse.ArgumentParser) -> None:
 
 
 def report(args: argparse.Namespace, model) -> None:
-    """With --verbose, say on stderr which weights run at which precision, and why that precision."""
+    """With --verbose, say on stderr which weights run on which runtime at which precision, and why."""
     if args.verbose:
         print(f"captioner: weights {args.weights or 'default entry'}, encoder {model.encoder.spec.name}, "
-              f"precision {model.runtime}", file=sys.stderr)
+              f"runtime {model.runtime}", file=sys.stderr)
 
 
 def decoding(args: argparse.Namespace, model, method: str | None) -> DecodeConfig:
@@ -77,9 +86,10 @@ def warn_unknown(model, question: str, where: str = "") -> None:
 
 
 def captioner(args: argparse.Namespace):
-    """The caption model that --weights, --encoder-weights and --precision name (no VQA weights)."""
+    """The caption model that --weights, --encoder-weights, --precision and --runtime name (no VQA weights)."""
     from ..pipeline import Captioner
 
-    model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision)
+    model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision,
+                                      runtime=args.runtime)
     report(args, model)
     return model

@@ -37,4 +37,4 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, UnicodeError) as e:
         return fail(f"--host {args.host}: not an address this machine can listen on ({getattr(e, 'strerror', e)})", 2)
 
-    return serve(args.weights, args.precision, args.host, args.port, args.share, args.monitoring)
+    return serve(args.weights, args.precision, args.host, args.port, args.share, args.monitoring, args.runtime)
