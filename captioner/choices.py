@@ -32,25 +32,10 @@ import torch
 
 from .answers import normalize_answer
 from .decoding import DecodeConfig, decode
-from .settings import check, setting
+from .options import CHOICE_LIMITS, ESCAPE, SEPARATOR, ChoiceLimits  # noqa: F401 (torch-free, so there)
 from .vocab import Vocabulary, pad_ids, tokenize_words
 
-SEPARATOR, ESCAPE = "|", "\\"
 SHOWN = 40  # characters of a candidate that an error message quotes, at most
-
-
-@dataclass
-class ChoiceLimits:
-    """What one question's candidates may be; every face (CLI, ``ask --batch``, Python, the app) checks these."""
-
-    max_choices: int = setting(100, "most candidate answers one question may offer", low=2, high=10_000)
-    max_choice_chars: int = setting(200, "most characters in one candidate answer", low=1, high=10_000)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-CHOICE_LIMITS = ChoiceLimits()
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,22 @@ class DecodeConfig:
         """A copy with ``changes`` (``None`` values ignored): how every face applies a user's settings to the
         weights' defaults, with the same checks and messages everywhere."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# Questions (captioner.pipeline, captioner.choices)
+TOP_ANSWERS = 5  # answers given per question unless asked for another number
+SEPARATOR, ESCAPE = "|", "\\"
+
+
+@dataclass
+class ChoiceLimits:
+    """What one question's candidates may be; every face (CLI, ``ask --batch``, Python, the app) checks these."""
+
+    max_choices: int = setting(100, "most candidate answers one question may offer", low=2, high=10_000)
+    max_choice_chars: int = setting(200, "most characters in one candidate answer", low=1, high=10_000)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+CHOICE_LIMITS = ChoiceLimits()

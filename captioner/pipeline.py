@@ -26,6 +26,7 @@ from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
 from .images import BadImageError, ImageInput, load_image
+from .options import TOP_ANSWERS
 from .precision import Precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
@@ -33,7 +34,6 @@ from .runtime import ExportedEncoder, Runtime, load_runtime, resolve_runtime
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
-TOP_ANSWERS = 5  # answers given per question unless asked for another number
 
 
 def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = None,

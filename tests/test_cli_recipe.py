@@ -26,7 +26,8 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["caption", "--help"], ["calibrate", "--help"],
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["caption", "--help"], ["ask", "--help"],
+                                  ["eval", "--help"], ["app", "--help"], ["calibrate", "--help"],
                                   ["questions", "--help"]])
 def test_help_and_version_import_no_torch(argv):
     code = ("import sys\nfrom captioner.cli.main import main\n"

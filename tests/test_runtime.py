@@ -12,7 +12,7 @@ from conftest import EXAMPLE_IMAGE
 from torch import nn
 
 from captioner import runtime as rt
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.encoder import EncoderSpec, ImageEncoder, build_encoder
 from captioner.options import CPU_RUNTIMES
 from captioner.precision import Precision

@@ -27,8 +27,7 @@ DESCRIPTION = (
 
 
 def configure(p: argparse.ArgumentParser, name: str) -> None:
-    from ..choices import CHOICE_LIMITS, ESCAPE, SEPARATOR
-    from ..pipeline import TOP_ANSWERS
+    from ..options import CHOICE_LIMITS, ESCAPE, SEPARATOR, TOP_ANSWERS
     from ..settings import number
 
     p.description = DESCRIPTION
