@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]  # a file, a PIL image, or pixels (H, W[, C])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -110,7 +110,8 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
                 raise BadImageError(f"{name}: empty image ({img.width}x{img.height} pixels)")
             if size_hint and img.format == "JPEG":
                 img.draft("RGB", (size_hint, size_hint))
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # exif_transpose would copy any image whole
+                img = ImageOps.exif_transpose(img)
             return _to_8bit_rgb(img, size_hint)
     except BadImageError:
         raise

@@ -185,8 +185,10 @@ class CheckedBlocks(gr.Blocks):
                               explicit_call: bool = False) -> list[Any]:
         if block_fn.api_name not in self.api_names and isinstance(inputs, list):
             for block, value in zip(block_fn.inputs, inputs):
+                if block.stateful:  # held by the server, not sent
+                    continue
                 block = state[block._id] if state is not None and block._id in state else block  # choices updated
-                why = None if block.stateful else offered(block, value)
+                why = offered(block, value)
                 if why:
                     raise mistake(why)
         try:

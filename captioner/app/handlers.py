@@ -6,6 +6,9 @@ refusing a bad one in one line. The page wires the same methods to its own event
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,22 @@ ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the h
 DECODING = DecodeConfig()  # the decoding defaults and ranges the controls show (the weights' own beam size apart)
 
 
+# Images over this many pixels are decoded one at a time: decoded whole, an 80-megapixel RGBA PNG of a few hundred
+# kB takes 320 MB, and with one per core at once the app went past 2 GB.
+LARGE_PIXELS = 16_000_000
+LARGE_DECODE = threading.Lock()
+
+
+def _pixels(path: Path) -> int:
+    """An image file's pixels, read from its header (0 when it cannot be read: ``load_image`` says why)."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - any unreadable file: load_image gives the one-line reason
+        return 0
+
+
 class Demo:
     """The request handlers; their signatures and docstrings are what the API page shows."""
 
@@ -38,11 +57,13 @@ class Demo:
         self.roots = image_roots()
 
     def _image(self, payload: dict | None) -> Image.Image:
-        """The uploaded file as an RGB image, through ``load_image`` (EXIF, modes, size limits)."""
+        """The uploaded file as an RGB image, through ``load_image`` (EXIF, modes, size limits); a large one
+        decoded while no other is (:data:`LARGE_PIXELS`)."""
         path = image_file(payload, self.roots)
         name = " ".join(Path(str(payload.get("orig_name") or "the file")).name.split())[:QUOTED_CHARS]  # one line
         try:
-            return load_image(path, size_hint=self.model.image_size)
+            with LARGE_DECODE if _pixels(path) > LARGE_PIXELS else contextlib.nullcontext():
+                return load_image(path, size_hint=self.model.image_size)
         except BadImageError as e:
             raise mistake(f"{str(e).replace(str(path), name)} ({IMAGE_LIMITS_NOTE})") from None
 

@@ -182,8 +182,11 @@ def _ask_tab(model: Captioner) -> dict[str, Any]:
 def _chat_tab() -> dict[str, Any]:
     """The Chat tab: the caption opens the conversation, then each question is answered in turn."""
     gr.Markdown(MEMORY)
-    return {"history": gr.Chatbot(label="Conversation (the caption opens it; a new caption starts a new one)",
-                                  elem_id="chat", height=360),
+    # No floating label and no buttons above the messages (share, clear, copy all): they covered the newest message,
+    # and on a phone the label. Each message keeps its own copy button.
+    gr.Markdown("**Conversation**: the caption on the Caption tab opens it; a new caption starts a new one.")
+    return {"history": gr.Chatbot(label="Conversation", show_label=False, buttons=["copy"], elem_id="chat",
+                                  height=360),
             "question": gr.Textbox(label="Question", placeholder="What color is it?", elem_id="chat-question"),
             "button": gr.Button("Send", variant="primary", elem_id="chat-send")}
 
