@@ -189,7 +189,8 @@ def test_palette_1_bit_and_alpha_images_are_shrunk_band_by_band_as_if_whole(smal
     rgba = Image.fromarray(rng.integers(0, 256, (100, 70, 4), dtype=np.uint8), "RGBA")  # reduce copies it whole
     assert images._shrunk(rgba, 20).tobytes() == rgba.reduce(3).tobytes()
     bilevel = palette.convert("1")
-    assert images._to_8bit_rgb(bilevel, size_hint=20).tobytes() == bilevel.convert("L").reduce(3).convert("RGB").tobytes()
+    want = bilevel.convert("L").reduce(3).convert("RGB")
+    assert images._to_8bit_rgb(bilevel, size_hint=20).tobytes() == want.tobytes()
 
 
 def test_transparent_images_convert_band_by_band_onto_white(small_bands):
