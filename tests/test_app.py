@@ -153,7 +153,7 @@ def messages_text(message: dict) -> str:
 
 
 # What a message about an unusable image says about the limits (images.MAX_PIXELS and app.MAX_FILE_MB).
-LIMITS = r"\(this app reads images of up to 80 megapixels and 25 MB\)"
+IMAGE_LIMITS_NOTE = r"\(this app reads images of up to 80 megapixels and 25 MB\)"
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +167,13 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("api, make_args, message", [
-    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))], rf"^notes\.txt: not an image file {LIMITS}$"),
+    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))],
+     rf"^notes\.txt: not an image file {IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [handle_file(str(f["broken.jpg"]))], r"^broken\.jpg: "),
     ("/caption", lambda f: [handle_file(str(f["huge.png"]))],
-     rf"^huge\.png: image too large \(9000x9000 pixels.*{LIMITS}$"),
+     rf"^huge\.png: image too large \(9000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [handle_file(str(f["bomb.png"]))],
-     rf"^bomb\.png: image too large \(10000x9000 pixels.*{LIMITS}$"),
+     rf"^bomb\.png: image too large \(10000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [None], "Upload an image first"),
     ("/caption", lambda f: [handle_file(str(EXAMPLE)), "beam", 500],
      r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$"),

@@ -45,6 +45,7 @@ IMAGE_LIMITS_NOTE = f"this app reads images of up to {MAX_PIXELS / 1e6:g} megapi
 # that it tells nothing about the server's files (whether one exists, is a folder, is an image).
 REFUSED = "Upload the image again: this app reads only images uploaded to it and its own examples."
 QUOTED_CHARS = 40  # characters of a value sent by a client that a message quotes, at most
+REASON_CHARS = 200  # characters of a reason given by a library (Gradio, the decoding settings) a message quotes
 
 Messages = list[dict[str, str]]  # a chat history: {"role": "user" or "assistant", "content": text}
 
@@ -196,7 +197,7 @@ class CheckedBlocks(gr.Blocks):
         except gr.Error as e:  # Gradio's own refusals print a traceback
             if not e.print_exception:
                 raise
-            raise mistake(str(e.message)[:200]) from None
+            raise mistake(str(e.message)[:REASON_CHARS]) from None
         except (ComponentProcessingError, ValidationError):
             raise mistake(f"{block_fn.name or 'this event'}: a value of a kind its inputs do not take") from None
 

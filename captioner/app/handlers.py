@@ -26,7 +26,18 @@ from ..lecture.atlas import ranked
 from ..lecture.inside import gradient_flow, state_kinds, states
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
-from .guards import IMAGE_LIMITS_NOTE, QUOTED_CHARS, Messages, image_file, image_roots, messages, mistake, quoted, whole
+from .guards import (
+    IMAGE_LIMITS_NOTE,
+    QUOTED_CHARS,
+    REASON_CHARS,
+    Messages,
+    image_file,
+    image_roots,
+    messages,
+    mistake,
+    quoted,
+    whole,
+)
 from .plots import SHOWS, Scored, cell_view, gradient_figure, states_figure
 
 ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the heatmap may show
@@ -84,7 +95,7 @@ class Demo:
             cfg = self.model.decoding.override(method=method, beam_size=beam_size, n_best=n_best,
                                                temperature=temperature, top_k=top_k)
         except (TypeError, ValueError) as e:
-            raise mistake(f"Bad decoding settings: {str(e)[:200]}") from None
+            raise mistake(f"Bad decoding settings: {str(e)[:REASON_CHARS]}") from None
         features = self.model.preprocess([self._image(image)])
         # Samples come in the order drawn: ranked here by score like the beam's, so the best is the one shown.
         captions = sorted(self.model.caption_features(features, cfg)[0], key=lambda c: c.score, reverse=True)
