@@ -256,7 +256,9 @@ def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths
     assert "Traceback" not in log and log.count("captioner app: refused: ") == len(forms)
 
 
-TEN_MB = "x" * 10_000_000
+# A long value, under the limit on a request body (guards.MAX_BODY_KB; a larger body is refused before it is read,
+# see test_app_limits.py).
+LONG = "x" * 500_000
 
 
 @pytest.mark.parametrize("api, make_data, message", [
@@ -264,7 +266,7 @@ TEN_MB = "x" * 10_000_000
     ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
     ("ask", lambda image: [], "^ask takes 3 inputs, not 0$"),
     ("ask", lambda image: [image], "^ask takes 3 inputs, not 1$"),  # its third, the choices, may be left out
-    ("ask", lambda image: [image, "what sport is this?", TEN_MB], "^Bad choices: the choices are too long "),
+    ("ask", lambda image: [image, "what sport is this?", LONG], "^Bad choices: the choices are too long "),
     ("chat", lambda image: [image, []], "^chat takes 3 inputs, not 2$"),
     ("chat", lambda image: [image, [{"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]}],
                             "what is it"], "^history message 1 must be "),  # never read as a file
@@ -272,8 +274,8 @@ TEN_MB = "x" * 10_000_000
     ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
     ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
     ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
-    ("caption", lambda image: [image, TEN_MB, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
-    ("caption", lambda image: [image, "beam", TEN_MB, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
+    ("caption", lambda image: [image, LONG, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
+    ("caption", lambda image: [image, "beam", LONG, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
     ("caption", lambda image: [image, {"beam": 1}, 3, 1.0, 0, 3], "^method must be one of .*, not a dict$"),
 ])
 def test_raw_calls_get_the_apps_one_line_reason_and_the_log_one_line(app_url, uploaded, new_log, api, make_data,

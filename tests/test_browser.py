@@ -356,10 +356,12 @@ def test_a_sampled_caption_is_the_best_of_its_samples_and_opens_the_chat(page, h
     page.get_by_label("sample").check()
     page.get_by_role("button", name="Caption", exact=True).click()
     expect(table).not_to_have_text(beams)  # the samples, with their own log-probabilities
-    rows = page.locator("#alternatives tbody tr")
-    scores = [float(rows.nth(i).locator("td").nth(2).inner_text()) for i in range(rows.count())]
+    texts = [t.strip() for t in table.locator(".cell-wrap span").all_inner_texts()]
+    assert texts[:4] == ["rank", "caption", "score", "log-prob"] and len(texts) == 4 * 4, texts
+    rows = [texts[i:i + 4] for i in range(4, len(texts), 4)]  # [rank, caption, score, log-prob]
+    scores = [float(row[2]) for row in rows]
     assert scores == sorted(scores, reverse=True)  # ranked by score, as the table's label says
-    assert rows.nth(0).locator("td").nth(1).inner_text() == caption.input_value()  # the caption: the best
+    assert rows[0][1] == caption.input_value()  # the caption: the best
     if has_vqa:
         page.get_by_role("tab", name="Chat").click()
         expect(page.locator("#chat .message").first).to_have_text(caption.input_value())  # the Caption tab's

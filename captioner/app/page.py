@@ -35,6 +35,7 @@ CSS = """
   #alternatives table { font-size: 12px; }
   #alternatives .cell-wrap { padding: 4px 2px; }
 }
+#chat button[aria-label="Clear"] { display: none; }  /* it sat over the messages: a new caption starts again */
 .not-sure { display: inline-block; padding: 2px 10px; border-radius: 999px; background: #fde68a; color: #78350f;
             font-weight: 600; margin-right: 6px; }
 """

@@ -30,11 +30,13 @@ def _figure(height: float) -> Figure:
     return Figure(figsize=(WIDTH, height), layout="constrained")
 
 
-def _words_axis(ax, labels: list[str]) -> None:
-    """The caption's words under a plot: slanted while they fit, upright for a long caption."""
-    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) <= 10 else 90,
-                  ha="right" if len(labels) <= 10 else "center", rotation_mode="anchor" if len(labels) <= 10
-                  else "default")
+def _words_axis(ax, labels: list[str], upright: bool = False) -> None:
+    """The caption's words under a plot: slanted while they fit, upright under narrow columns (a long caption,
+    the heatmap's)."""
+    if upright or len(labels) > 10:
+        ax.set_xticks(range(len(labels)), labels, rotation=90)
+    else:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
     ax.tick_params(labelsize=FONT)
 
 
@@ -50,7 +52,7 @@ def states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind
     fig = _figure(0.26 * len(cells) + 2.6)
     ax = fig.add_subplot()
     image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-    _words_axis(ax, labels)
+    _words_axis(ax, labels, upright=True)
     ax.set_yticks(range(len(cells)), [_short(name) for name in names])
     title = f"{len(cells)} {SHOWS[show].replace('cells', f'{kind}_t cells', 1)}" + (
         " (found over the dev captions)" if show != "varying" else "")
