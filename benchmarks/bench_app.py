@@ -3,12 +3,14 @@
     python benchmarks/bench_app.py [--weights weights] [--calls 50] [--concurrent 20] [--image examples/tennis.jpg]
                                    [--runtime auto]
     python benchmarks/bench_app.py --png16 8900 --calls 3 --concurrent 4   # memory: a 79 MP 16-bit PNG
+    python benchmarks/bench_app.py --png palette --calls 3 --concurrent 4  # ... a palette (8bit, rgba) PNG
 
 Starts ``python app.py`` on a free localhost port, then measures: the p50/p95 latency of one
 caption (the weights' default decoding; each call uploads the image) over ``--calls`` sequential calls;
 ``--concurrent`` captions sent at once, counting errors; and the peak resident memory of the app
-process (VmHWM). Targets: p95 <= 250 ms and 0 errors; with ``--png16 8900`` (an 8900 x 8900 16-bit PNG of
-a few hundred kB, just under the 80-megapixel cap), peak memory <= 1.5 GB.
+process (VmHWM), next to its resident memory once started (idle). Targets: p95 <= 250 ms and 0 errors; with
+``--png16 8900`` (an 8900 x 8900 16-bit PNG of a few hundred kB, just under the 80-megapixel cap) or ``--png
+KIND`` (the same as 8-bit gray, RGB, RGBA or palette), peak memory <= 1.5 GB.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def memory_mib(pid: int) -> dict[str, float]:
     """The process's peak resident memory (VmHWM) and, now, its private (RssAnon) and file-backed
     (RssFile: mostly shared libraries) parts, from the kernel's accounting (Linux)."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,13 +81,29 @@ def local_client(url: str) -> Client:
     return Client(url, verbose=False, analytics_enabled=False, ssl_verify=False)
 
 
-def write_png16(path: Path, size: int) -> None:
-    """A ``size`` x ``size`` 16-bit grayscale PNG: a smooth gradient, so the file is small and the image is not."""
+PNG_KINDS = ("16bit", "gray", "rgb", "rgba", "palette")
+
+
+def write_png(path: Path, size: int, kind: str = "16bit") -> None:
+    """A ``size`` x ``size`` PNG of a smooth gradient, so the file is small and the image is not: 16-bit or 8-bit
+    gray, RGB, RGBA (its transparency a gradient too) or palette (the app converts each differently)."""
     import numpy as np
     from PIL import Image
 
-    row = np.linspace(0, 65535, size).astype(np.uint16)
-    Image.fromarray(np.broadcast_to(row, (size, size)).copy()).save(path)
+    if kind == "16bit":
+        row = np.linspace(0, 65535, size).astype(np.uint16)
+        Image.fromarray(np.broadcast_to(row, (size, size)).copy()).save(path)
+        return
+    gray = Image.fromarray(np.broadcast_to(np.linspace(0, 255, size).astype(np.uint8), (size, size)).copy())
+    if kind == "gray":
+        image = gray
+    elif kind == "palette":
+        image = gray.convert("P")
+    else:
+        image = Image.merge("RGB", (gray, gray.transpose(Image.Transpose.ROTATE_90), gray))
+        if kind == "rgba":
+            image.putalpha(gray.transpose(Image.Transpose.ROTATE_270))
+    image.save(path)
 
 
 def timed_caption(client: Client, image: str) -> float:
@@ -102,13 +120,19 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--png16", type=int, metavar="SIZE", help="caption a SIZE x SIZE 16-bit PNG instead")
     parser.add_argument("--runtime", default="auto", help="the app's encoder runtime (default: auto)")
+    parser.add_argument("--png", choices=PNG_KINDS, help="caption a PNG of this kind instead (--png-size pixels)")
+    parser.add_argument("--png-size", type=int, default=8900, metavar="SIZE", help="its sides (default 8900: 79 MP)")
     args = parser.parse_args()
+    if args.png16:
+        args.png, args.png_size = "16bit", args.png16
 
     load_before = os.getloadavg()[0]  # other work on the machine slows every figure below
-    with tempfile.TemporaryDirectory() as tmp, app_process(args.weights, Path(tmp) / "app.log", runtime=args.runtime) as (url, pid):
-        if args.png16:
-            args.image = str(Path(tmp) / f"gradient-{args.png16}-16bit.png")
-            write_png16(Path(args.image), args.png16)
+    with tempfile.TemporaryDirectory() as tmp, app_process(args.weights, Path(tmp) / "app.log",
+                                                                  runtime=args.runtime) as (url, pid):
+        idle = memory_mib(pid)["VmRSS"]
+        if args.png:
+            args.image = str(Path(tmp) / f"gradient-{args.png_size}-{args.png}.png")
+            write_png(Path(args.image), args.png_size, args.png)
         client = local_client(url)
         for _ in range(3):  # warm-up: first calls pay for lazy initialisation in the app and the client
             timed_caption(client, args.image)
@@ -140,7 +164,8 @@ def main() -> int:
           + (f", slowest {max(burst):.0f} ms" if burst else ""))
     for error in sorted(set(errors)):
         print(f"  error: {error}")
-    print(f"app peak memory (VmHWM): {memory['VmHWM']:.0f} MiB; at the end {memory['RssAnon']:.0f} MiB private "
+    print(f"app memory once started (VmRSS): {idle:.0f} MiB; its peak (VmHWM): {memory['VmHWM']:.0f} MiB; at the end "
+          f"{memory['RssAnon']:.0f} MiB private "
           f"+ {memory['RssFile']:.0f} MiB file-backed (shared libraries)")
     return 1 if errors else 0
 

@@ -45,10 +45,13 @@ def test_caption_with_defaults_gives_text_alternatives_and_word_probabilities(cl
     assert scored and all(0 < w["class_or_confidence"] <= 1 for w in scored)
 
 
-@pytest.mark.parametrize("method, alternatives, expected", [("greedy", 3, 1), ("sample", 4, 4), ("beam", 5, 3)])
+@pytest.mark.parametrize("method, alternatives, expected", [("greedy", 3, 1), ("sample", 6, 6), ("beam", 5, 3)])
 def test_caption_decoding_settings(client, method, alternatives, expected):
-    _, nbest, _ = client.predict(handle_file(str(EXAMPLE)), method, 3, 0.8, 5, alternatives, api_name="/caption")
+    text, nbest, _ = client.predict(handle_file(str(EXAMPLE)), method, 3, 1.5, 0, alternatives, api_name="/caption")
     assert len(nbest["data"]) == expected  # beam: alternatives are capped at the beam size
+    # Ranked by score, as the table says (samples came in the order drawn), and the caption is the best of them.
+    scores = [score for _, _, score, _ in nbest["data"]]
+    assert scores == sorted(scores, reverse=True) and text == nbest["data"][0][1]
 
 
 def test_look_inside_and_one_cell_follow_the_last_caption(client):
@@ -112,12 +115,13 @@ def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(c
         pytest.skip("needs VQA weights")
     caption = client.predict(handle_file(str(EXAMPLE)), api_name="/caption")[0]
     history, box = client.predict(handle_file(str(EXAMPLE)), [], "Is there a dog in the picture?", api_name="/chat")
-    text = [" ".join(part["text"] for part in m["content"]) for m in history]  # Gradio's form: a list of parts
-    assert box == "" and [m["role"] for m in history] == ["assistant", "user", "assistant"]
-    assert text[0] == caption and text[1] == "Is there a dog in the picture?"
-    assert re.fullmatch(r".+ \(\d+%\)( \(not sure\))?", text[2])  # the answer and its probability
+    # The messages as docs/guide.md shows them: {"role", "content": text}, not Gradio's list of parts.
+    assert box == "" and all(set(m) == {"role", "content"} and isinstance(m["content"], str) for m in history)
+    assert [m["role"] for m in history] == ["assistant", "user", "assistant"]
+    assert history[0]["content"] == caption and history[1]["content"] == "Is there a dog in the picture?"
+    assert re.fullmatch(r".+ \(\d+%\)( \(not sure\))?", history[2]["content"])  # the answer and its probability
     history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
-    assert len(history) == 5 and history[4]["content"][0]["text"].endswith("(read as: what color is the dog?)")
+    assert len(history) == 5 and history[4]["content"].endswith("(read as: what color is the dog?)")
     for bad, message in ((["hi"], "history message 1 must be"), ({"a": 1}, "history must be a list"),
                          ([{"role": "user", "content": "x"}] * 201, "history holds 201 messages; at most 200")):
         with pytest.raises(AppError, match="^" + re.escape(message)) as error:
@@ -125,8 +129,31 @@ def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(c
         assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("history", [
+    [{"role": "user", "content": "what is it?"}, {"role": "assistant", "content": "a ball"}] * 99 + [
+        {"role": "user", "content": "and now?"}],  # 199 messages: under the limit of 200
+    [{"role": "user", "content": "<b>bold</b> <script>alert(1)</script> <img src=x onerror=alert(1)>"}],
+    [{"role": "user", "content": "hello", "metadata": {"title": "x"}, "options": [], "extra": 1}],
+    [{"role": "assistant", "content": [{"type": "text", "text": "a cat"}, {"type": "text", "text": "on a mat"}]}],
+], ids=["199 messages", "HTML", "extra keys", "text parts"])
+def test_chat_takes_any_history_of_text_messages_in_plain_text(client, has_vqa, new_log, history):
+    # Gradio's own check refused plain-text content ({"error": null}, a traceback in the log) (issue 38).
+    if not has_vqa:
+        pytest.skip("needs VQA weights")
+    out, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
+    assert len(out) == len(history) + 2 and all(set(m) == {"role", "content"} for m in out)
+    assert out[0]["content"] == messages_text(history[0]) and out[-2]["content"] == "what color is it?"
+    assert "Traceback" not in new_log()
+
+
+def messages_text(message: dict) -> str:
+    """A message's text as the app reads it: its text, or its text parts joined by spaces."""
+    content = message["content"]
+    return content if isinstance(content, str) else " ".join(part["text"] for part in content)
+
+
 # What a message about an unusable image says about the limits (images.MAX_PIXELS and app.MAX_FILE_MB).
-LIMITS = r"\(this app reads images of up to 80 megapixels and 25 MB\)"
+IMAGE_LIMITS_NOTE = r"\(this app reads images of up to 80 megapixels and 25 MB\)"
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +167,16 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("api, make_args, message", [
-    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))], rf"^notes\.txt: not an image file {LIMITS}$"),
+    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))],
+     rf"^notes\.txt: not an image file {IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [handle_file(str(f["broken.jpg"]))], r"^broken\.jpg: "),
     ("/caption", lambda f: [handle_file(str(f["huge.png"]))],
-     rf"^huge\.png: image too large \(9000x9000 pixels.*{LIMITS}$"),
+     rf"^huge\.png: image too large \(9000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [handle_file(str(f["bomb.png"]))],
-     rf"^bomb\.png: image too large \(10000x9000 pixels.*{LIMITS}$"),
+     rf"^bomb\.png: image too large \(10000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
     ("/caption", lambda f: [None], "Upload an image first"),
-    ("/caption", lambda f: [handle_file(str(EXAMPLE)), "beam", 500], r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$"),
+    ("/caption", lambda f: [handle_file(str(EXAMPLE)), "beam", 500],
+     r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$"),
     ("/ask", lambda f: [handle_file(str(EXAMPLE)), "   "], "Type a question first"),
 ])
 def test_bad_input_gets_a_one_line_message_and_the_app_keeps_serving(client, bad_files, api, make_args, message):
@@ -227,7 +256,9 @@ def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths
     assert "Traceback" not in log and log.count("captioner app: refused: ") == len(forms)
 
 
-TEN_MB = "x" * 10_000_000
+# A long value, under the limit on a request body (guards.MAX_BODY_KB; a larger body is refused before it is read,
+# see test_app_limits.py).
+LONG = "x" * 500_000
 
 
 @pytest.mark.parametrize("api, make_data, message", [
@@ -235,7 +266,7 @@ TEN_MB = "x" * 10_000_000
     ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
     ("ask", lambda image: [], "^ask takes 3 inputs, not 0$"),
     ("ask", lambda image: [image], "^ask takes 3 inputs, not 1$"),  # its third, the choices, may be left out
-    ("ask", lambda image: [image, "what sport is this?", TEN_MB], "^Bad choices: the choices are too long "),
+    ("ask", lambda image: [image, "what sport is this?", LONG], "^Bad choices: the choices are too long "),
     ("chat", lambda image: [image, []], "^chat takes 3 inputs, not 2$"),
     ("chat", lambda image: [image, [{"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]}],
                             "what is it"], "^history message 1 must be "),  # never read as a file
@@ -243,8 +274,8 @@ TEN_MB = "x" * 10_000_000
     ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
     ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
     ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
-    ("caption", lambda image: [image, TEN_MB, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
-    ("caption", lambda image: [image, "beam", TEN_MB, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
+    ("caption", lambda image: [image, LONG, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
+    ("caption", lambda image: [image, "beam", LONG, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
     ("caption", lambda image: [image, {"beam": 1}, 3, 1.0, 0, 3], "^method must be one of .*, not a dict$"),
 ])
 def test_raw_calls_get_the_apps_one_line_reason_and_the_log_one_line(app_url, uploaded, new_log, api, make_data,

@@ -302,3 +302,79 @@ def test_multiple_choice_and_a_chat_that_a_new_image_clears(page, client, has_vq
     expect(chat).to_contain_text(pizza)
     expect(chat).not_to_contain_text("Is there a dog")
     expect(chat).not_to_contain_text(tennis)
+
+
+def _text_px(plot, font_pt: float) -> float:
+    """How tall ``font_pt``-point text of a figure drawn at 100 px an inch is on the screen, as the page scales the
+    plot's image to its column."""
+    natural, shown = plot.evaluate("e => e.naturalWidth"), plot.bounding_box()["width"]
+    return font_pt * 100 / 72 * min(1.0, shown / natural)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_plots_text_is_legible_and_the_chat_buttons_cover_nothing(page, viewport, has_vqa, tmp_path):
+    from playwright.sync_api import expect
+
+    from captioner.app.plots import FONT, WIDTH
+
+    _upload(page, EXAMPLE_IMAGE)
+    expect(page.locator("#caption-text textarea")).not_to_have_value("")
+    page.get_by_role("tab", name="Look inside").click()
+    for plot in ("#heatmap", "#cell-plot", "#gradient-flow"):
+        image = page.locator(f"{plot} img")
+        expect(image).to_be_visible()
+        assert image.evaluate("e => e.naturalWidth") == round(WIDTH * 100), plot  # every figure as wide
+        assert _text_px(image, FONT) >= 10, (plot, viewport)  # the gradient plot's text was 7 px at 1280 px
+        image.scroll_into_view_if_needed()
+        page.locator(plot).screenshot(path=str(tmp_path / f"{plot[1:]}.png"))  # checked by eye: see the report
+    if not has_vqa:
+        return
+    page.get_by_role("tab", name="Chat").click()
+    box = page.locator("#chat-question textarea")
+    for question in ("Is there a dog in the picture?", "what color is it?", "how many are there?"):
+        box.fill(question)
+        box.press("Enter")
+        expect(page.locator("#chat")).to_contain_text(question)
+    expect(page.locator("#chat")).to_contain_text("read as")
+    page.locator("#chat").screenshot(path=str(tmp_path / "chat.png"))
+    # No share, clear or copy-all buttons over the messages, no floating label: only each message's own copy button.
+    messages = [m.bounding_box() for m in page.locator("#chat .message").all() if m.is_visible()]
+    chrome = [e for e in page.locator("#chat button, #chat label").all() if e.is_visible()]
+    assert messages and all(e.get_attribute("aria-label") == "Copy message" for e in chrome)
+    assert not any(_overlap(e.bounding_box(), m) for e in chrome for m in messages)
+
+
+def test_a_sampled_caption_is_the_best_of_its_samples_and_opens_the_chat(page, has_vqa):
+    from playwright.sync_api import expect
+
+    _upload(page, EXAMPLE_IMAGE)
+    caption = page.locator("#caption-text textarea")
+    expect(caption).not_to_have_value("")
+    table = page.locator("#alternatives")
+    beams = table.inner_text()
+    page.get_by_text("Decoding settings").click()
+    page.get_by_label("sample").check()
+    page.get_by_role("button", name="Caption", exact=True).click()
+    expect(table).not_to_have_text(beams)  # the samples, with their own log-probabilities
+    texts = [t.strip() for t in table.locator(".cell-wrap span").all_inner_texts()]
+    assert texts[:4] == ["rank", "caption", "score", "log-prob"] and len(texts) == 4 * 4, texts
+    rows = [texts[i:i + 4] for i in range(4, len(texts), 4)]  # [rank, caption, score, log-prob]
+    scores = [float(row[2]) for row in rows]
+    assert scores == sorted(scores, reverse=True)  # ranked by score, as the table's label says
+    assert rows[0][1] == caption.input_value()  # the caption: the best
+    if has_vqa:
+        page.get_by_role("tab", name="Chat").click()
+        expect(page.locator("#chat .message").first).to_have_text(caption.input_value())  # the Caption tab's
+
+
+def test_warnings_leave_after_a_few_seconds_and_never_pile_up(page):
+    from playwright.sync_api import expect
+
+    from captioner.app.page import WARNING_SECONDS
+
+    page.get_by_role("tab", name="Ask").click()
+    toast = page.get_by_test_id("toast-body")
+    for _ in range(3):
+        page.get_by_role("button", name="Ask", exact=True).click()
+        expect(toast.first).to_contain_text("Type a question first")
+    expect(toast).to_have_count(0, timeout=(WARNING_SECONDS + 5) * 1000)

@@ -178,6 +178,22 @@ def test_large_images_are_shrunk_towards_the_size_hint_before_their_colour_conve
     assert images._to_8bit_rgb(rgba, size_hint=30).size == (45, 30)
 
 
+def test_palette_1_bit_and_alpha_images_are_shrunk_band_by_band_as_if_whole(small_bands):
+    # Image.reduce takes neither mode: converting the whole image first cost 600 MB at 80 megapixels (issue 38).
+    rng = np.random.default_rng(1)
+    palette = Image.fromarray(rng.integers(0, 256, (100, 70, 3), dtype=np.uint8)).quantize(16)
+    white = Image.new("RGBA", (24, 34), (255, 255, 255, 255))
+    assert images._to_8bit_rgb(palette, size_hint=20).tobytes() == palette.convert("RGB").reduce(3).tobytes()
+    palette.info["transparency"] = 3
+    want = Image.alpha_composite(white, palette.convert("RGBA").reduce(3)).convert("RGB")
+    assert images._to_8bit_rgb(palette, size_hint=20).tobytes() == want.tobytes()
+    rgba = Image.fromarray(rng.integers(0, 256, (100, 70, 4), dtype=np.uint8), "RGBA")  # reduce copies it whole
+    assert images._shrunk(rgba, 20).tobytes() == rgba.reduce(3).tobytes()
+    bilevel = palette.convert("1")
+    want = bilevel.convert("L").reduce(3).convert("RGB")
+    assert images._to_8bit_rgb(bilevel, size_hint=20).tobytes() == want.tobytes()
+
+
 def test_transparent_images_convert_band_by_band_onto_white(small_bands):
     rng = np.random.default_rng(0)
     rgba = Image.fromarray(rng.integers(0, 256, (50, 33, 4), dtype=np.uint8), "RGBA")

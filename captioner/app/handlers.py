@@ -6,6 +6,9 @@ refusing a bad one in one line. The page wires the same methods to its own event
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,38 @@ from ..lecture.atlas import ranked
 from ..lecture.inside import gradient_flow, state_kinds, states
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
-from .guards import LIMITS, SHOWN, Messages, image_file, image_roots, messages, mistake, shown, whole
+from .guards import (
+    IMAGE_LIMITS_NOTE,
+    QUOTED_CHARS,
+    REASON_CHARS,
+    Messages,
+    image_file,
+    image_roots,
+    messages,
+    mistake,
+    quoted,
+    whole,
+)
 from .plots import SHOWS, Scored, cell_view, gradient_figure, states_figure
 
 ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the heatmap may show
 DECODING = DecodeConfig()  # the decoding defaults and ranges the controls show (the weights' own beam size apart)
+
+
+# Images over this many pixels are decoded one at a time: decoded whole, an 80-megapixel RGBA PNG of a few hundred
+# kB takes 320 MB, and with one per core at once the app went past 2 GB.
+LARGE_PIXELS = 16_000_000
+LARGE_DECODE = threading.Lock()
+
+
+def _pixels(path: Path) -> int:
+    """An image file's pixels, read from its header (0 when it cannot be read: ``load_image`` says why)."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - any unreadable file: load_image gives the one-line reason
+        return 0
 
 
 class Demo:
@@ -38,23 +68,25 @@ class Demo:
         self.roots = image_roots()
 
     def _image(self, payload: dict | None) -> Image.Image:
-        """The uploaded file as an RGB image, through ``load_image`` (EXIF, modes, size limits)."""
+        """The uploaded file as an RGB image, through ``load_image`` (EXIF, modes, size limits); a large one
+        decoded while no other is (:data:`LARGE_PIXELS`)."""
         path = image_file(payload, self.roots)
-        name = " ".join(Path(str(payload.get("orig_name") or "the file")).name.split())[:SHOWN]  # shown: one line
+        name = " ".join(Path(str(payload.get("orig_name") or "the file")).name.split())[:QUOTED_CHARS]  # one line
         try:
-            return load_image(path, size_hint=self.model.image_size)
+            with LARGE_DECODE if _pixels(path) > LARGE_PIXELS else contextlib.nullcontext():
+                return load_image(path, size_hint=self.model.image_size)
         except BadImageError as e:
-            raise mistake(f"{str(e).replace(str(path), name)} ({LIMITS})") from None
+            raise mistake(f"{str(e).replace(str(path), name)} ({IMAGE_LIMITS_NOTE})") from None
 
     def caption(self, image: dict | None, method: str = DECODING.method, beam_size: int | None = None,
                 temperature: float = DECODING.temperature, top_k: int = DECODING.top_k,
                 alternatives: int = ALTERNATIVES) -> tuple[str, list[list], Scored, dict]:
-        """Caption an image. Returns the caption; the alternatives (n-best), best first, each with the score
-        they are ranked by (log-probability / length ** length penalty) and its log-probability; and each word
-        with its probability. ``alternatives`` is capped at the beam size (greedy gives one caption);
-        ``beam_size`` defaults to the weights' own."""
+        """Caption an image. Returns the caption (the best scored); the alternatives (the n-best, or the samples
+        drawn), best first, each with the score they are ranked by (log-probability / length ** length penalty) and
+        its log-probability; and each word with its probability. ``alternatives`` is capped at the beam size
+        (greedy gives one caption); ``beam_size`` defaults to the weights' own."""
         if not isinstance(method, str) or method not in METHODS:
-            raise mistake(f"method must be one of {', '.join(METHODS)}, not {shown(method)}")
+            raise mistake(f"method must be one of {', '.join(METHODS)}, not {quoted(method)}")
         beam_size = self.model.decoding.beam_size if beam_size is None else whole("beam_size", beam_size, 1)
         alternatives, top_k = whole("alternatives", alternatives, 1, MAX_BEAM), whole("top_k", top_k)
         try:
@@ -63,9 +95,10 @@ class Demo:
             cfg = self.model.decoding.override(method=method, beam_size=beam_size, n_best=n_best,
                                                temperature=temperature, top_k=top_k)
         except (TypeError, ValueError) as e:
-            raise mistake(f"Bad decoding settings: {str(e)[:200]}") from None
+            raise mistake(f"Bad decoding settings: {str(e)[:REASON_CHARS]}") from None
         features = self.model.preprocess([self._image(image)])
-        captions = self.model.caption_features(features, cfg)[0]
+        # Samples come in the order drawn: ranked here by score like the beam's, so the best is the one shown.
+        captions = sorted(self.model.caption_features(features, cfg)[0], key=lambda c: c.score, reverse=True)
         best = captions[0]
         table = [[rank, c.text, round(c.score, 3), round(c.log_prob, 3)] for rank, c in enumerate(captions, 1)]
         spaced = [piece for w, p in zip(best.words, best.word_probs) for piece in ((" ", None), (w, round(p, 3)))]
@@ -77,7 +110,7 @@ class Demo:
             raise mistake("Caption an image first: the plots show the cells for that caption.")
         kinds = state_kinds(self.model)
         if not isinstance(kind, str) or kind not in kinds:
-            raise mistake(f"kind must be one of {list(kinds)}, not {shown(kind)}")
+            raise mistake(f"kind must be one of {list(kinds)}, not {quoted(kind)}")
         traced = states(self.model, last["features"], last["caption"])
         return traced[kind].numpy(), ["<start>", *last["caption"].words]  # row t: after reading word t
 
@@ -91,7 +124,7 @@ class Demo:
         shows = self.shows
         show = shows[0] if show is None else show
         if not isinstance(show, str) or show not in shows:
-            raise mistake(f"show must be one of {', '.join(shows)}, not {shown(show)}")
+            raise mistake(f"show must be one of {', '.join(shows)}, not {quoted(show)}")
         values, labels = self._trace(last, kind)
         atlas = self.model.cells.get(kind, [])
         order = np.argsort(-values.std(axis=0)) if show == "varying" else np.array(ranked(atlas, show), dtype=int)
@@ -136,7 +169,7 @@ class Demo:
         (candidates separated by ``|``, ``\\|`` for a ``|`` inside one), every choice with its probability."""
         question = self._question(question)
         if choices is not None and not isinstance(choices, str):
-            raise mistake(f"choices must be text, not {shown(choices)}")
+            raise mistake(f"choices must be text, not {quoted(choices)}")
         try:
             offered = parse_choices(choices) if choices and choices.strip() else None
         except ValueError as e:
@@ -150,7 +183,7 @@ class Demo:
     def _question(self, question: Any) -> str:
         """A question from a request, stripped, when there is one and a VQA model to answer it."""
         if question is not None and not isinstance(question, str):
-            raise mistake(f"question must be text, not {shown(question)}")
+            raise mistake(f"question must be text, not {quoted(question)}")
         question = (question or "").strip()
         if not question:
             raise mistake("Type a question first.")

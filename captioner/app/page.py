@@ -35,6 +35,7 @@ CSS = """
   #alternatives table { font-size: 12px; }
   #alternatives .cell-wrap { padding: 4px 2px; }
 }
+#chat button[aria-label="Clear"] { display: none; }  /* it sat over the messages: a new caption starts again */
 .not-sure { display: inline-block; padding: 2px 10px; border-radius: 999px; background: #fde68a; color: #78350f;
             font-weight: 600; margin-right: 6px; }
 """
@@ -45,6 +46,8 @@ MEMORY = ("Each answer comes from the photo and the question alone: the model ha
           "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
           "as the last thing named, by the caption or a question (\"what color is **it**?\" after \"a cat "
           "drinking...\" asks about *the cat*), and each answer shows the question as it was read.")
+
+WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
 
 Ports = dict[str, tuple[list, Any]]  # an API endpoint's name: (its input components, its output component(s))
 
@@ -59,7 +62,7 @@ def warned(handler: Callable, cleared: Any) -> Callable:
         try:
             return handler(*args)
         except gr.Error as e:
-            gr.Warning(e.message)
+            gr.Warning(e.message, duration=WARNING_SECONDS)
             return cleared
     return page_handler
 
@@ -94,7 +97,7 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
                     ask = _ask_tab(model)
                 with gr.Tab("Chat", id="chat"):
                     chat = _chat_tab()
-        _wire(demo, image, last, caption, inside, ask, chat)
+        ui.api_names = _wire(demo, image, last, caption, inside, ask, chat)  # CheckedBlocks: the handlers check these
     return ui
 
 
@@ -180,8 +183,11 @@ def _ask_tab(model: Captioner) -> dict[str, Any]:
 def _chat_tab() -> dict[str, Any]:
     """The Chat tab: the caption opens the conversation, then each question is answered in turn."""
     gr.Markdown(MEMORY)
-    return {"history": gr.Chatbot(label="Conversation (the caption opens it; cleared when the image changes)",
-                                  elem_id="chat", height=360),
+    # No floating label and no buttons above the messages (share, clear, copy all): they covered the newest message,
+    # and on a phone the label. Each message keeps its own copy button.
+    gr.Markdown("**Conversation**: the caption on the Caption tab opens it; a new caption starts a new one.")
+    return {"history": gr.Chatbot(label="Conversation", show_label=False, buttons=["copy"], elem_id="chat",
+                                  height=360),
             "question": gr.Textbox(label="Question", placeholder="What color is it?", elem_id="chat-question"),
             "button": gr.Button("Send", variant="primary", elem_id="chat-send")}
 
@@ -189,10 +195,12 @@ def _chat_tab() -> dict[str, Any]:
 # ---------------------------------------------------------------- the events
 
 
-def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict, chat: dict) -> None:
+def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict, chat: dict
+          ) -> frozenset[str]:
     """The page's events and the API endpoints. Page events turn mistakes into warnings (see :func:`warned`) and
     are named page_* so that the API endpoints keep the plain names; the image arrives unprocessed (``{"path":
-    ...}``) so that ``load_image``, not Gradio, reads it and explains in one line why a file is not usable."""
+    ...}``) so that ``load_image``, not Gradio, reads it and explains in one line why a file is not usable.
+    Returns the API endpoints' names."""
     cap["method"].change(lambda m: (gr.update(visible=m == "beam"), gr.update(visible=m == "sample"),
                                     gr.update(visible=m == "sample")),
                          cap["method"], [cap["beam_size"], cap["temperature"], cap["top_k"]], queue=False,
@@ -210,23 +218,25 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     _wire_inside(demo, inside, ports)
     _wire_questions(demo, ask, chat, ports)
     # The API endpoints: the same handlers, whose mistakes are errors, wired to a button that is never shown.
-    # Unprocessed inputs: the handlers check every value themselves, in one line, with no traceback logged.
+    # Unprocessed inputs: the handlers check every value themselves, in one line, with no traceback logged. /chat's
+    # output unprocessed too: the messages as the docs show them, {"role", "content": text}, not Gradio's parts.
     api = gr.Button(visible=False)
     for name, (inputs, outputs) in ports.items():
-        api.click(getattr(demo, name), inputs, outputs, api_name=name, preprocess=False)
+        api.click(getattr(demo, name), inputs, outputs, api_name=name, preprocess=False, postprocess=name != "chat")
+    return frozenset(ports)
 
 
 def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dict, chat: dict, ports: Ports
                   ) -> None:
     """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out),
-    then the Look inside plots of it; a new image also clears what was shown for the previous one and opens a new
-    conversation with its caption."""
+    then the Look inside plots of it, and a new conversation opened by it; a new image also clears what was shown
+    for the previous one."""
     (caption_in, caption_out), (inside_in, inside_out) = ports["caption"], ports["look_inside"]
     page_caption_out = [*caption_out, cap["sure"]]
 
     def caption_badged(*args: Any) -> tuple:
-        *shown, last = demo.caption(*args)
-        return *shown, last, badge(last["caption"].sure, "caption")
+        *outputs, last = demo.caption(*args)
+        return *outputs, last, badge(last["caption"].sure, "caption")
 
     page_caption = warned(caption_badged, cleared=(None,) * len(page_caption_out))
 
@@ -238,17 +248,22 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         """The Look-inside plots of a new caption; none after a mistake (already warned about)."""
         return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
+    def open_chat(text: str | None) -> list[dict] | None:
+        """The caption shown on the Caption tab opens a new conversation (none: no conversation)."""
+        return [{"role": "assistant", "content": text}] if text else None
+
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
     image.change(lambda: (None,) * 12, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
                                              inside["gradients"], ask["answers"], ask["sure"], chat["history"]],
                  queue=False, api_visibility="private").then(
         caption_new_image, caption_in, page_caption_out, preprocess=False, api_name="page_new_image",
         api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        lambda text: [{"role": "assistant", "content": text}] if text else None, cap["text"], chat["history"],
-        queue=False, api_visibility="private")  # the caption opens the new image's conversation
+        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private")
+    # The Caption button (other settings: another caption) does the same for the image shown.
     cap["button"].click(page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption",
                         api_visibility="private").success(inside_new_caption, inside_in, inside_out,
-                                                          api_visibility="private")
+                                                          api_visibility="private").then(
+        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private")
 
 
 def _wire_inside(demo: Demo, inside: dict, ports: Ports) -> None:
