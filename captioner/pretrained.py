@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import schema
+from .charlm import CharLM, CharVocab
 from .checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint, split_encoder_weights
 from .choices import ChoiceWeights
 from .decoder import CaptionDecoder, DecoderConfig
@@ -40,7 +41,7 @@ from .io import config_errors, read_json
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
-TASKS = ("caption", "vqa")
+TASKS = ("caption", "vqa", "lm")
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class Weights:
     name: str
     task: str  # "caption" or "vqa"
     folder: str  # under weights_root()
-    encoder: str
-    preprocessing: Preprocessing
+    encoder: str  # "" for a character model (task "lm"), which reads no images
+    preprocessing: Preprocessing | None
     recipe: str  # the command that trained it
     data_license: str
     decoding: dict[str, Any] = field(default_factory=dict)  # DecodeConfig settings (caption entries)
@@ -69,6 +70,15 @@ def weights_root() -> Path:
         return Path(os.environ["CAPTIONER_WEIGHTS"])
     package = Path(__file__).resolve().parent
     return package / "weights" if (package / "weights").is_dir() else package.parent / "weights"
+
+
+
+
+def _lm_recipe(folder: str, text: str, options: str) -> str:
+    """A character model's recipe: train on ``text`` (under ../shared/data/text), map its cells, copy it in."""
+    return (f"captioner lm train {' '.join(f'--text ../shared/data/text/{t}' for t in text.split())} {options} "
+            f"--out runs/{folder} && captioner lm atlas --weights runs/{folder}/best --write && "
+            f"cp runs/{folder}/best/{{model.safetensors,config.json,vocab.json,cells.json}} weights/{folder}/")
 
 
 _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
@@ -110,7 +120,8 @@ _ENTRIES = [
                      "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use"),
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
-DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3"}  # what from_pretrained() loads
+DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3",  # what from_pretrained() loads
+           "lm": "lm-shakespeare-v1"}  # and load_lm()
 CELL_ENTRIES = {"lstm": "caption-flickr8k-coco-v3", "rnn": "caption-rnn-flickr8k-coco-v1"}  # the shipped decoders
 
 
@@ -252,3 +263,32 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
         cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
     return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
                   cells, choices)
+
+
+# ---------------------------------------------------------------- character models
+
+
+@dataclass
+class LoadedLM:
+    """A character model's weights, read and built: the model (eval mode), its characters and its cell atlas."""
+
+    path: Path
+    entry: Weights | None
+    model: CharLM
+    vocab: CharVocab
+    atlas: dict = field(default_factory=dict)  # cells.json (captioner.lecture.charcells); {}: none
+
+
+def load_lm(weights: str | Path | Weights | None = None) -> LoadedLM:
+    """A character model: an entry, its name, or a folder (a run's ``best/``); None: the default entry. Every file
+    is checked (:mod:`captioner.schema`) before the model is built; errors are one line naming the file."""
+    path, entry = resolve_weights(weights, "lm")
+    tensors, files = read_checkpoint(path, (VOCAB_FILE,))
+    vocab = schema.read_lm_vocabulary(path / VOCAB_FILE, files[VOCAB_FILE])
+    with config_errors(path / CONFIG_FILE):
+        config = schema.read_lm_config(files[CONFIG_FILE], vocab)
+    model = schema.build_checked(path / CONFIG_FILE, path / MODEL_FILE, "model", lambda: CharLM(config),
+                                 {k: v.float() for k, v in tensors.items()})
+    atlas_file = path / schema.ATLAS_FILE
+    atlas = schema.read_lm_atlas(atlas_file, read_json(atlas_file), config) if atlas_file.is_file() else {}
+    return LoadedLM(path, entry, model.eval(), vocab, atlas)

@@ -40,6 +40,7 @@ from .files import (
     write_per_image_csv,
     write_scores_json,
 )
+from .lm import add_lm
 
 BATCH_SIZE, MAX_BATCH = 32, 1024  # images per batch: all of them are decoded in memory at once
 WEIGHTS_HELP = ("a weights entry name (captioner.pretrained.list_weights()) or a weights folder "
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ask(sub)
     _add_training(sub, "train-vqa", VQATrainConfig)
     _add_app(sub)
+    add_lm(sub)
     for command in sub.choices.values():  # what every command takes
         command.add_argument("--quiet", "-q", action="store_true",
                              help="no progress bars; warnings and errors still print (default: off)")
