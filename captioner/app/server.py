@@ -51,6 +51,7 @@ from ..images import MAX_PIXELS, BadImageError, load_image
 from ..lecture.atlas import TRACKS_SHOWN, ranked
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
+from .lm_tab import lm_tab
 
 PACKAGE = Path(__file__).resolve().parent.parent  # captioner/
 # The example photos: installed inside the package (a wheel), else the examples/ folder of a checkout.
@@ -593,6 +594,8 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
                     ask = _ask_tab(model)
                 with gr.Tab("Chat", id="chat"):
                     chat = _chat_tab()
+                with gr.Tab("Language model", id="lm"):
+                    lm_tab()
         _wire(demo, image, last, caption, inside, ask, chat)
     ui.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return ui

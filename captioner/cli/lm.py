@@ -5,6 +5,7 @@ Registered by :func:`add_lm` in :func:`captioner.cli.main.build_parser`; the wor
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -70,6 +71,9 @@ def add_lm(sub) -> None:
     p.add_argument("--json", metavar="OUT", help="also write the scores here (default: none)")
     p.set_defaults(func=_cmd_eval)
     _add_atlas(commands)
+    for command in commands.choices.values():  # as every command takes it (SUPPRESS: `lm -q train` works too)
+        command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars; warnings and errors still print (default: off)")
 
 
 def _add_atlas(commands) -> None:

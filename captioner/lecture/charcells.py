@@ -1,9 +1,10 @@
 """The interpretable cells of a character model, found and labelled automatically (Karpathy, Johnson & Fei-Fei,
 "Visualizing and Understanding Recurrent Networks", 2015).
 
-Signals computed from the text itself, one value per character: the state *after* reading it, as ``h_t`` is:
+Signals computed from the text itself, one value per character: the state *after* reading it, as ``h_t`` is (so
+an opening quote or bracket is inside, a closing one outside):
 
-- ``quote``: inside a double-quoted string (from the opening ``"`` to the one that closes it; ``\\"`` escapes);
+- ``quote``: inside a double-quoted string (``\\"`` escapes a quote);
 - ``comment``: inside ``/* ... */`` or after ``//`` up to the end of the line (from the ``/`` on);
 - ``column``: characters since the last newline (0 at the newline);
 - ``depth``: ``{ }`` nesting depth;
