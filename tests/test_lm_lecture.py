@@ -125,3 +125,22 @@ def test_gradient_flow_over_characters_matches_finite_differences():
     assert len(largest_singular_values(lstm)) == 2
     rows = clipping_effect(model.float(), torch.randint(1, 12, (2, 60)), [0.5, 4.0], clip_norm=0.01)
     assert rows[1]["grad_norm"] > rows[0]["grad_norm"] and all(r["clipped_to"] <= 0.01 for r in rows)
+
+
+def test_min_char_rnn_backpropagates_through_time_correctly_and_learns():
+    from captioner.lecture.min_char_rnn import loss_and_gradients, train
+
+    rng = np.random.default_rng(0)
+    params = {"Wxh": rng.standard_normal((100, 5)) * 0.1, "Whh": rng.standard_normal((100, 100)) * 0.1,
+              "Why": rng.standard_normal((5, 100)) * 0.1, "bh": np.zeros((100, 1)), "by": np.zeros((5, 1))}
+    inputs, targets, h0 = [0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 1], np.zeros((100, 1))
+    _, grads, _ = loss_and_gradients(params, inputs, targets, h0, 5)
+    for name, i in (("Whh", (3, 7)), ("Wxh", (10, 2)), ("by", (1, 0))):
+        saved = params[name][i]
+        params[name][i] = saved + 1e-5
+        up = loss_and_gradients(params, inputs, targets, h0, 5)[0]
+        params[name][i] = saved - 1e-5
+        down = loss_and_gradients(params, inputs, targets, h0, 5)[0]
+        params[name][i] = saved
+        assert grads[name][i] == pytest.approx((up - down) / 2e-5, rel=1e-4, abs=1e-8)
+    assert train("hello " * 200, iterations=1000, every=0) < 0.8  # the lecture's "hello", learnt
