@@ -2,7 +2,7 @@
 fixed rate, no clipping, no schedule. What `captioner lm train` is compared with at equal wall time.
 
     python benchmarks/lm_reference.py --text ../shared/data/text/tinyshakespeare/input.txt --minutes 10 \\
-        --hidden 256 --layers 1 --batch-size 32 --bptt 100 --lr 3e-3 [--report-every 2.5]
+        --hidden 512 --layers 2 --batch-size 64 --bptt 100 --lr 2e-3 --threads 1 [--report-every 2.5]
 
 The text is split as `captioner lm train --val-fraction 0.1` splits it (the last 10%), and the validation loss is
 measured by the same function as the trainer's (:func:`captioner.charlm.evaluate`, 16 streams, the state carried:
@@ -48,15 +48,18 @@ def main(argv=None) -> None:
     p.add_argument("--text", required=True)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--report-every", type=float, default=2.5, help="minutes between validations (default: 2.5)")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=2)
     p.add_argument("--embed", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bptt", type=int, default=100)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_text, val_text = split_documents(read_documents([args.text]), 0.1)
     vocab = CharVocab.from_text(train_text)
     train, val = vocab.encode(train_text), vocab.encode(val_text)

@@ -211,3 +211,19 @@ def test_the_atlas_command_and_the_app_tab_on_trained_weights(text_file, tmp_pat
     assert again[-1] == pages[-1]
     with pytest.raises(Exception, match="length must be at most 2000"):
         list(lm_tab.lm_sample("any", "the", 5000, 0.8, 5, "column"))
+
+
+def test_shipped_character_models_load_with_their_atlas_and_card():
+    from captioner.pretrained import list_weights
+
+    entries = list_weights("lm")
+    assert entries, "no character-model entries"
+    for entry in entries:
+        if not (entry.path / "config.json").exists():
+            pytest.skip(f"{entry.name}: no shipped weights")
+        lm = load_lm(entry.name)
+        assert lm.entry == entry and lm.atlas["format"] == "captioner character cell atlas"
+        card = (entry.path / "README.md").read_text()
+        assert entry.recipe.split(" && ")[0] in card.replace("\\\n", "").replace("  ", " ")
+        size = sum(f.stat().st_size for f in entry.path.iterdir())
+        assert size < 20 * 2 ** 20
