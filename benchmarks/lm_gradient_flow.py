@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from captioner.charlm import CharLM, CharLMConfig
+from captioner.charlm import CharLM, CharLMConfig, CharVocab
 from captioner.data.text import read_documents
 from captioner.lecture.charflow import clipping_effect, largest_singular_values, window_gradients
 from captioner.pretrained import load_lm
@@ -31,7 +31,7 @@ SHOWN = (1, 2, 5, 10, 25, 50, 100, 150, 200)
 WARMUP = 100
 
 
-def models(args) -> dict[str, tuple[CharLM, str]]:
+def models(args) -> tuple[dict[str, tuple[CharLM, str]], CharVocab]:
     """The two models by cell, each with words for what it is."""
     lstm = load_lm(args.lstm)
     found = {"lstm": (lstm.model, f"trained ({args.lstm})")}
@@ -44,7 +44,7 @@ def models(args) -> dict[str, tuple[CharLM, str]]:
         torch.manual_seed(0)
         found["lstm"] = (CharLM(lstm.model.config), "untrained")
     for model, _ in found.values():
-        model.eval()
+        model.eval().double()  # float64: at distance 200 a vanishing gradient is below float32's range
     return found, lstm.vocab
 
 
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     for name, curve in curves.items():
         print(f"{name:<14}" + "".join(f"{curve[d - 1]:>10.3g}" for d in SHOWN if d <= args.distance))
     rnn = found["rnn"][0]
-    print("exploding side (RNN, one 200-character chunk, W_hh rescaled): sigma_max -> gradient norm -> after clip 5")
+    print(f"exploding side (RNN, 8 chunks of {args.distance + 1} characters, W_hh rescaled): sigma_max -> gradient "
+          "norm -> after clipping at 5")
     for row in clipping_effect(rnn, windows[:8], [0.5, 1.0, 1.5, 2.0, 3.0], 5.0):
         print(f"  {row['sigma_max']:.1f} -> {row['grad_norm']:.3g} -> {row['clipped_to']:.3g}")
     if args.png:

@@ -128,6 +128,8 @@ def _shown(default: Any, kind: str) -> str:
         return " ".join(default) or "none"
     if isinstance(default, bool):
         return "on" if default else "off"
+    if isinstance(default, str) and (not default.isprintable() or default != default.strip()):
+        return repr(default)  # a newline or a space, shown as such
     return "none" if default is None else str(default)
 
 
