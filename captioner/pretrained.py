@@ -74,6 +74,10 @@ def weights_root() -> Path:
 
 
 
+_LM_OPTIONS = ("--num-layers 1 --hidden-dim 512 --batch-size 32 --bptt 100 --lr 3e-3 --epoch-chars 400000 "
+               "--sample-every 100 --save-every 50 --threads 1")  # what the character models share
+
+
 def _lm_recipe(folder: str, text: str, options: str) -> str:
     """A character model's recipe: train on ``text`` (under ../shared/data/text), map its cells, copy it in."""
     return (f"captioner lm train {' '.join(f'--text ../shared/data/text/{t}' for t in text.split())} {options} "
@@ -118,6 +122,25 @@ _ENTRIES = [
                "--seed 1 --out runs/vqa && cp runs/vqa/best/* weights/vqa/",
         data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images: research use; questions on MS COCO "
                      "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use"),
+    # character-level language models (captioner.charlm); scores: nats per character on the held-out last 10%
+    Weights(
+        name="lm-shakespeare-v1", task="lm", folder="lm-shakespeare", encoder="", preprocessing=None,
+        scores={"tinyshakespeare val": {"nats_per_char": 0.0, "bits_per_char": 0.0}},
+        recipe=_lm_recipe("lm-shakespeare", "tinyshakespeare/input.txt", _LM_OPTIONS + " --epochs 11"),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+    Weights(  # the same shape with a vanilla tanh RNN: the lecture's gradient-flow comparison
+        name="lm-shakespeare-rnn-v1", task="lm", folder="lm-shakespeare-rnn", encoder="", preprocessing=None,
+        scores={"tinyshakespeare val": {"nats_per_char": 1.8266, "bits_per_char": 2.6353}},
+        recipe=_lm_recipe("lm-shakespeare-rnn", "tinyshakespeare/input.txt",
+                          "--cell rnn " + _LM_OPTIONS.replace("3e-3", "1e-3") + " --epochs 6"),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+    Weights(
+        name="lm-linux-v1", task="lm", folder="lm-linux", encoder="", preprocessing=None,
+        scores={"linux kernel+mm val": {"nats_per_char": 0.0, "bits_per_char": 0.0}},
+        recipe=_lm_recipe("lm-linux", "linux/kernel linux/mm", _LM_OPTIONS.replace("400000", "500000")
+                          .replace("--sample-every 100 --save-every 50", "--sample-every 300 --save-every 100")
+                          + " --epochs 10"),
+        data_license="the C files of Linux 6.1's kernel/ and mm/: GPL-2.0 (the weights are trained on GPL code)"),
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
 DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3",  # what from_pretrained() loads

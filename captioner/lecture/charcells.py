@@ -201,6 +201,9 @@ def summary(atlas: dict) -> list[str]:
     lines = []
     for name, signal in atlas["signals"].items():
         top = signal["best"][0]
+        if top["r"] == 0:
+            lines.append(f"{name:<8} -        (constant in this text: {signal['definition']})")
+            continue
         lines.append(f"{name:<8} r {top['r']:+.3f}  {top['state']}[layer {top['layer']}][{top['cell']}]  "
                      f"({signal['definition']})")
     return lines
