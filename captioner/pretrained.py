@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import schema
+from .charlm import CharLM, CharVocab
 from .checkpoint import CONFIG_FILE, ENCODER_PREFIX, MODEL_FILE, read_checkpoint_files
 from .choices import ChoiceWeights
 from .decoder import CaptionDecoder, DecoderConfig
@@ -41,7 +42,7 @@ from .options import CAPTION_DECODING
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
-TASKS = ("caption", "vqa")
+TASKS = ("caption", "vqa", "lm")
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class Weights:
     name: str
     task: str  # "caption" or "vqa"
     folder: str  # under weights_root()
-    encoder: str
-    preprocessing: Preprocessing
+    encoder: str  # "" for a character model (task "lm"), which reads no images
+    preprocessing: Preprocessing | None
     recipe: str  # the commands that made it, in order: training, then the steps that finish the folder
     data_license: str
     decoding: dict[str, Any] = field(default_factory=dict)  # DecodeConfig settings (caption entries)
@@ -70,6 +71,19 @@ def weights_root() -> Path:
         return Path(os.environ["CAPTIONER_WEIGHTS"])
     package = Path(__file__).resolve().parent
     return package / "weights" if (package / "weights").is_dir() else package.parent / "weights"
+
+
+
+
+_LM_OPTIONS = ("--num-layers 1 --hidden-dim 512 --batch-size 32 --bptt 100 --lr 3e-3 --epoch-chars 400000 "
+               "--sample-every 100 --save-every 50 --threads 1")  # what the character models share
+
+
+def _lm_recipe(folder: str, text: str, options: str) -> str:
+    """A character model's recipe: train on ``text`` (under ../shared/data/text), map its cells, copy it in."""
+    return (f"captioner lm train {' '.join(f'--text ../shared/data/text/{t}' for t in text.split())} {options} "
+            f"--out runs/{folder} && captioner lm atlas --weights runs/{folder}/best --write && "
+            f"cp runs/{folder}/best/{{model.safetensors,config.json,vocab.json,cells.json}} weights/{folder}/")
 
 
 _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
@@ -115,9 +129,29 @@ _ENTRIES = [
                "captioner fit-choices --data coco:../shared/data/coco --weights weights",
         data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images: research use; questions on MS COCO "
                      "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use"),
+    # character-level language models (captioner.charlm); scores: nats per character on the held-out last 10%
+    Weights(
+        name="lm-shakespeare-v1", task="lm", folder="lm-shakespeare", encoder="", preprocessing=None,
+        scores={"tinyshakespeare val": {"nats_per_char": 1.5424, "bits_per_char": 2.2253}},
+        recipe=_lm_recipe("lm-shakespeare", "tinyshakespeare/input.txt", _LM_OPTIONS + " --epochs 11"),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+    Weights(  # the same shape with a vanilla tanh RNN: the lecture's gradient-flow comparison
+        name="lm-shakespeare-rnn-v1", task="lm", folder="lm-shakespeare-rnn", encoder="", preprocessing=None,
+        scores={"tinyshakespeare val": {"nats_per_char": 1.8266, "bits_per_char": 2.6353}},
+        recipe=_lm_recipe("lm-shakespeare-rnn", "tinyshakespeare/input.txt",
+                          "--cell rnn " + _LM_OPTIONS.replace("3e-3", "1e-3") + " --epochs 6"),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+    Weights(
+        name="lm-linux-v1", task="lm", folder="lm-linux", encoder="", preprocessing=None,
+        scores={"linux kernel+mm val": {"nats_per_char": 1.2911, "bits_per_char": 1.8627}},
+        recipe=_lm_recipe("lm-linux", "linux/kernel linux/mm", _LM_OPTIONS.replace("400000", "500000")
+                          .replace("--sample-every 100 --save-every 50", "--sample-every 300 --save-every 100")
+                          + " --epochs 10"),
+        data_license="the C files of Linux 6.1's kernel/ and mm/: GPL-2.0 (the weights are trained on GPL code)"),
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
-DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3"}  # what from_pretrained() loads
+DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3",  # what from_pretrained() loads
+           "lm": "lm-shakespeare-v1"}  # and load_lm()
 CELL_ENTRIES = {"lstm": "caption-flickr8k-coco-v3", "rnn": "caption-rnn-flickr8k-coco-v1"}  # the shipped decoders
 
 
@@ -267,3 +301,32 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
         cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
     return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
                   cells, choices)
+
+
+# ---------------------------------------------------------------- character models
+
+
+@dataclass
+class LoadedLM:
+    """A character model's weights, read and built: the model (eval mode), its characters and its cell atlas."""
+
+    path: Path
+    entry: Weights | None
+    model: CharLM
+    vocab: CharVocab
+    atlas: dict = field(default_factory=dict)  # cells.json (captioner.lecture.charcells); {}: none
+
+
+def load_lm(weights: str | Path | Weights | None = None) -> LoadedLM:
+    """A character model: an entry, its name, or a folder (a run's ``best/``); None: the default entry. Every file
+    is checked (:mod:`captioner.schema`) before the model is built; errors are one line naming the file."""
+    path, entry = resolve_weights(weights, "lm")
+    files = read_checkpoint_files(path, (VOCAB_FILE,))
+    vocab = schema.read_lm_vocabulary(path / VOCAB_FILE, files[VOCAB_FILE])
+    with config_errors(path / CONFIG_FILE):
+        config = schema.read_lm_config(files[CONFIG_FILE], vocab)
+    # stored in bfloat16 (half the file); loaded into the float32 model, which computes in float32
+    model, _ = schema.build_checked(path / CONFIG_FILE, path / MODEL_FILE, "model", lambda: CharLM(config))
+    atlas_file = path / schema.ATLAS_FILE
+    atlas = schema.read_lm_atlas(atlas_file, read_json(atlas_file), config) if atlas_file.is_file() else {}
+    return LoadedLM(path, entry, model.eval(), vocab, atlas)

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .cells import state_kinds
+from .charlm import CHARS_FORMAT, CharLMConfig, CharVocab
 from .checkpoint import check_tensors, read_tensors
 from .choices import ChoiceWeights
 from .decoding import DecodeConfig
@@ -196,3 +198,58 @@ def build_checked(config_file: Path, model_file: Path, name: str, build: Callabl
     model = build()
     model.load_state_dict(tensors)
     return model, extras
+
+
+
+# ---------------------------------------------------------------- character models (captioner.charlm)
+
+LM_ATLAS_FORMAT = "captioner character cell atlas"  # cells.json of a character model (captioner.lecture.charcells)
+
+
+def read_lm_vocabulary(path: Path, data: Any) -> CharVocab:
+    """The :class:`CharVocab` of a character model's ``vocab.json``: ``{"format": ..., "chars": [...]}``."""
+    with config_errors(path):
+        if not isinstance(data, dict) or data.get("format") != CHARS_FORMAT:
+            raise ValueError(f"not a character vocabulary (expected a JSON object with \"format\": \"{CHARS_FORMAT}\")")
+        return CharVocab(data["chars"])
+
+
+def read_lm_config(config: dict, vocab: CharVocab) -> CharLMConfig:
+    """The model section of a character model's ``config.json``, which must fit its vocabulary."""
+    if config.get("task") != "lm":
+        raise ValueError(f"holds {shorten(str(config.get('task')))} weights, not character-model (lm) weights")
+    model = CharLMConfig(**section(config, "model"))
+    if model.vocab_size != len(vocab):
+        raise ValueError(f"model: vocab_size {model.vocab_size}, but vocab.json has {len(vocab)} characters")
+    return model
+
+
+def _correlation(value: Any, where: str) -> float:
+    return check_value(where, value, "float", {"limits": {"low": -1.0, "high": 1.0}})
+
+
+def read_lm_atlas(path: Path, data: Any, model: CharLMConfig) -> dict:
+    """A character model's ``cells.json``: for each signal, its best cells (``state``, ``layer``, ``cell``, ``r``),
+    each naming a cell the model has; and, optionally, every cell's ``r`` by state and layer (``"c0"``)."""
+    kinds = state_kinds(model.cell)
+    with config_errors(path):
+        if not isinstance(data, dict) or data.get("format") != LM_ATLAS_FORMAT:
+            raise ValueError(f"not a character cell atlas (expected \"format\": \"{LM_ATLAS_FORMAT}\")")
+        signals = section(data, "signals")
+        for name in signals:
+            for i, cell in enumerate(section(signals, name)["best"]):
+                where = f"signals.{name}.best[{i}]"
+                check_value(f"{where}.state", cell["state"], "str", {"choices": kinds})
+                for key, size in (("layer", model.num_layers), ("cell", model.hidden_dim)):
+                    check_value(f"{where}.{key}", cell[key], "int", {"limits": {"low": 0, "high": size - 1}})
+                _correlation(cell["r"], f"{where}.r")
+        every = section(data, "r", required=False)
+        for key in every:
+            if key not in {f"{k}{layer}" for k in kinds for layer in range(model.num_layers)}:
+                raise ValueError(f"r has no state {_quoted(key)} in this model")
+            for name, values in section(every, key).items():
+                if not isinstance(values, list) or len(values) != model.hidden_dim:
+                    raise ValueError(f"r.{key}.{name} must be a list of {model.hidden_dim} correlations")
+                for i, value in enumerate(values):
+                    _correlation(value, f"r.{key}.{name}[{i}]")
+        return data

@@ -130,6 +130,8 @@ def _default_in_words(default: Any, kind: str) -> str:
         return " ".join(default) or "none"
     if isinstance(default, bool):
         return "on" if default else "off"
+    if isinstance(default, str) and (not default.isprintable() or default != default.strip()):
+        return repr(default)  # a newline or a space, shown as such
     return "none" if default is None else str(default)
 
 

@@ -19,6 +19,7 @@ from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
 from .guards import EXAMPLES_DIR, CheckedBlocks
 from .handlers import ALTERNATIVES, DECODING, MAX_CELLS, Demo
+from .lm_tab import lm_tab
 from .plots import SHOWS
 
 # The sliders of the decoding settings offer these smaller ranges than DecodeConfig's (an API call may still use
@@ -97,6 +98,8 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
                     ask = _ask_tab(model)
                 with gr.Tab("Chat", id="chat"):
                     chat = _chat_tab()
+                with gr.Tab("Language model", id="lm"):
+                    lm_tab()
         ui.api_names = _wire(demo, image, last, caption, inside, ask, chat)  # CheckedBlocks: the handlers check these
     return ui
 

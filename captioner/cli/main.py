@@ -27,6 +27,7 @@ COMMANDS = {
     "atlas": ("recipe", "configure_atlas", "map what each cell of caption weights tracks (their cells.json)"),
     "calibrate": ("recipe", "configure_calibrate", "calibrate the 'not sure' thresholds of weights on dev data"),
     "fit-choices": ("recipe", "configure_fit_choices", "fit the multiple-choice rule of VQA weights"),
+    "lm": ("lm", "configure", "a character-level language model: train, sample, eval, atlas"),
 }
 
 

@@ -202,8 +202,7 @@ class Batch:
 
 def bucketed_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
                      flip: bool) -> list[Batch]:
-    """An epoch of :func:`make_batches`; with ``flip``, each row (of all ``lengths`` rows) is mirrored with
-    probability 1/2, drawn after the batches from the same generator."""
+    """An epoch of :func:`make_batches`; with ``flip``, each row is mirrored with probability 1/2 (drawn after)."""
     batches = make_batches(rows, lengths, batch_size, generator)
     flips = (torch.rand(len(lengths), generator=generator) < 0.5).tolist() if flip else None
     return [Batch(b, [flips[r] for r in b] if flips else None) for b in batches]
@@ -281,13 +280,19 @@ class Task:
         """Write a checkpoint into the empty ``folder``: weights, vocabulary, and the config (with ``extra``)."""
         raise NotImplementedError
 
+    def training_state(self) -> dict:
+        """What the task carries from batch to batch (a language model's hidden state), kept in ``last/``."""
+        return {}
+
+    def restore_training_state(self, state: dict) -> None:
+        """Take back :meth:`training_state`'s state when a run resumes."""
+
 
 # ---------------------------------------------------------------- the loop
 
 
 def gradient_figures(norms: Sequence[float], clip_norm: float) -> dict:
-    """An epoch's gradient norms before clipping, in figures for the log: their mean and max, and the share of
-    steps where clipping fired (norm above ``clip_norm``). Empty when no step ran (a run resumed at an epoch's end)."""
+    """An epoch's gradient norms before clipping as figures: mean, max, share of steps clipped ({}: none ran)."""
     if not norms:
         return {}
     return {"grad_norm_mean": round(sum(norms) / len(norms), 4), "grad_norm_max": round(max(norms), 4),
@@ -324,6 +329,7 @@ class Run:
         torch.set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.history, self.best = state["history"], state["best"]
+        self.task.restore_training_state(state.get("task", {}))
         if self.rank == 0:
             print(f"resumed from {last} at epoch {self.epoch + 1}, step {self.step_in_epoch}")
 
@@ -355,8 +361,7 @@ class Run:
         self.synced = [p for p in self.params if not phase.ddp or id(p) not in model_params]
 
     def train_epoch(self, net: nn.Module, phase: Phase) -> tuple[float, dict]:
-        """Train on this process's remaining batches of the epoch; returns the mean figure (loss or reward) and
-        :func:`gradient_figures` of the steps (the gradient norm before clipping, and how often clipping fired)."""
+        """Train this process's remaining batches of the epoch: the mean figure and the steps' gradient_figures."""
         cfg, optimizer = self.cfg, self.optimizer
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)  # the order depends on nothing else
         batches = phase.batches(generator)
@@ -405,7 +410,7 @@ class Run:
             self.task.save(tmp)
             save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                              "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
-                             "history": self.history, "best": self.best})
+                             "history": self.history, "best": self.best, "task": self.task.training_state()})
 
 
 def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig, resume: bool = False,
