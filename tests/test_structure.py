@@ -57,7 +57,9 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 if alias.name.split(".")[0] == "captioner":
                     found.add(alias.name.partition(".")[2])
-    return {m for m in found if m in modules and m != module}
+    # The package itself ("") holds the version and imports the pipeline lazily (PEP 562, on first use of
+    # ``captioner.Captioner``), so ``from . import __version__`` ties a module to no other.
+    return {m for m in found if m in modules and m not in (module, "")}
 
 
 GRAPH = {m: _imports(m, p, _modules()) for m, p in _modules().items()}
