@@ -75,7 +75,7 @@ def test_scoring_with_one_stream_is_the_loss_with_the_state_carried():
     total, count = evaluate(model, ids, streams=1, chunk=37)
     loss, _ = model.loss(ids[None])
     assert count == 299
-    assert total / count == pytest.approx(float(loss), rel=1e-5)
+    assert total / count == pytest.approx(loss.item(), rel=1e-5)
     several, _ = evaluate(model, ids, streams=4)
     assert several / count == pytest.approx(total / count, rel=0.05)  # 3 characters lose their history
 
