@@ -202,6 +202,10 @@ class SSM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
 
+    def forward(self, inputs: torch.Tensor, state: State | None = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        return self.sequence(inputs, state, lengths)
+
     def zero_state(self, n: int, like: torch.Tensor | None = None) -> State:
         """The state before the first step, for ``n`` sequences (on ``like``'s device and dtype, if given)."""
         c, block = self.config, self.blocks[0]
