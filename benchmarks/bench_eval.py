@@ -18,7 +18,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioner.data.datasets import read_flickr8k_tokens, read_split_list
+from captioner.data.captions import read_flickr8k_tokens, read_split_list
 from captioner.metrics.captions import evaluate_captions
 from captioner.metrics.ptb import java_available, ptb_tokenize, tokenize_captions
 

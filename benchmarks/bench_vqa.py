@@ -17,18 +17,18 @@
    0) from the most common answers to other dev questions with the same first two words (any other dev
    question's when fewer than 3 remain), none of them an answer a human gave to the question. Accuracy of the
    weights' own rule (``captioner.choices``, recorded in their config.json's ``"choices"``), and of the VQA softmax
-   alone with out-of-vocabulary candidates at 0. ``--fit-choices`` fits the rule's weights on the same 4-way items
-   built from COCO *train* questions (record them in the VQA config.json's ``"choices"`` to use them).
+   alone with out-of-vocabulary candidates at 0. The rule is fitted on the same 4-way items built from COCO *train*
+   questions, and recorded in the VQA config.json's ``"choices"``, by ``captioner fit-choices`` (no benchmark
+   writes weights).
 
     python benchmarks/bench_vqa.py --weights weights --threads 2
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
-    python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+    python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown
 """
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -40,13 +40,14 @@ from pathlib import Path
 import torch
 
 from captioner.answers import normalize_answer
-from captioner.choices import ChoiceWeights, choice_features, fit_choice_weights
-from captioner.data.datasets import VQAExample, load_easy_vqa, load_vqa_dataset
+from captioner.data.datasets import load_vqa_dataset
+from captioner.data.vqa import VQAExample, load_easy_vqa
 from captioner.metrics.vqa import question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights
+from captioner.train.fit_choices import choice_items
 from captioner.train.vqa import VQATrainConfig, evaluate_weights, load_splits, train_vqa
-from captioner.vocab import tokenize
+from captioner.vocab import tokenize_words
 
 TARGETS = {"daquar": (0.24, None), "coco": (0.45, 8.0)}  # accuracy, and points above question-only
 CHOICES_TARGET = 0.75  # 4-way multiple choice on COCO dev
@@ -57,10 +58,14 @@ def question_prior(train: list[VQAExample], val: list[VQAExample]) -> float:
     by_start, overall = defaultdict(Counter), Counter()
     for e in train:
         answers = Counter(normalize_answer(a) for a in e.answers)
-        by_start[" ".join(tokenize(e.question)[:2])].update(answers)
+        by_start[" ".join(tokenize_words(e.question)[:2])].update(answers)
         overall.update(answers)
-    guess = lambda q: (by_start.get(" ".join(tokenize(q)[:2])) or overall).most_common(1)[0][0]
-    return vqa_report({e.question_id: guess(e.question) for e in val}, {e.question_id: e.answers for e in val})["accuracy"]
+
+    def guess(question: str) -> str:
+        return (by_start.get(" ".join(tokenize_words(question)[:2])) or overall).most_common(1)[0][0]
+
+    predictions = {e.question_id: guess(e.question) for e in val}
+    return vqa_report(predictions, {e.question_id: e.answers for e in val})["accuracy"]
 
 
 def shipped_accuracy(model: VQAPredictor, cfg: VQATrainConfig, val: list[VQAExample]) -> float:
@@ -126,7 +131,8 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
         predictions = {}
         for path, questions in by_image.items():
             features = model.preprocess([path])
-            answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
+            answers = model.answer(features.expand(len(questions), *features.shape[1:]),
+                                   [q.question for q in questions], 1)
             predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
         overall = vqa_report(predictions, references)
         out[name] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
@@ -134,63 +140,22 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     return out
 
 
-def four_way(examples: list[VQAExample], seed: int = 0) -> list[list[str]]:
-    """Each question's candidates: its most common answer first, then 3 distractors (see the module docstring)."""
-    right = [Counter(normalize_answer(a) for a in e.answers).most_common(1)[0][0] for e in examples]
-    groups = defaultdict(set)
-    for e, answer in zip(examples, right):
-        groups[" ".join(tokenize(e.question)[:2])].add(answer)
-    rng, everything = random.Random(seed), set(right)
-    items = []
-    for e, answer in zip(examples, right):
-        given = {normalize_answer(a) for a in e.answers}
-        pool = sorted(groups[" ".join(tokenize(e.question)[:2])] - given)
-        if len(pool) < 3:
-            pool += sorted(everything - given - set(pool))
-        items.append([answer, *rng.sample(pool, 3)])
-    return items
-
-
-def choice_items(weights: str | None, coco: str, split: str) -> list[torch.Tensor]:
-    """The rule's inputs ``(4, 4)`` of each 4-way item of a COCO split, the right candidate first."""
-    model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
-    examples = [e for e in load_vqa_dataset("coco", coco, split) if len(tokenize(e.question)) <= model.vocab.max_length]
-    by_image = defaultdict(list)
-    for e, candidates in zip(examples, four_way(examples)):
-        by_image[e.path].append((e, candidates))
-    items = []
-    for path, pairs in by_image.items():
-        features = model.preprocess([path])
-        log_probs = model.forward(features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs],
-                                  log=True)
-        words = model.words.scores(features)[0]
-        items += [torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab)
-                                for c in candidates]) for (_, candidates), lp in zip(pairs, log_probs)]
-    return items
-
-
-def choices_report(weights: str | None, coco: str, fit: bool) -> dict:
+def choices_report(weights: str | None, coco: str) -> dict:
     """4-way accuracy on COCO dev of the weights' rule (``config.json``'s ``choices``) and of the VQA softmax alone
     (out-of-vocabulary at 0)."""
-    dev = torch.stack(choice_items(weights, coco, "dev"))  # (N, 4, 4)
-    rules = {"the weights' rule": VQAPredictor.from_pretrained(weights, precision="fp32").choice_weights}
-    if fit:
-        rules["fitted on train"] = fit_choice_weights(choice_items(weights, coco, "train"))
+    model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
+    dev = torch.stack(choice_items(model, load_vqa_dataset("coco", coco, "dev")))  # (N, 4, 4)
+    rule = model.choice_weights
 
     def accuracy(scores: torch.Tensor) -> float:
         return float((scores.argmax(-1) == 0).float().mean())
 
-    def w(rule: ChoiceWeights) -> torch.Tensor:
-        return torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
-
     in_vocab = dev[..., 1] == 0
-    report = {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
-              "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
-              "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0))}
-    for name, rule in rules.items():
-        report[name] = accuracy(dev @ w(rule))
-        report[name + " weights"] = vars(rule)
-    return report
+    w = torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
+    return {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
+            "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
+            "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0)),
+            "the weights' rule": accuracy(dev @ w), "the weights' rule weights": vars(rule)}
 
 
 def print_breakdown(report: dict[str, dict]) -> None:
@@ -204,46 +169,8 @@ def print_breakdown(report: dict[str, dict]) -> None:
             print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="question-only training seeds to average (default: 0)")
-    p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
-                   help="sections to skip (default: none)")
-    p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
-                   help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
-    p.add_argument("--fit-choices", action="store_true",
-                   help="also fit the multiple-choice rule's weights on COCO train questions (default: off)")
-    p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
-    p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
-    p.add_argument("--json", help="also write the figures here")
-    args = p.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if "mix" not in args.skip:
-            report["mix"] = mix_baselines(args.weights, tmp, args.seeds, args.threads)
-        if "easy-vqa" not in args.skip:
-            # Mirroring adds nothing to centred synthetic shapes, so easy-vqa skips its feature pass.
-            report["easy-vqa"] = easy_vqa_test(VQATrainConfig(data=("easy-vqa",), out=f"{tmp}/easy", threads=args.threads,
-                                                              epochs=args.easy_vqa_epochs, batch_size=128,
-                                                              flip_augment=False, val_fraction=0.1, val_split=""))
-    if "latency" not in args.skip:
-        examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
-        questions = ["what is in the picture?", "what color is it?", "is there a person?", "how many are there?"]
-        report["ask latency"] = ask_latency(args.weights, examples, questions, args.repeats)
-
-    if "breakdown" not in args.skip:
-        named = [b.partition("=") for b in args.breakdown or [f"shipped={args.weights or ''}"]]
-        report["breakdown"] = breakdown({name: folder or None for name, _, folder in named}, args.coco)
-
-    if "choices" not in args.skip:
-        report["choices"] = choices_report(args.weights, args.coco, args.fit_choices)
-
+def print_report(report: dict) -> None:
+    """The figures of every section run, beside their targets."""
     print("\n== VQA benchmark ==")
     for name, d in report.get("mix", {}).items():
         print(f"{name} validation ({d['val images']} images, {d['val questions']} questions):")
@@ -251,7 +178,8 @@ def main() -> int:
             print(f"  {key:<17} {100 * d[key]:6.2f}%")
         gain = 100 * (d["image + question"] - d["question only"])
         target, margin = TARGETS.get(name, (None, None))
-        goal = "" if target is None else f"; target >= {100 * target:.0f}%" + (f" and >= +{margin:.0f}" if margin else "")
+        goal = "" if target is None else f"; target >= {100 * target:.0f}%" + (
+            f" and >= +{margin:.0f}" if margin else "")
         print(f"  image + question - question only: {gain:+.2f} points{goal}")
     if "easy-vqa" in report:
         e = report["easy-vqa"]
@@ -269,9 +197,53 @@ def main() -> int:
               f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
               f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):")
         for name, value in c.items():
-            if isinstance(value, float) and name not in ("out-of-vocabulary candidates", "right answer out of vocabulary"):
-                print(f"  {name:<42} {100 * value:6.2f}%" + (f"  {c[name + ' weights']}" if name + " weights" in c else ""))
+            if isinstance(value, float) and name not in ("out-of-vocabulary candidates",
+                                                         "right answer out of vocabulary"):
+                rule = f"  {c[name + ' weights']}" if name + " weights" in c else ""
+                print(f"  {name:<42} {100 * value:6.2f}%{rule}")
         print(f"  target >= {100 * CHOICES_TARGET:.0f}%")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="question-only training seeds to average (default: 0)")
+    p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
+                   help="sections to skip (default: none)")
+    p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
+                   help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
+    p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
+    p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "mix" not in args.skip:
+            report["mix"] = mix_baselines(args.weights, tmp, args.seeds, args.threads)
+        if "easy-vqa" not in args.skip:
+            # Mirroring adds nothing to centred synthetic shapes, so easy-vqa skips its feature pass.
+            report["easy-vqa"] = easy_vqa_test(VQATrainConfig(
+                data=("easy-vqa",), out=f"{tmp}/easy", threads=args.threads, epochs=args.easy_vqa_epochs,
+                batch_size=128, flip_augment=False, val_fraction=0.1, val_split=""))
+    if "latency" not in args.skip:
+        examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
+        questions = ["what is in the picture?", "what color is it?", "is there a person?", "how many are there?"]
+        report["ask latency"] = ask_latency(args.weights, examples, questions, args.repeats)
+
+    if "breakdown" not in args.skip:
+        named = [b.partition("=") for b in args.breakdown or [f"shipped={args.weights or ''}"]]
+        report["breakdown"] = breakdown({name: folder or None for name, _, folder in named}, args.coco)
+
+    if "choices" not in args.skip:
+        report["choices"] = choices_report(args.weights, args.coco)
+
+    print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

@@ -18,15 +18,14 @@ The question as it was read is shown beside its answer, so a wrong guess can be 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Sequence
 
-from .data.questions import COLORS, plural  # the question generator's colour words and plural rule
+from .lexicon import AUXILIARIES, COLORS, DETERMINERS, POSSESSIVES, PRONOUNS, plural
 from .settings import check, setting
+from .vocab import detokenize, tokenize_words
 
-DETERMINERS = {"the", "a", "an", "this", "that", "these", "those"}
-PRONOUNS = {"it", "they", "them", "he", "she", "him"}
-POSSESSIVES = {"its", "their", "his", "her"}
 # Words that end a noun phrase: prepositions, verbs and auxiliaries, conjunctions, question words.
 STOPS = {"on", "in", "at", "of", "with", "to", "from", "by", "near", "behind", "under", "over", "above", "below",
          "next", "beside", "inside", "outside", "into", "onto", "for", "about", "around", "through", "up", "down",
@@ -37,10 +36,8 @@ ADJECTIVES = set(COLORS) | {"big", "small", "large", "little", "tall", "short", 
                             "closed", "empty", "full", "wet", "dry", "clean", "dirty", "real", "happy", "visible",
                             "alive", "edible"}
 PHOTO = {"picture", "photo", "photograph", "image", "scene", "pic", "shot"}
-AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should", "have",
-               "has"}
 MAX_SUBJECT_WORDS = 3  # "the fire hydrant", "the red double decker": longer runs are cut
-_WORD = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
+MARKS = string.punctuation  # kept as tokens: they end a noun phrase, and the question is rebuilt from its tokens
 
 
 @dataclass
@@ -56,28 +53,26 @@ class ChatLimits:
         check(self)
 
 
-LIMITS = ChatLimits()
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
+CHAT_LIMITS = ChatLimits()
 
 
 def subject_of(text: str) -> str | None:
     """The turn's subject, as ``the`` and its noun phrase (see the module docstring); None when it names none."""
-    words = [w.lower() for w in _words(text)]
+    words = tokenize_words(text, MARKS)
     for i, word in enumerate(words):
         if word not in DETERMINERS:
             continue
-        phrase = []
+        phrase: list[str] = []
         for w in words[i + 1:]:
-            if (w in STOPS or w in DETERMINERS or w in PRONOUNS or not w[0].isalnum() or w.endswith("ing")
-                    or phrase and w in ADJECTIVES):  # "the mug white": the colour is said of the mug
+            clitic = w.startswith("'") and len(w) > 1  # "the man's hat": a possessive stays in the phrase
+            if (w in STOPS or w in DETERMINERS or w in PRONOUNS or not (w[0].isalnum() or clitic)
+                    or w.endswith("ing") or phrase and w in ADJECTIVES):  # "the mug white": said of the mug
+                break
+            if len(phrase) - sum(p.startswith("'") for p in phrase) == MAX_SUBJECT_WORDS and not clitic:
                 break
             phrase.append(w)
-        phrase = phrase[:MAX_SUBJECT_WORDS]
         if phrase and not PHOTO & set(phrase):
-            return "the " + " ".join(phrase)
+            return "the " + detokenize(phrase)
     return None
 
 
@@ -85,7 +80,7 @@ def resolve(question: str, subject: str | None) -> str:
     """``question`` with its pronouns, possessives and bare "how many" read as ``subject`` (the module's rule)."""
     if not subject:
         return question
-    out, words = [], _words(question)
+    out, words = [], tokenize_words(question, MARKS, lower=False)
     for i, word in enumerate(words):
         lower = word.lower()
         if lower in PRONOUNS:
@@ -98,8 +93,7 @@ def resolve(question: str, subject: str | None) -> str:
         if lower == "many" and i > 0 and words[i - 1].lower() == "how" and (following in AUXILIARIES
                                                                              or not following[:1].isalnum()):
             out.append(plural(" ".join(subject.split()[1:])))  # "the red cat" -> "red cats"
-    text = " ".join(out)
-    return re.sub(r" ([?.!,;:])", r"\1", text).replace(" '", "'")
+    return re.sub(r" ([?.!,;:])", r"\1", detokenize(out))
 
 
 def read_turn(caption: str, questions: Sequence[str], question: str) -> str:

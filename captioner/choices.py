@@ -18,9 +18,10 @@ Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its mul
 decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the
 answer as the start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA
 model's question-word table, which know what a word means but not whether it is in the photo. The four weights of the
-rule are fitted together (:func:`fit_choice_weights`, a conditional logit: the right candidate's log-probability
-of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA weights (``config.json``'s
-``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights that record none.
+rule are fitted together (``captioner fit-choices``, :mod:`captioner.train.fit_choices`: a conditional logit, the
+right candidate's log-probability of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA
+weights (``config.json``'s ``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights
+that record none.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torch
 from .answers import normalize_answer
 from .decoding import DecodeConfig, decode
 from .settings import check, setting
-from .vocab import Vocabulary, pad_ids, tokenize
+from .vocab import Vocabulary, pad_ids, tokenize_words
 
 SEPARATOR, ESCAPE = "|", "\\"
 SHOWN = 40  # characters of a candidate that an error message quotes, at most
@@ -49,12 +50,12 @@ class ChoiceLimits:
         check(self)
 
 
-LIMITS = ChoiceLimits()
+CHOICE_LIMITS = ChoiceLimits()
 
 
 @dataclass(frozen=True)
 class ChoiceWeights:
-    """The four weights of the scoring rule (see the module docstring), fitted by :func:`fit_choice_weights`."""
+    """The four weights of the scoring rule (see the module docstring), fitted by ``captioner fit-choices``."""
 
     vqa_weight: float  # on log p_vqa of an in-vocabulary candidate: the VQA softmax's temperature, inverted
     oov_bias: float  # where a candidate outside the answer vocabulary starts
@@ -64,11 +65,11 @@ class ChoiceWeights:
 
 # Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and
 # weights/caption, and recorded in weights/vqa/config.json:
-#     python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown --fit-choices
+#     captioner fit-choices --data coco:../shared/data/coco --weights weights
 SHIPPED = ChoiceWeights(vqa_weight=1.186, oov_bias=-2.077, word_weight=0.351, unknown_weight=-2.258)
 
 
-def parse_choices(text: str, limits: ChoiceLimits = LIMITS) -> list[str]:
+def parse_choices(text: str, limits: ChoiceLimits = CHOICE_LIMITS) -> list[str]:
     """The candidates of a choices string (``|`` between them, ``\\`` escaping ``|`` or itself), each stripped,
     checked by :func:`check_choices`; ValueError (one line) when they cannot be used."""
     if len(text) > limits.max_choices * (limits.max_choice_chars + 2):  # past any acceptable string: do not split it
@@ -90,10 +91,10 @@ def parse_choices(text: str, limits: ChoiceLimits = LIMITS) -> list[str]:
 
 def choice_key(choice: str) -> str:
     """A candidate as answers are compared (``normalize_answer``; its words when that leaves nothing, as for "a")."""
-    return normalize_answer(choice) or " ".join(tokenize(choice))
+    return normalize_answer(choice) or " ".join(tokenize_words(choice))
 
 
-def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list[str]:
+def check_choices(choices: Sequence[str], limits: ChoiceLimits = CHOICE_LIMITS) -> list[str]:
     """``choices`` as a list if they can be scored, else ValueError (one line): at least 2 and at most
     ``max_choices`` strings, none blank or longer than ``max_choice_chars``, none given twice."""
     if not isinstance(choices, str) and hasattr(choices, "tolist"):  # a numpy array of strings
@@ -107,7 +108,7 @@ def check_choices(choices: Sequence[str], limits: ChoiceLimits = LIMITS) -> list
         raise ValueError(f"give at most {limits.max_choices} choices, not {len(choices)}")
     seen: dict[str, int] = {}
     for n, choice in enumerate(choices, 1):
-        if not tokenize(choice):
+        if not tokenize_words(choice):
             raise ValueError(f"choice {n} of {len(choices)} is blank (it has no words)")
         if len(choice) > limits.max_choice_chars:
             raise ValueError(f"choice {n} is too long ({len(choice)} characters; at most {limits.max_choice_chars})")
@@ -137,7 +138,7 @@ def choice_features(choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapp
     index = answer_index.get(choice_key(choice))
     if index is not None:
         return float(vqa_log_probs[index]), 0.0, 0.0, 0.0
-    tokens = tokenize(choice_key(choice))  # articles dropped: "a" is in every caption
+    tokens = tokenize_words(choice_key(choice))  # articles dropped: "a" is in every caption
     ids = [vocab.index.get(w, Vocabulary.unk_id) for w in tokens]
     return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens)
 
@@ -152,23 +153,6 @@ def choice_probabilities(choices: Sequence[str], vqa_log_probs: torch.Tensor, an
     w = torch.tensor([weights.vqa_weight, weights.oov_bias, weights.word_weight, weights.unknown_weight])
     probs = torch.softmax(x @ w, dim=0)  # (K,)
     return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])
-
-
-def fit_choice_weights(items: Sequence[torch.Tensor], l2: float = 1e-3) -> ChoiceWeights:
-    """The weights that maximise the mean log-probability of the right candidate, given each item's
-    :func:`choice_features` ``(K, 4)`` with the right candidate first (a conditional logit, L-BFGS, a small L2)."""
-    x = torch.stack(list(items))  # (N, K, 4)
-    w = torch.zeros(x.shape[-1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], max_iter=200)
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = -torch.log_softmax(x @ w, dim=-1)[:, 0].mean() + l2 * (w ** 2).sum()
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    return ChoiceWeights(*(round(v, 3) for v in w.detach().tolist()))
 
 
 @dataclass

@@ -6,7 +6,6 @@ samples in the order they were drawn (so that the first of ``n_best=3`` is the o
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -14,53 +13,10 @@ from typing import Sequence
 import torch
 
 from .decoder import CaptionDecoder, EncodedImage, State
-from .settings import check, setting
-from .vocab import MAX_CAPTION_WORDS, Vocabulary
+from .options import MAX_BEAM, MAX_DECODE_WORDS, METHODS, MIN_SAMPLING, DecodeConfig  # noqa: F401 (torch-free, so there)
+from .vocab import Vocabulary
 
-METHODS = ("greedy", "sample", "beam")
 SPECIAL_IDS = (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id)  # never emitted by any decoder
-
-
-MAX_BEAM = 50  # beam search cost grows with the beam; wider beams do not caption better
-MAX_WORDS = 100  # --max-length: the shipped models were trained on captions of at most MAX_CAPTION_WORDS
-MIN_SAMPLING = 0.01  # the floor of temperature and top-p: below it sampling is greedy decoding in all but name
-
-
-@dataclass
-class DecodeConfig:
-    """How to decode: the one place for every decoding default, range and help text (the CLI's options, the
-    app's controls and its API checks are all made from these fields). Weights carry their own defaults for
-    some of them (see :mod:`captioner.pretrained`), applied with :meth:`override`."""
-
-    method: str = setting("beam", "beam search, greedy decoding or sampling", choices=METHODS)
-    beam_size: int = setting(3, "beam size", low=1, high=MAX_BEAM, flag="--beam", metavar="N")
-    n_best: int = setting(1, "captions per image (at most the beam size; with sampling, independent samples)",
-                          low=1, high=MAX_BEAM)
-    temperature: float = setting(1.0, "sampling temperature", low=MIN_SAMPLING, high=100.0)
-    top_k: int = setting(0, "sample only from the K most likely words (0: all)", low=0, high=1_000_000)
-    top_p: float = setting(1.0, "sample only from the smallest word set with this probability mass (1: all)",
-                           low=MIN_SAMPLING, high=1.0)
-    length_penalty: float = setting(0.0, "rank beams by log-prob / length ** this", low=0.0, high=10.0)
-    min_length: int = setting(1, "at least this many words", low=0, high=MAX_WORDS)
-    max_length: int = setting(MAX_CAPTION_WORDS, "at most this many words", low=1, high=MAX_WORDS)
-    no_repeat_ngram: int = setting(0, "never repeat an n-gram of this size (0: off)", low=0, high=MAX_WORDS)
-    seed: int | None = setting(None, "random seed for sampling; each image is seeded from it and its key (file "
-                               "name), so it gets the same captions alone or among others (none: a fresh draw)",
-                               low=-2 ** 63, high=2 ** 63 - 1)
-
-    def __post_init__(self) -> None:
-        check(self)
-        if self.method == "beam" and self.n_best > self.beam_size:
-            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
-        if self.method == "greedy" and self.n_best > 1:
-            raise ValueError("greedy decoding gives one caption; use beam search or sampling for n_best > 1")
-        if self.max_length < self.min_length:
-            raise ValueError(f"max_length ({self.max_length}) must be at least min_length ({self.min_length})")
-
-    def override(self, **changes) -> "DecodeConfig":
-        """A copy with ``changes`` (``None`` values ignored): how every face applies a user's settings to the
-        weights' defaults, with the same checks and messages everywhere."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import ENCODER_PREFIX, check_tensors, read_tensors
 from .images import ImageInput, load_image
-from .io import one_line
+from .io import one_line, shorten
 from .settings import check, check_value, setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,7 +60,7 @@ class Preprocessing:
         for name, limits in CHANNEL_LIMITS.items():
             values = getattr(self, name)
             if not isinstance(values, tuple) or len(values) != 3:
-                raise ValueError(f"{name} must be 3 numbers (red, green, blue), not {repr(values)[:40]}")
+                raise ValueError(f"{name} must be 3 numbers (red, green, blue), not {shorten(repr(values))}")
             for value in values:
                 check_value(name, value, "float", {"limits": limits})
 
@@ -69,11 +69,11 @@ class Preprocessing:
         """From its JSON form (``config.json["preprocessing"]``); ValueError (KeyError for a missing field) when it
         is not one."""
         if not isinstance(data, dict):
-            raise ValueError(f"must be a JSON object, not {repr(data)[:40]}")
+            raise ValueError(f"must be a JSON object, not {shorten(repr(data))}")
 
         def channels(name: str) -> tuple:
             if not isinstance(data[name], list):
-                raise ValueError(f"{name} must be a list of 3 numbers, not {repr(data[name])[:40]}")
+                raise ValueError(f"{name} must be a list of 3 numbers, not {shorten(repr(data[name]))}")
             return tuple(data[name])
         return cls(data["image_size"], channels("mean"), channels("std"), data.get("resize", "squash-bilinear"))
 

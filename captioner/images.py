@@ -6,7 +6,7 @@ import glob
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Hashable, Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -106,7 +106,8 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     except Image.DecompressionBombError:  # PIL refuses to open it at all, so its size is unknown here
         raise BadImageError(f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{name}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadImageError(f"{name}: cannot read image ({why})") from None
 
 
 def from_array(pixels: np.ndarray) -> Image.Image:
@@ -158,13 +159,18 @@ def expand_paths(patterns: Iterable[str], skipped: list[tuple[Path, str]] | None
     return out
 
 
-def images_by_stem(folder: str | Path) -> dict[str, list[Path]]:
-    """The image files of ``folder`` (not its subfolders) by name without extension, sorted; a name can have
-    several (``1.jpg``, ``1.png``), which callers that look images up by name must refuse."""
-    found: dict[str, list[Path]] = {}
+def images_by_stem(folder: str | Path, key: Callable[[Path], Hashable] = lambda path: path.stem) -> dict:
+    """The image files of ``folder`` (not its subfolders) by name without extension, or by ``key(file)`` (COCO's
+    id: :func:`image_id_from_filename`), in name order. Two files of one name (``1.jpg`` and ``1.png``) are
+    refused with a one-line ValueError naming both: a look-up by name could not say which one is meant."""
+    found: dict = {}
     for path in sorted(Path(folder).iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.setdefault(path.stem, []).append(path)
+            name = key(path)
+            if name in found:
+                raise ValueError(f"{folder}: {found[name].name} and {path.name} are both image {name!r}; rename or "
+                                 "remove one")
+            found[name] = path
     return found
 
 

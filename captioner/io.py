@@ -1,19 +1,22 @@
 """Safe file reading and writing: atomic writes (a killed process leaves the old file or the new, never half), size-
-and depth-bounded JSON and text reads, and the one-line error messages every face prints.
+and depth-bounded JSON and text reads, the one CSV reader (and JSON lines), and the one-line error messages every
+face prints.
 
 Nothing here imports torch, so the command line can use it before it needs a model.
 """
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
 import shutil
 import stat
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 def process_alive(pid: int) -> bool:
@@ -69,6 +72,15 @@ def atomic_write(path: Path, write) -> None:
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     """Write JSON atomically (``indent`` None: on one line, for files read by programs only)."""
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
+
+
+QUOTED_CHARS = 40  # how much of a value a one-line message quotes
+
+
+def shorten(text: str) -> str:
+    """The first :data:`QUOTED_CHARS` characters of ``text``: how much of a value (a name, a line, a JSON value) a
+    one-line message quotes, so that a long one cannot flood it."""
+    return text[:QUOTED_CHARS]
 
 
 def one_line(error: BaseException) -> str:
@@ -129,6 +141,87 @@ def read_json(path: str | Path) -> Any:
         return parse_json(text)
     except ValueError as e:  # JSONDecodeError, the depth limit, an integer of over 4,300 digits
         raise ValueError(f"{path}: cannot read JSON ({one_line(e)})") from None
+
+
+def required_path(path: Path, hint: str = "") -> Path:
+    """``path``, or FileNotFoundError naming it (and ``hint``) when it does not exist."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found{hint}")
+    return path
+
+
+# ---------------------------------------------------------------- tables: CSV and JSON lines
+
+
+def _csv_header(path: Path, header: list[str], required: Sequence[str]) -> list[str]:
+    """A CSV's column names, outer spaces stripped; ValueError for a name given twice or a ``required`` one
+    missing."""
+    header = [name.strip() for name in header]
+    repeated = [name for name, count in Counter(header).items() if count > 1]
+    if repeated:
+        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(shorten(c)) for c in repeated)} more "
+                         "than once; give each column its own name")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(required)})")
+    return header
+
+
+def read_csv_rows(path: str | Path, required: Sequence[str] = ()
+                  ) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """A CSV with a header: its column names and its data rows, each as (``"row N"``, its fields by column), N as
+    a spreadsheet numbers rows (the header is row 1). UTF-8, with or without a byte-order mark, lines ending in LF
+    or CRLF; rows with no text are skipped. The one rule for a ragged row (more or fewer fields than the header):
+    it is refused, as every other problem is, with a one-line ValueError naming the file and the row: an
+    unreadable file, a missing ``required`` column or a column named twice."""
+    rows, n = [], 0  # n: the last row read
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
+            reader = csv.reader(f)
+            header, n = _csv_header(Path(path), next(reader, []), required), 1
+            for n, fields in enumerate(reader, 2):
+                if not any(value.strip() for value in fields):
+                    continue
+                if len(fields) != len(header):
+                    raise ValueError(f"{path}: row {n}: {len(fields)} fields, but the header has {len(header)}")
+                rows.append((f"row {n}", dict(zip(header, fields))))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({one_line(e)})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: row {n + 1}: not CSV ({one_line(e)})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror or one_line(e)})") from None
+    return header, rows
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (``json`` would keep the last silently)."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"key {shorten(twice)!r} appears more than once")
+    return record
+
+
+def read_jsonl_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """The records of a JSON-lines file, each as (``"line N"``, the object); blank lines are skipped. ValueError
+    (one line, naming the file and the line) for a line that is not a JSON object or names a key twice."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+                except (ValueError, RecursionError) as e:
+                    raise ValueError(f"{path}: line {n}: not a JSON object ({one_line(e)})") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path}: line {n}: expected a JSON object, not {type(record).__name__}")
+                rows.append((f"line {n}", record))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({one_line(e)})") from None
+    return rows
 
 
 @contextmanager

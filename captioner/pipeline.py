@@ -6,12 +6,11 @@ its outputs into text. A user's keyword arguments are routed once, into a ``Deco
 (:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
 this module adds the image encoder, shared by captions and answers when they were trained on the same.
 :func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
-for ``caption``, ``ask --batch`` and ``eval`` alike.
+for ``caption``, ``ask --batch`` (:mod:`captioner.cli.batch`) and ``eval`` alike.
 """
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,14 @@ from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import batched, encode_images
-from .images import BadImageError, ImageInput, images_by_stem, load_image
+from .images import BadImageError, ImageInput, load_image
 from .precision import Precision, resolve_precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .progress import progress_bar
-from .vocab import Vocabulary, detokenize, pad_ids, tokenize
+from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
 TOP_ANSWERS = 5  # answers given per question unless asked for another number
-QUESTION_BATCH = 1024  # questions through the VQA model at once: memory stays flat however many share an image
 
 
 def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = None,
@@ -262,7 +260,7 @@ class VQAPredictor(Pipeline):
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
-        words = tokenize(question)
+        words = tokenize_words(question)
         if not words:
             raise ValueError("the question is empty (it has no words)")
         if len(words) > self.vocab.max_length:
@@ -271,7 +269,7 @@ class VQAPredictor(Pipeline):
 
     def unknown_words(self, question: str) -> list[str]:
         """Words of ``question`` outside the vocabulary; the model reads them as ``<unk>``."""
-        return [w for w in tokenize(question) if w not in self.vocab.index]
+        return [w for w in tokenize_words(question) if w not in self.vocab.index]
 
     @torch.inference_mode()
     def forward(self, features: torch.Tensor, questions: Sequence[str], log: bool = False) -> torch.Tensor:
@@ -332,61 +330,3 @@ class VQAPredictor(Pipeline):
                 yield question, answers[0], None
             except ValueError as e:
                 yield question, None, str(e)
-
-    def answer_rows(self, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True,
-                    choices: Sequence[str] | None = None
-                    ) -> Iterator[tuple[int, tuple[str, float] | None, str | None]]:
-        """(row index, top answer, None) for each (image_id, question) row whose image (``folder/<image_id>.*``) and
-        question can be read, and (row index, None, the one-line reason) for each other row, in row order, each as
-        soon as it and the rows before it are done (the images' ``ask --batch``). Each image is read and encoded
-        once for all its questions, which go through the model :data:`QUESTION_BATCH` at a time, so memory stays
-        flat however many questions an image has; images are taken in the order of their first row, so a CSV whose
-        rows are grouped by image streams out as it goes. ``choices`` holds each row's choices string (see
-        :func:`captioner.choices.parse_choices`; blank: none); a row with choices is answered by the best of them."""
-        files = images_by_stem(folder)
-        by_image: dict[str, list[int]] = defaultdict(list)
-        for i, (image_id, _) in enumerate(rows):
-            by_image[image_id.strip()].append(i)
-        done: dict[int, tuple[tuple[str, float] | None, str | None]] = {}  # finished rows not yet given out
-        given = 0  # rows given out so far
-
-        def ready() -> Iterator[tuple[int, tuple[str, float] | None, str | None]]:
-            nonlocal given
-            while given in done:
-                yield given, *done.pop(given)
-                given += 1
-
-        known = [image_id for image_id in by_image if len(files.get(image_id, [])) == 1]
-        for image_id in by_image.keys() - set(known):
-            reason = (f"no image named {image_id!r} in {folder}" if image_id not in files else
-                      f"more than one image named {image_id!r} in {folder}")
-            done.update((i, (None, reason)) for i in by_image[image_id])
-        yield from ready()
-        for good, images, bad in image_batches(known, 1, self.image_size, lambda image_id: files[image_id][0],
-                                               progress, desc="answering"):
-            for image_id, reason in bad:
-                done.update((i, (None, reason)) for i in by_image[image_id])
-            for image_id, image in zip(good, images):
-                answerable, offered = [], {}
-                for i in by_image[image_id]:
-                    try:
-                        self.question_ids(rows[i][1])
-                        if choices and choices[i].strip():
-                            offered[i] = parse_choices(choices[i])
-                        else:
-                            answerable.append(i)
-                    except ValueError as e:
-                        done[i] = (None, str(e))
-                features = self.preprocess([image]) if answerable or offered else None
-                for chunk in batched(list(offered), QUESTION_BATCH):
-                    try:
-                        best = self.choose(features, [rows[i][1] for i in chunk], [offered[i] for i in chunk])
-                        done.update((i, (b[0], None)) for i, b in zip(chunk, best))
-                    except ValueError as e:  # no caption weights to score the choices with
-                        done.update((i, (None, str(e))) for i in chunk)
-                for chunk in batched(answerable, QUESTION_BATCH):
-                    answers = self.answer(features.expand(len(chunk), *features.shape[1:]),
-                                          [rows[i][1] for i in chunk], 1)
-                    done.update((i, (a[0], None)) for i, a in zip(chunk, answers))
-                    yield from ready()
-            yield from ready()

@@ -27,11 +27,10 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .io import shorten
+from .options import PRECISION_HELP, PRECISIONS  # noqa: F401 (torch-free, so there: `--help` states them)
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISION_HELP = ("numeric precision: fp32; bf16 or fp16 autocast where the hardware runs it natively; auto: the "
-                  "fastest native one (bf16 on a CPU with AVX512-BF16, AMX or ARM BF16, else fp32; on a GPU bf16, "
-                  "else fp16)")
 
 
 def cpu_capabilities() -> dict:
@@ -113,7 +112,7 @@ def resolve_precision(requested: str | Precision = "auto", device: str = "cpu",
     if isinstance(requested, Precision):
         return requested
     if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {str(requested)[:40]!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {shorten(str(requested))!r}")
     native = native_precisions(device) if native is None else native
     where = "this GPU" if device == "cuda" else "this CPU"
     if requested == "auto":

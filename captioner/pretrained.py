@@ -36,7 +36,8 @@ from .choices import ChoiceWeights
 from .decoder import CaptionDecoder, DecoderConfig
 from .decoding import DecodeConfig
 from .encoder import TF_LITE_MEAN, TF_LITE_STD, Preprocessing
-from .io import config_errors, read_json
+from .io import config_errors, read_json, shorten
+from .options import CAPTION_DECODING
 from .vocab import VOCAB_FILE, Vocabulary
 from .vqa import ANSWERS_FILE, VQAConfig, VQAModel
 
@@ -52,7 +53,7 @@ class Weights:
     folder: str  # under weights_root()
     encoder: str
     preprocessing: Preprocessing
-    recipe: str  # the command that trained it
+    recipe: str  # the commands that made it, in order: training, then the steps that finish the folder
     data_license: str
     decoding: dict[str, Any] = field(default_factory=dict)  # DecodeConfig settings (caption entries)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # dev scores, by "dataset split"
@@ -75,8 +76,8 @@ _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inpu
 _CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
                  "annotations CC BY 4.0, images under their Flickr licences, research use")
 
-# the caption entries' decoding: the LSTM's dev-tuned defaults
-_BEAM3 = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3}
+_DEV = "--data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco"  # the later steps' dev sets
+_BEAM3 = CAPTION_DECODING  # the caption entries' decoding: the LSTM's dev-tuned defaults
 
 _ENTRIES = [
     Weights(
@@ -88,7 +89,9 @@ _ENTRIES = [
                 "coco dev": {"Bleu_1": 0.6610, "Bleu_2": 0.4729, "Bleu_3": 0.3332, "Bleu_4": 0.2356,
                              "METEOR": 0.2119, "ROUGE_L": 0.4783, "CIDEr": 0.6746}},
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
-               "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/",
+               "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/ && "
+               f"captioner atlas {_DEV} --weights weights/caption --write && "
+               f"captioner calibrate {_DEV} --weights weights --task caption --write",
         data_license=_CAPTION_DATA),
     Weights(  # the LSTM's recipe with a vanilla tanh RNN: the lecture's gradient-flow comparison (docs/rnn.md)
         name="caption-rnn-flickr8k-coco-v1", task="caption", folder="caption-rnn", encoder="efficientnet-lite0",
@@ -99,13 +102,17 @@ _ENTRIES = [
                 "coco dev": {"Bleu_1": 0.6340, "Bleu_2": 0.4485, "Bleu_3": 0.3109, "Bleu_4": 0.2121,
                              "METEOR": 0.2001, "ROUGE_L": 0.4710, "CIDEr": 0.5810}},
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
-               "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/",
+               "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/ && "
+               f"captioner atlas {_DEV} --weights weights/caption-rnn --write && "
+               f"captioner calibrate {_DEV} --weights caption-rnn-flickr8k-coco-v1 --task caption --write",
         data_license=_CAPTION_DATA),
     Weights(
         name="vqa-daquar-coco-v3", task="vqa", folder="vqa", encoder="efficientnet-lite0", preprocessing=_LITE0,
         scores={"daquar by-image val": {"accuracy": 0.2367}, "coco dev": {"accuracy": 0.4271}},
         recipe="captioner train-vqa --data daquar:../shared/data/daquar --data coco:../shared/data/coco "
-               "--seed 1 --out runs/vqa && cp runs/vqa/best/* weights/vqa/",
+               "--seed 1 --out runs/vqa && cp runs/vqa/best/* weights/vqa/ && "
+               "captioner calibrate --data coco:../shared/data/coco --weights weights --task answer --write && "
+               "captioner fit-choices --data coco:../shared/data/coco --weights weights",
         data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images: research use; questions on MS COCO "
                      "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use"),
 ]
@@ -224,7 +231,7 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
     config, config_file = files[CONFIG_FILE], path / CONFIG_FILE
     with config_errors(config_file):
         if config.get("task", task) != task:
-            raise ValueError(f"holds {str(config.get('task'))[:40]} weights, not {task} weights")
+            raise ValueError(f"holds {shorten(str(config.get('task')))} weights, not {task} weights")
         encoder, confidence = schema.read_encoder(config), schema.read_confidence(config)
         choices = schema.read_choice_weights(config) if task == "vqa" else None
         architecture = schema.section(config, "model" if task == "vqa" else "decoder")

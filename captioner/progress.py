@@ -6,15 +6,15 @@ import sys
 
 from tqdm import tqdm
 
-_shown = True
+_bars_on = True
 
 
 def show_progress(on: bool) -> None:
     """Show progress bars (the default) or not; the command line calls this once per command (``--quiet``)."""
-    global _shown
-    _shown = on
+    global _bars_on
+    _bars_on = on
 
 
 def progress_bar(total: int, desc: str, unit: str, disable: bool = False, **kwargs) -> tqdm:
     """A tqdm bar on stderr, off where ``disable`` is true or bars are off (:func:`show_progress`)."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable or not _shown, **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable or not _bars_on, **kwargs)

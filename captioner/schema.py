@@ -32,7 +32,7 @@ from .checkpoint import check_tensors, read_tensors
 from .choices import ChoiceWeights
 from .decoding import DecodeConfig
 from .encoder import ENCODERS
-from .io import config_errors
+from .io import config_errors, shorten
 from .settings import check_value, checked, settings
 from .vocab import Vocabulary
 
@@ -41,8 +41,9 @@ ATLAS_FILE, ATLAS_FORMAT = "cells.json", "captioner cell atlas"  # the cell atla
 TRACKS = ("position", "word")  # what an atlas says a cell tracks
 
 
-def _shown(value: Any) -> str:
-    return repr(value)[:40]
+def _quoted(value: Any) -> str:
+    """A value as an error message quotes it: the start of its repr."""
+    return shorten(repr(value))
 
 
 def section(config: dict, name: str, required: bool = True) -> dict:
@@ -51,7 +52,7 @@ def section(config: dict, name: str, required: bool = True) -> dict:
         return {}
     value = config[name]  # KeyError: config_errors reports it as "missing 'name'"
     if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object, not {_shown(value)}")
+        raise ValueError(f"{name} must be a JSON object, not {_quoted(value)}")
     return value
 
 
@@ -59,13 +60,13 @@ def strings(data: Any, what: str, empty: bool = False) -> list[str]:
     """``data`` if it is a list of unique strings, non-empty unless ``empty`` (``what`` names it in errors), else
     ValueError."""
     if not isinstance(data, list):
-        raise ValueError(f"{what} must be a list of strings, not {_shown(data)}")
+        raise ValueError(f"{what} must be a list of strings, not {_quoted(data)}")
     seen: set[str] = set()
     for i, word in enumerate(data):
         if not isinstance(word, str) or not (empty or word.strip()):
-            raise ValueError(f"{what} item {i + 1} must be a {'' if empty else 'non-empty '}string, not {_shown(word)}")
+            raise ValueError(f"{what} item {i + 1} must be a {'' if empty else 'non-empty '}string, not {_quoted(word)}")
         if word in seen:
-            raise ValueError(f"{what} item {i + 1}, {_shown(word)}, appears more than once")
+            raise ValueError(f"{what} item {i + 1}, {_quoted(word)}, appears more than once")
         seen.add(word)
     return data
 
@@ -81,7 +82,7 @@ def read_vocabulary(path: Path, data: Any) -> Vocabulary:
     """The :class:`Vocabulary` of ``vocab.json``: ``{"max_length": N, "words": [...]}``."""
     with config_errors(path):
         if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, not {_shown(data)}")
+            raise ValueError(f"expected a JSON object, not {_quoted(data)}")
         max_length = checked("max_length", data["max_length"], _setting(DecodeConfig, "max_length"))
         return Vocabulary(strings(data["words"], "words"), max_length)
 
@@ -92,10 +93,10 @@ MAX_LABEL = 80  # characters of a cell's label
 def _words(data: Any, where: str) -> None:
     """A cell's ``after`` or ``before`` words: a list of [word, effect] pairs."""
     if not isinstance(data, list):
-        raise ValueError(f"{where} must be a list of [word, effect] pairs, not {_shown(data)}")
+        raise ValueError(f"{where} must be a list of [word, effect] pairs, not {_quoted(data)}")
     for i, pair in enumerate(data):
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise ValueError(f"{where} item {i + 1} must be a [word, effect] pair, not {_shown(pair)}")
+            raise ValueError(f"{where} item {i + 1} must be a [word, effect] pair, not {_quoted(pair)}")
         check_value(f"{where} item {i + 1} effect", pair[1], "float", {"limits": {"low": -1e6, "high": 1e6}})
 
 
@@ -107,20 +108,20 @@ def read_atlas(path: Path, data: Any, kinds: tuple[str, ...], size: int) -> dict
         cells = section(data, "cells")
         if sorted(cells) != sorted(kinds):
             raise ValueError(f"cells must describe the states {', '.join(kinds)} of the decoder, not "
-                             f"{_shown(', '.join(sorted(map(str, cells))))}")
+                             f"{_quoted(', '.join(sorted(map(str, cells))))}")
         for kind in kinds:
             entries = cells[kind]
             if not isinstance(entries, list) or len(entries) != size:
                 raise ValueError(f"cells.{kind} must be a list of {size} cells (the decoder's), not "
-                                 f"{len(entries) if isinstance(entries, list) else _shown(entries)}")
+                                 f"{len(entries) if isinstance(entries, list) else _quoted(entries)}")
             for i, entry in enumerate(entries):
                 where = f"cells.{kind}[{i}]"
                 if not isinstance(entry, dict):
-                    raise ValueError(f"{where} must be a JSON object, not {_shown(entry)}")
+                    raise ValueError(f"{where} must be a JSON object, not {_quoted(entry)}")
                 label = entry["label"]
                 if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL or "\n" in label:
                     raise ValueError(f"{where}.label must be one line of 1 to {MAX_LABEL} characters, "
-                                     f"not {_shown(label)}")
+                                     f"not {_quoted(label)}")
                 check_value(f"{where}.tracks", entry["tracks"], "str", {"choices": TRACKS})
                 check_value(f"{where}.position_r", entry["position_r"], "float", {"limits": {"low": -1.0, "high": 1.0}})
                 check_value(f"{where}.selectivity", entry["selectivity"], "float",
@@ -144,7 +145,7 @@ def read_confidence(config: dict) -> dict[str, float]:
     thresholds = section(config, "confidence", required=False)
     for key, value in thresholds.items():
         if key not in CONFIDENCE_KEYS:
-            raise ValueError(f"confidence has no threshold {_shown(key)} (it may have {', '.join(CONFIDENCE_KEYS)})")
+            raise ValueError(f"confidence has no threshold {_quoted(key)} (it may have {', '.join(CONFIDENCE_KEYS)})")
         check_value(f"confidence.{key}", value, "float", {"limits": {"low": 0.0, "high": 1.0}})
     return {key: float(value) for key, value in thresholds.items()}
 
@@ -165,7 +166,7 @@ def read_choice_weights(config: dict) -> ChoiceWeights | None:
 def check_feature_dim(feature_dim: Any, encoder: str) -> None:
     """The architecture must read the features its encoder gives."""
     if feature_dim != ENCODERS[encoder].feature_dim:
-        raise ValueError(f"feature_dim {_shown(feature_dim)}, but {encoder} gives {ENCODERS[encoder].feature_dim} "
+        raise ValueError(f"feature_dim {_quoted(feature_dim)}, but {encoder} gives {ENCODERS[encoder].feature_dim} "
                          "features")
 
 

@@ -19,6 +19,8 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+from .io import shorten
+
 # The bounds a range may set, each with the words of its error message.
 _BOUNDS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "low": ("at least", lambda v, x: v >= x), "above": ("more than", lambda v, x: v > x),
@@ -70,7 +72,7 @@ def check_value(name: str, value: Any, kind: str, meta: Mapping[str, Any], nulla
     """``value`` if it is a ``kind`` (see :func:`kind_of`) within ``meta``'s limits and choices, else ValueError."""
     if value is None and nullable:
         return value
-    shown = repr(value)[:40]
+    shown = shorten(repr(value))
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, not {shown}")
@@ -114,7 +116,7 @@ def number(kind: type, **limits: float) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"not {text[:40]!r}") from None
+                                             f"not {shorten(text)!r}") from None
         try:
             return check_value("it", value, kind.__name__, meta)
         except ValueError as e:
@@ -122,7 +124,7 @@ def number(kind: type, **limits: float) -> Callable[[str], Any]:
     return parse
 
 
-def _shown(default: Any, kind: str) -> str:
+def _default_in_words(default: Any, kind: str) -> str:
     """A default as the help states it: none, off and on rather than Python's None, False and True."""
     if kind == "tuple":
         return " ".join(default) or "none"
@@ -137,7 +139,7 @@ def boolean(text: str) -> bool:
         return True
     if text.lower() in ("false", "no", "0", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text[:40]!r}")
+    raise argparse.ArgumentTypeError(f"expected true or false, not {shorten(text)!r}")
 
 
 def add_options(parser: argparse.ArgumentParser, config_cls: type, names: Sequence[str] | None = None,
@@ -153,7 +155,7 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, names: Sequen
         f = fields[name]
         meta, kind, default = f.metadata, kind_of(f), default_of(f)
         flag = meta["flag"] or "--" + name.replace("_", "-")
-        shown = defaults(name) if defaults else _shown(default, kind)
+        shown = defaults(name) if defaults else _default_in_words(default, kind)
         extra = {"dest": name, "default": None if defaults else default, "help": f"{meta['help']} (default: {shown})"}
         if meta["metavar"]:
             extra["metavar"] = meta["metavar"]

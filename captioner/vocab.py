@@ -13,24 +13,34 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .io import config_errors, read_json, write_json
+from .options import MAX_CAPTION_WORDS  # torch-free, so there: `captioner caption --help` states it
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 VOCAB_FILE = "vocab.json"  # a vocabulary's file name beside weights
-MAX_CAPTION_WORDS = 20  # the longest caption a vocabulary encodes, unless built with another max_length
 SPECIALS = (PAD, START, END, UNK)
 
-_WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W\d_]+")  # [^\W_]: a letter or digit; [^\W\d_]: a letter
+_WORD = r"[^\W_]+(?:-[^\W_]+)*|'[^\W\d_]+"  # [^\W_]: a letter or digit; [^\W\d_]: a letter
+_WORDS = re.compile(_WORD)
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into words, dropping punctuation. Accents are composed first (NFC),
-    so that "é" typed as "e" plus a combining accent stays inside its word."""
-    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
+def tokenize_words(text: str, marks: str = "", lower: bool = True) -> list[str]:
+    """The words of caption or question ``text``, lowercased, punctuation dropped: the one tokenizer of the
+    models' vocabulary, and of every rule that reads captions or questions (the chat, the question generator, the
+    VQA breakdown by question type). Accents are composed first (NFC), so that "é" typed as "e" plus a combining
+    accent stays inside its word.
+
+    ``marks``: punctuation characters to keep as tokens of their own, where a rule needs them (the question
+    generator ends noun phrases at ``",.;:!?"``; the chat rebuilds the question from its tokens). ``lower``: False
+    keeps each word as typed, for text shown back to a user."""
+    text = unicodedata.normalize("NFC", text)
+    pattern = re.compile(f"{_WORD}|[{re.escape(marks)}]") if marks else _WORDS
+    return pattern.findall(text.lower() if lower else text)
 
 
 def detokenize(words: Iterable[str]) -> str:
@@ -40,6 +50,8 @@ def detokenize(words: Iterable[str]) -> str:
 
 def pad_ids(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id lists (each non-empty) to a ``<pad>``-filled ``(N, T)`` tensor and their lengths ``(N,)``."""
+    import torch  # here, so that tokenizing needs no torch (the command line's start-up)
+
     lengths = torch.tensor([len(s) for s in seqs])
     tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -64,14 +76,14 @@ class Vocabulary:
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 5, max_length: int = MAX_CAPTION_WORDS) -> "Vocabulary":
         """Keep words seen at least ``min_count`` times, most frequent first."""
-        counts = Counter(w for t in texts for w in tokenize(t))
+        counts = Counter(w for t in texts for w in tokenize_words(t))
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         return cls(list(SPECIALS) + kept, max_length)
 
     def extended(self, texts: Iterable[str], min_count: int) -> "Vocabulary":
         """This vocabulary with the words of ``texts`` it lacks, seen at least ``min_count`` times, added at the
         end (most frequent first): every word it had keeps its id, so trained weights keep their rows."""
-        counts = Counter(w for t in texts for w in tokenize(t) if w not in self.index)
+        counts = Counter(w for t in texts for w in tokenize_words(t) if w not in self.index)
         added = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         return Vocabulary(self.words + added, self.max_length)
 
@@ -80,7 +92,7 @@ class Vocabulary:
 
     def encode(self, text: str, add_markers: bool = True) -> list[int]:
         """Word ids of ``text``, cut to ``max_length`` words; unknown words map to ``<unk>``."""
-        ids = [self.index.get(w, self.unk_id) for w in tokenize(text)[: self.max_length]]
+        ids = [self.index.get(w, self.unk_id) for w in tokenize_words(text)[: self.max_length]]
         return [self.start_id, *ids, self.end_id] if add_markers else ids
 
     def decode(self, ids: Iterable[int]) -> list[str]:

@@ -54,8 +54,8 @@ def test_the_planted_position_cell_is_labelled_position_tracking_and_the_word_ce
 
 
 def test_the_atlas_command_reports_bad_weights_in_one_line(tmp_path, capsys):
-    from captioner.lecture.atlas import main
+    from captioner.cli.main import main
 
-    assert main(["--weights", str(tmp_path / "nope"), "--data", f"flickr8k:{tmp_path}"]) == 1
+    assert main(["atlas", "--weights", str(tmp_path / "nope"), "--data", f"flickr8k:{tmp_path}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("captioner atlas: error: no caption weights in") and err.count("\n") == 1
+    assert err.startswith("captioner: error: no caption weights in") and err.count("\n") == 1

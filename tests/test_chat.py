@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from captioner.chat import read_turn, resolve, subject_of
-from captioner.data.questions import plural  # the rule chat uses for a bare "how many"
+from captioner.lexicon import plural  # the rule chat uses for a bare "how many"
 
 CAT = "A cat drinking water out of a coffee mug."
 

@@ -11,15 +11,15 @@ from synthetic import COLORS, SHAPES, draw, make_flickr8k
 
 from captioner import Captioner
 from captioner.choices import (
-    LIMITS,
+    CHOICE_LIMITS,
     SHIPPED,
     check_choices,
     choice_features,
     choice_probabilities,
-    fit_choice_weights,
     parse_choices,
 )
 from captioner.cli.main import main
+from captioner.train.fit_choices import fit_choice_weights
 from captioner.vocab import Vocabulary
 
 TINY = ["--embed-dim", "16", "--hidden-dim", "32", "--dropout", "0", "--lr", "0.005", "--batch-size", "4",
@@ -59,7 +59,7 @@ def test_bad_choices_get_one_line_errors(choices, message):
 
 def test_a_list_of_choices_is_checked_as_a_string_is():
     assert check_choices(["red", "blue"]) == ["red", "blue"]
-    assert LIMITS.max_choices == 100
+    assert CHOICE_LIMITS.max_choices == 100
     for bad in ("red|blue", ["red", 3], [["red"]]):
         with pytest.raises(ValueError, match="^choices must be a list of strings"):
             check_choices(bad)

@@ -163,7 +163,8 @@ def _shown(value) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else "none" if value is None else str(value)
 
 
-@pytest.mark.parametrize("command", ["caption", "ask", "eval", "app", "train", "train-vqa"])
+@pytest.mark.parametrize("command", ["caption", "ask", "eval", "app", "train", "train-vqa", "questions", "atlas",
+                                     "calibrate", "fit-choices"])
 def test_every_option_states_its_true_default(command):
     """The help's 'default: X' is what the option really defaults to; where the weights decide (the option
     defaults to unset), X is the shipped weights' own setting."""

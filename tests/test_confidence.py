@@ -13,7 +13,8 @@ from conftest import EXAMPLE_IMAGE
 
 from captioner.app.page import badge
 from captioner.cli.main import main
-from captioner.confidence import caption_confidence, held_out_report, is_sure, isotonic_fit, split_report, threshold
+from captioner.confidence import caption_confidence, is_sure
+from captioner.train.calibrate import held_out_report, isotonic_fit, split_report, threshold
 
 
 def test_isotonic_fit_pools_violators_and_is_monotone():

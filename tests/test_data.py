@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from synthetic import make_coco, make_flickr8k, make_karpathy, shape_items
 
-from captioner.data.datasets import image_id_from_filename, load_caption_dataset, load_coco, load_karpathy
+from captioner.data.captions import load_coco, load_karpathy
+from captioner.data.datasets import load_caption_dataset
+from captioner.images import image_id_from_filename
 
 
 def test_image_ids_from_coco_and_flickr_names():

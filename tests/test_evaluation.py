@@ -32,7 +32,7 @@ HYPOTHESIS_SPREAD = {
     "repeated": lambda refs, rng: " ".join([rng.choice(WORDS)] * 6),
     "punctuation": lambda refs, rng: "A dog , runs !!! ( fast ) ... in the \"park\" ; isn't it ?",
     "unicode": lambda refs, rng: "Un café naïve — über straße ☺ 😀 dog",
-    "long": lambda refs, rng: " ".join(refs * 3),  # up to 195 words: past MAX_WORDS (200) captions are cut
+    "long": lambda refs, rng: " ".join(refs * 3),  # up to 195 words: past MAX_SCORED_WORDS (200) captions are cut
 }
 
 

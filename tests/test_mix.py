@@ -9,8 +9,9 @@ from synthetic import COLORS, make_coco_folder, make_flickr8k
 from test_vqa import TINY, make_daquar
 
 from captioner.cli.main import main
-from captioner.data.datasets import DatasetSpec, load_coco_questions, load_vqa_dataset
+from captioner.data.datasets import DatasetSpec, load_vqa_dataset
 from captioner.data.questions import generate_questions, write_questions
+from captioner.data.vqa import load_coco_questions
 from captioner.metrics.vqa import question_metric, vqa_report
 from captioner.train.caption import TrainConfig, train
 from captioner.train.loop import weighted_rows

@@ -12,16 +12,9 @@ from synthetic import draw, make_flickr8k, shape_items
 
 from captioner.checkpoint import load_checkpoint
 from captioner.cli.main import main
-from captioner.data.datasets import (
-    DatasetSpec,
-    load_caption_dataset,
-    load_daquar,
-    load_flickr8k,
-    load_vqa_dataset,
-    read_flickr8k_tokens,
-    split_by_image,
-    vqa_split_exists,
-)
+from captioner.data.captions import load_flickr8k, read_flickr8k_tokens
+from captioner.data.datasets import DatasetSpec, load_caption_dataset, load_vqa_dataset, vqa_split_exists
+from captioner.data.vqa import load_daquar, split_by_image
 from captioner.decoder import grow_word_rows
 from captioner.pipeline import Captioner
 from captioner.pretrained import DEFAULT, get_weights
@@ -116,7 +109,7 @@ def test_imagefolder_vqa_trains_and_validates_on_held_out_images(tmp_path, cache
 
 MALFORMED = [  # (metadata file, its text, what the one-line error says)
     ("metadata.csv", "file_name\nphotos/a.jpg\n", "metadata.csv: missing column(s) caption"),
-    ("metadata.csv", "file_name,caption,file_name\nphotos/a.jpg,a cat,photos/b.jpg\n", "column 'file_name' appears"),
+    ("metadata.csv", "file_name,caption,file_name\nphotos/a.jpg,a cat,photos/b.jpg\n", "column(s) 'file_name' more than once"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat\nphotos/a.jpg\n", "metadata.csv: row 3: 1 fields"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat,extra\n", "metadata.csv: row 2: 3 fields"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat\nphotos/a.jpg,  \n", "row 3: caption is empty"),
@@ -221,7 +214,7 @@ def test_malformed_daquar_is_one_line_naming_the_file_and_row(tmp_path, text, me
 
 def test_split_by_image_is_unchanged(tmp_path):
     """DAQUAR's held-out images (split_by_image now shares its rule with the imagefolder's)."""
-    from captioner.data.datasets import VQAExample
+    from captioner.data.vqa import VQAExample
 
     examples = [VQAExample(i, "q", f"image{i % 10}", Path("x"), ["a"]) for i in range(30)]
     _, val = split_by_image(examples, 0.2, seed=0)

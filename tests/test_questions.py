@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from synthetic import make_coco_folder, make_flickr8k
 
-from captioner.data.datasets import ImageCaptions, load_coco_questions
+from captioner.data.captions import ImageCaptions
 from captioner.data.questions import (
     KINDS,
     count_by_kind,
@@ -18,6 +18,7 @@ from captioner.data.questions import (
     sample_questions,
     write_questions,
 )
+from captioner.data.vqa import load_coco_questions
 
 
 def asked(captions: list[str], seed: int = 0) -> dict[str, tuple[str, list[str]]]:

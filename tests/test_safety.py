@@ -33,7 +33,7 @@ from captioner.images import BadImageError, load_image
 from captioner.pipeline import Captioner, VQAPredictor
 from captioner.train.caption import TrainConfig
 from captioner.train.vqa import VQATrainConfig
-from captioner.vocab import Vocabulary, tokenize
+from captioner.vocab import Vocabulary, tokenize_words
 from captioner.vqa import VQAConfig, VQAModel
 
 
@@ -356,14 +356,14 @@ OLD_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'[a-z]+")  # the ASCII-only tok
 
 
 def test_non_ascii_letters_are_kept_and_ascii_tokens_are_unchanged():
-    assert tokenize("Is the café's crème brûlée hot?") == ["is", "the", "café", "'s", "crème", "brûlée", "hot"]
-    assert tokenize("Ein Mädchen, ÉCOLE, naïve") == ["ein", "mädchen", "école", "naïve"]
-    assert tokenize("cafe\u0301") == ["café"]  # a combining accent stays in its word
+    assert tokenize_words("Is the café's crème brûlée hot?") == ["is", "the", "café", "'s", "crème", "brûlée", "hot"]
+    assert tokenize_words("Ein Mädchen, ÉCOLE, naïve") == ["ein", "mädchen", "école", "naïve"]
+    assert tokenize_words("cafe\u0301") == ["café"]  # a combining accent stays in its word
     rng = np.random.default_rng(0)
     alphabet = list("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 -_'.,!?\"()&/\t")
     for _ in range(2000):
         text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
-        assert tokenize(text) == OLD_WORD.findall(text.lower()), text
+        assert tokenize_words(text) == OLD_WORD.findall(text.lower()), text
 
 
 # ---------------------------------------------------------------- feature cache
@@ -532,7 +532,7 @@ def test_a_disk_too_full_for_the_feature_cache_is_one_line_and_leaves_no_partial
 # ---------------------------------------------------------------- ask --batch CSVs
 
 
-def test_question_csv_with_a_repeated_column_is_refused_and_ragged_rows_are_kept(tmp_path):
+def test_question_csv_with_a_repeated_column_or_a_ragged_row_is_refused(tmp_path):
     from captioner.cli.files import AnswerWriter, read_question_rows
 
     repeated = tmp_path / "repeated.csv"
@@ -541,44 +541,45 @@ def test_question_csv_with_a_repeated_column_is_refused_and_ragged_rows_are_kept
                                                    "once")):
         read_question_rows(repeated)
     ragged = tmp_path / "ragged.csv"
-    ragged.write_text("image_id,question,answer\na,what is it,cat,extra,more\nb,is it red\nc,how many,2\n")
-    table = read_question_rows(ragged)
-    assert table.questions() == [("a", "what is it"), ("b", "is it red"), ("c", "how many")]
-    assert table.ragged() == [f"{ragged}: row 1 has 5 fields, the header 3; the extra ones are kept after the new "
-                              "columns", f"{ragged}: row 2 has 2 fields, the header 3; the missing ones are blank"]
+    ragged.write_text("image_id,question,answer\na,what is it,cat\nb,is it red\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(ragged))}: row 3: 2 fields, but the header has 3$"):
+        read_question_rows(ragged)
+    table = tmp_path / "table.csv"
+    table.write_bytes(b"\xef\xbb\xbfimage_id,question,answer\r\na,what is it,cat\r\n\r\nc,how many,2\r\n")  # BOM, CRLF
+    table = read_question_rows(table)
+    assert table.columns == ["image_id", "question", "answer"]
+    assert table.questions() == [("a", "what is it"), ("c", "how many")]
     out = io.StringIO()
     writer = AnswerWriter(out, table.columns)
-    for row, answer, sure in zip(table.rows, [("cat", 0.5), None, ("two", 0.25)], [True, None, None]):
+    for row, answer, sure in zip(table.rows, [("cat", 0.5), None], [True, None]):
         writer.write(row, answer, sure)
     assert out.getvalue().splitlines() == ["image_id,question,answer,predicted_answer,probability,sure",
-                                           "a,what is it,cat,cat,0.5000,true,extra,more", "b,is it red,,,,",
-                                           "c,how many,2,two,0.2500,"]
+                                           "a,what is it,cat,cat,0.5000,true", "c,how many,2,,,"]
 
 
-def test_ask_batch_reports_ragged_rows_and_answers_them(weights_dir, has_vqa, tmp_path, capsys):
+def test_ask_batch_refuses_a_ragged_row_and_two_images_of_one_name(weights_dir, has_vqa, tmp_path, capsys):
     if not has_vqa:
         pytest.skip("no VQA weights")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "1.jpg").write_bytes(EXAMPLE_IMAGE.read_bytes())
     questions = tmp_path / "qa.csv"
-    questions.write_text("image_id,question\n1,what sport is this,kept\n1\n")
-    code, out, err = run(capsys, ["ask", "--batch", str(questions), "--images", str(tmp_path / "images"),
-                                  "--weights", str(weights_dir), "--quiet"])
-    rows = out.splitlines()
-    assert code == 1 and rows[0] == "image_id,question,predicted_answer,probability,sure"
-    assert re.fullmatch(r"1,what sport is this,\w+,0\.\d{4},(true|false),kept", rows[1]) and rows[2] == "1,,,,"
-    assert err.splitlines() == [f"captioner: warning: {questions}: row 1 has 3 fields, the header 2; the extra ones "
-                                "are kept after the new columns",
-                                f"captioner: warning: {questions}: row 2 has 1 fields, the header 2; the missing "
-                                "ones are blank", "captioner: row 2: the question is empty (it has no words)",
-                                "captioner: 1 of 2 question(s) could not be answered"]
+    questions.write_text("image_id,question\n1,what sport is this,kept\n")
+    ask = ["ask", "--batch", str(questions), "--images", str(tmp_path / "images"), "--weights", str(weights_dir),
+           "--quiet"]
+    code, out, err = run(capsys, ask)
+    assert (code, out) == (1, "") and err == f"captioner: error: {questions}: row 2: 3 fields, but the header has 2\n"
+    questions.write_text("image_id,question\n1,what sport is this\n")
+    (tmp_path / "images" / "1.png").write_bytes(b"")
+    code, out, err = run(capsys, ask)
+    assert (code, out) == (1, "") and err == (f"captioner: error: {tmp_path / 'images'}: 1.jpg and 1.png are both "
+                                              "image '1'; rename or remove one\n")
 
 
 def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_order(has_vqa, tmp_path,
                                                                                      monkeypatch):
     if not has_vqa:
         pytest.skip("no VQA weights")
-    from captioner import pipeline
+    from captioner.cli import batch
 
     model = VQAPredictor.from_pretrained()
     for name in ("a", "b"):
@@ -586,9 +587,9 @@ def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_o
     rows = [("a", "what sport is this")] * 7 + [("missing", "what is it"), ("a", ""), ("b", "is it sunny")] * 2
     batches = []
     forward = VQAPredictor.forward
-    monkeypatch.setattr(pipeline, "QUESTION_BATCH", 3)
+    monkeypatch.setattr(batch, "QUESTION_BATCH", 3)
     monkeypatch.setattr(VQAPredictor, "forward", lambda self, f, q: batches.append(len(q)) or forward(self, f, q))
-    results = list(model.answer_rows(rows, tmp_path, progress=False))
+    results = list(batch.answer_rows(model, rows, tmp_path, progress=False))
     assert [i for i, _, _ in results] == list(range(len(rows)))
     assert batches == [3, 3, 1, 2]  # image a's 7 answerable questions 3 at a time, then image b's 2
     assert [error for _, _, error in results if error] == [

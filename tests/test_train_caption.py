@@ -12,7 +12,7 @@ from captioner.checkpoint import load_checkpoint, load_state, split_encoder_weig
 from captioner.encoder import build_encoder
 from captioner.pipeline import Captioner
 from captioner.train.caption import TrainConfig, train
-from captioner.vocab import Vocabulary, tokenize
+from captioner.vocab import Vocabulary, tokenize_words
 
 
 def _tiny_config(root: Path, out: Path, cache: Path, epochs: int, **kw) -> TrainConfig:
@@ -121,12 +121,12 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
 
     from captioner.train.caption import CiderReward
 
-    refs = [[tokenize(c) for c in caps] for caps in (
+    refs = [[tokenize_words(c) for c in caps] for caps in (
         ["a dog runs on the grass", "a brown dog running", "the dog is running outside"],
         ["two people ride bikes", "people riding bicycles down a street", "two cyclists on a road"],
         ["a child plays in the water", "a kid splashing in a pool", "a boy swims"])]
-    hyps = [tokenize("a brown dog runs on grass"), tokenize("two people ride bicycles on a road"),
-            tokenize("a dog plays in the water")]
+    hyps = [tokenize_words("a brown dog runs on grass"), tokenize_words("two people ride bicycles on a road"),
+            tokenize_words("a dog plays in the water")]
     _, expected = Cider().compute_score({i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)},
                                         {i: [" ".join(h)] for i, h in enumerate(hyps)})
     reward = CiderReward(refs)

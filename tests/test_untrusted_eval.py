@@ -17,7 +17,7 @@ from captioner.cli.files import read_references, read_results
 from captioner.cli.main import main
 from captioner.images import BadImageError, load_image
 from captioner.io import MAX_JSON_DEPTH, parse_json, read_json
-from captioner.metrics.captions import MAX_WORDS, check_coverage, cut, evaluate_captions
+from captioner.metrics.captions import MAX_SCORED_WORDS, check_coverage, cut, evaluate_captions
 
 DEEP = "[" * 100_000 + "]" * 100_000  # a RecursionError traceback in json.loads
 
@@ -89,7 +89,8 @@ def test_coco_annotations_are_read_as_pycocotools_reads_them(tmp_path):
 @pytest.mark.parametrize("data, says", [
     ([{"image_id": 1, "caption": "a"}], "expected a JSON object with 'images' and 'annotations'"),  # an assertion
     ({"annotations": []}, "missing 'images'"),
-    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]), "annotations item 1: caption must be a string, not 5"),
+    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]),
+     "annotations item 1: the caption of image 1 must be a string, not 5"),
     (_coco(annotations=[{"id": 1, "image_id": [1], "caption": "a"}]), "annotations item 1: image_id must be a number"),
     (_coco(annotations=[{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 2, "caption": "b"}]),
      "annotations item 2: annotation id 1 appears twice"),
@@ -131,12 +132,12 @@ def test_deep_annotations_and_bad_tokens_files_are_one_line_errors_naming_the_fi
 
 def test_captions_over_200_words_are_cut_with_one_warning():
     assert cut("a  dog\nruns") == "a  dog\nruns"  # short captions are scored as they are
-    assert cut(" ".join(["dog"] * 10_000)) == " ".join(["dog"] * MAX_WORDS)
+    assert cut(" ".join(["dog"] * 10_000)) == " ".join(["dog"] * MAX_SCORED_WORDS)
     long = {f"{i}.jpg": " ".join(["a dog runs on the grass"] * 2_000) for i in range(8)}  # 10,000 words each
     references = {i: ["a dog runs on the grass", " ".join(["a cat"] * 5_000)] for i in long}
     warnings = [w for w in check_coverage(long, references) if "words" in w]
-    assert warnings == [f"8 image(s) have captions of over {MAX_WORDS} words (first: '0.jpg'); "
-                        f"scoring their first {MAX_WORDS} words"]
+    assert warnings == [f"8 image(s) have captions of over {MAX_SCORED_WORDS} words (first: '0.jpg'); "
+                        f"scoring their first {MAX_SCORED_WORDS} words"]
     metrics = ["Bleu", "ROUGE_L", "CIDEr"]  # METEOR (Java) reads the same cut captions; it alone takes seconds
     scores = evaluate_captions(long, references, metrics, tokenizer="python")
     cut_scores = evaluate_captions({i: cut(c) for i, c in long.items()},

@@ -13,7 +13,8 @@ from synthetic import COLORS, SHAPES, draw
 from captioner import Captioner
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cli.main import main
-from captioner.data.datasets import daquar_answer, load_daquar, load_vqa_dataset, split_by_image
+from captioner.data.datasets import load_vqa_dataset
+from captioner.data.vqa import daquar_answer, load_daquar, split_by_image
 from captioner.decoder import CaptionDecoder, DecoderConfig
 from captioner.pipeline import VQAPredictor
 from captioner.train.vqa import (

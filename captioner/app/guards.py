@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 
-from ..chat import LIMITS as CHAT_LIMITS
+from ..chat import CHAT_LIMITS
 from ..images import MAX_PIXELS
 
 PACKAGE = Path(__file__).resolve().parent.parent  # captioner/

@@ -7,19 +7,18 @@ import codecs
 import csv
 import json
 import sys
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence, TextIO
 
 from ..confidence import marked
-from ..data.datasets import read_flickr8k_tokens, read_split_list
+from ..data.captions import image_caption, json_records, read_coco_captions, read_flickr8k_tokens, read_split_list
 from ..images import image_id_from_filename
-from ..io import atomic_path, one_line, parse_json, read_json, read_text
+from ..io import atomic_path, one_line, parse_json, read_csv_rows, read_text
 from ..metrics.captions import CaptionScores
 
-CAPTION_FORMATS = ("text", "jsonl", "csv", "coco")
+OUTPUT_FORMATS = ("text", "jsonl", "csv", "coco")
 PREDICTION_COLUMNS = ("predicted_answer", "probability", "sure")  # what `ask --batch` adds to each row
 CHOICES_COLUMN = "choices"  # an optional `ask --batch` column: the row's candidates (see captioner.choices)
 
@@ -83,7 +82,7 @@ def output(path: str | None) -> Iterator[TextIO]:
 
 
 class CaptionWriter:
-    """Captions in one of :data:`CAPTION_FORMATS`: ``text`` (``file<TAB>caption``; with ``n_best`` > 1, a header
+    """Captions in one of :data:`OUTPUT_FORMATS`: ``text`` (``file<TAB>caption``; with ``n_best`` > 1, a header
     line, then ``file<TAB>rank<TAB>score<TAB>log_prob<TAB>caption`` per caption), ``jsonl`` and ``csv`` (a record
     per image, or per caption), and ``coco`` (a results JSON list, written by :meth:`close`). ``score`` is what beam
     search ranked by (the log-prob divided by length ** length_penalty); ``sampled`` captions are in the order
@@ -93,8 +92,8 @@ class CaptionWriter:
     false, or null/blank for weights without a threshold: :mod:`captioner.confidence`)."""
 
     def __init__(self, out: TextIO, fmt: str = "text", n_best: int = 1, sampled: bool = False):
-        if fmt not in CAPTION_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(CAPTION_FORMATS)}, not {fmt!r}")
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
         self.out, self.fmt, self.n_best, self.coco = out, fmt, n_best, []
         self.csv = csv.writer(out) if fmt == "csv" else None
         if self.csv:
@@ -137,18 +136,16 @@ class CaptionWriter:
 
 @dataclass
 class QuestionTable:
-    """An ``ask --batch`` CSV as read: its header and each data row's fields (blank lines skipped). A ragged row,
-    with more or fewer fields than the header, is kept as it is, and ``ragged`` says so in words (see
-    :class:`AnswerWriter` for how it is written back)."""
+    """An ``ask --batch`` CSV as read (:func:`captioner.io.read_csv_rows`, which refuses a ragged row): its header
+    and each data row's fields, in the header's order."""
 
     path: str
     columns: list[str]
     rows: list[list[str]]
 
     def field(self, row: int, column: str) -> str:
-        """The field of data row ``row`` (0-based) in ``column``; "" where the row is too short to have it."""
-        fields, i = self.rows[row], self.columns.index(column)
-        return fields[i] if i < len(fields) else ""
+        """The field of data row ``row`` (0-based) in ``column``."""
+        return self.rows[row][self.columns.index(column)]
 
     def questions(self) -> list[tuple[str, str]]:
         """(image_id, question) of every row."""
@@ -160,46 +157,26 @@ class QuestionTable:
             return None
         return [self.field(i, CHOICES_COLUMN) for i in range(len(self.rows))]
 
-    def ragged(self) -> list[str]:
-        """One line per row whose field count is not the header's (rows counted from 1 after the header)."""
-        n = len(self.columns)
-        return [f"{self.path}: row {i + 1} has {len(fields)} fields, the header {n}; "
-                + ("the extra ones are kept after the new columns" if len(fields) > n else "the missing ones are blank")
-                for i, fields in enumerate(self.rows) if len(fields) != n]
-
 
 def has_choices_column(path: str | Path) -> bool:
     """Whether the ``ask --batch`` CSV's header names :data:`CHOICES_COLUMN` (False when it cannot be read: the
     full read, :func:`read_question_rows`, says why)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return CHOICES_COLUMN in next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+        return CHOICES_COLUMN in read_csv_rows(path)[0]
+    except ValueError:
         return False
 
 
 def read_question_rows(path: str | Path) -> QuestionTable:
-    """The ``ask --batch`` CSV ``path``; ValueError (one line) when it cannot be used: not UTF-8 CSV, no
-    image_id or question column, a column named twice (which one would be read?), or a column where the predictions
-    go."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not part of the first name
-            table = [row for row in csv.reader(f) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
-    columns = table[0] if table else []
-    repeated = [name for name, n in Counter(columns).items() if n > 1]
-    if repeated:
-        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(c[:40]) for c in repeated)} more than "
-                         "once; give each column its own name")
-    missing = [c for c in ("image_id", "question") if c not in columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected image_id,question)")
+    """The ``ask --batch`` CSV ``path``; ValueError (one line) when it cannot be used: not UTF-8 CSV, a ragged row,
+    no image_id or question column, a column named twice (which one would be read?), or a column where the
+    predictions go."""
+    columns, rows = read_csv_rows(path, ("image_id", "question"))
     taken = [c for c in PREDICTION_COLUMNS if c in columns]
     if taken:
         raise ValueError(f"{path}: already has column(s) {', '.join(taken)}, where the predictions would go; "
                          "rename or remove them")
-    return QuestionTable(str(path), columns, table[1:])
+    return QuestionTable(str(path), columns, [list(fields.values()) for _, fields in rows])
 
 
 def sure_field(sure: bool | None) -> str:
@@ -209,49 +186,18 @@ def sure_field(sure: bool | None) -> str:
 
 class AnswerWriter:
     """The rows of a :class:`QuestionTable` as they were read, each with the :data:`PREDICTION_COLUMNS` after the
-    header's columns (blank for an unanswered row), written one at a time as they are answered. A short row's
-    missing fields are written blank; a long row's extra fields follow the new columns."""
+    header's columns (blank for an unanswered row), written one at a time as they are answered."""
 
     def __init__(self, out: TextIO, columns: Sequence[str]):
-        self.csv, self.width = csv.writer(out), len(columns)
+        self.csv = csv.writer(out)
         self.csv.writerow([*columns, *PREDICTION_COLUMNS])
 
     def write(self, fields: Sequence[str], answer: tuple[str, float] | None, sure: bool | None = None) -> None:
-        known = [*fields[: self.width], *[""] * (self.width - len(fields))]
         predicted = [answer[0], f"{answer[1]:.4f}", sure_field(sure)] if answer else ["", "", ""]
-        self.csv.writerow([*known, *predicted, *fields[self.width :]])
+        self.csv.writerow([*fields, *predicted])
 
 
 # ---------------------------------------------------------------- eval
-
-def _shown(value) -> str:
-    """A JSON value as an error message quotes it: its first 40 characters."""
-    return json.dumps(value)[:40]
-
-
-def _an_id(value, where: str, field: str = "image_id"):
-    """``value`` if it can be an id (a number or a string), else ValueError naming ``where`` and ``field``."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{where}: {field} must be a number or a string, not {_shown(value)}")
-    return value
-
-
-def _records(path: Path, data, key: str | None = None) -> list:
-    """``data`` (or its ``key``) if it is a list of JSON objects, else ValueError naming the file."""
-    if key is not None:
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object with 'images' and 'annotations' (COCO captions), "
-                             f"not a JSON {type(data).__name__}")
-        if key not in data:
-            raise ValueError(f"{path}: missing {key!r} (COCO captions have 'images' and 'annotations')")
-        data = data[key]
-    where = f"{path}: {key}" if key else f"{path}"
-    if not isinstance(data, list):
-        raise ValueError(f"{where}: expected a list of records, not {_shown(data)}")
-    bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
-    if bad is not None:
-        raise ValueError(f"{where}: item {bad + 1} is not a JSON object but {_shown(data[bad])}")
-    return data
 
 
 def read_results(path: str | Path) -> dict:
@@ -275,52 +221,13 @@ def read_results(path: str | Path) -> dict:
     except ValueError as e:  # nested too deeply
         raise ValueError(f"{path}: {one_line(e)}") from None
     results: dict = {}
-    for i, r in enumerate(_records(path, records), 1):
+    for i, r in enumerate(json_records(path, records), 1):
         where = f"{path}: record {i}"
-        missing = [k for k in ("image_id", "caption") if k not in r]
-        if missing:
-            raise ValueError(f"{where}: expected records with 'image_id' and 'caption' (missing {missing[0]!r})")
-        image_id, caption = _an_id(r["image_id"], where), r["caption"]
-        if not isinstance(caption, str):
-            raise ValueError(f"{where}: the caption of image {image_id!r} must be a string, not {_shown(caption)}")
+        image_id, caption = image_caption(r, where)
         if image_id in results:
             raise ValueError(f"{where}: image {image_id!r} has more than one caption; keep one per image")
         results[image_id] = caption
     return results
-
-
-def read_coco_references(path: str | Path) -> dict:
-    """``{image_id: [captions]}`` from a COCO captions JSON (``{"images": [{"id"}], "annotations": [{"image_id",
-    "caption"}]}``), images in file order, those without captions left out, as pycocotools reads it; a one-line
-    ValueError naming the file and the item when it is not one or repeats an id."""
-    path = Path(path)
-    data = read_json(path)
-    images: dict = {}
-    for i, image in enumerate(_records(path, data, "images"), 1):
-        where = f"{path}: images item {i}"
-        if "id" not in image:
-            raise ValueError(f"{where}: missing 'id'")
-        image_id = _an_id(image["id"], where, "id")
-        if image_id in images:
-            raise ValueError(f"{where}: image {image_id!r} is listed twice")
-        images[image_id] = []
-    seen_ids = set()
-    for i, ann in enumerate(_records(path, data, "annotations"), 1):
-        where = f"{path}: annotations item {i}"
-        missing = [k for k in ("image_id", "caption") if k not in ann]
-        if missing:
-            raise ValueError(f"{where}: missing {missing[0]!r}")
-        image_id, caption = _an_id(ann["image_id"], where), ann["caption"]
-        if not isinstance(caption, str):
-            raise ValueError(f"{where}: caption must be a string, not {_shown(caption)}")
-        if "id" in ann:
-            annotation_id = _an_id(ann["id"], where, "id")
-            if annotation_id in seen_ids:
-                raise ValueError(f"{where}: annotation id {annotation_id!r} appears twice")
-            seen_ids.add(annotation_id)
-        if image_id in images:  # pycocotools, too, reads only the captions of listed images
-            images[image_id].append(caption.strip())
-    return {image_id: captions for image_id, captions in images.items() if captions}
 
 
 def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
@@ -328,7 +235,7 @@ def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens:
     """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``); a
     one-line ValueError naming the file when it is not one."""
     if coco_annotations:
-        return read_coco_references(coco_annotations)
+        return {item.image_id: item.captions for item in read_coco_captions(coco_annotations) if item.captions}
     if not flickr8k_tokens:
         raise ValueError("no references given")
     refs = read_flickr8k_tokens(flickr8k_tokens)

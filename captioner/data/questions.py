@@ -41,446 +41,34 @@ Every question must be answerable from its caption alone, so these are dropped:
 
 Only training images may be used: :func:`generate_from_datasets` loads the ``train`` split and refuses to run
 when an image of it is also in the dataset's ``dev`` or ``test`` split. :func:`write_questions` writes JSON lines
-in the COCO-questions format of ``captioner.data.load_coco_questions``, plus ``kind``, ``file_name`` (the image's
-path) and ``caption``; ``source`` is ``"generated"``.
+in the COCO-questions format of ``captioner.data.vqa.load_coco_questions``, plus ``kind``, ``file_name`` (the
+image's path) and ``caption``; ``source`` is ``"generated"``.
 
-    python -m captioner.questions --data flickr8k:ROOT --data coco:ROOT --out data/generated
+    captioner questions --data flickr8k:ROOT --data coco:ROOT --out data/generated
     captioner train-vqa --data daquar:ROOT --data coco:ROOT --data generated:data/generated:0.5
 
 writes ``data/generated/qa_train.jsonl``, which ``--data generated:FOLDER[:WEIGHT]`` mixes into VQA training
-(trained on, never validated: see ``captioner.data.TRAIN_ONLY``).
+(trained on, never validated: see ``captioner.data.datasets.TRAIN_ONLY``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..io import atomic_path, parse_json, read_text
-from .datasets import DatasetSpec, ImageCaptions, load_caption_dataset
+from ..settings import check, setting
+from ..vocab import tokenize_words
+from .captions import ImageCaptions
+from .datasets import DatasetSpec, load_caption_dataset
+from .question_rules import MARKS, PLURAL_ONLY, Lexicon, Mention, Noun, caption_questions
 
 KINDS = ("object", "number", "color", "location", "yes/no")
-
-# ---------------------------------------------------------------- lexicon
-
-# "category: answer synonym ..., answer ...": the first word of a group is the answer every word of the group maps
-# to; "_" joins the words of a multi-word noun. "-" marks nouns outside the 80 COCO categories. Plurals are made.
-NOUNS = """
-person: man guy gentleman male, woman lady female, boy, girl, child kid, baby infant toddler, person someone adult
-person: player, skateboarder, skater, surfer, skier, snowboarder, rider, biker cyclist bicyclist, batter, pitcher
-person: catcher, umpire, chef, worker, officer policeman, soldier, tourist, athlete, swimmer, runner, dancer, climber
-person: hiker, teenager teen, student, crowd, couple, family, team, musician, guitarist, spectator, motorcyclist
-person: mother mom, father dad, friend, bride, groom, goalie, racer, clown, photographer, owner, referee, jockey
-person: coach, vendor, wrestler, cheerleader, teammate, pedestrian, shopper, fan
-bicycle: bicycle bike | car: car taxi cab suv sedan | motorcycle: motorcycle motorbike motor_bike dirt_bike
-airplane: airplane plane jet airliner aircraft | bus: bus double_decker double_decker_bus
-train: train locomotive | truck: truck pickup_truck | boat: boat ship sailboat yacht ferry, canoe, kayak
-traffic light: traffic_light stoplight | fire hydrant: fire_hydrant hydrant | stop sign: stop_sign
-parking meter: parking_meter | bench: bench | bird: bird, duck, goose, seagull gull, pigeon, swan, parrot, owl
-cat: cat kitten kitty | horse: horse pony foal | sheep: sheep lamb | cow: cow cattle bull calf | elephant: elephant
-dog: dog puppy pup poodle terrier collie retriever lab labrador dalmatian greyhound beagle husky pug bulldog spaniel
-dog: dog dachshund german_shepherd sheepdog chihuahua | bear: bear | zebra: zebra | giraffe: giraffe
-backpack: backpack | umbrella: umbrella parasol | handbag: purse handbag | tie: tie necktie | suitcase: suitcase
-frisbee: frisbee | skis: skis ski | snowboard: snowboard | sports ball: ball soccer_ball tennis_ball | kite: kite
-baseball bat: bat baseball_bat | baseball glove: mitt baseball_glove | skateboard: skateboard | surfboard: surfboard
-tennis racket: racket racquet tennis_racket | bottle: bottle | wine glass: wine_glass | cup: cup mug | fork: fork
-knife: knife | spoon: spoon | bowl: bowl | banana: banana | apple: apple | sandwich: sandwich | orange: orange
-broccoli: broccoli | carrot: carrot | hot dog: hot_dog hotdog | pizza: pizza | donut: donut doughnut | cake: cake
-chair: chair | couch: couch sofa | potted plant: potted_plant houseplant | bed: bed | dining table: table
-toilet: toilet | tv: tv television | laptop: laptop laptop_computer | mouse: mouse | remote: remote remote_control
-keyboard: keyboard | cell phone: phone cellphone cell_phone smartphone | microwave: microwave | oven: oven stove
-toaster: toaster | sink: sink | refrigerator: refrigerator fridge | book: book | clock: clock | vase: vase
-scissors: scissors | teddy bear: teddy_bear | hair drier: hair_dryer hair_drier | toothbrush: toothbrush
--: shirt t-shirt tshirt, jacket, coat, hat, cap, helmet, dress, skirt, jersey, uniform, shorts, pants trousers, jeans
--: sunglasses, glasses, scarf, costume, suit, swimsuit, bikini, sweater, vest, wetsuit, goggles, apron, glove, boots
--: stick, rope, toy, leash, collar, camera, guitar, microphone, bag, basket, box, blanket, towel, flag, sign, pole
--: tire, bucket, net, sled, wagon, cart, stroller, tent, van, scooter, glass, plate, tray, food, fish, goat
--: grass, water, snow, beach, street, road, field, park, sand, ocean, lake, river, pool, sidewalk, mountain, hill
--: rock, tree, wall, fence, building, stage, ramp, trail, path, track, tracks, bridge, yard, lawn, dirt, mud, puddle
--: fountain, city, market, store, restaurant, airport, runway, station, platform, court, slope, ice, sky, air, woods
--: forest, room, kitchen, bathroom, bedroom, living_room, desk, counter, floor, shelf, ground, pond, wave, shore, dock
--: pier, playground, slide, swing, trampoline, window, door, doorway, stairs, porch, highway, intersection, garden
--: parking_lot, alley, hillside, cliff, desert, pasture, enclosure, zoo, cage, bathtub tub, shower, bus_stop
--: plant, house, mirror, rail, railing, ledge, stream, hurdle, waterfall, harness, raft, tunnel, tower, backyard
--: racetrack, curb, branch, log, sweatshirt, hose, unicycle, sprinkler, mound, carriage, headband, carpet, sea, gate
--: wheelchair, creek, newspaper, hoop, deck, bandanna, trunk, shoreline, hoodie, staircase, pipe, balloon, crosswalk
--: walkway, pavement, stadium, parachute, monitor, computer, atv, jeep, candle, balcony, rug, violin, drum, piano, mat
--: valley, flower, courtyard, pan, barn, roof, fireplace, cave, dune, snowball, driveway, ladder, hallway, church
--: pillow, rink, tricycle, canal, boardwalk, lamp, puck, shoe, bush, camel, fruit, office, grill, overpass, garage
--: soccer, football, baseball, basketball, tennis, volleyball, cricket, golf, hockey, rugby, softball, surf, monkey
--: deer, headphones, clothes, bubble
-"""
-ANIMATE = frozenset("person bird cat dog horse sheep cow elephant bear zebra giraffe".split())
-PLACES = frozenset("""bed table couch chair bench toilet sink desk counter floor shelf plate tray grass water snow beach
-street road field park sand ocean lake river pool sidewalk mountain hill rock tree ramp trail path track tracks bridge
-yard lawn dirt mud puddle fountain city market store restaurant airport runway station platform court slope ice sky air
-woods forest room kitchen bathroom bedroom living_room ground pond wave shore dock pier playground stage trampoline
-highway intersection garden parking_lot alley hillside cliff desert pasture enclosure zoo cage bathtub shower bus_stop
-car truck bus boat train ledge stream waterfall raft tunnel backyard racetrack curb log mound carpet sea creek deck
-shoreline staircase walkway pavement stadium balcony rug mat valley courtyard roof cave dune driveway hallway church
-rink canal boardwalk bush office garage surf house barn""".replace("_", " ").split())
-# "words: categories": a caption with one of the words may hide objects of these categories, so no POPE "no" names
-# them ("animals" may be dogs, a kitchen has an oven). "_" joins the words of a category.
-IMPLIES = """
-animal animals pet creature creatures wildlife: bird cat dog horse sheep cow elephant bear zebra giraffe
-vehicle vehicles traffic van jeep jeeps atv: car bus truck motorcycle bicycle
-scooter moped: motorcycle
-plant plants: potted_plant
-food meal dish lunch dinner breakfast dessert snack plate tray: banana apple sandwich orange broccoli carrot hot_dog
-food meal dish lunch dinner breakfast dessert snack plate tray: pizza donut cake fork knife spoon bowl cup bottle
-food meal dish lunch dinner breakfast dessert snack plate tray: wine_glass dining_table
-glass drink wine: wine_glass
-fruit fruits: banana apple orange
-vegetable vegetables veggies: broccoli carrot
-stuffed: teddy_bear
-furniture room: chair couch bed dining_table potted_plant tv clock vase book
-bag luggage: handbag backpack suitcase
-kitchen: oven microwave refrigerator sink toaster bowl cup bottle knife dining_table chair
-bathroom: toilet sink toothbrush hair_drier
-bedroom: bed
-glove gloves: baseball_glove
-office desk computer computers monitor screen: laptop keyboard mouse tv chair cell_phone book cup
-street road city intersection sidewalk parking highway downtown crosswalk town: car truck bus traffic_light person
-street road city intersection sidewalk parking highway downtown crosswalk town: bicycle motorcycle stop_sign
-street road city intersection sidewalk parking highway downtown crosswalk town: parking_meter fire_hydrant bench
-beach ocean surf shore: person umbrella surfboard kite boat
-baseball: baseball_bat baseball_glove sports_ball person
-tennis: tennis_racket sports_ball person
-soccer football basketball volleyball rugby game: sports_ball person
-ski skiing slope snow: skis snowboard person
-airport runway: airplane truck person
-station platform railroad railway: train person
-lake river harbor dock pier marina: boat person bird
-he she his her him they their them someone somebody wearing holding throwing swinging: person
-skiing surfing skateboarding snowboarding park field crowd team match race stadium market: person
-"""
-COLORS = {"red": "red", "blue": "blue", "green": "green", "yellow": "yellow", "white": "white", "black": "black",
-          "brown": "brown", "orange": "orange", "pink": "pink", "purple": "purple", "gray": "gray", "grey": "gray",
-          "silver": "silver", "gold": "gold", "tan": "tan", "beige": "beige", "navy": "blue"}
-NUMBERS = {w: i for i, w in enumerate("two three four five six seven eight nine ten".split(), 2)} | {
-    str(i): i for i in range(2, 11)}
-WHERE = ("on", "in", "at", "inside", "into", "onto", "through", "across", "along", "down", "atop")
-WHAT = ("in front of", "next to", "near", "beside", "by", "under", "underneath", "beneath", "behind", "over")
-VERBS = """sit stand lie lay rest sleep wait pose play walk run swim ride ski surf skate skateboard snowboard jump float
-fly graze eat drink kneel crouch climb drive cross wade splash dig roll hang relax lounge dance perform work cook read
-look watch stare hold carry wear throw catch chase pull push kick hit use feed pet hug cut swing bite grab lick tow lead
-paddle row make sniff lift drag follow approach prepare wash brush take serve toss balance fight race travel move sail
-reach sing smile laugh talk chew stretch shake blow hike jog lean perch cuddle leap dive bounce kiss sled
-slide crawl trot sprint glide hop wander stroll march pour fetch retrieve shoot open""".split()
-STATIC = frozenset("sitting standing lying laying resting sleeping waiting posing leaning parked perched seated"
-                   .split())
-PARTICIPLES = frozenset("parked perched seated displayed stacked placed docked stopped".split())
-DOUBLED = frozenset("sit run swim dig hug pet cut hit jog grab drag stop skip shop".split())  # sit -> sitting
-DETERMINERS = frozenset("a an the this that these those some several many his her their its my our your each every "
-                        "both few another".split()) | NUMBERS.keys()
-QUANTIFIERS = frozenset("group herd flock bunch couple pair crowd lot lots number team pack line row set pile stack "
-                        "variety slice piece bite chunk family ball balls groups herds flocks slices pieces".split())
-FUNCTION = frozenset("of with without on in at near under beside by next to front into onto through across along down "
-                     "up over behind around from for toward towards past above below between among inside outside "
-                     "underneath beneath atop against off out while as like and or but is are was were be being been "
-                     "has have had does do it they he she them him who which that what where there here 's".split())
-BLOCKERS = frozenset("no not without toy toys stuffed fake statue statues sculpture figurine cartoon drawing painting "
-                     "poster mural replica shaped like costume".split())
-PICTURES = frozenset("picture pictures photo photos photograph image images reflection".split())
-NOT_COUNTED = frozenset("other more additional extra".split())
-ING_NOUNS = frozenset("building ceiling clothing painting railing awning siding icing frosting topping wedding ring "
-                      "string thing something nothing anything everything evening morning king wing swing sibling "
-                      "lightning landing crossing parking opening bedding dressing pudding filling".split())
-COMPOUND_ED = frozenset("covered filled topped lined capped".split())  # "a snow covered hill"
-ADJ_ED = frozenset("haired eyed colored coloured striped spotted shaped sized legged faced headed".split())
-PLURAL_ONLY = frozenset("skis scissors glasses sunglasses pants jeans shorts goggles trousers tracks stairs people "
-                        "cattle boots headphones clothes woods".split())
-INVARIANT = frozenset("sheep fish deer".split())
-IRREGULAR = {"man": "men", "woman": "women", "child": "children", "person": "people", "gentleman": "gentlemen",
-             "policeman": "policemen", "knife": "knives", "shelf": "shelves", "mouse": "mice", "goose": "geese",
-             "calf": "calves", "bus": "buses", "foot": "feet", "tooth": "teeth"}
-PREFIXES = [p.split() for p in ("there is", "there are", "this is", "here is", "a picture of", "a photo of",
-                                "an image of", "a close up of", "close up of", "a closeup of", "a photograph of",
-                                "a view of", "picture of", "photo of", "image of")]
-
-
-def plural(word: str) -> str:
-    """The plural of a noun (of its last word): "hot dog" -> "hot dogs", "bus" -> "buses", "man" -> "men"."""
-    *head, last = word.split(" ")
-    if last in PLURAL_ONLY or last in INVARIANT or last in ("broccoli", "luggage"):
-        many = last
-    elif last in IRREGULAR:
-        many = IRREGULAR[last]
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        many = last + "es"
-    elif last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
-        many = last[:-1] + "ies"
-    else:
-        many = last + "s"
-    return " ".join([*head, many])
-
-
-def _ing(verb: str) -> str:
-    """The -ing form of a verb: "ride" -> "riding", "sit" -> "sitting", "lie" -> "lying"."""
-    if verb.endswith("ie"):
-        return verb[:-2] + "ying"
-    if verb in DOUBLED:
-        return verb + verb[-1] + "ing"
-    if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
-        return verb[:-1] + "ing"
-    return verb + "ing"
-
-
-@dataclass(frozen=True)
-class Noun:
-    """What a lexicon word means: the answer it is written as, its COCO category (or None) and its number."""
-
-    answer: str
-    category: str | None
-    plural: bool
-
-
-@dataclass(frozen=True)
-class Lexicon:
-    """Nouns by their words, the words that block each POPE category, and verbs by their forms (to -ing)."""
-
-    nouns: dict[tuple[str, ...], Noun]
-    blocks: dict[str, frozenset[str]]  # caption word -> categories a POPE "no" may not name
-    verbs: dict[str, str]  # "sits", "sit", "sitting" -> "sitting"; "parked" -> "parked"
-
-    @classmethod
-    def build(cls) -> Lexicon:
-        nouns: dict[tuple[str, ...], Noun] = {}
-        blocks: dict[str, set[str]] = defaultdict(set)
-        groups = [(cat.strip(), g.split()) for line in NOUNS.strip().splitlines() for part in line.split(" | ")
-                  for cat, _, rest in [part.partition(": ")] for g in rest.split(", ")]
-        for many in (False, True):  # plurals last, so that a word of its own ("glasses") keeps its meaning
-            for cat, words in groups:
-                answer, category = words[0].replace("_", " "), None if cat == "-" else cat
-                for word in words:
-                    form = plural(word.replace("_", " ")).replace(" ", "_") if many else word
-                    nouns.setdefault(tuple(form.split("_")), Noun(answer, category, many or word in PLURAL_ONLY))
-        for words, noun in nouns.items():
-            if noun.category:
-                for w in words + tuple(noun.category.split()):
-                    blocks[w].add(noun.category)
-        for line in IMPLIES.strip().splitlines():
-            words, _, categories = line.partition(": ")
-            for w in words.split():
-                blocks[w].update(c.replace("_", " ") for c in categories.split())
-        verbs = {f: _ing(v) for v in VERBS for f in (v, _ing(v), plural(v))} | {p: p for p in PARTICIPLES}
-        return cls(nouns, {w: frozenset(c) for w, c in blocks.items()}, verbs)
-
-    @property
-    def categories(self) -> list[str]:
-        return sorted({n.category for n in self.nouns.values() if n.category})
-
-    def noun_at(self, tokens: Sequence[str], i: int) -> tuple[Noun, int] | None:
-        """The longest lexicon noun starting at ``tokens[i]``, with the index just past it."""
-        for n in (3, 2, 1):
-            noun = self.nouns.get(tuple(tokens[i:i + n]))
-            if noun and i + n <= len(tokens):
-                return noun, i + n
-        return None
-
-    def stops(self, word: str) -> bool:
-        """Whether ``word`` cannot be inside a noun phrase: a function word, punctuation or a verb form."""
-        return (word in FUNCTION or word in DETERMINERS or not word[0].isalnum() or word in self.verbs
-                or (word.endswith("ing") and word not in ING_NOUNS)
-                or (word.endswith("ed") and len(word) > 4 and "-" not in word and word not in ADJ_ED))
-
-
-# ---------------------------------------------------------------- reading one caption
-
-_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|'[a-z]+|[,.;:!?]")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase words, "'s" and punctuation marks (which end noun phrases) as tokens."""
-    return _TOKEN.findall(text.lower())
-
-
-@dataclass(frozen=True)
-class Mention:
-    """A noun phrase: tokens ``start:end`` (determiners and modifiers first, then the noun at ``head``)."""
-
-    noun: Noun
-    start: int
-    head: int
-    end: int
-    plural: bool
-    count: int | None  # from a number word 2-10
-    colors: str | None  # "red", "black and white"; "?" when the colours cannot be read
-    blocked: bool  # negated or not real: no questions, no POPE "yes"
-
-    @property
-    def answer(self) -> str:
-        return plural(self.noun.answer) if self.plural else self.noun.answer
-
-
-def _phrase(tokens: list[str], head: int, floor: int, lex: Lexicon) -> tuple[int, list[str], list[str]]:
-    """Walk back from a noun over its modifiers and determiners, not past ``floor`` (the end of the phrase before):
-    (start, determiners, modifiers)."""
-    j, mods = head, []
-    while j > floor and len(mods) < 4:
-        t = tokens[j - 1]
-        between_colors = t == "and" and mods and mods[0] in COLORS and j >= 2 and tokens[j - 2] in COLORS
-        adjective_ing = j == head and j >= 2 and tokens[j - 2] in ("a", "an", "the") and t.isalpha()  # "a sleeping cat"
-        adjective_ing = adjective_ing and t not in FUNCTION and t not in DETERMINERS
-        many = lex.nouns.get((t,), Noun("", None, False)).plural  # "two people parachute", "surfboards wave"
-        if not between_colors and (many or (lex.stops(t) and not adjective_ing)):
-            break
-        mods.insert(0, t)
-        j -= 1
-    dets = []
-    while j > 0 and tokens[j - 1] in DETERMINERS and len(dets) < 2:
-        dets.insert(0, tokens[j - 1])
-        j -= 1
-    if j >= 2 and tokens[j - 1] == "of" and tokens[j - 2] in QUANTIFIERS:  # "a group of (three)"
-        dets, j = ["of", *dets], j - 2
-        while j > 0 and tokens[j - 1] in DETERMINERS:
-            j -= 1
-    return j, dets, mods
-
-
-def _colors(tokens: list[str], start: int, mods: list[str], lex: Lexicon) -> str | None:
-    """The colours among a phrase's modifiers, sorted and joined by "and"; "?" when they may belong to something
-    else: a list cut by a comma ("a red, white and blue flag") or a noun in between ("a blue water bottle")."""
-    found = sorted({COLORS[m] for m in mods if m in COLORS})
-    first = next((k for k, m in enumerate(mods) if m in COLORS), len(mods))
-    if len(found) > 2 or found and ((start > 0 and tokens[start - 1] in (",", *COLORS))
-                  or any((m,) in lex.nouns and m not in COLORS for m in mods[first:])):
-        return "?"
-    return " and ".join(found) or None
-
-
-def _is_head(tokens: list[str], i: int, end: int, noun: Noun, lex: Lexicon, first: bool) -> bool:
-    """Whether the noun ``tokens[i:end]`` ends its phrase, rather than modifying what follows ("a bus stop").
-    A plural is a head whatever follows ("children wave"), and so is the ``first`` noun of a caption before a word
-    in -s ("a dog leaps")."""
-    nxt, after = (tokens + [".", "."])[end:end + 2]
-    if tokens[i] in COLORS and (i == 0 or tokens[i - 1] not in DETERMINERS or nxt == "and" or not lex.stops(nxt)
-                                or nxt.endswith(("ed", "ing"))):
-        return False  # "in orange", "an orange and white cat", "an orange shirted boy": the colour, not the fruit
-    if tokens[end - 1].endswith("s") and nxt in DETERMINERS:  # "a boy in black waves his arms": a verb
-        return False
-    if (nxt == "of" and tokens[i] in QUANTIFIERS) or (nxt in COMPOUND_ED and after not in FUNCTION):  # "snow covered"
-        return False
-    if nxt in lex.verbs:
-        return True
-    if lex.noun_at(tokens, end) is not None:
-        return noun.plural
-    return lex.stops(nxt) or (first and not noun.plural and nxt.endswith("s") and not nxt.endswith("ss"))
-
-
-def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
-    """Every noun phrase of a caption whose head is a lexicon noun, in order."""
-    out, i = [], 0
-    while i < len(tokens):
-        found = lex.noun_at(tokens, i)
-        if found is None:
-            i += 1
-            continue
-        noun, end = found
-        if _is_head(tokens, i, end, noun, lex, not out):
-            start, dets, mods = _phrase(tokens, i, out[-1].end if out else 0, lex)
-            many = noun.plural or (tokens[i] in INVARIANT and not {"a", "an", "this", "that"} & set(dets))
-            numbers = [NUMBERS[d] for d in dets if d in NUMBERS and many and not NOT_COUNTED & set(mods)]
-            before = tokens[max(0, start - 2):start] + mods
-            blocked = bool(BLOCKERS & set(before)) or any(t in PICTURES for t in tokens[3:start][-3:])
-            out.append(Mention(noun, start, i, end, many, numbers[0] if numbers else None,
-                               _colors(tokens, start, mods, lex), blocked))
-        i = end
-    return out
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A question one caption answers, before the image's other captions are checked."""
-
-    kind: str
-    question: str
-    answer: str
-    about: str  # the answer word of the noun it asks about (the subject, the counted or coloured noun)
-    singular: bool  # asks about "the X", so needs the image to have one X
-
-
-def _clause_start(tokens: list[str]) -> int:
-    i, stripped = 0, True
-    while stripped:
-        stripped = False
-        for p in PREFIXES:
-            if tokens[i:i + len(p)] == p:
-                i, stripped = i + len(p), True
-    return i
-
-
-def _past_attributes(tokens: list[str], i: int, at: dict[int, Mention], lex: Lexicon) -> int:
-    """Where the verb of a subject is, past what describes it: "a girl [in a white shirt] jumps", "a man [in blue
-    and a hat] is ..."; ``i`` itself when no verb follows. "with" and "and" may not add a person or an animal."""
-    j = i
-    for _ in range(3):
-        if j >= len(tokens) or tokens[j] not in ("in", "wearing", "with", "dressed", *(("and",) if j > i else ())):
-            break  # "and" only joins descriptions: "a person and a toilet" are two subjects
-        k = j + 1 + (tokens[j] == "dressed" and tokens[j + 1:j + 2] == ["in"])
-        m = at.get(k)
-        if tokens[k:k + 1] and tokens[k] in COLORS and m is None:
-            j = k + 1
-        elif m and (tokens[j] in ("in", "wearing", "dressed") or m.noun.category not in ANIMATE):
-            j = m.end
-        else:
-            break
-    return j if j < len(tokens) and (tokens[j] in ("is", "are") or tokens[j] in lex.verbs) else i
-
-
-def _subject_questions(tokens: list[str], mentions: list[Mention], lex: Lexicon) -> list[Candidate]:
-    """Object and location questions about the caption's subject: "what is the man riding?"."""
-    at = {m.start: m for m in mentions if not m.blocked}
-    subject = at.get(_clause_start(tokens))
-    if subject is None:
-        return []
-    i = _past_attributes(tokens, subject.end, at, lex)
-    i += i < len(tokens) and tokens[i] in ("is", "are")
-    if not subject.plural and tokens[i:i + 1] and tokens[i] in VERBS:  # "a man in green swim trunks"
-        return []
-    verb = lex.verbs.get(tokens[i]) if i < len(tokens) else None
-    i += verb is not None
-    be, the = ("are" if subject.plural else "is"), f"the {subject.answer}"
-
-    def ask(kind: str, question: str, answer: Mention) -> Candidate:
-        return Candidate(kind, question, answer.answer, subject.noun.answer, not subject.plural)
-
-    prep = next((p for p in WHAT + WHERE if tokens[i:i + len(p.split())] == p.split()), None)
-    if prep is None:
-        obj = at.get(i) if verb else None
-        return [ask("object", f"what {be} {the} {verb}?", obj)] if obj else []
-    place = at.get(i + len(prep.split()))
-    if place is None:
-        return []
-    doing = f" {verb}" if verb else ""
-    if prep in WHERE and place.noun.answer in PLACES and (tokens[place.start] in DETERMINERS or not place.plural):
-        return [ask("location", f"where {be} {the}{doing}?", place)]
-    if prep in WHAT and (prep != "by" or verb is None or verb in STATIC):  # not "what is the woman eating by?"
-        return [ask("location", f"what {be} {the}{doing} {prep}?", place)]
-    return []
-
-
-def caption_questions(caption: str, lex: Lexicon) -> tuple[list[Mention], list[Candidate]]:
-    """A caption's noun phrases and every question it answers on its own."""
-    tokens = tokenize(caption)
-    mentions = find_mentions(tokens, lex)
-    out = _subject_questions(tokens, mentions, lex)
-    for m in mentions:
-        if m.blocked:
-            continue
-        if m.count:
-            out.append(Candidate("number", f"how many {plural(m.noun.answer)} are there?", str(m.count),
-                                 m.noun.answer, False))
-        if m.colors and m.colors != "?" and m.noun.category != "person":
-            out.append(Candidate("color", f"what color {'are' if m.plural else 'is'} the {m.answer}?", m.colors,
-                                 m.noun.answer, not m.plural))
-    return mentions, out
+QUESTIONS_FILE = "qa_train.jsonl"  # what ``captioner questions`` writes into its --out folder
 
 
 # ---------------------------------------------------------------- one image, all its captions
@@ -500,7 +88,8 @@ class GeneratedQuestion:
 
     def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "question": self.question, "answers": self.answers, "source": "generated",
-                "kind": self.kind, "file_name": os.path.abspath(self.path), "caption": self.caption}  # absolute: read from anywhere
+                "kind": self.kind, "file_name": os.path.abspath(self.path),  # absolute: read from anywhere
+                "caption": self.caption}
 
 
 def _count_ok(noun: Noun, count: int, mentions: list[list[Mention]]) -> bool:
@@ -540,7 +129,7 @@ def _is_there(category: str) -> str:
 def image_questions(image: tuple, lex: Lexicon, rng: random.Random) -> list[GeneratedQuestion]:
     """Every question an image's captions agree on (rules 2-6 of the module docstring), then the POPE ones."""
     image_id, path, captions = image
-    tokens = [tokenize(c) for c in captions]
+    tokens = [tokenize_words(c, MARKS) for c in captions]
     parsed = [caption_questions(c, lex) for c in captions]
     mentions = [m for m, _ in parsed]
     colors, counts, several = defaultdict(set), defaultdict(set), set()
@@ -651,18 +240,20 @@ def describe(q: GeneratedQuestion) -> str:
     return f"{q.question} -> {', '.join(q.answers)}   ({q.caption or 'no caption names it'})"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate VQA questions from training captions.")
-    parser.add_argument("--data", action="append", required=True, help="flickr8k:ROOT or coco:ROOT (repeatable)")
-    parser.add_argument("--out", required=True, metavar="FOLDER", help="where to write qa_train.jsonl")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--show", type=int, default=20, help="how many random questions to print")
-    args = parser.parse_args(argv)
-    questions = generate_from_datasets(args.data, Path(args.out) / "qa_train.jsonl", args.seed)
-    print(json.dumps(count_by_kind(questions)))
-    for q in sample_questions(questions, args.show, args.seed):
-        print(describe(q))
+@dataclass
+class QuestionsConfig:
+    """The settings of ``captioner questions``."""
 
+    data: tuple[str, ...] = setting((), "a caption dataset whose training captions are read, as flickr8k:FOLDER or "
+                                        "coco:FOLDER; required", metavar="FORMAT:FOLDER")
+    out: str | None = setting(None, f"the folder to write {QUESTIONS_FILE} into; required", metavar="FOLDER")
+    seed: int = setting(0, "random seed of the POPE \"no\" questions and of the questions shown", low=0,
+                        high=2 ** 32 - 1)
+    show: int = setting(20, "how many random questions to print", low=0, high=10 ** 6)
 
-if __name__ == "__main__":
-    main()
+    def __post_init__(self) -> None:
+        check(self)
+        if not self.data:
+            raise ValueError("give the training captions with --data FORMAT:FOLDER (formats: flickr8k, coco)")
+        if not self.out:
+            raise ValueError(f"give the folder to write {QUESTIONS_FILE} into with --out FOLDER")

@@ -1,6 +1,6 @@
 """The cell atlas: what each recurrent cell tracks, found over a whole dev set rather than one caption.
 
-    python -m captioner.atlas --weights weights/caption --write    # rebuilds weights/caption/cells.json
+    captioner atlas --data flickr8k:DIR --data coco:DIR --weights weights/caption --write   # its cells.json
 
 Karpathy, Johnson & Fei-Fei found their quote, line-length and depth cells by looking across a dataset; ranking the
 cells by how much they vary over one caption finds mostly position counters. So every dev caption is read by the
@@ -21,23 +21,20 @@ the Look inside tab of the app shows cells by what it says they track.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..data.datasets import DatasetSpec, load_caption_dataset
+from ..data.datasets import CAPTION_DATASETS, DatasetSpec, load_caption_dataset
 from ..decoder import CaptionDecoder
 from ..decoding import trace_batch
 from ..encoder import build_encoder
 from ..features import batched, cached_features
-from ..io import one_line, write_json
 from ..pretrained import Loaded, load_pretrained
 from ..schema import ATLAS_FILE, ATLAS_FORMAT, TRACKS
-from ..settings import add_options, check, from_args, setting
+from ..settings import check, setting
 from ..vocab import SPECIALS, Vocabulary
 
 TRACKS_SHOWN = {"word": "word-selective cells", "position": "position-tracking cells"}  # the app's choices too
@@ -57,11 +54,12 @@ WORD_CLASSES = {
 
 @dataclass
 class AtlasConfig:
-    """The settings of ``python -m captioner.atlas``."""
+    """The settings of ``captioner atlas``."""
 
-    weights: str = setting("weights/caption", "caption weights folder (or entry name) whose cells to map")
-    data: tuple[str, ...] = setting(("flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco"),
-                                    "a caption dataset as FORMAT:FOLDER whose split is read", metavar="FORMAT:FOLDER")
+    data: tuple[str, ...] = setting((), f"a caption dataset as FORMAT:FOLDER whose split is read, FORMAT one of "
+                                        f"{', '.join(CAPTION_DATASETS)}; required", metavar="FORMAT:FOLDER")
+    weights: str | None = setting(None, "caption weights folder (or entry name) whose cells to map; none: the "
+                                        "shipped caption weights")
     split: str = setting("dev", "the split whose captions are read")
     max_captions: int = setting(0, "read at most this many captions of each dataset (0: all)", low=0, high=10 ** 9)
     write: bool = setting(False, f"write {ATLAS_FILE} into the weights folder (else only print a summary)")
@@ -72,6 +70,9 @@ class AtlasConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if not self.data:
+            raise ValueError(f"give the captions to read with --data FORMAT:FOLDER (formats: "
+                             f"{', '.join(CAPTION_DATASETS)})")
 
 
 # ---------------------------------------------------------------- building
@@ -175,10 +176,10 @@ def draw_cells(atlas: dict, states: dict[str, torch.Tensor], words: list[str], p
     fig.savefig(path, dpi=90)
 
 
-# ---------------------------------------------------------------- the command
+# ---------------------------------------------------------------- the captions of a dataset
 
 
-def dev_captions(weights: str, data: Sequence[str], split: str = "dev", max_captions: int = 0,
+def dev_captions(weights: str | None, data: Sequence[str], split: str = "dev", max_captions: int = 0,
                  cache_dir: str | None = None) -> tuple[Loaded, torch.Tensor, list[list[int]]]:
     """The caption weights ``weights`` (loaded: :class:`captioner.pretrained.Loaded`), and every caption of the
     ``split`` of each dataset of ``data`` as (image features ``(N, feature_dim)``, word ids without markers),
@@ -202,36 +203,3 @@ def dev_captions(weights: str, data: Sequence[str], split: str = "dev", max_capt
     if max_captions:
         rows, captions = rows[:max_captions], captions[:max_captions]
     return loaded, torch.from_numpy(np.asarray(feats[rows], dtype=np.float32)), captions
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m captioner.atlas", description=__doc__.split("\n\n")[0])
-    add_options(parser, AtlasConfig)
-    try:
-        cfg = from_args(AtlasConfig, parser.parse_args(argv))
-        loaded, features, captions = dev_captions(cfg.weights, cfg.data, cfg.split, cfg.max_captions, cfg.cache_dir)
-        atlas = build_atlas(loaded.model, features, captions, loaded.vocab)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"captioner atlas: error: {one_line(e)}", file=sys.stderr)
-        return 1
-    atlas["data"] = [*cfg.data, cfg.split]
-    print(f"{atlas['captions']} captions, {atlas['steps']} steps")
-    for kind, cells in atlas["cells"].items():
-        for tracks in TRACKS:
-            order = ranked(cells, tracks)
-            shown = "; ".join(f"{kind}[{i}] {cells[i]['label']}" for i in order[:5])
-            print(f"{kind}: {len(order)} {TRACKS_SHOWN[tracks]}, strongest: {shown}")
-    if cfg.write:
-        write_json(loaded.path / ATLAS_FILE, atlas, indent=None)
-        print(f"wrote {loaded.path / ATLAS_FILE}")
-    if cfg.figure:
-        row = min(cfg.figure_caption, len(captions) - 1)
-        shown = captions[row]
-        draw_cells(atlas, trace_batch(loaded.model, features[[row]], [shown])[0],
-                   [loaded.vocab.words[w] for w in shown], cfg.figure)
-        print(f"wrote {cfg.figure}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

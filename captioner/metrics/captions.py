@@ -14,13 +14,14 @@ from typing import Mapping, Sequence
 from .ptb import java_available, tokenize_captions
 
 METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
-MAX_WORDS = 200  # longer captions are cut: METEOR (Java) takes minutes on a few of 10,000 words, and then fails
+MAX_SCORED_WORDS = 200  # longer captions are cut: METEOR (Java) takes minutes on a few of 10,000 words, and then fails
 
 
 def cut(caption: str) -> str:
-    """``caption`` cut to its first :data:`MAX_WORDS` words (split at white space); unchanged when it is shorter."""
-    words = caption.split(maxsplit=MAX_WORDS)
-    return caption if len(words) <= MAX_WORDS else " ".join(words[:MAX_WORDS])
+    """``caption`` cut to its first :data:`MAX_SCORED_WORDS` words (split at white space); unchanged when it is
+    shorter."""
+    words = caption.split(maxsplit=MAX_SCORED_WORDS)
+    return caption if len(words) <= MAX_SCORED_WORDS else " ".join(words[:MAX_SCORED_WORDS])
 
 
 def spice_available() -> bool:
@@ -77,8 +78,8 @@ def check_coverage(results: Mapping, references: Mapping) -> list[str]:
                         "come from that image's references alone)")
     long = [i for i in results if cut(results[i]) != results[i] or any(cut(r) != r for r in references[i])]
     if long:
-        warnings.append(f"{len(long)} image(s) have captions of over {MAX_WORDS} words (first: {long[0]!r}); "
-                        f"scoring their first {MAX_WORDS} words")
+        warnings.append(f"{len(long)} image(s) have captions of over {MAX_SCORED_WORDS} words (first: {long[0]!r}); "
+                        f"scoring their first {MAX_SCORED_WORDS} words")
     return warnings
 
 
@@ -89,7 +90,7 @@ def evaluate_captions(results: Mapping, references: Mapping, metrics: Sequence[s
     ``metrics`` picks scorers from :data:`METRICS` (default: all that can run). ``tokenizer`` is
     "java", "python" or "auto" (Java when installed). METEOR and SPICE need Java; they are skipped,
     and listed in ``skipped``, when it or SPICE's models are missing. Captions are scored on their first
-    :data:`MAX_WORDS` words (:func:`check_coverage` warns when one is longer).
+    :data:`MAX_SCORED_WORDS` words (:func:`check_coverage` warns when one is longer).
     """
     wanted = list(METRICS if metrics is None else metrics)
     unknown = [m for m in wanted if m not in METRICS]

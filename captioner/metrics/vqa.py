@@ -13,12 +13,13 @@ how much of its accuracy is exact match.
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..answers import normalize_answer
+from ..lexicon import AUXILIARIES
+from ..vocab import tokenize_words
 
 
 def _plain(answer: str) -> str:
@@ -57,8 +58,6 @@ def question_score(prediction: str, answers: Sequence[str], metric: str = "auto"
 
 
 QUESTION_TYPES = ("yes/no", "number", "color", "other")
-_AUXILIARIES = frozenset("is are was were am do does did can could will would should shall has have had may might "
-                         "must".split())
 
 
 def question_type(question: str) -> str:
@@ -66,8 +65,8 @@ def question_type(question: str) -> str:
     verb ("is there a dog?", "does the man ..."), "number" when it opens with "how many", "color" when it names
     colour ("what color is the bus?"), else "other". Read from the question alone, so that every dataset can be
     broken down alike (VQA v2's own answer types come from the answers, which other sets lack)."""
-    words = re.findall(r"[a-z]+", question.lower())
-    if words[:1] and words[0] in _AUXILIARIES:
+    words = tokenize_words(question)
+    if words[:1] and words[0] in AUXILIARIES:
         return "yes/no"
     if words[:2] == ["how", "many"]:
         return "number"
@@ -93,10 +92,12 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
         by_metric: dict = {}
         for q, s in score.items():
             by_metric.setdefault(question_metric(answers[q]), []).append(s)
-        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)} for m, v in sorted(by_metric.items())}
+        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)}
+                               for m, v in sorted(by_metric.items())}
     if answer_types:
         groups: dict = {}
         for q, s in score.items():
             groups.setdefault(answer_types.get(q, "unknown"), []).append(s)
-        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)} for t, v in sorted(groups.items())}
+        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)}
+                              for t, v in sorted(groups.items())}
     return report

@@ -18,7 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ..checkpoint import ENCODER_PREFIX, check_magnitude, load_checkpoint, save_checkpoint, split_encoder_weights
-from ..data.datasets import CAPTION_DATASETS, DatasetSpec, ImageCaptions, load_caption_dataset
+from ..data.captions import ImageCaptions
+from ..data.datasets import CAPTION_DATASETS, DatasetSpec, load_caption_dataset
 from ..decoder import CaptionDecoder, DecoderConfig, grow_word_rows
 from ..decoding import DecodeConfig, decode, mask_special_tokens, sample_words
 from ..encoder import ENCODERS, ImageEncoder, build_encoder
@@ -26,7 +27,7 @@ from ..features import batched, cached_features
 from ..metrics.captions import corpus_scores
 from ..pretrained import resolve_weights
 from ..settings import like, setting
-from ..vocab import SPECIALS, VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize
+from ..vocab import SPECIALS, VOCAB_FILE, Vocabulary, detokenize, pad_ids, tokenize_words
 from .loop import (
     Batch,
     Phase,
@@ -42,7 +43,6 @@ from .loop import (
 )
 from .preflight import check_memory, check_vocabulary
 
-CAPTION_FORMATS = CAPTION_DATASETS  # what load_caption_dataset reads
 DECODER_KEYS = shape_keys(DecoderConfig, "vocab_size", "feature_dim")  # the decoder settings a run sets
 
 
@@ -51,9 +51,8 @@ class TrainConfig(RunConfig):
     """Everything a caption training run depends on; saved beside the checkpoints. The decoder's settings are
     :class:`DecoderConfig`'s (default, range and help defined there only); the shared ones :class:`RunConfig`'s."""
 
-    FORMATS: ClassVar[tuple[str, ...]] = CAPTION_FORMATS
+    FORMATS: ClassVar[tuple[str, ...]] = CAPTION_DATASETS
     EXAMPLE: ClassVar[str] = "--data flickr8k:data/flickr8k --data coco:data/coco:1.5"
-    SUMMARY: ClassVar[str] = "train a caption model"
     DESCRIPTION: ClassVar[str] = (
         "Train the caption decoder on cached encoder features, on one dataset or a mix (one vocabulary over all "
         "of them). Each epoch reports every dataset's dev BLEU-4 and CIDEr; OUT/best keeps the epoch with the "
@@ -338,7 +337,7 @@ class CaptionTask(Task):
             self.model.load_state_dict(decoder_weights)
         self.lengths = [len(t) for t in self.train_set.tokens]  # of each training caption
         self.caption_source = self.image_source[self.train_set.image_index]  # the dataset of each training caption
-        self.reward = CiderReward([[tokenize(c) for c in it.captions] for it in train_items]) \
+        self.reward = CiderReward([[tokenize_words(c) for c in it.captions] for it in train_items]) \
             if cfg.scst_epochs else None
 
     def param_groups(self) -> list[dict]:

