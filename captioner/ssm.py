@@ -31,6 +31,7 @@ The state parts are named ``ssm`` and ``conv`` (not ``h``), so that ``h`` keeps 
 vector the output layer reads (here the top block's normalised output). This file does not import
 :mod:`captioner.cells` (which registers it).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,13 @@ class SSMConfig:
 
     state_size: int = setting(16, "N: the size of each channel's state (B_t, C_t have N entries)", low=1, high=1024)
     expand: int = setting(2, "channels inside a block per unit of the residual stream", low=1, high=16)
-    heads: int = setting(8, "heads, each with its own A and Δ_t for its channels (fewer where they do not divide "
-                            "E: their greatest common divisor)", low=1, high=MAX_DIM)
+    heads: int = setting(
+        8,
+        "heads, each with its own A and Δ_t for its channels (fewer where they do not divide "
+        "E: their greatest common divisor)",
+        low=1,
+        high=MAX_DIM,
+    )
     conv_width: int = setting(4, "k: the causal convolution's width in steps", low=1, high=64)
     dt_min: float = setting(0.001, "the smallest initial step size Δ", above=0)
     dt_max: float = setting(0.1, "the largest initial step size Δ", above=0)
@@ -76,8 +82,9 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return diff.masked_fill(~causal, -math.inf)
 
 
-def scan(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-         h0: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def scan(
+    x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h0: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``y_t = h_t C_t`` for ``h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_tᵀ``, all steps at once in chunks of ``chunk``.
 
     ``x`` ``(n, T, H, P)``, ``dt`` ``(n, T, H)``, ``a`` ``(H,)`` (negative), ``b``, ``c`` ``(n, T, N)``, ``h0``
@@ -127,7 +134,7 @@ class Block(nn.Module):
         self.dt_bias = nn.Parameter(self._dt_bias(c, self.heads))  # (heads,)
         self.a_log = nn.Parameter(torch.arange(1, self.heads + 1, dtype=torch.float).log())  # S4D-real: A_h = -(h+1)
         self.skip = nn.Parameter(torch.ones(e))  # D
-        self.readout = nn.Parameter(torch.full((c.state_size,), c.state_size ** -0.5))  # for summary() only
+        self.readout = nn.Parameter(torch.full((c.state_size,), c.state_size**-0.5))  # for summary() only
         self.out_proj = nn.Linear(e, hidden, bias=False)
 
     @staticmethod
@@ -142,8 +149,14 @@ class Block(nn.Module):
         dt, b, c = self.x_proj(xc).split([self.heads, self.config.state_size, self.config.state_size], -1)
         return nn.functional.softplus(dt + self.dt_bias), b, c
 
-    def sequence(self, u: torch.Tensor, h: torch.Tensor, conv: torch.Tensor, keep: torch.Tensor | None,
-                 lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sequence(
+        self,
+        u: torch.Tensor,
+        h: torch.Tensor,
+        conv: torch.Tensor,
+        keep: torch.Tensor | None,
+        lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The block over ``u`` ``(n, T, hidden)`` from state ``h`` ``(n, H, P, N)`` and ``conv`` ``(n, E, k-1)``:
         its output ``(n, T, hidden)``, the last states, and Δ ``(n, T, heads)``. ``keep`` ``(n, T, 1)`` is 0 at
         padded steps (``lengths`` ``(n,)`` the real steps)."""
@@ -162,14 +175,15 @@ class Block(nn.Module):
         out = self.out_proj(y * nn.functional.silu(z))  # (n, T, hidden)
         width = conv.shape[2]
         if lengths is None:
-            conv = xs[:, :, xs.shape[2] - width:]  # (n, E, k - 1): the last inputs
+            conv = xs[:, :, xs.shape[2] - width :]  # (n, E, k - 1): the last inputs
         else:  # each row's last inputs before its padding: xs columns lengths .. lengths + k - 2
             index = lengths.to(xs.device)[:, None] + torch.arange(width, device=xs.device)  # (n, k - 1)
             conv = xs.gather(2, index[:, None].expand(-1, self.inner, -1))  # (n, E, k - 1)
         return out, h, conv, dt
 
-    def step(self, u: torch.Tensor, h: torch.Tensor, conv: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, u: torch.Tensor, h: torch.Tensor, conv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step: ``u`` ``(n, hidden)``, ``h`` ``(n, H, P, N)``, ``conv`` ``(n, E, k - 1)`` to the block's
         output ``(n, hidden)`` and the new states. O(1) in the steps taken before."""
         n = u.shape[0]
@@ -192,8 +206,14 @@ class SSM(nn.Module):
 
     state_kinds = ("ssm", "conv")
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 config: SSMConfig | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        config: SSMConfig | None = None,
+    ):
         super().__init__()
         self.config = config or SSMConfig()
         self.hidden_size, self.num_layers = hidden_size, num_layers
@@ -202,26 +222,31 @@ class SSM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size)
 
-    def forward(self, inputs: torch.Tensor, state: State | None = None,
-                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         return self.sequence(inputs, state, lengths)
 
     def zero_state(self, n: int, like: torch.Tensor | None = None) -> State:
         """The state before the first step, for ``n`` sequences (on ``like``'s device and dtype, if given)."""
         c, block = self.config, self.blocks[0]
-        shapes = ((self.num_layers, n, block.heads, block.head_dim, c.state_size),  # ssm
-                  (self.num_layers, n, block.inner, c.conv_width - 1))  # conv
+        shapes = (
+            (self.num_layers, n, block.heads, block.head_dim, c.state_size),  # ssm
+            (self.num_layers, n, block.inner, c.conv_width - 1),
+        )  # conv
         return tuple(torch.zeros(s) if like is None else like.new_zeros(s) for s in shapes)
 
-    def sequence(self, inputs: torch.Tensor, state: State | None = None,
-                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def sequence(
+        self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """The recurrence over ``inputs`` ``(n, T, input)``: outputs ``(n, T, hidden)`` and the final state; with
         ``lengths`` ``(n,)``, each row's state after its last real step, and zero outputs past it."""
         out, state, _ = self.trace(inputs, state, lengths)
         return out, state
 
-    def trace(self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, State, torch.Tensor]:
+    def trace(
+        self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """:meth:`sequence`, also giving every layer's step sizes Δ ``(layers, n, T, heads)``: its selectivity."""
         n, t, _ = inputs.shape
         state = self.zero_state(n, inputs) if state is None else state

@@ -2,6 +2,7 @@
 a carried state matches one long pass, padded steps are skipped, it learns a copy task, it decodes captions
 (seeded sampling repeats) and encodes questions, its state stays one size however long it runs, and bad settings
 are one-line errors. Tiny sizes only; nothing needs ../shared."""
+
 from __future__ import annotations
 
 import pytest
@@ -138,8 +139,11 @@ def test_the_caption_decoder_takes_it():
 
 
 def test_the_vqa_question_encoder_takes_it_and_the_classic_vector_is_unchanged():
-    model = VQAModel(VQAConfig(vocab_size=12, num_answers=5, feature_dim=8, embed_dim=6, hidden_dim=8, cell="ssm",
-                               fused_dim=4, mlp_dim=4))
+    model = VQAModel(
+        VQAConfig(
+            vocab_size=12, num_answers=5, feature_dim=8, embed_dim=6, hidden_dim=8, cell="ssm", fused_dim=4, mlp_dim=4
+        )
+    )
     q = model.encode_question(torch.tensor([[3, 4, 5], [6, 0, 0]]), torch.tensor([3, 1]))
     assert q.shape == (2, 4)
     lstm = build_cell("lstm", 3, 4, 2)
@@ -154,11 +158,14 @@ def test_equal_parameter_counts_are_one_call():
     assert 0.9 < ratio < 1.1
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"state_size": 0}, "state_size must be at least 1"),
-    ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min (0.5) must not exceed dt_max (0.1)"),
-    ({"conv_width": 0}, "conv_width must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"state_size": 0}, "state_size must be at least 1"),
+        ({"dt_min": 0.5, "dt_max": 0.1}, "dt_min (0.5) must not exceed dt_max (0.1)"),
+        ({"conv_width": 0}, "conv_width must be at least 1"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(changes, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         SSMConfig(**changes)
