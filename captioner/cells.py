@@ -5,13 +5,16 @@ A cell is a stack of ``num_layers`` recurrent layers with two ways to run:
 - :meth:`sequence` runs a whole sequence ``(N, T, input)`` in one fused call, for training and teacher forcing;
 - :meth:`step` runs one time step ``(N, input)``, for decoding and sampling, with a state of fixed size.
 
-A state is a tuple of tensors, each ``(layers, N, hidden)``, named by :attr:`state_kinds`: ``("h",)`` for the
-vanilla RNN, ``("h", "c")`` for the LSTM (stored in that order, as ``nn.LSTM`` takes them). The atlas and the
-gradient tools name them as ``kind`` ("h" or "c").
+A state is a tuple of tensors, each ``(layers, N, ...)``, named by :attr:`state_kinds`: ``("h",)`` for the
+vanilla RNN, ``("h", "c")`` for the LSTM (stored in that order, as ``nn.LSTM`` takes them), each
+``(layers, N, hidden)``; ``("ssm", "conv")`` for the selective state-space cell of :mod:`captioner.ssm`. The atlas
+and the gradient tools name them as ``kind``. :meth:`summary` turns a final state into one vector per sequence
+(the VQA question vector).
 
 The two classic cells subclass PyTorch's own ``nn.RNN`` and ``nn.LSTM``, so their parameters keep PyTorch's names
 (``weight_ih_l0``, ...) and every trained checkpoint loads as it is. Adding a cell kind means a class with the
-same four members and an entry in :data:`CELLS`.
+same members and an entry in :data:`CELLS`; :func:`matched_hidden` gives the width at which two kinds have equal
+parameter counts.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-State = tuple[torch.Tensor, ...]  # each (layers, N, hidden); see state_kinds
+from .ssm import SSM
+
+State = tuple[torch.Tensor, ...]  # each (layers, N, ...); see state_kinds
 
 
 class Cell(Protocol):
@@ -37,6 +42,11 @@ class Cell(Protocol):
                  lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]: ...
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+
+    @property
+    def summary_size(self) -> int: ...
+
+    def summary(self, state: State) -> torch.Tensor: ...
 
 
 class _Classic:
@@ -64,6 +74,15 @@ class _Classic:
             out, hx = self(packed, hx)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
         return out, (hx if isinstance(hx, tuple) else (hx,))
+
+    @property
+    def summary_size(self) -> int:
+        """The width of :meth:`summary`: every layer's h (and c)."""
+        return len(self.state_kinds) * self.num_layers * self.hidden_size
+
+    def summary(self, state: State) -> torch.Tensor:
+        """A final state as one vector ``(N, states · layers · hidden)``: every part of every layer, side by side."""
+        return torch.cat(state, dim=0).transpose(0, 1).reshape(state[0].shape[1], -1)
 
     def _layer_weights(self, layer: int) -> list[torch.Tensor]:
         return [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
@@ -112,7 +131,7 @@ class LSTM(_Classic, nn.LSTM):
         return x, (torch.stack(new_h), torch.stack(new_c))
 
 
-CELLS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTM, "rnn": RNN}
+CELLS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTM, "rnn": RNN, "ssm": SSM}
 
 
 def build_cell(kind: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> nn.Module:
@@ -125,3 +144,18 @@ def build_cell(kind: str, input_size: int, hidden_size: int, num_layers: int = 1
 def state_kinds(kind: str) -> tuple[str, ...]:
     """The state names of a cell kind, without building one."""
     return CELLS[kind].state_kinds
+
+
+def parameter_count(kind: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:
+    """The parameters of a cell, counted without allocating it (built on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_cell(kind, input_size, hidden_size, num_layers).parameters())
+
+
+def matched_hidden(kind: str, like: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                   multiple: int = 8) -> int:
+    """The hidden size (a multiple of ``multiple``) at which a ``kind`` cell has about as many parameters as a
+    ``like`` cell of ``hidden_size`` (both ``num_layers`` deep, reading ``input_size``): equal-size comparisons."""
+    target = parameter_count(like, input_size, hidden_size, num_layers)
+    sizes = range(multiple, 4 * hidden_size + multiple, multiple)
+    return min(sizes, key=lambda h: abs(parameter_count(kind, input_size, h, num_layers) - target))

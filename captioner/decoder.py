@@ -1,4 +1,4 @@
-"""The caption decoder: an LSTM (or vanilla tanh RNN) language model conditioned on an image vector.
+"""The caption decoder: an LSTM (or vanilla tanh RNN, or selective SSM) language model conditioned on an image vector.
 
 The recurrence is ``h_t = f(W_xh x_t + W_hh h_{t-1} + W_ih v)``, where ``v`` is the projected
 mean of the encoder's region features. Feeding ``[x_t; v]`` as the input of one ``nn.LSTM``
@@ -40,7 +40,8 @@ class DecoderConfig:
     image_dim: int = setting(512, "size of the projected image vector (and of the attended regions)", low=1,
                              high=MAX_DIM)
     num_layers: int = setting(1, "stacked recurrent layers", low=1, high=MAX_LAYERS)
-    cell: str = setting("lstm", "recurrent cell: lstm, or rnn (a vanilla tanh RNN)", choices=CELLS)
+    cell: str = setting("lstm", "recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm (a selective state-space "
+                        "model, Mamba-style)", choices=CELLS)
     image_input: str = setting("every_step", "where the image enters: every_step, first_step or init_state",
                                choices=IMAGE_INPUTS)
     dropout: float = setting(0.3, "dropout probability", low=0, below=1)
@@ -48,12 +49,17 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.image_input == "init_state" and self.cell not in ("lstm", "rnn"):
+            raise ValueError(f"image_input init_state sets an LSTM's or RNN's h (and c); with cell {self.cell} use "
+                             "every_step or first_step")
 
     @property
     def state_kinds(self) -> tuple[str, ...]:
-        """The recurrent states as the app and the atlas list them: ``c`` (the LSTM's cell) and ``h``, or ``h``
-        alone (RNN)."""
-        return cells.state_kinds(self.cell)[::-1]
+        """The recurrent states as the app and the atlas list them, one value per hidden unit: ``c`` (the LSTM's
+        cell) and ``h``, or ``h`` alone (RNN, SSM). ``h`` is the top layer's output, what the next word is read
+        from; for the SSM that is not its state (``ssm`` and ``conv``, :mod:`captioner.ssm`), which has no value
+        per hidden unit and is measured by the gradient tools instead."""
+        return ("c", "h") if self.cell == "lstm" else ("h",)
 
 
 @dataclass
@@ -118,9 +124,8 @@ class CaptionDecoder(nn.Module):
             # each (layers, N, hidden)
             h, cell = torch.tanh(nn.functional.layer_norm(pre, pre.shape[-1:])).permute(1, 2, 0, 3)
             h, cell = h.contiguous(), cell.contiguous()
-        else:
-            h = cell = v.new_zeros(c.num_layers, n, c.hidden_dim)  # (layers, N, hidden)
-        return (h, cell) if c.cell == "lstm" else (h,)
+            return (h, cell) if c.cell == "lstm" else (h,)
+        return self.rnn.zero_state(n, like=v)  # each (layers, N, ...)
 
     def _inputs(self, tokens: torch.Tensor, v: torch.Tensor, first_step: bool) -> torch.Tensor:
         """RNN inputs ``[x_t; v]`` for tokens ``(N, T)``; ``v`` is zeroed after step 0 in first_step mode."""
@@ -157,9 +162,13 @@ class CaptionDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: State, image: EncodedImage, first: bool) -> tuple[torch.Tensor, State]:
         """One decoding step: previous tokens ``(N,)`` to next-word log-probabilities ``(N, vocab)``."""
-        x = self._inputs(tokens[:, None], image.v, first_step=first)[:, 0]  # (N, input_dim)
-        h, state = self.rnn.step(x, state)  # h: (N, hidden), the top layer's
+        h, state = self.read(tokens, state, image, first)
         return self.log_probs(h, image), state
+
+    def read(self, tokens: torch.Tensor, state: State, image: EncodedImage, first: bool) -> tuple[torch.Tensor, State]:
+        """One step of the recurrence: previous tokens ``(N,)`` to the top layer's output ``h`` ``(N, hidden)``."""
+        x = self._inputs(tokens[:, None], image.v, first_step=first)[:, 0]  # (N, input_dim)
+        return self.rnn.step(x, state)  # h: (N, hidden), the top layer's
 
     def log_probs(self, h: torch.Tensor, image: EncodedImage) -> torch.Tensor:
         """Next-word log-probabilities ``(N, vocab)`` from the top layer's state ``h`` ``(N, hidden)``."""

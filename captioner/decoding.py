@@ -235,7 +235,7 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
     """Hidden and cell states of the top layer after each word of a given caption, for "look inside" plots.
 
     Returns ``h`` (and ``c`` for the LSTM), each ``(len(tokens) + 1, hidden)``: row ``t`` is the state
-    after reading ``<start>`` and the first ``t`` words.
+    after reading ``<start>`` and the first ``t`` words (for the SSM, ``h`` is its top layer's output).
     """
     return trace_batch(model, features[None], [tokens])[0]
 
@@ -253,9 +253,9 @@ def trace_batch(model: CaptionDecoder, features: torch.Tensor,
     padded = torch.tensor([s + [Vocabulary.pad_id] * (steps - len(s)) for s in seq])  # (N, steps)
     hs, cs = [], []
     for t in range(steps):
-        _, state = model.step(padded[:, t], state, image, first=t == 0)
-        hs.append(state[0][-1])  # (N, hidden): the top layer's
-        if len(state) > 1:
+        h, state = model.read(padded[:, t], state, image, first=t == 0)
+        hs.append(h)  # (N, hidden): the top layer's output (the LSTM's and RNN's h; what the SSM's output reads)
+        if "c" in model.config.state_kinds:
             cs.append(state[1][-1])
     kinds = {"h": torch.stack(hs, 1), **({"c": torch.stack(cs, 1)} if cs else {})}  # each (N, steps, hidden)
     return [{k: v[i, : len(s)] for k, v in kinds.items()} for i, s in enumerate(seq)]

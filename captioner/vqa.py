@@ -1,8 +1,9 @@
 """Visual question answering: the "deeper LSTM Q + norm I" baseline of Antol et al. (2015).
 
 The question is tokenized and encoded to ids by the same :class:`Vocabulary` code as captions
-(without ``<start>``/``<end>``), embedded, and read by an LSTM of 1 or 2 layers (or another cell of :mod:`captioner.cells`); the final hidden
-and cell states of every layer, projected, are the question vector. The image vector ``v`` is
+(without ``<start>``/``<end>``), embedded, and read by an LSTM of 1 or 2 layers (or another cell of
+:mod:`captioner.cells`); the final hidden and cell states of every layer (the cell's ``summary`` of its final
+state), projected, are the question vector. The image vector ``v`` is
 the captioning encoder's features (same encoders, same feature cache), L2-normalised so that
 images of different contrast weigh alike, then projected. The two are fused by concatenation (or,
 as in the paper, element-wise product) and an MLP classifies over the answer vocabulary. On
@@ -47,8 +48,8 @@ class VQAConfig:
     embed_dim: int = setting(300, "size of the word embeddings", low=1, high=MAX_DIM)
     hidden_dim: int = setting(256, "size of the question encoder's hidden state", low=1, high=MAX_DIM)
     num_layers: int = setting(1, "stacked recurrent layers of the question encoder", low=1, high=MAX_LAYERS)
-    cell: str = setting("lstm", "the question encoder's recurrent cell: lstm, or rnn (a vanilla tanh RNN)",
-                        choices=tuple(cells.CELLS))
+    cell: str = setting("lstm", "the question encoder's recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm "
+                        "(a selective state-space model)", choices=tuple(cells.CELLS))
     fused_dim: int = setting(512, "size of the question and image vectors", low=1, high=MAX_DIM)
     mlp_dim: int = setting(512, "hidden size of the answer classifier", low=1, high=MAX_DIM)
     fusion: str = setting("concat", "how the two vectors combine: concat, or product (element-wise)",
@@ -68,8 +69,9 @@ class VQAModel(nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=Vocabulary.pad_id)
         self.rnn = cells.build_cell(c.cell, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
-        state_size = len(cells.state_kinds(c.cell)) * c.num_layers * c.hidden_dim  # every layer's h (and c)
-        self.question_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(state_size, c.fused_dim), nn.Tanh())
+        # the final state as one vector: every layer's h (and c), or the SSM's channels read out
+        self.question_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.rnn.summary_size, c.fused_dim),
+                                           nn.Tanh())
         if c.use_image:
             self.image_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.feature_dim, c.fused_dim), nn.Tanh())
         fused = 2 * c.fused_dim if c.use_image and c.fusion == "concat" else c.fused_dim
@@ -83,9 +85,8 @@ class VQAModel(nn.Module):
         a question costs little next to the image."""
         x = torch.tanh(self.embed(tokens))  # (N, T, embed_dim)
         with torch.autocast(tokens.device.type, enabled=False):
-            _, state = self.rnn.sequence(x, lengths=lengths)  # (h, c) or (h,), each (layers, N, hidden)
-        hc = torch.cat(state, dim=0).transpose(0, 1).reshape(tokens.shape[0], -1)  # (N, states * layers * hidden)
-        return self.question_proj(hc)  # (N, fused_dim)
+            _, state = self.rnn.sequence(x, lengths=lengths)  # (h, c), (h,) or (ssm, conv), each (layers, N, ...)
+        return self.question_proj(self.rnn.summary(state))  # (N, summary_size) -> (N, fused_dim)
 
     def encode_image(self, features: torch.Tensor) -> torch.Tensor:
         """CNN features, pooled ``(N, feature_dim)`` or regions ``(N, R, feature_dim)`` (averaged),

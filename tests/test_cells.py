@@ -17,7 +17,7 @@ def test_steps_agree_with_the_fused_sequence_pass(kind, layers):
     for t in range(6):
         h, state = cell.step(x[:, t], state)
         torch.testing.assert_close(h, out[:, t], rtol=1e-5, atol=1e-6)
-    assert len(final) == len(state_kinds(kind)) and final[0].shape == (layers, 3, 7)
+    assert len(final) == len(state_kinds(kind)) and final[0].shape[:2] == (layers, 3)  # the SSM's: (.., heads, P, N)
     for a, b in zip(final, state):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

@@ -26,6 +26,7 @@ from .plots import SHOWS
 # the whole range).
 SLIDER_MAX = {"beam_size": 10, "n_best": 10, "top_k": 100, "temperature": 2.0}
 KINDS = {"c": "c_t (cell state)", "h": "h_t (hidden state)"}
+CELL_NAMES = {"lstm": "an LSTM", "rnn": "a vanilla RNN", "ssm": "a selective state-space model (its h_t: the output)"}
 # On a phone (the columns stacked), a smaller photo and one row of example thumbnails, so that the photo, the
 # Caption button and the caption fit the first screen (390 x 844: see tests/test_browser.py).
 CSS = """
@@ -148,7 +149,7 @@ def _caption_tab(model: Captioner) -> dict[str, Any]:
 def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
     """The Look inside tab: the heatmap of the cells chosen, one cell word by word, and the gradient flow."""
     gr.Markdown(
-        f"The decoder is {'an LSTM' if model.decoder.config.cell == 'lstm' else 'a vanilla RNN'}: after each "
+        f"The decoder is {CELL_NAMES.get(model.decoder.config.cell, model.decoder.config.cell)}: after each "
         "word it updates its state (`c_t`, the LSTM's memory, and the output `h_t`). Following Karpathy, Johnson "
         "& Fei-Fei, *Visualizing and Understanding Recurrent Networks*, the cells are labelled by what they track "
         "across all dev captions (the weights' cell atlas): the words after or before which they stand out, or "
