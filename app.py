@@ -2,6 +2,7 @@
 
 The app itself is :mod:`captioner.app`, so that an installed package (a wheel) has it too.
 """
+
 import sys
 
 from captioner.cli.main import main

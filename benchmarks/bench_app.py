@@ -12,6 +12,7 @@ process (VmHWM), next to its resident memory once started (idle). Targets: p95 <
 ``--png16 8900`` (an 8900 x 8900 16-bit PNG of a few hundred kB, just under the 80-megapixel cap) or ``--png
 KIND`` (the same as 8-bit gray, RGB, RGBA or palette), peak memory <= 1.5 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,16 +36,28 @@ P95_TARGET_MS = 250
 
 
 @contextmanager
-def app_process(weights: str | None, log: Path, timeout: float = 180.0,
-                runtime: str = "auto") -> Iterator[tuple[str, int]]:
+def app_process(
+    weights: str | None, log: Path, timeout: float = 180.0, runtime: str = "auto"
+) -> Iterator[tuple[str, int]]:
     """``python app.py`` on a free localhost port, until it answers: its URL and process id; stopped afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--runtime", runtime,
-                                 *(["--weights", weights] if weights else [])],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "app.py"),
+                "--port",
+                str(port),
+                "--runtime",
+                runtime,
+                *(["--weights", weights] if weights else []),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url, started = f"http://127.0.0.1:{port}/", time.monotonic()
     try:
         while proc.poll() is None and time.monotonic() - started < timeout:
@@ -127,8 +140,10 @@ def main() -> int:
         args.png, args.png_size = "16bit", args.png16
 
     load_before = os.getloadavg()[0]  # other work on the machine slows every figure below
-    with tempfile.TemporaryDirectory() as tmp, app_process(args.weights, Path(tmp) / "app.log",
-                                                                  runtime=args.runtime) as (url, pid):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        app_process(args.weights, Path(tmp) / "app.log", runtime=args.runtime) as (url, pid),
+    ):
         idle = memory_mib(pid)["VmRSS"]
         if args.png:
             args.image = str(Path(tmp) / f"gradient-{args.png_size}-{args.png}.png")
@@ -154,19 +169,29 @@ def main() -> int:
 
     p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20, method="inclusive")[-1]
     verdict = "met" if p95 <= P95_TARGET_MS else "MISSED"
-    print(f"weights: {args.weights or 'default entry'}   runtime: {args.runtime}   image: {args.image}   "
-          f"load average before the run: {load_before:.1f} on {os.cpu_count()} cores")
-    print(f"caption latency, default decoding, {len(latencies)} calls: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
-          f"max {max(latencies):.0f} ms (target p95 <= {P95_TARGET_MS} ms: {verdict})")
-    print(f"CPU time per caption: app {1000 * app_cpu / args.calls:.0f} ms, "
-          f"client {1000 * client_cpu / args.calls:.0f} ms (what an idle machine's latency would be made of)")
-    print(f"{args.concurrent} concurrent captions: {len(errors)} errors, all answered in {wall:.1f} s"
-          + (f", slowest {max(burst):.0f} ms" if burst else ""))
+    print(
+        f"weights: {args.weights or 'default entry'}   runtime: {args.runtime}   image: {args.image}   "
+        f"load average before the run: {load_before:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"caption latency, default decoding, {len(latencies)} calls: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+        f"max {max(latencies):.0f} ms (target p95 <= {P95_TARGET_MS} ms: {verdict})"
+    )
+    print(
+        f"CPU time per caption: app {1000 * app_cpu / args.calls:.0f} ms, "
+        f"client {1000 * client_cpu / args.calls:.0f} ms (what an idle machine's latency would be made of)"
+    )
+    print(
+        f"{args.concurrent} concurrent captions: {len(errors)} errors, all answered in {wall:.1f} s"
+        + (f", slowest {max(burst):.0f} ms" if burst else "")
+    )
     for error in sorted(set(errors)):
         print(f"  error: {error}")
-    print(f"app memory once started (VmRSS): {idle:.0f} MiB; its peak (VmHWM): {memory['VmHWM']:.0f} MiB; at the end "
-          f"{memory['RssAnon']:.0f} MiB private "
-          f"+ {memory['RssFile']:.0f} MiB file-backed (shared libraries)")
+    print(
+        f"app memory once started (VmRSS): {idle:.0f} MiB; its peak (VmHWM): {memory['VmHWM']:.0f} MiB; at the end "
+        f"{memory['RssAnon']:.0f} MiB private "
+        f"+ {memory['RssFile']:.0f} MiB file-backed (shared libraries)"
+    )
     return 1 if errors else 0
 
 

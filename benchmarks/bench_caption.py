@@ -3,8 +3,8 @@
     python benchmarks/bench_caption.py [--data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco]
                                        [--weights NAME|DIR] [--precision P] [--runtime R] [--check]
 
-Runs `captioner caption` (the weights' default decoding) end to end on the dev images of every dataset at once (Flickr8k's
-1,000 and COCO's 300), as a user would, then scores each dataset's captions with the coco-caption
+Runs `captioner caption` (the weights' default decoding) end to end on the dev images of every dataset at once
+(Flickr8k's 1,000 and COCO's 300), as a user would, then scores each dataset's captions with the coco-caption
 metrics. Prints images/s, peak memory, and each dataset's BLEU-4 and CIDEr against its target. Then
 captions the six photos in examples/ (never trained or tuned on) and counts those whose caption
 names the main object.
@@ -13,6 +13,7 @@ With --check, exits 1 unless the scores match the dev scores of the weights entr
 ``captioner.pretrained``, where the weights' decoding defaults also live. The benchmark only reads them.
 The entry's scores are float32 figures, so --check captions at ``--precision fp32`` unless told otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,18 +36,38 @@ from captioner.train.loop import dataset_names
 
 TARGETS = {"flickr8k": {"Bleu_4": 0.20, "CIDEr": 0.47}, "coco": {"Bleu_4": 0.20, "CIDEr": 0.60}}
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-MAIN_OBJECT = {"laptop.jpg": r"laptop|computer", "pizza.jpg": r"pizza", "stop-sign.jpg": r"stop sign",
-               "tennis.jpg": r"tennis", "skateboarder.jpg": r"skateboard", "cat-mirror.jpg": r"\bcats?\b"}
+MAIN_OBJECT = {
+    "laptop.jpg": r"laptop|computer",
+    "pizza.jpg": r"pizza",
+    "stop-sign.jpg": r"stop sign",
+    "tennis.jpg": r"tennis",
+    "skateboarder.jpg": r"skateboard",
+    "cat-mirror.jpg": r"\bcats?\b",
+}
 
 
-def caption_files(paths: list[Path], weights: str | None, decoding: dict, precision: str,
-                  runtime: str = "auto") -> tuple[dict[str, str], float, float]:
+def caption_files(
+    paths: list[Path], weights: str | None, decoding: dict, precision: str, runtime: str = "auto"
+) -> tuple[dict[str, str], float, float]:
     """``captioner caption`` over ``paths`` in a subprocess: {path: caption}, seconds, and its peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
-        cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl",
-               "--output", str(out), "--precision", precision, "--runtime", runtime,
-               *(["--weights", weights] if weights else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "captioner.cli",
+            "caption",
+            *map(str, paths),
+            "--format",
+            "jsonl",
+            "--output",
+            str(out),
+            "--precision",
+            precision,
+            "--runtime",
+            runtime,
+            *(["--weights", weights] if weights else []),
+        ]
         for key, value in decoding.items():
             cmd += ["--" + key.replace("_", "-"), str(value)]
         started = time.perf_counter()
@@ -58,28 +79,44 @@ def caption_files(paths: list[Path], weights: str | None, decoding: dict, precis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="append", metavar="NAME:ROOT",
-                        help="a caption dataset; repeat for several (default: Flickr8k and COCO in ../shared/data)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        metavar="NAME:ROOT",
+        help="a caption dataset; repeat for several (default: Flickr8k and COCO in ../shared/data)",
+    )
     parser.add_argument("--weights", help="weights entry name or folder (default: the default entry)")
     parser.add_argument("--split", default="dev", help="split to score (default: dev)")
     parser.add_argument("--beam", type=int, help="beam size (default: the weights' own decoding setting)")
     parser.add_argument("--length-penalty", type=float, help="default: the weights' own decoding setting")
     parser.add_argument("--no-repeat-ngram", type=int, help="default: the weights' own decoding setting")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="inference precision (default: fp32 with --check, else auto)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="inference precision (default: fp32 with --check, else auto)"
+    )
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help="encoder runtime (default: auto)")
     parser.add_argument("--check", action="store_true", help="fail unless the weights entry's scores are reproduced")
     args = parser.parse_args()
     precision = args.precision or ("fp32" if args.check else "auto")
 
-    specs = [DatasetSpec.parse(d) for d in args.data or ["flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco"]]
+    specs = [
+        DatasetSpec.parse(d) for d in args.data or ["flickr8k:../shared/data/flickr8k", "coco:../shared/data/coco"]
+    ]
     parts = {name: load_caption_dataset(s.name, s.root, args.split) for name, s in zip(dataset_names(specs), specs)}
-    decoding = {k: v for k, v in [("beam", args.beam), ("length_penalty", args.length_penalty),
-                                  ("no_repeat_ngram", args.no_repeat_ngram)] if v is not None}
+    decoding = {
+        k: v
+        for k, v in [
+            ("beam", args.beam),
+            ("length_penalty", args.length_penalty),
+            ("no_repeat_ngram", args.no_repeat_ngram),
+        ]
+        if v is not None
+    }
     paths = [it.path for items in parts.values() for it in items]
     captions, seconds, peak_mb = caption_files(paths, args.weights, decoding, precision, args.runtime)
-    print(f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}  runtime: "
-          f"{resolve_runtime(args.runtime, precision)[0]}")
+    print(
+        f"images: {len(captions)}  decoding: {decoding or 'the weights defaults'}  runtime: "
+        f"{resolve_runtime(args.runtime, precision)[0]}"
+    )
     print(f"end-to-end: {seconds:.1f} s, {len(captions) / seconds:.1f} images/s (model loading included)")
     print(f"peak memory (RSS): {peak_mb:.0f} MB")
     scores = {}

@@ -7,6 +7,7 @@
 3. With Java: our scores against the toolkit's own pipeline (PTBTokenizer + pycocoevalcap scorers) on the
    Flickr8k dev references, for a spread of hypotheses; prints the largest absolute difference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ SPREAD = {
     "perfect": lambda refs, other: refs[0],
     "empty": lambda refs, other: "",
     "repeated words": lambda refs, other: " ".join([refs[0].split()[-2]] * 8),
-    "punctuation": lambda refs, other: "A dog , runs !!! ( fast ) ... in the \"park\" ; isn't it ? " + other,
+    "punctuation": lambda refs, other: 'A dog , runs !!! ( fast ) ... in the "park" ; isn\'t it ? ' + other,
     "unicode": lambda refs, other: "Un café naïve — über straße ☺ 😀 " + other,
     "very long": lambda refs, other: " ".join(refs * 10),
 }
@@ -39,8 +40,10 @@ def speed(captions: list[str]) -> None:
     results = {i: rng.choice(captions) for i in refs}
     wall, cpu = time.perf_counter(), time.process_time()
     evaluate_captions(results, refs, METRICS, tokenizer="python")
-    print(f"speed: 5,000 hypotheses vs 25,000 references (BLEU, ROUGE-L, CIDEr-D, Python tokenizer): "
-          f"{time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
+    print(
+        f"speed: 5,000 hypotheses vs 25,000 references (BLEU, ROUGE-L, CIDEr-D, Python tokenizer): "
+        f"{time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU"
+    )
 
 
 def tokenizer_agreement(captions: list[str]) -> None:

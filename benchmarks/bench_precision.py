@@ -15,6 +15,7 @@ figures are real, but its speed is PyTorch's emulation, not what native hardware
 ``--encoders`` adds end-to-end speed (not quality: the shipped decoder was trained on EfficientNet-Lite0)
 with bigger encoders at their best native precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def encoder_macs(encoder: nn.Module, size: int) -> int:
     def count(module, inputs, output):
         nonlocal total
         if isinstance(module, nn.Conv2d):
-            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += (
+                output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            )
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
@@ -68,11 +71,18 @@ def worker(name: str, encoder_name: str | None, out: Path) -> None:
         model.encoder = build_encoder(encoder_name)
     parts = {d: load_caption_dataset(d, root, "dev") for d, root in DATA.items()}
     items = [it for its in parts.values() for it in its]
-    results = {item.image_id: nbest[0].text for item, nbest, _ in
-               model.caption_files(items, path_of=lambda item: item.path, progress=False) if nbest}
+    results = {
+        item.image_id: nbest[0].text
+        for item, nbest, _ in model.caption_files(items, path_of=lambda item: item.path, progress=False)
+        if nbest
+    }
     seconds = time.perf_counter() - started
-    report = {"precision": name, "encoder": model.encoder.spec.name, "images": len(items),
-              "images_per_s": len(items) / seconds}
+    report = {
+        "precision": name,
+        "encoder": model.encoder.spec.name,
+        "images": len(items),
+        "images_per_s": len(items) / seconds,
+    }
     size = model.encoder.preprocessing.image_size
     pixels = torch.stack([model.encoder.preprocess(load_image(it.path, size_hint=size)) for it in items[:128]])
     with torch.inference_mode(), model.runtime.autocast():
@@ -83,11 +93,21 @@ def worker(name: str, encoder_name: str | None, out: Path) -> None:
         report["encoder_images_per_s"] = len(pixels) / (time.perf_counter() - start)
     report["encoder_macs"] = encoder_macs(model.encoder, size)
     if not encoder_name:
-        report["scores"] = {d: corpus_scores({it.image_id: results[it.image_id] for it in its},
-                                             {it.image_id: it.captions for it in its}, metrics=["Bleu", "CIDEr"])
-                            for d, its in parts.items()}
-        report["examples"] = {p.name: c[0].text for p, c in zip(sorted((ROOT / "examples").glob("*.jpg")),
-                              model.caption_images(sorted((ROOT / "examples").glob("*.jpg"))))}
+        report["scores"] = {
+            d: corpus_scores(
+                {it.image_id: results[it.image_id] for it in its},
+                {it.image_id: it.captions for it in its},
+                metrics=["Bleu", "CIDEr"],
+            )
+            for d, its in parts.items()
+        }
+        report["examples"] = {
+            p.name: c[0].text
+            for p, c in zip(
+                sorted((ROOT / "examples").glob("*.jpg")),
+                model.caption_images(sorted((ROOT / "examples").glob("*.jpg"))),
+            )
+        }
         report.update(vqa_figures(model))
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.write_text(json.dumps(report))
@@ -113,14 +133,20 @@ def run_worker(name: str, encoder_name: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         cmd = [sys.executable, __file__, "--worker", name, "--out", str(out)]
-        subprocess.run(cmd + (["--encoder", encoder_name] if encoder_name else []), check=True, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            cmd + (["--encoder", encoder_name] if encoder_name else []), check=True, stderr=subprocess.DEVNULL
+        )
         return json.loads(out.read_text())
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"],
-                   help="precisions to compare with fp32 (default: fp32 bf16 fp16, those native here)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16", "fp16"],
+        help="precisions to compare with fp32 (default: fp32 bf16 fp16, those native here)",
+    )
     p.add_argument("--emulated", action="store_true", help="also run precisions not native here (quality figures)")
     p.add_argument("--encoders", nargs="*", default=[], help="bigger encoders to time end to end (default: none)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -138,32 +164,59 @@ def main() -> int:
         print(f"{skipped}: skipped (not native on this CPU; --emulated runs it for its quality figures)")
     reports = [run_worker(n) for n in names]
     base = reports[0]
-    print(f"\n{base['images']} dev images (Flickr8k 1,000 + COCO 300), beam 3, model loading included; "
-          f"{base['questions']} COCO dev questions")
-    header = ("precision", "img/s", "x fp32", "peak RSS", "Flickr8k B4/CIDEr", "COCO B4/CIDEr", "VQA acc",
-              "ask q/s", "x fp32", "enc GMAC/img", "enc GMAC/s", "examples same")
+    print(
+        f"\n{base['images']} dev images (Flickr8k 1,000 + COCO 300), beam 3, model loading included; "
+        f"{base['questions']} COCO dev questions"
+    )
+    header = (
+        "precision",
+        "img/s",
+        "x fp32",
+        "peak RSS",
+        "Flickr8k B4/CIDEr",
+        "COCO B4/CIDEr",
+        "VQA acc",
+        "ask q/s",
+        "x fp32",
+        "enc GMAC/img",
+        "enc GMAC/s",
+        "examples same",
+    )
     print(" | ".join(header))
     for r in reports:
         s = r["scores"]
         same = sum(r["examples"][k] == base["examples"][k] for k in base["examples"])
         emulated = "" if r["precision"] in native else " (emulated)"
-        print(" | ".join([
-            r["precision"] + emulated, f"{r['images_per_s']:.1f}", f"{r['images_per_s'] / base['images_per_s']:.2f}",
-            f"{r['peak_rss_mb']:.0f} MB", f"{s['flickr8k']['Bleu_4']:.4f} / {s['flickr8k']['CIDEr']:.4f}",
-            f"{s['coco']['Bleu_4']:.4f} / {s['coco']['CIDEr']:.4f}", f"{100 * r['vqa_accuracy']:.2f}%",
-            f"{r['questions_per_s']:.1f}", f"{r['questions_per_s'] / base['questions_per_s']:.2f}",
-            f"{r['encoder_macs'] / 1e9:.3f}", f"{r['encoder_macs'] * r['encoder_images_per_s'] / 1e9:.1f}",
-            f"{same} of {len(base['examples'])}"]))
+        print(
+            " | ".join(
+                [
+                    r["precision"] + emulated,
+                    f"{r['images_per_s']:.1f}",
+                    f"{r['images_per_s'] / base['images_per_s']:.2f}",
+                    f"{r['peak_rss_mb']:.0f} MB",
+                    f"{s['flickr8k']['Bleu_4']:.4f} / {s['flickr8k']['CIDEr']:.4f}",
+                    f"{s['coco']['Bleu_4']:.4f} / {s['coco']['CIDEr']:.4f}",
+                    f"{100 * r['vqa_accuracy']:.2f}%",
+                    f"{r['questions_per_s']:.1f}",
+                    f"{r['questions_per_s'] / base['questions_per_s']:.2f}",
+                    f"{r['encoder_macs'] / 1e9:.3f}",
+                    f"{r['encoder_macs'] * r['encoder_images_per_s'] / 1e9:.1f}",
+                    f"{same} of {len(base['examples'])}",
+                ]
+            )
+        )
     for r in reports[1:]:
         for name, caption in r["examples"].items():
             if caption != base["examples"][name]:
                 print(f"  {r['precision']} {name}: {caption!r} (fp32: {base['examples'][name]!r})")
     for encoder_name in args.encoders:
         r = run_worker(resolve_precision("auto").name, encoder_name)
-        print(f"{encoder_name} at {r['precision']}: {r['images_per_s']:.1f} img/s end to end "
-              f"({r['images_per_s'] / base['images_per_s']:.2f} x Lite0 fp32), encoder alone "
-              f"{r['encoder_images_per_s']:.1f} img/s, {r['encoder_macs'] / 1e9:.3f} GMAC/img, peak RSS "
-              f"{r['peak_rss_mb']:.0f} MB (speed only: the shipped decoder was trained on Lite0 features)")
+        print(
+            f"{encoder_name} at {r['precision']}: {r['images_per_s']:.1f} img/s end to end "
+            f"({r['images_per_s'] / base['images_per_s']:.2f} x Lite0 fp32), encoder alone "
+            f"{r['encoder_images_per_s']:.1f} img/s, {r['encoder_macs'] / 1e9:.3f} GMAC/img, peak RSS "
+            f"{r['peak_rss_mb']:.0f} MB (speed only: the shipped decoder was trained on Lite0 features)"
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ where installed; and what ``auto`` picks here) it prints:
 - with ``--quality``: Flickr8k dev and COCO dev CIDEr (and their difference from PyTorch fp32), the six
   ``examples/`` captions (how many are unchanged) and COCO dev VQA accuracy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,22 @@ def caption(paths: list[Path], runtime: str, precision: str) -> tuple[dict[str, 
     system, all threads: a figure that a busy machine inflates less than the wall time) and peak RSS in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "captions.jsonl"
-        cmd = [sys.executable, "-m", "captioner.cli", "caption", *map(str, paths), "--format", "jsonl", "--output",
-               str(out), "--runtime", runtime, "--precision", precision, "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "captioner.cli",
+            "caption",
+            *map(str, paths),
+            "--format",
+            "jsonl",
+            "--output",
+            str(out),
+            "--runtime",
+            runtime,
+            "--precision",
+            precision,
+            "-q",
+        ]
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -90,18 +105,29 @@ def encoder_figures(paths: list[Path]) -> dict[tuple[str, str], tuple[float, flo
                     rates[key].append(len(pixels) / (time.perf_counter() - start))
                     cpu_rates[key].append(len(pixels) / (time.process_time() - cpu))
     reference = outputs[("torch", "fp32")]
-    return {key: (statistics.median(rates[key]), statistics.median(cpu_rates[key]),
-                  float((outputs[key] - reference).abs().max()),
-                  float((outputs[key] - reference).abs().max() / reference.abs().max())) for key in encoders}
+    return {
+        key: (
+            statistics.median(rates[key]),
+            statistics.median(cpu_rates[key]),
+            float((outputs[key] - reference).abs().max()),
+            float((outputs[key] - reference).abs().max() / reference.abs().max()),
+        )
+        for key in encoders
+    }
 
 
 def quality(runtime: str, precision: str) -> dict:
     """Dev CIDEr on Flickr8k and COCO, the examples' captions and COCO dev VQA accuracy."""
     parts = {d: load_caption_dataset(d, DATA / d, "dev") for d in ("flickr8k", "coco")}
     captions, *_ = caption([it.path for its in parts.values() for it in its], runtime, precision)
-    report = {d: corpus_scores({it.image_id: captions[str(it.path)] for it in its},
-                               {it.image_id: it.captions for it in its}, metrics=["CIDEr"])["CIDEr"]
-              for d, its in parts.items()}
+    report = {
+        d: corpus_scores(
+            {it.image_id: captions[str(it.path)] for it in its},
+            {it.image_id: it.captions for it in its},
+            metrics=["CIDEr"],
+        )["CIDEr"]
+        for d, its in parts.items()
+    }
     report["examples"] = caption(EXAMPLES, runtime, precision)[0]
     report["vqa"] = vqa_figures(Captioner.from_pretrained(runtime=runtime, precision=precision))["vqa_accuracy"]
     return report
@@ -117,8 +143,10 @@ def main() -> int:
     paths = sorted(args.images.glob("*.jpg"))[: args.n]
     configs = configurations()
     auto = resolve_runtime("auto", "auto")
-    print(f"CPU: native precisions {', '.join(native_precisions())}; {torch.get_num_threads()} threads; auto tries "
-          f"{', '.join(r.name for r in auto)}; {len(paths)} images from {args.images}")
+    print(
+        f"CPU: native precisions {', '.join(native_precisions())}; {torch.get_num_threads()} threads; auto tries "
+        f"{', '.join(r.name for r in auto)}; {len(paths)} images from {args.images}"
+    )
     for runtime, precision in configs:  # the export is made once per machine, not timed
         caption(EXAMPLES[:1], runtime, precision)
     runs: dict = {key: [] for key in configs}
@@ -126,8 +154,10 @@ def main() -> int:
         for key in configs:
             runs[key].append(caption(paths, *key)[1:])
     encoder = encoder_figures(paths)
-    print("| runtime | precision | end to end img/s (rounds) | × torch fp32 (median; rounds) | × in CPU time | "
-          "peak RSS | encoder alone img/s (per CPU s) | max feature diff (relative) |")
+    print(
+        "| runtime | precision | end to end img/s (rounds) | × torch fp32 (median; rounds) | × in CPU time | "
+        "peak RSS | encoder alone img/s (per CPU s) | max feature diff (relative) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     base = runs[("torch", "fp32")]
     for key in configs:
@@ -135,9 +165,12 @@ def main() -> int:
         ratios = [b[0] / seconds for (seconds, _, _), b in zip(runs[key], base)]
         cpu_ratio = sum(b[1] for b in base) / sum(cpu for _, cpu, _ in runs[key])
         rate, cpu_rate, diff, relative = encoder[key]
-        print(f"| {key[0]} | {key[1]} | {' / '.join(f'{r:.1f}' for r in rates)} | "
-              f"{statistics.median(ratios):.2f} ({' / '.join(f'{r:.2f}' for r in ratios)}) | {cpu_ratio:.2f} | "
-              f"{max(rss for _, _, rss in runs[key]):.0f} MB | {rate:.1f} ({cpu_rate:.1f}) | {diff:.2g} ({relative:.2g}) |")
+        print(
+            f"| {key[0]} | {key[1]} | {' / '.join(f'{r:.1f}' for r in rates)} | "
+            f"{statistics.median(ratios):.2f} ({' / '.join(f'{r:.2f}' for r in ratios)}) | {cpu_ratio:.2f} | "
+            f"{max(rss for _, _, rss in runs[key]):.0f} MB | {rate:.1f} ({cpu_rate:.1f}) | "
+            f"{diff:.2g} ({relative:.2g}) |"
+        )
     if args.quality:
         reports = {key: quality(*key) for key in configs}
         ref = reports[("torch", "fp32")]
@@ -145,9 +178,11 @@ def main() -> int:
         print("|---|---|---|---|---|---|")
         for key, r in reports.items():
             same = sum(r["examples"][k] == ref["examples"][k] for k in ref["examples"])
-            print(f"| {key[0]} | {key[1]} | {r['flickr8k']:.4f} ({r['flickr8k'] - ref['flickr8k']:+.4f}) | "
-                  f"{r['coco']:.4f} ({r['coco'] - ref['coco']:+.4f}) | {same} of {len(ref['examples'])} | "
-                  f"{100 * r['vqa']:.2f}% |")
+            print(
+                f"| {key[0]} | {key[1]} | {r['flickr8k']:.4f} ({r['flickr8k'] - ref['flickr8k']:+.4f}) | "
+                f"{r['coco']:.4f} ({r['coco'] - ref['coco']:+.4f}) | {same} of {len(ref['examples'])} | "
+                f"{100 * r['vqa']:.2f}% |"
+            )
     return 0
 
 

@@ -25,6 +25,7 @@
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency --breakdown shipped=weights --breakdown new=runs/vqa/best
     python benchmarks/bench_vqa.py --skip mix easy-vqa latency breakdown
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,14 +82,18 @@ def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int)
     cfg = VQATrainConfig(**{k: tuple(v) if k == "data" else v for k, v in training.items() if k in known})
     cfg = replace(cfg, threads=threads, save_every=0)
     model = VQAPredictor.from_pretrained(folder)
-    blind = [train_vqa(replace(cfg, use_image=False, seed=seed, out=f"{out}/blind-{seed}"), overwrite=True)
-             for seed in seeds]
+    blind = [
+        train_vqa(replace(cfg, use_image=False, seed=seed, out=f"{out}/blind-{seed}"), overwrite=True) for seed in seeds
+    ]
     report = {}
     for name, _, train, val in load_splits(cfg):
-        report[name] = {"image + question": shipped_accuracy(model, cfg, val),
-                        "question only": statistics.mean(b["datasets"][name]["accuracy"] for b in blind),
-                        "question prior": question_prior(train, val),
-                        "val questions": len(val), "val images": len({e.image_id for e in val})}
+        report[name] = {
+            "image + question": shipped_accuracy(model, cfg, val),
+            "question only": statistics.mean(b["datasets"][name]["accuracy"] for b in blind),
+            "question prior": question_prior(train, val),
+            "val questions": len(val),
+            "val images": len({e.image_id for e in val}),
+        }
     return report
 
 
@@ -98,8 +103,12 @@ def easy_vqa_test(cfg: VQATrainConfig) -> dict[str, float]:
     model = VQAPredictor.from_pretrained(Path(cfg.out) / "best")
     test = load_easy_vqa("test")
     scores = evaluate_weights(model.model, model.vocab, model.answers, test, cfg)
-    return {"test accuracy": scores["accuracy"], "val accuracy": best["accuracy"], "epoch": best["epoch"],
-            "test questions": len(test)}
+    return {
+        "test accuracy": scores["accuracy"],
+        "val accuracy": best["accuracy"],
+        "epoch": best["epoch"],
+        "test questions": len(test),
+    }
 
 
 def ask_latency(weights: str | None, images: list[Path], questions: list[str], repeats: int) -> dict[str, float]:
@@ -112,8 +121,11 @@ def ask_latency(weights: str | None, images: list[Path], questions: list[str], r
         model.ask(images[i % len(images)], questions[i % len(questions)])
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
-    return {"median ms": statistics.median(times), "p90 ms": times[int(0.9 * (len(times) - 1))],
-            "threads": torch.get_num_threads()}
+    return {
+        "median ms": statistics.median(times),
+        "p90 ms": times[int(0.9 * (len(times) - 1))],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
@@ -123,20 +135,24 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     for e in examples:
         by_image[e.path].append(e)
     references = {e.question_id: e.answers for e in examples}
-    kinds = {"type": {e.question_id: question_type(e.question) for e in examples},
-             "source": {e.question_id: e.answer_type or "unknown" for e in examples}}
+    kinds = {
+        "type": {e.question_id: question_type(e.question) for e in examples},
+        "source": {e.question_id: e.answer_type or "unknown" for e in examples},
+    }
     out = {}
     for name, folder in weights.items():
         model = VQAPredictor.from_pretrained(folder, precision="fp32")
         predictions = {}
         for path, questions in by_image.items():
             features = model.preprocess([path])
-            answers = model.answer(features.expand(len(questions), *features.shape[1:]),
-                                   [q.question for q in questions], 1)
+            answers = model.answer(
+                features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1
+            )
             predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
         overall = vqa_report(predictions, references)
         out[name] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
-            by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()}
+            by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()
+        }
     return out
 
 
@@ -152,10 +168,14 @@ def choices_report(weights: str | None, coco: str) -> dict:
 
     in_vocab = dev[..., 1] == 0
     w = torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
-    return {"questions": len(dev), "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
-            "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
-            "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0)),
-            "the weights' rule": accuracy(dev @ w), "the weights' rule weights": vars(rule)}
+    return {
+        "questions": len(dev),
+        "out-of-vocabulary candidates": float((~in_vocab).float().mean()),
+        "right answer out of vocabulary": float((~in_vocab[:, 0]).float().mean()),
+        "VQA softmax alone (out of vocabulary: 0)": accuracy(torch.where(in_vocab, dev[..., 0].exp(), 0.0)),
+        "the weights' rule": accuracy(dev @ w),
+        "the weights' rule weights": vars(rule),
+    }
 
 
 def print_breakdown(report: dict[str, dict]) -> None:
@@ -178,27 +198,36 @@ def print_report(report: dict) -> None:
             print(f"  {key:<17} {100 * d[key]:6.2f}%")
         gain = 100 * (d["image + question"] - d["question only"])
         target, margin = TARGETS.get(name, (None, None))
-        goal = "" if target is None else f"; target >= {100 * target:.0f}%" + (
-            f" and >= +{margin:.0f}" if margin else "")
+        goal = (
+            "" if target is None else f"; target >= {100 * target:.0f}%" + (f" and >= +{margin:.0f}" if margin else "")
+        )
         print(f"  image + question - question only: {gain:+.2f} points{goal}")
     if "easy-vqa" in report:
         e = report["easy-vqa"]
-        print(f"easy-vqa test accuracy: {100 * e['test accuracy']:.2f}% on {e['test questions']} questions "
-              f"(target >= 95%)")
+        print(
+            f"easy-vqa test accuracy: {100 * e['test accuracy']:.2f}% on {e['test questions']} questions "
+            f"(target >= 95%)"
+        )
     if "ask latency" in report:
         a = report["ask latency"]
-        print(f"ask latency: median {a['median ms']:.1f} ms, p90 {a['p90 ms']:.1f} ms ({a['threads']} threads; "
-              f"target <= 150 ms)")
+        print(
+            f"ask latency: median {a['median ms']:.1f} ms, p90 {a['p90 ms']:.1f} ms ({a['threads']} threads; "
+            f"target <= 150 ms)"
+        )
     if "breakdown" in report:
         print_breakdown(report["breakdown"])
     if "choices" in report:
         c = report["choices"]
-        print(f"4-way multiple choice, COCO dev ({c['questions']} questions; "
-              f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
-              f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):")
+        print(
+            f"4-way multiple choice, COCO dev ({c['questions']} questions; "
+            f"{100 * c['out-of-vocabulary candidates']:.1f}% of candidates and "
+            f"{100 * c['right answer out of vocabulary']:.1f}% of right answers outside the answer vocabulary):"
+        )
         for name, value in c.items():
-            if isinstance(value, float) and name not in ("out-of-vocabulary candidates",
-                                                         "right answer out of vocabulary"):
+            if isinstance(value, float) and name not in (
+                "out-of-vocabulary candidates",
+                "right answer out of vocabulary",
+            ):
                 rule = f"  {c[name + ' weights']}" if name + " weights" in c else ""
                 print(f"  {name:<42} {100 * value:6.2f}%{rule}")
         print(f"  target >= {100 * CHOICES_TARGET:.0f}%")
@@ -207,13 +236,23 @@ def print_report(report: dict) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="weights folder with vqa/ (default: the shipped weights/)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="question-only training seeds to average (default: 0)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="question-only training seeds to average (default: 0)"
+    )
     p.add_argument("--easy-vqa-epochs", type=int, default=20, help="easy-vqa training epochs (default: 20)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
-                   help="sections to skip (default: none)")
-    p.add_argument("--breakdown", action="append", metavar="NAME=WEIGHTS",
-                   help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)")
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
+        help="sections to skip (default: none)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="append",
+        metavar="NAME=WEIGHTS",
+        help="weights to break down on COCO dev; repeat to compare (default: shipped=--weights)",
+    )
     p.add_argument("--coco", default="../shared/data/coco", help="the COCO folder (default: ../shared/data/coco)")
     p.add_argument("--repeats", type=int, default=50, help="timed ask calls (default: 50)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
@@ -228,9 +267,18 @@ def main() -> int:
             report["mix"] = mix_baselines(args.weights, tmp, args.seeds, args.threads)
         if "easy-vqa" not in args.skip:
             # Mirroring adds nothing to centred synthetic shapes, so easy-vqa skips its feature pass.
-            report["easy-vqa"] = easy_vqa_test(VQATrainConfig(
-                data=("easy-vqa",), out=f"{tmp}/easy", threads=args.threads, epochs=args.easy_vqa_epochs,
-                batch_size=128, flip_augment=False, val_fraction=0.1, val_split=""))
+            report["easy-vqa"] = easy_vqa_test(
+                VQATrainConfig(
+                    data=("easy-vqa",),
+                    out=f"{tmp}/easy",
+                    threads=args.threads,
+                    epochs=args.easy_vqa_epochs,
+                    batch_size=128,
+                    flip_augment=False,
+                    val_fraction=0.1,
+                    val_split="",
+                )
+            )
     if "latency" not in args.skip:
         examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.jpg"))
         questions = ["what is in the picture?", "what color is it?", "is there a person?", "how many are there?"]

@@ -14,6 +14,7 @@ A model given as weights is used as trained; without ``--rnn`` (or with ``--untr
 model of the LSTM's shape stands in, and the output says so. Needs a text: any UTF-8 file works
 (``../shared/data/text/tinyshakespeare/input.txt`` in the docs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,10 @@ def main(argv=None) -> int:
     for name, curve in curves.items():
         print(f"{name:<14}" + "".join(f"{curve[d - 1]:>10.3g}" for d in SHOWN if d <= args.distance))
     rnn = found["rnn"][0]
-    print(f"exploding side (RNN, 8 chunks of {args.distance + 1} characters, W_hh rescaled): sigma_max -> gradient "
-          "norm -> after clipping at 5")
+    print(
+        f"exploding side (RNN, 8 chunks of {args.distance + 1} characters, W_hh rescaled): sigma_max -> gradient "
+        "norm -> after clipping at 5"
+    )
     for row in clipping_effect(rnn, windows[:8], [0.5, 1.0, 1.5, 2.0, 3.0], 5.0):
         print(f"  {row['sigma_max']:.1f} -> {row['grad_norm']:.3g} -> {row['clipped_to']:.3g}")
     if args.png:
@@ -98,8 +101,10 @@ def main(argv=None) -> int:
         fig.savefig(args.png, dpi=110)
     if args.distance >= 100:
         lstm_whole, rnn_h = curves["lstm h+c"][99], curves["rnn h"][99]
-        print(f"distance 100 / distance 1: lstm whole state {lstm_whole:.3g}, lstm h {curves['lstm h'][99]:.3g}, "
-              f"rnn h {rnn_h:.3g}; lstm whole / rnn = {lstm_whole / max(rnn_h, 1e-300):.3g}x")
+        print(
+            f"distance 100 / distance 1: lstm whole state {lstm_whole:.3g}, lstm h {curves['lstm h'][99]:.3g}, "
+            f"rnn h {rnn_h:.3g}; lstm whole / rnn = {lstm_whole / max(rnn_h, 1e-300):.3g}x"
+        )
     return 0
 
 

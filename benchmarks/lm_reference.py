@@ -10,6 +10,7 @@ the reference's weights are copied into a :class:`~captioner.charlm.CharLM`, who
 names). Every ``--report-every`` minutes (wall time, validation included) it prints the minutes, the characters
 trained on, the training throughput and the validation loss; the last line is the final figure.
 """
+
 from __future__ import annotations
 
 import argparse

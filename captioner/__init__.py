@@ -1,8 +1,9 @@
 """captioner: image captioning and visual question answering, offline on the CPU.
 
-    from captioner import Captioner
-    Captioner.from_pretrained().caption("photo.jpg")
+from captioner import Captioner
+Captioner.from_pretrained().caption("photo.jpg")
 """
+
 from __future__ import annotations
 
 __all__ = ["Captioner", "VQAPredictor"]
@@ -15,5 +16,6 @@ def __getattr__(name: str):
     does not import torch."""
     if name in __all__:
         from . import pipeline
+
         return getattr(pipeline, name)
     raise AttributeError(f"module 'captioner' has no attribute {name!r}")

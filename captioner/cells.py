@@ -16,6 +16,7 @@ The two classic cells subclass PyTorch's own ``nn.RNN`` and ``nn.LSTM``, so thei
 same members and an entry in :data:`CELLS`; :func:`matched_hidden` gives the width at which two kinds have equal
 parameter counts.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Protocol
@@ -38,8 +39,9 @@ class Cell(Protocol):
 
     def zero_state(self, n: int, like: torch.Tensor | None = None) -> State: ...
 
-    def sequence(self, inputs: torch.Tensor, state: State | None = None,
-                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]: ...
+    def sequence(
+        self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]: ...
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
 
@@ -60,8 +62,9 @@ class _Classic:
         zeros = torch.zeros(shape) if like is None else like.new_zeros(shape)
         return tuple(zeros for _ in self.state_kinds)
 
-    def sequence(self, inputs: torch.Tensor, state: State | None = None,
-                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def sequence(
+        self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """The recurrence over ``inputs`` ``(N, T, input)``: outputs ``(N, T, hidden)`` and the final state.
 
         With ``lengths`` ``(N,)`` the padded steps are skipped (a packed sequence): each row's final state is the
@@ -152,8 +155,9 @@ def parameter_count(kind: str, input_size: int, hidden_size: int, num_layers: in
         return sum(p.numel() for p in build_cell(kind, input_size, hidden_size, num_layers).parameters())
 
 
-def matched_hidden(kind: str, like: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                   multiple: int = 8) -> int:
+def matched_hidden(
+    kind: str, like: str, input_size: int, hidden_size: int, num_layers: int = 1, multiple: int = 8
+) -> int:
     """The hidden size (a multiple of ``multiple``) at which a ``kind`` cell has about as many parameters as a
     ``like`` cell of ``hidden_size`` (both ``num_layers`` deep, reading ``input_size``): equal-size comparisons."""
     target = parameter_count(like, input_size, hidden_size, num_layers)

@@ -14,6 +14,7 @@ The recurrence is the caption decoder's (:func:`captioner.cells.build_cell`); sa
     for ch in sample(lm.model, lm.vocab, SampleConfig(prime="ROMEO:", length=200, seed=0)):
         print(ch, end="", flush=True)
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,10 @@ class CharVocab:
             raise ValueError(f"a character vocabulary starts with U+FFFD, not {shorten(str(chars[:1]))}")
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad or len(set(chars)) != len(chars) or len(chars) > MAX_CHARS:
-            raise ValueError(f"characters must be {MAX_CHARS} or fewer unique single characters"
-                             + (f", not {shorten(str(bad[0]))!r}" if bad else ""))
+            raise ValueError(
+                f"characters must be {MAX_CHARS} or fewer unique single characters"
+                + (f", not {shorten(str(bad[0]))!r}" if bad else "")
+            )
         self.chars = list(chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
 
@@ -74,8 +77,9 @@ class CharLMConfig:
     """The shape of a character model; saved in ``config.json["model"]`` beside the weights."""
 
     vocab_size: int = setting(256, "characters in the vocabulary (set by the training text)", low=2, high=MAX_CHARS)
-    embed_dim: int = setting(64, "character embedding size (the lecture's one-hot input, as a learnt row per "
-                                 "character)", low=1, high=MAX_DIM)
+    embed_dim: int = setting(
+        64, "character embedding size (the lecture's one-hot input, as a learnt row per character)", low=1, high=MAX_DIM
+    )
     hidden_dim: int = setting(512, "units per recurrent layer", low=1, high=MAX_DIM)
     num_layers: int = setting(2, "stacked recurrent layers", low=1, high=MAX_LAYERS)
     cell: str = setting("lstm", "recurrent cell", choices=tuple(CELLS))
@@ -132,11 +136,16 @@ class SampleConfig:
 
     prime: str = setting("\n", "text the model reads first; the sample continues it (printed first)")
     length: int = setting(500, "characters to draw after the prime", low=1, high=MAX_SAMPLE)
-    temperature: float = setting(1.0, "divide the logits by this: below 1 sharper and safer, above 1 wilder",
-                                 low=MIN_SAMPLING, high=100.0)
+    temperature: float = setting(
+        1.0, "divide the logits by this: below 1 sharper and safer, above 1 wilder", low=MIN_SAMPLING, high=100.0
+    )
     top_k: int = setting(0, "draw only from the K likeliest characters (0: all)", low=0, high=MAX_CHARS)
-    seed: int | None = setting(None, "random seed: the same seed gives the same text on the same machine "
-                                     "(none: a fresh draw)", low=0, high=2 ** 63 - 1)
+    seed: int | None = setting(
+        None,
+        "random seed: the same seed gives the same text on the same machine (none: a fresh draw)",
+        low=0,
+        high=2**63 - 1,
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -180,13 +189,18 @@ class Score:
         return self.nats / math.log(2)
 
     def as_dict(self) -> dict:
-        return {"nats_per_char": round(self.nats, 5), "bits_per_char": round(self.bits, 5), "chars": self.chars,
-                "unknown_chars": self.unknown}
+        return {
+            "nats_per_char": round(self.nats, 5),
+            "bits_per_char": round(self.bits, 5),
+            "chars": self.chars,
+            "unknown_chars": self.unknown,
+        }
 
 
 @torch.inference_mode()
-def evaluate(model: CharLM, ids: torch.Tensor, streams: int = 16, chunk: int = 1000,
-             progress: bool = False) -> tuple[float, int]:
+def evaluate(
+    model: CharLM, ids: torch.Tensor, streams: int = 16, chunk: int = 1000, progress: bool = False
+) -> tuple[float, int]:
     """Total nats and count of predicting ``ids[1:]`` from what precedes, the state carried all the way.
 
     The text is cut into ``streams`` contiguous pieces read side by side (a batch), each from a zero state, so
@@ -204,8 +218,11 @@ def evaluate(model: CharLM, ids: torch.Tensor, streams: int = 16, chunk: int = 1
     bar = progress_bar(width, "scoring", "step", disable=not progress)
     for start in range(0, width, chunk):
         logits, state = model(inputs[:, start : start + chunk], state)  # (S, chunk, vocab)
-        total += float(nn.functional.cross_entropy(logits.flatten(0, 1), targets[:, start : start + chunk].flatten(),
-                                                   reduction="sum"))
+        total += float(
+            nn.functional.cross_entropy(
+                logits.flatten(0, 1), targets[:, start : start + chunk].flatten(), reduction="sum"
+            )
+        )
         bar.update(min(chunk, width - start))
     bar.close()
     return total, len(ids) - 1

@@ -15,6 +15,7 @@ caption or an earlier question. In a question, then,
 
 The question as it was read is shown beside its answer, so a wrong guess can be seen and asked again.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,14 +28,93 @@ from .settings import check, setting
 from .vocab import detokenize, tokenize_words
 
 # Words that end a noun phrase: prepositions, verbs and auxiliaries, conjunctions, question words.
-STOPS = {"on", "in", "at", "of", "with", "to", "from", "by", "near", "behind", "under", "over", "above", "below",
-         "next", "beside", "inside", "outside", "into", "onto", "for", "about", "around", "through", "up", "down",
-         "is", "are", "was", "were", "be", "been", "do", "does", "did", "has", "have", "had", "can", "could",
-         "will", "would", "should", "look", "looks", "and", "or", "but", "that", "which", "who", "where", "what",
-         "how", "why", "when", "there", "here", "made", "sitting", "standing"}
-ADJECTIVES = set(COLORS) | {"big", "small", "large", "little", "tall", "short", "old", "new", "young", "open",
-                            "closed", "empty", "full", "wet", "dry", "clean", "dirty", "real", "happy", "visible",
-                            "alive", "edible"}
+STOPS = {
+    "on",
+    "in",
+    "at",
+    "of",
+    "with",
+    "to",
+    "from",
+    "by",
+    "near",
+    "behind",
+    "under",
+    "over",
+    "above",
+    "below",
+    "next",
+    "beside",
+    "inside",
+    "outside",
+    "into",
+    "onto",
+    "for",
+    "about",
+    "around",
+    "through",
+    "up",
+    "down",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "do",
+    "does",
+    "did",
+    "has",
+    "have",
+    "had",
+    "can",
+    "could",
+    "will",
+    "would",
+    "should",
+    "look",
+    "looks",
+    "and",
+    "or",
+    "but",
+    "that",
+    "which",
+    "who",
+    "where",
+    "what",
+    "how",
+    "why",
+    "when",
+    "there",
+    "here",
+    "made",
+    "sitting",
+    "standing",
+}
+ADJECTIVES = set(COLORS) | {
+    "big",
+    "small",
+    "large",
+    "little",
+    "tall",
+    "short",
+    "old",
+    "new",
+    "young",
+    "open",
+    "closed",
+    "empty",
+    "full",
+    "wet",
+    "dry",
+    "clean",
+    "dirty",
+    "real",
+    "happy",
+    "visible",
+    "alive",
+    "edible",
+}
 PHOTO = {"picture", "photo", "photograph", "image", "scene", "pic", "shot"}
 MAX_SUBJECT_WORDS = 3  # "the fire hydrant", "the red double decker": longer runs are cut
 MARKS = string.punctuation  # kept as tokens: they end a noun phrase, and the question is rebuilt from its tokens
@@ -44,10 +124,10 @@ MARKS = string.punctuation  # kept as tokens: they end a noun phrase, and the qu
 class ChatLimits:
     """What one chat request may carry (the app's ``/chat`` checks these)."""
 
-    max_messages: int = setting(200, "most messages a chat's history may hold (the caption, questions, answers)",
-                                low=1, high=100_000)
-    max_message_chars: int = setting(2000, "most characters in one message of a chat's history", low=1,
-                                     high=1_000_000)
+    max_messages: int = setting(
+        200, "most messages a chat's history may hold (the caption, questions, answers)", low=1, high=100_000
+    )
+    max_message_chars: int = setting(2000, "most characters in one message of a chat's history", low=1, high=1_000_000)
 
     def __post_init__(self) -> None:
         check(self)
@@ -63,10 +143,17 @@ def subject_of(text: str) -> str | None:
         if word not in DETERMINERS:
             continue
         phrase: list[str] = []
-        for w in words[i + 1:]:
+        for w in words[i + 1 :]:
             clitic = w.startswith("'") and len(w) > 1  # "the man's hat": a possessive stays in the phrase
-            if (w in STOPS or w in DETERMINERS or w in PRONOUNS or not (w[0].isalnum() or clitic)
-                    or w.endswith("ing") or phrase and w in ADJECTIVES):  # "the mug white": said of the mug
+            if (
+                w in STOPS
+                or w in DETERMINERS
+                or w in PRONOUNS
+                or not (w[0].isalnum() or clitic)
+                or w.endswith("ing")
+                or phrase
+                and w in ADJECTIVES
+            ):  # "the mug white": said of the mug
                 break
             if len(phrase) - sum(p.startswith("'") for p in phrase) == MAX_SUBJECT_WORDS and not clitic:
                 break
@@ -90,8 +177,12 @@ def resolve(question: str, subject: str | None) -> str:
         else:
             out.append(word)
         following = words[i + 1].lower() if i + 1 < len(words) else ""
-        if lower == "many" and i > 0 and words[i - 1].lower() == "how" and (following in AUXILIARIES
-                                                                             or not following[:1].isalnum()):
+        if (
+            lower == "many"
+            and i > 0
+            and words[i - 1].lower() == "how"
+            and (following in AUXILIARIES or not following[:1].isalnum())
+        ):
             out.append(plural(" ".join(subject.split()[1:])))  # "the red cat" -> "red cats"
     return re.sub(r" ([?.!,;:])", r"\1", detokenize(out))
 

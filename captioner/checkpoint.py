@@ -4,6 +4,7 @@ A checkpoint is a folder holding ``model.safetensors`` and ``config.json`` (plus
 JSON files the caller adds, such as ``vocab.json``). Every file is written to a temporary
 name and renamed into place, so a run killed mid-save leaves the previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,11 +34,16 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
             found = re.search(r"os error (\d+)", str(e))  # its message carries the OS's error number, if any
             code = int(found.group(1)) if found else None
             raise OSError(code, os.strerror(code) if code else one_line(e), str(path)) from None
+
     atomic_write(Path(path), save)
 
 
-def save_checkpoint(directory: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], config: dict[str, Any],
-                    extra_json: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module | dict[str, torch.Tensor],
+    config: dict[str, Any],
+    extra_json: dict[str, Any] | None = None,
+) -> None:
     """Save weights (a model's, or named tensors) to ``model.safetensors`` and ``config`` to
     ``config.json`` (plus ``extra_json`` files)."""
     directory = Path(directory)
@@ -60,8 +66,12 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         raise ValueError(f"{path}: cannot read tensors ({one_line(e)})") from None
 
 
-def read_tensors(path: str | Path, expected: dict[str, torch.Tensor] | None = None, extra: str = "\0",
-                 what: str = "the model its config.json describes") -> dict[str, torch.Tensor]:
+def read_tensors(
+    path: str | Path,
+    expected: dict[str, torch.Tensor] | None = None,
+    extra: str = "\0",
+    what: str = "the model its config.json describes",
+) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; ValueError naming the file when it cannot be read or when a tensor holds
     NaN or infinite values (weights like that make every caption fail, silently). With ``expected`` (a state
     dict, on the meta device or not), the header's names and shapes must fit it before anything is read; names
@@ -79,31 +89,42 @@ def read_tensors(path: str | Path, expected: dict[str, torch.Tensor] | None = No
     return tensors
 
 
-def check_tensors(path: str | Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
-                  max_abs: float | None = MAX_MAGNITUDE, what: str = "the model its config.json describes") -> None:
+def check_tensors(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    max_abs: float | None = MAX_MAGNITUDE,
+    what: str = "the model its config.json describes",
+) -> None:
     """ValueError naming ``path``, in one line, unless ``tensors`` fit ``expected`` (the state dict of ``what``, on
     the meta device or not): the same names and shapes, a floating dtype where it has one, finite, and (unless
     ``max_abs`` is None) no value past ``max_abs``. Integer weights would be cast and caption nonsense; huge
     ones overflow to silence."""
-    check_shapes(path, {k: tuple(v.shape) for k, v in tensors.items()}, {k: tuple(v.shape) for k, v in expected.items()},
-                 what)
+    check_shapes(
+        path, {k: tuple(v.shape) for k, v in tensors.items()}, {k: tuple(v.shape) for k, v in expected.items()}, what
+    )
     for k in sorted(expected.keys() & tensors.keys()):
         t = tensors[k]
         if expected[k].dtype.is_floating_point != t.dtype.is_floating_point:
-            raise ValueError(f"{path}: {k} holds {str(t.dtype).removeprefix('torch.')} values, "
-                             f"not {str(expected[k].dtype).removeprefix('torch.')}")
+            raise ValueError(
+                f"{path}: {k} holds {str(t.dtype).removeprefix('torch.')} values, "
+                f"not {str(expected[k].dtype).removeprefix('torch.')}"
+            )
     check_magnitude(path, {k: tensors[k] for k in sorted(expected.keys() & tensors.keys())}, max_abs)
 
 
-def check_shapes(path: str | Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
-                 what: str) -> None:
+def check_shapes(
+    path: str | Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], what: str
+) -> None:
     """ValueError naming ``path``, in one line, unless ``shapes`` has the names and shapes of ``expected``."""
     missing = sorted(expected.keys() - shapes.keys())
     unexpected = sorted(shapes.keys() - expected.keys())
     resized = [k for k in sorted(expected.keys() & shapes.keys()) if expected[k] != shapes[k]]
-    problems = [f"{kind} {names[0]}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
-                for kind, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", resized))
-                if names]
+    problems = [
+        f"{kind} {names[0]}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+        for kind, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", resized))
+        if names
+    ]
     if problems:
         raise ValueError(f"{path}: the weights do not fit {what} ({'; '.join(problems)})")
 
@@ -116,8 +137,10 @@ def check_magnitude(path: str | Path, tensors: dict[str, torch.Tensor], max_abs:
             if not torch.isfinite(t).all():
                 raise ValueError(f"{path}: {k} holds NaN or infinite values")
             if max_abs is not None and float(t.abs().max()) > max_abs:
-                raise ValueError(f"{path}: {k} holds values past ±{max_abs:g} (up to {float(t.abs().max()):.3g}), "
-                                 "which no trained model has")
+                raise ValueError(
+                    f"{path}: {k} holds values past ±{max_abs:g} (up to {float(t.abs().max()):.3g}), "
+                    "which no trained model has"
+                )
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -159,7 +182,7 @@ ENCODER_PREFIX = "encoder."  # fine-tuned encoder blocks, saved beside the decod
 def split_encoder_weights(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """A caption checkpoint's tensors as (decoder weights, fine-tuned encoder weights by backbone name)."""
     decoder = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)}
-    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+    encoder = {k[len(ENCODER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
     return decoder, encoder
 
 
@@ -169,11 +192,17 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[prefix] = obj
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}
+        return {
+            "__dict__": [
+                [_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
-                "tuple": isinstance(obj, tuple)}
+        return {
+            "__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+            "tuple": isinstance(obj, tuple),
+        }
     return obj
 
 

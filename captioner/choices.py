@@ -23,6 +23,7 @@ right candidate's log-probability of 4-way items) on COCO *train* questions, nev
 weights (``config.json``'s ``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights
 that record none.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,10 @@ def parse_choices(text: str, limits: ChoiceLimits = CHOICE_LIMITS) -> list[str]:
     """The candidates of a choices string (``|`` between them, ``\\`` escaping ``|`` or itself), each stripped,
     checked by :func:`check_choices`; ValueError (one line) when they cannot be used."""
     if len(text) > limits.max_choices * (limits.max_choice_chars + 2):  # past any acceptable string: do not split it
-        raise ValueError(f"the choices are too long ({len(text)} characters; at most {limits.max_choices} choices "
-                         f"of {limits.max_choice_chars} characters)")
+        raise ValueError(
+            f"the choices are too long ({len(text)} characters; at most {limits.max_choices} choices "
+            f"of {limits.max_choice_chars} characters)"
+        )
     choices, current, chars = [], [], iter(text)
     for ch in chars:
         if ch == ESCAPE:
@@ -87,8 +90,10 @@ def check_choices(choices: Sequence[str], limits: ChoiceLimits = CHOICE_LIMITS) 
     if isinstance(choices, str) or not isinstance(choices, Sequence) or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"choices must be a list of strings (or one string, separated by {SEPARATOR})")
     if len(choices) < 2:
-        raise ValueError(f"give at least 2 choices, separated by {SEPARATOR} (write {ESCAPE + SEPARATOR} for a "
-                         f"{SEPARATOR} inside one), not {len(choices)}")
+        raise ValueError(
+            f"give at least 2 choices, separated by {SEPARATOR} (write {ESCAPE + SEPARATOR} for a "
+            f"{SEPARATOR} inside one), not {len(choices)}"
+        )
     if len(choices) > limits.max_choices:
         raise ValueError(f"give at most {limits.max_choices} choices, not {len(choices)}")
     seen: dict[str, int] = {}
@@ -96,8 +101,11 @@ def check_choices(choices: Sequence[str], limits: ChoiceLimits = CHOICE_LIMITS) 
         if any(ch in choice for ch in "\t\n\r\v\f"):
             raise ValueError(f"choice {n} of {len(choices)} holds a tab or a line break; give each choice on one line")
         if not tokenize_words(choice):
-            raise ValueError(f"choice {n} of {len(choices)} has no words (letters or digits) the models can read"
-                             if choice.strip() else f"choice {n} of {len(choices)} is blank")
+            raise ValueError(
+                f"choice {n} of {len(choices)} has no words (letters or digits) the models can read"
+                if choice.strip()
+                else f"choice {n} of {len(choices)} is blank"
+            )
         if len(choice) > limits.max_choice_chars:
             raise ValueError(f"choice {n} is too long ({len(choice)} characters; at most {limits.max_choice_chars})")
         key = choice_key(choice)
@@ -119,8 +127,9 @@ def word_scores(decoder, features: torch.Tensor, max_length: int) -> torch.Tenso
     return torch.stack([s.max(0).values for s in steps.split((lengths - 1).tolist())])  # (N, vocab)
 
 
-def choice_features(choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int],
-                    words: torch.Tensor, vocab: Vocabulary) -> tuple[float, float, float, float]:
+def choice_features(
+    choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int], words: torch.Tensor, vocab: Vocabulary
+) -> tuple[float, float, float, float]:
     """The rule's four inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u), in the order of
     :class:`ChoiceWeights`; w and u are 0 for a candidate in the answer vocabulary."""
     index = answer_index.get(choice_key(choice))
@@ -131,9 +140,14 @@ def choice_features(choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapp
     return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens)
 
 
-def choice_probabilities(choices: Sequence[str], vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int],
-                         words: torch.Tensor, vocab: Vocabulary, weights: ChoiceWeights = SHIPPED
-                         ) -> list[tuple[str, float]]:
+def choice_probabilities(
+    choices: Sequence[str],
+    vqa_log_probs: torch.Tensor,
+    answer_index: Mapping[str, int],
+    words: torch.Tensor,
+    vocab: Vocabulary,
+    weights: ChoiceWeights = SHIPPED,
+) -> list[tuple[str, float]]:
     """(candidate, probability) for each of ``choices`` (already checked), best first; they sum to 1.
     ``vqa_log_probs`` ``(answers,)`` is the VQA model's log-softmax, ``words`` ``(vocab,)`` the image's
     :func:`word_scores`."""

@@ -18,6 +18,7 @@ Thresholds live with the weights, in ``config.json`` (``"confidence": {"answer":
 
 Weights without one mark nothing (``sure`` is None).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ queries the projected regions (scaled dot product), and the attended context is 
 2017, "Knowing When to Look"), so attention sits on top of the recurrence instead of inside it,
 and training still needs one ``nn.LSTM`` call plus two batched matrix products.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ from .settings import MAX_DIM, MAX_LAYERS, check, setting
 CELLS = tuple(cells.CELLS)
 IMAGE_INPUTS = ("every_step", "first_step", "init_state")
 
+
 @dataclass
 class DecoderConfig:
     """Shape of the decoder. ``image_input`` says where ``v`` enters the recurrence. These settings are the
@@ -37,21 +39,28 @@ class DecoderConfig:
     feature_dim: int
     embed_dim: int = setting(256, "size of the word embeddings", low=1, high=MAX_DIM)
     hidden_dim: int = setting(512, "size of the recurrent state", low=1, high=MAX_DIM)
-    image_dim: int = setting(512, "size of the projected image vector (and of the attended regions)", low=1,
-                             high=MAX_DIM)
+    image_dim: int = setting(
+        512, "size of the projected image vector (and of the attended regions)", low=1, high=MAX_DIM
+    )
     num_layers: int = setting(1, "stacked recurrent layers", low=1, high=MAX_LAYERS)
-    cell: str = setting("lstm", "recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm (a selective state-space "
-                        "model, Mamba-style)", choices=CELLS)
-    image_input: str = setting("every_step", "where the image enters: every_step, first_step or init_state",
-                               choices=IMAGE_INPUTS)
+    cell: str = setting(
+        "lstm",
+        "recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm (a selective state-space model, Mamba-style)",
+        choices=CELLS,
+    )
+    image_input: str = setting(
+        "every_step", "where the image enters: every_step, first_step or init_state", choices=IMAGE_INPUTS
+    )
     dropout: float = setting(0.3, "dropout probability", low=0, below=1)
     attention: bool = setting(False, "also attend over the encoder's region grid when choosing each word")
 
     def __post_init__(self) -> None:
         check(self)
         if self.image_input == "init_state" and self.cell not in ("lstm", "rnn"):
-            raise ValueError(f"image_input init_state sets an LSTM's or RNN's h (and c); with cell {self.cell} use "
-                             "every_step or first_step")
+            raise ValueError(
+                f"image_input init_state sets an LSTM's or RNN's h (and c); with cell {self.cell} use "
+                "every_step or first_step"
+            )
 
     @property
     def state_kinds(self) -> tuple[str, ...]:

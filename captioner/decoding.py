@@ -4,6 +4,7 @@ All three start from ``<start>`` and stop at ``<end>`` or ``max_length`` words, 
 of images at once, and return, per image, a list of :class:`Hypothesis`: beam search's sorted best first,
 samples in the order they were drawn (so that the first of ``n_best=3`` is the one sample of ``n_best=1``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,9 +59,9 @@ def _constrain(log_probs: torch.Tensor, history: torch.Tensor, cfg: DecodeConfig
     if n and steps >= n - 1:
         rows, words = [], []  # each (row, word) that would repeat an n-gram of its row
         for i, seq in enumerate(history.tolist()):
-            prefix = seq[len(seq) - n + 1:] if n > 1 else []
+            prefix = seq[len(seq) - n + 1 :] if n > 1 else []
             for j in range(len(seq) - n + 1):
-                if seq[j:j + n - 1] == prefix:
+                if seq[j : j + n - 1] == prefix:
                     rows.append(i)
                     words.append(seq[j + n - 1])
         if rows:
@@ -94,15 +95,18 @@ def sample_words(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 def _row_generators(seed: int, keys: Sequence[str], samples: int) -> list[torch.Generator]:
     """One random generator per (image, sample), seeded from the seed, the image's key and the sample's
     number: an image draws the same samples whatever else is in the batch, and its samples differ."""
+
     def seeded(key: str, j: int) -> torch.Generator:
         digest = hashlib.sha256(f"{seed}\0{key}\0{j}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
     return [seeded(key, j) for key in keys for j in range(samples)]
 
 
 @torch.inference_mode()
-def _greedy_or_sample(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig,
-                      generators: list[torch.Generator] | None) -> list[Hypothesis]:
+def _greedy_or_sample(
+    model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig, generators: list[torch.Generator] | None
+) -> list[Hypothesis]:
     """One caption per row of ``image``; a sampled row draws from its own generator when ``generators`` are
     given, else from torch's global one."""
     n = len(image)
@@ -118,8 +122,9 @@ def _greedy_or_sample(model: CaptionDecoder, image: EncodedImage, cfg: DecodeCon
             word = log_probs.argmax(-1)  # (N,)
         else:
             logits = filter_logits(log_probs / cfg.temperature, cfg.top_k, cfg.top_p)
-            uniform = (torch.cat([torch.rand(1, 1, generator=g) for g in generators]) if generators
-                       else torch.rand(n, 1))  # (N, 1)
+            uniform = (
+                torch.cat([torch.rand(1, 1, generator=g) for g in generators]) if generators else torch.rand(n, 1)
+            )  # (N, 1)
             word = sample_words(logits.softmax(-1), uniform)
         lp = log_probs.gather(1, word[:, None])[:, 0]  # (N,)
         word = word.masked_fill(done, Vocabulary.pad_id)
@@ -205,8 +210,9 @@ def _beam_search(model: CaptionDecoder, image: EncodedImage, cfg: DecodeConfig) 
     return results
 
 
-def decode(model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | None = None,
-           keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
+def decode(
+    model: CaptionDecoder, features: torch.Tensor, cfg: DecodeConfig | None = None, keys: Sequence[str] | None = None
+) -> list[list[Hypothesis]]:
     """Decode CNN features ``(N, R, feature_dim)`` or ``(N, feature_dim)``; returns ``cfg.n_best``
     hypotheses per image: best first for beam search, in the order drawn for samples.
 
@@ -241,8 +247,9 @@ def trace_states(model: CaptionDecoder, features: torch.Tensor, tokens: list[int
 
 
 @torch.inference_mode()
-def trace_batch(model: CaptionDecoder, features: torch.Tensor,
-                captions: Sequence[list[int]]) -> list[dict[str, torch.Tensor]]:
+def trace_batch(
+    model: CaptionDecoder, features: torch.Tensor, captions: Sequence[list[int]]
+) -> list[dict[str, torch.Tensor]]:
     """:func:`trace_states` of a batch: image ``i`` of ``features`` ``(N, ...)`` reads ``captions[i]``, all at once
     (shorter captions are padded, and their states after the padding dropped), for the cell atlas."""
     model.eval()

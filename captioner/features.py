@@ -8,6 +8,7 @@ stored as float16 (post-ReLU activations of modest range lose nothing that matte
 the file; even so the grid is 49 times the vector: Flickr8k's 6,000 training images take 750 MB
 with EfficientNet-Lite0's 49 x 1280 grid.
 """
+
 from __future__ import annotations
 
 import errno
@@ -40,8 +41,9 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 @torch.inference_mode()
-def encode_images(encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False,
-                  trunk: bool = False) -> torch.Tensor:
+def encode_images(
+    encoder: ImageEncoder, images: Iterable[ImageInput], flip: bool = False, trunk: bool = False
+) -> torch.Tensor:
     """Region features ``(N, R, feature_dim)`` of valid images, or with ``trunk`` the frozen trunk's
     output (see :meth:`ImageEncoder.trunk`); ``flip`` mirrors the images left-right first."""
     pixels = torch.stack([encoder.preprocess(img) for img in images])
@@ -56,17 +58,25 @@ def _cache_key(encoder: ImageEncoder, paths: Sequence[Path], flip: bool, regions
     # size goes with the encoder's name, so only another one is added (existing caches stay valid).
     spec, pre = encoder.spec, encoder.preprocessing
     size = "" if pre.image_size == spec.image_size else f"|size={pre.image_size}"
-    h = hashlib.sha1(f"{spec.name}|{encoder.trunk_digest()}|{pre.mean}|{pre.std}{size}|flip={flip}|regions={regions}"
-                     f"|float16|trunk={encoder.trainable_blocks}".encode())
+    h = hashlib.sha1(
+        f"{spec.name}|{encoder.trunk_digest()}|{pre.mean}|{pre.std}{size}|flip={flip}|regions={regions}"
+        f"|float16|trunk={encoder.trainable_blocks}".encode()
+    )
     for p in paths:
         st = p.stat()
         h.update(f"|{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def cached_features(encoder: ImageEncoder, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
-                    flip: bool = False, regions: bool = False, batch_size: int = 32,
-                    desc: str = "features") -> np.ndarray:
+def cached_features(
+    encoder: ImageEncoder,
+    paths: Sequence[str | Path],
+    cache_dir: str | Path | None = None,
+    flip: bool = False,
+    regions: bool = False,
+    batch_size: int = 32,
+    desc: str = "features",
+) -> np.ndarray:
     """Features of ``paths`` as a read-only float16 memory map, computed (with a progress bar) only if
     not cached: region grids ``(N, R, D)`` with ``regions``, else their means ``(N, D)``; for an encoder
     with trainable top blocks, its trunk's output ``(N, C, H, W)``, which ``encoder.top`` turns into
@@ -115,9 +125,13 @@ def _reserved_memmap(partial: Path, shape: tuple[int, ...], target: Path) -> np.
         _allocate(partial)
         return out
     except OSError as e:
-        size = np.prod(shape) * 2 / 2 ** 20
-        raise OSError(e.errno, f"cannot write the feature cache, {size:.0f} MiB ({e.strerror or e}); free some "
-                               "space or give another --cache-dir", str(target)) from None
+        size = np.prod(shape) * 2 / 2**20
+        raise OSError(
+            e.errno,
+            f"cannot write the feature cache, {size:.0f} MiB ({e.strerror or e}); free some "
+            "space or give another --cache-dir",
+            str(target),
+        ) from None
 
 
 def _allocate(path: Path) -> None:

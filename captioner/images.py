@@ -1,5 +1,6 @@
 """Image input: safe decoding of any image a user gives (one error type, one line), file and folder
 expansion, and image ids from file names. Dataset formats are in :mod:`captioner.data`."""
+
 from __future__ import annotations
 
 import glob
@@ -86,7 +87,9 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     ``size_hint`` lets decoding skip detail that a later resize to that size would throw away (JPEG's ``draft``,
     else :func:`_shrunk`).
     """
-    name = "image" if isinstance(source, (Image.Image, np.ndarray)) else getattr(source, "filename", None) or str(source)
+    name = (
+        "image" if isinstance(source, (Image.Image, np.ndarray)) else getattr(source, "filename", None) or str(source)
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below is stricter
@@ -106,8 +109,10 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
                     raise BadImageError(f"{path}: not a regular file, not an image")
                 img = Image.open(path)
             if img.width * img.height > MAX_PIXELS:
-                raise BadImageError(f"{name}: image too large ({img.width}x{img.height} pixels, over the "
-                                    f"{MAX_PIXELS / 1e6:g}-megapixel limit)")
+                raise BadImageError(
+                    f"{name}: image too large ({img.width}x{img.height} pixels, over the "
+                    f"{MAX_PIXELS / 1e6:g}-megapixel limit)"
+                )
             if img.width == 0 or img.height == 0:
                 raise BadImageError(f"{name}: empty image ({img.width}x{img.height} pixels)")
             if size_hint and img.format == "JPEG":
@@ -140,8 +145,10 @@ def from_array(pixels: np.ndarray) -> Image.Image:
     elif pixels.dtype != np.uint8:
         raise BadImageError(f"image: pixels must be uint8 (0-255) or floats (0-1), not {pixels.dtype}")
     if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
-        raise BadImageError(f"image: image too large ({pixels.shape[1]}x{pixels.shape[0]} pixels, over the "
-                            f"{MAX_PIXELS / 1e6:g}-megapixel limit)")
+        raise BadImageError(
+            f"image: image too large ({pixels.shape[1]}x{pixels.shape[0]} pixels, over the "
+            f"{MAX_PIXELS / 1e6:g}-megapixel limit)"
+        )
     return Image.fromarray(np.ascontiguousarray(pixels))
 
 
@@ -164,8 +171,13 @@ def expand_paths(patterns: Iterable[str], skipped: list[tuple[Path, str]] | None
                 if suffix in IMAGE_SUFFIXES and q.is_file():
                     out.append(q)
                 elif skipped is not None and suffix in IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES and not q.is_dir():
-                    why = (f"{suffix} images are not supported" if suffix in UNSUPPORTED_SUFFIXES
-                           else "a broken link" if q.is_symlink() and not q.exists() else "not a regular file")
+                    why = (
+                        f"{suffix} images are not supported"
+                        if suffix in UNSUPPORTED_SUFFIXES
+                        else "a broken link"
+                        if q.is_symlink() and not q.exists()
+                        else "not a regular file"
+                    )
                     skipped.append((q, why))
         elif p.exists():
             out.append(p)
@@ -184,8 +196,9 @@ def images_by_stem(folder: str | Path, key: Callable[[Path], Hashable] = lambda 
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             name = key(path)
             if name in found:
-                raise ValueError(f"{folder}: {found[name].name} and {path.name} are both image {name!r}; rename or "
-                                 "remove one")
+                raise ValueError(
+                    f"{folder}: {found[name].name} and {path.name} are both image {name!r}; rename or remove one"
+                )
             found[name] = path
     return found
 

@@ -4,6 +4,7 @@ face prints.
 
 Nothing here imports torch, so the command line can use it before it needs a model.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,7 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
     for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        remove_orphan(stale, stale.name[len(prefix):].partition(".")[0])
+        remove_orphan(stale, stale.name[len(prefix) :].partition(".")[0])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -107,7 +108,7 @@ def read_text(path: str | Path) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path}: not a regular file")
         if info.st_size > MAX_FILE_BYTES:
-            raise ValueError(f"{path}: {info.st_size / 2 ** 20:.0f} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit")
+            raise ValueError(f"{path}: {info.st_size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file (not UTF-8)") from None
@@ -159,16 +160,17 @@ def _csv_header(path: Path, header: list[str], required: Sequence[str]) -> list[
     header = [name.strip() for name in header]
     repeated = [name for name, count in Counter(header).items() if count > 1]
     if repeated:
-        raise ValueError(f"{path}: the header names column(s) {', '.join(repr(shorten(c)) for c in repeated)} more "
-                         "than once; give each column its own name")
+        raise ValueError(
+            f"{path}: the header names column(s) {', '.join(repr(shorten(c)) for c in repeated)} more "
+            "than once; give each column its own name"
+        )
     missing = [name for name in required if name not in header]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(required)})")
     return header
 
 
-def read_csv_rows(path: str | Path, required: Sequence[str] = ()
-                  ) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+def read_csv_rows(path: str | Path, required: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
     """A CSV with a header: its column names and its data rows, each as (``"row N"``, its fields by column), N as
     a spreadsheet numbers rows (the header is row 1). UTF-8, with or without a byte-order mark, lines ending in LF
     or CRLF; rows with no text are skipped. The one rule for a ragged row (more or fewer fields than the header):

@@ -3,11 +3,13 @@
 Both are pipelines in the Hugging Face sense, under one contract: ``preprocess`` turns images into
 encoder features (at the chosen precision, on the chosen runtime: :mod:`captioner.runtime`), ``forward`` runs
 the model on them, ``postprocess`` turns its outputs into text. A user's keyword arguments are routed once,
-into a ``DecodeConfig`` (:meth:`DecodeConfig.override`). Weights come from the one loader, :func:`captioner.pretrained.load`;
-this module adds the image encoder, shared by captions and answers when they were trained on the same.
+into a ``DecodeConfig`` (:meth:`DecodeConfig.override`). Weights come from the one loader,
+:func:`captioner.pretrained.load`; this module adds the image encoder, shared by captions and answers when they were
+trained on the same.
 :func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
 for ``caption``, ``ask --batch`` (:mod:`captioner.cli.batch`) and ``eval`` alike.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +38,14 @@ from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 T = TypeVar("T")
 
 
-def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = None,
-                  path_of: Callable[[T], ImageInput] = lambda item: item, progress: bool = True,
-                  desc: str = "captioning") -> Iterator[tuple[list[T], list, list[tuple[T, str]]]]:
+def image_batches(
+    items: Sequence[T],
+    batch_size: int,
+    size_hint: int | None = None,
+    path_of: Callable[[T], ImageInput] = lambda item: item,
+    progress: bool = True,
+    desc: str = "captioning",
+) -> Iterator[tuple[list[T], list, list[tuple[T, str]]]]:
     """Batches of ``items`` as (the readable items, their images, (item, one-line reason) for the others), with a
     progress bar on stderr unless ``progress`` is false. ``path_of`` gives an item's image (path or PIL image).
     The next batch is read in a second thread while the caller works on this one (JPEG decoding mostly
@@ -55,8 +62,10 @@ def image_batches(items: Sequence[T], batch_size: int, size_hint: int | None = N
         return good, images, bad
 
     chunks = list(batched(items, batch_size))
-    with progress_bar(len(items), desc, "img", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=1) as reader:
+    with (
+        progress_bar(len(items), desc, "img", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=1) as reader,
+    ):
         upcoming = reader.submit(read, chunks[0]) if chunks else None
         for i, chunk in enumerate(chunks):
             batch = upcoming.result()
@@ -69,8 +78,12 @@ class Pipeline:
     """What captioning and answering share: an image encoder, the runtime and precision it runs at (``runtime``:
     :class:`captioner.runtime.Runtime`), and ``preprocess``."""
 
-    def __init__(self, encoder: ImageEncoder | ExportedEncoder, precision: str | Precision = "auto",
-                 runtime: str | Runtime = "auto"):
+    def __init__(
+        self,
+        encoder: ImageEncoder | ExportedEncoder,
+        precision: str | Precision = "auto",
+        runtime: str | Runtime = "auto",
+    ):
         if isinstance(encoder, ExportedEncoder):  # already on its runtime: shared by a Captioner and its VQA model
             if not isinstance(runtime, Runtime) or runtime.name == "torch":
                 raise ValueError("an exported encoder comes with the Runtime it was loaded on")
@@ -115,10 +128,18 @@ class Caption:
 class Captioner(Pipeline):
     """Captions images (and answers questions, when VQA weights are present)."""
 
-    def __init__(self, decoder, vocab: Vocabulary, encoder: ImageEncoder | ExportedEncoder,
-                 decoding: DecodeConfig | None = None, vqa: VQAPredictor | None = None,
-                 precision: str | Precision = "auto", not_sure_below: float | None = None,
-                 cells: dict[str, list[dict]] | None = None, runtime: str | Runtime = "auto"):
+    def __init__(
+        self,
+        decoder,
+        vocab: Vocabulary,
+        encoder: ImageEncoder | ExportedEncoder,
+        decoding: DecodeConfig | None = None,
+        vqa: VQAPredictor | None = None,
+        precision: str | Precision = "auto",
+        not_sure_below: float | None = None,
+        cells: dict[str, list[dict]] | None = None,
+        runtime: str | Runtime = "auto",
+    ):
         super().__init__(encoder, precision, runtime)
         self.decoder = decoder.eval()
         self.vocab = vocab
@@ -128,9 +149,14 @@ class Captioner(Pipeline):
         self.cells = cells or {}  # the cell atlas of the weights (captioner.lecture.atlas), by state; {}: none shipped
 
     @classmethod
-    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        load_vqa: bool = True, precision: str | Precision = "auto",
-                        runtime: str | Runtime = "auto") -> Captioner:
+    def from_pretrained(
+        cls,
+        weights: str | Path | Weights | None = None,
+        encoder_weights: str | None = None,
+        load_vqa: bool = True,
+        precision: str | Precision = "auto",
+        runtime: str | Runtime = "auto",
+    ) -> Captioner:
         """Load a weights entry (or its name; default: the default entry) or a weights folder; offline, on the CPU.
 
         An entry brings its preprocessing and decoding defaults; a folder, its ``config.json``'s (see
@@ -141,24 +167,49 @@ class Captioner(Pipeline):
         """
         runtimes = resolve_runtime(runtime, precision)  # before anything is loaded
         caption, answers = load_pretrained(weights, with_vqa=load_vqa)
-        encoder, chosen = load_runtime(build_encoder(caption.encoder, encoder_weights, tuned=caption.tuned,
-                                                     preprocessing=caption.preprocessing), runtimes)
+        encoder, chosen = load_runtime(
+            build_encoder(caption.encoder, encoder_weights, tuned=caption.tuned, preprocessing=caption.preprocessing),
+            runtimes,
+        )
         vqa = None
         if answers is not None:  # it shares the encoder when it was trained on the same one
-            same = (not caption.tuned and (answers.encoder, answers.preprocessing or encoder.spec.preprocessing)
-                    == (encoder.spec.name, encoder.preprocessing))
-            vqa_encoder, vqa_runtime = (encoder, chosen) if same else load_runtime(
-                build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing),
-                runtimes[runtimes.index(chosen):])
+            same = not caption.tuned and (answers.encoder, answers.preprocessing or encoder.spec.preprocessing) == (
+                encoder.spec.name,
+                encoder.preprocessing,
+            )
+            vqa_encoder, vqa_runtime = (
+                (encoder, chosen)
+                if same
+                else load_runtime(
+                    build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing),
+                    runtimes[runtimes.index(chosen) :],
+                )
+            )
             words = WordModel(caption.model, caption.vocab) if same else None  # scores candidates from its features
-            vqa = VQAPredictor(answers.model, answers.vocab, answers.answers, vqa_encoder,
-                               not_sure_below=answers.confidence.get("answer"), words=words,
-                               choice_weights=answers.choices, runtime=vqa_runtime)
-        return cls(caption.model, caption.vocab, encoder, caption.decoding, vqa,
-                   not_sure_below=caption.confidence.get("caption"), cells=caption.cells, runtime=chosen)
+            vqa = VQAPredictor(
+                answers.model,
+                answers.vocab,
+                answers.answers,
+                vqa_encoder,
+                not_sure_below=answers.confidence.get("answer"),
+                words=words,
+                choice_weights=answers.choices,
+                runtime=vqa_runtime,
+            )
+        return cls(
+            caption.model,
+            caption.vocab,
+            encoder,
+            caption.decoding,
+            vqa,
+            not_sure_below=caption.confidence.get("caption"),
+            cells=caption.cells,
+            runtime=chosen,
+        )
 
-    def forward(self, features: torch.Tensor, config: DecodeConfig | None = None,
-                keys: Sequence[str] | None = None) -> list[list[Hypothesis]]:
+    def forward(
+        self, features: torch.Tensor, config: DecodeConfig | None = None, keys: Sequence[str] | None = None
+    ) -> list[list[Hypothesis]]:
         """Decode features ``(N, R, feature_dim)``, in float32 at any precision (see :mod:`captioner.precision`)."""
         return decode(self.decoder, features, config or self.decoding, keys)
 
@@ -168,24 +219,36 @@ class Captioner(Pipeline):
     def _caption(self, h: Hypothesis) -> Caption:
         words = [self.vocab.words[t] for t in h.tokens]
         confidence = caption_confidence(h.log_prob, len(words))
-        return Caption(detokenize(words), words, [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
-                       h.log_prob, h.score, h.finished, h.tokens, confidence, is_sure(confidence, self.not_sure_below))
+        return Caption(
+            detokenize(words),
+            words,
+            [math.exp(lp) for lp in h.token_log_probs[: len(words)]],
+            h.log_prob,
+            h.score,
+            h.finished,
+            h.tokens,
+            confidence,
+            is_sure(confidence, self.not_sure_below),
+        )
 
-    def caption_features(self, features: torch.Tensor, config: DecodeConfig | None = None,
-                         keys: Sequence[str] | None = None) -> list[list[Caption]]:
+    def caption_features(
+        self, features: torch.Tensor, config: DecodeConfig | None = None, keys: Sequence[str] | None = None
+    ) -> list[list[Caption]]:
         """``config.n_best`` captions per image of a batch of features, best first. Seeded sampling seeds each
         image from the seed and its key (see :func:`decoding.decode`)."""
         return self.postprocess(self.forward(features, config, keys))
 
-    def caption_images(self, images: Sequence[ImageInput], config: DecodeConfig | None = None,
-                       keys: Sequence[str] | None = None) -> list[list[Caption]]:
+    def caption_images(
+        self, images: Sequence[ImageInput], config: DecodeConfig | None = None, keys: Sequence[str] | None = None
+    ) -> list[list[Caption]]:
         """Caption a batch of images; ``keys`` default to the file names of paths (see ``caption_features``)."""
         if keys is None and all(isinstance(image, (str, Path)) for image in images):
             keys = [Path(image).name for image in images]
         return self.caption_features(self.preprocess(images), config, keys)
 
-    def caption(self, images: ImageInput | Sequence[ImageInput], details: bool = False,
-                **decoding) -> str | list[str] | Caption | list[Caption] | list:
+    def caption(
+        self, images: ImageInput | Sequence[ImageInput], details: bool = False, **decoding
+    ) -> str | list[str] | Caption | list[Caption] | list:
         """The best caption of an image: a path, a PIL image or pixels (a numpy array ``(H, W[, C])``); for a list
         of images (or an ``(N, H, W, C)`` array), a list of them. Keywords override decoding settings, e.g.
         ``method="sample", temperature=0.8``, ``beam_size=5`` or ``n_best=3`` (then each image's n best, as a
@@ -198,9 +261,14 @@ class Captioner(Pipeline):
         results = results if config.n_best > 1 else [per[0] for per in results]
         return results[0] if single else results
 
-    def caption_files(self, items: Sequence[T], config: DecodeConfig | None = None, batch_size: int = 32,
-                      path_of: Callable[[T], Path] = lambda item: item, progress: bool = True
-                      ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
+    def caption_files(
+        self,
+        items: Sequence[T],
+        config: DecodeConfig | None = None,
+        batch_size: int = 32,
+        path_of: Callable[[T], Path] = lambda item: item,
+        progress: bool = True,
+    ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
         """(item, its captions, None) for each readable image file of ``items``, in order, and (item, None, the
         reason) for the others; sampling with a seed keys each image by its file name.
 
@@ -208,8 +276,10 @@ class Captioner(Pipeline):
         batch i. The encoder and the decoder then share the cores instead of taking turns (a runtime's threads
         and PyTorch's, waiting on each other, ran 4x slower on a busy 2-core CPU: docs/experiments.md). Each
         stage computes exactly what it would alone, so the captions are the same."""
-        def finish(good: list[T], bad: list[tuple[T, str]], features: Future | None
-                   ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
+
+        def finish(
+            good: list[T], bad: list[tuple[T, str]], features: Future | None
+        ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
             yield from ((item, None, reason) for item, reason in bad)
             if features is not None:
                 keys = [Path(path_of(item)).name for item in good]
@@ -226,8 +296,14 @@ class Captioner(Pipeline):
             if pending is not None:
                 yield from finish(*pending)
 
-    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
-            choices: Sequence[str] | str | None = None, details: bool = False) -> list[tuple[str, float]] | list:
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        top_k: int = TOP_ANSWERS,
+        choices: Sequence[str] | str | None = None,
+        details: bool = False,
+    ) -> list[tuple[str, float]] | list:
         """Top-k answers with probabilities for a question about the image; with ``choices`` (a list, or one
         string separated by ``|``: :mod:`captioner.choices`), every choice with its probability, best first.
         ``details=True`` gives :class:`Answer` s, which also say whether each answer is ``sure``."""
@@ -252,10 +328,18 @@ class Answer:
 class VQAPredictor(Pipeline):
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
-    def __init__(self, model, vocab: Vocabulary, answers: list[str], encoder: ImageEncoder | ExportedEncoder,
-                 precision: str | Precision = "auto", not_sure_below: float | None = None,
-                 words: WordModel | None = None, choice_weights: ChoiceWeights | None = None,
-                 runtime: str | Runtime = "auto"):
+    def __init__(
+        self,
+        model,
+        vocab: Vocabulary,
+        answers: list[str],
+        encoder: ImageEncoder | ExportedEncoder,
+        precision: str | Precision = "auto",
+        not_sure_below: float | None = None,
+        words: WordModel | None = None,
+        choice_weights: ChoiceWeights | None = None,
+        runtime: str | Runtime = "auto",
+    ):
         super().__init__(encoder, precision, runtime)
         self.model = model.eval()
         self.vocab = vocab
@@ -271,9 +355,14 @@ class VQAPredictor(Pipeline):
         return is_sure(probability, self.not_sure_below)
 
     @classmethod
-    def from_pretrained(cls, weights: str | Path | Weights | None = None, encoder_weights: str | None = None,
-                        precision: str | Precision = "auto", words: bool = False,
-                        runtime: str | Runtime = "auto") -> VQAPredictor:
+    def from_pretrained(
+        cls,
+        weights: str | Path | Weights | None = None,
+        encoder_weights: str | None = None,
+        precision: str | Precision = "auto",
+        words: bool = False,
+        runtime: str | Runtime = "auto",
+    ) -> VQAPredictor:
         """Load a VQA weights entry (or its name; default: the default entry) or a folder holding ``config.json``
         or ``vqa/config.json``. With ``words``, the caption weights that go with them too (an entry's, or
         ``caption/`` beside ``vqa/``), for multiple choice (see :meth:`choose`). ``precision`` and ``runtime``: as
@@ -284,18 +373,29 @@ class VQAPredictor(Pipeline):
             except (FileNotFoundError, ValueError) as e:  # a folder of VQA weights alone
                 if "caption weights" not in str(e):
                     raise
-                raise ValueError(f"multiple choice also needs caption weights (they score the choices outside the "
-                                 f"answer list): give a folder holding caption/ beside vqa/, not {weights}") from None
+                raise ValueError(
+                    f"multiple choice also needs caption weights (they score the choices outside the "
+                    f"answer list): give a folder holding caption/ beside vqa/, not {weights}"
+                ) from None
             if vqa is None or vqa.words is None:
-                raise ValueError(f"multiple choice needs VQA and caption weights on one encoder in "
-                                 f"{weights or 'the default entry'}")
+                raise ValueError(
+                    f"multiple choice needs VQA and caption weights on one encoder in {weights or 'the default entry'}"
+                )
             return vqa
         runtimes = resolve_runtime(runtime, precision)  # before anything is loaded
         answers = load_vqa(weights)
-        encoder, chosen = load_runtime(build_encoder(answers.encoder, encoder_weights,
-                                                     preprocessing=answers.preprocessing), runtimes)
-        return cls(answers.model, answers.vocab, answers.answers, encoder,
-                   not_sure_below=answers.confidence.get("answer"), choice_weights=answers.choices, runtime=chosen)
+        encoder, chosen = load_runtime(
+            build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing), runtimes
+        )
+        return cls(
+            answers.model,
+            answers.vocab,
+            answers.answers,
+            encoder,
+            not_sure_below=answers.confidence.get("answer"),
+            choice_weights=answers.choices,
+            runtime=chosen,
+        )
 
     def question_ids(self, question: str) -> list[int]:
         """Word ids of a question; ValueError (one line) when it is empty or longer than the model reads."""
@@ -321,27 +421,40 @@ class VQAPredictor(Pipeline):
 
     def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
         values, indices = probs.topk(min(top_k, len(self.answers)), dim=-1)
-        return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)]
+        return [
+            [(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(values, indices)
+        ]
 
-    def answer(self, features: torch.Tensor, questions: list[str], top_k: int = TOP_ANSWERS) -> list[list[tuple[str, float]]]:
+    def answer(
+        self, features: torch.Tensor, questions: list[str], top_k: int = TOP_ANSWERS
+    ) -> list[list[tuple[str, float]]]:
         """The ``top_k`` answers and their probabilities for each (image features row, question) pair."""
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         return self.postprocess(self.forward(features, questions), top_k)
 
-    def choose(self, features: torch.Tensor, questions: Sequence[str], choices: Sequence[Sequence[str]]
-               ) -> list[list[tuple[str, float]]]:
+    def choose(
+        self, features: torch.Tensor, questions: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> list[list[tuple[str, float]]]:
         """For each question about one image (``features`` ``(1, R, feature_dim)``) and its checked choices, every
         choice with its probability, best first (:func:`captioner.choices.choice_probabilities`)."""
         if self.words is None:
             raise ValueError("multiple choice needs the caption weights too (caption/ beside vqa/, on one encoder)")
         log_probs = self.forward(features.expand(len(questions), *features.shape[1:]), questions, log=True)
         words = self.words.scores(features)[0]  # (vocab,): the image's, the same for every question
-        return [choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights)
-                for c, lp in zip(choices, log_probs)]
+        return [
+            choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights)
+            for c, lp in zip(choices, log_probs)
+        ]
 
-    def ask(self, image: ImageInput, question: str, top_k: int = TOP_ANSWERS,
-            choices: Sequence[str] | str | None = None, details: bool = False) -> list[tuple[str, float]] | list:
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        top_k: int = TOP_ANSWERS,
+        choices: Sequence[str] | str | None = None,
+        details: bool = False,
+    ) -> list[tuple[str, float]] | list:
         """Top-k answers with probabilities for one question about one image; with ``choices`` (see
         :meth:`Captioner.ask`), every choice with its probability, best first; ``details=True``: as
         :class:`Answer` s (multiple choice carries no "sure": the threshold was calibrated on top answers)."""
@@ -351,12 +464,17 @@ class VQAPredictor(Pipeline):
             answers = self.choose(self.preprocess([image]), [question], [choices])[0]
             return [Answer(a, p, None) for a, p in answers] if details else answers
         answers = self.answer(self.preprocess([image]), [question], top_k)[0]
-        return [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)] if details \
-            else answers  # only the top answer is marked (see sure)
+        return (
+            [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)] if details else answers
+        )  # only the top answer is marked (see sure)
 
-    def ask_each(self, image: ImageInput, questions: Iterable[str], top_k: int = TOP_ANSWERS,
-                 choices: Sequence[str] | None = None
-                 ) -> Iterator[tuple[str, list[tuple[str, float]] | None, str | None]]:
+    def ask_each(
+        self,
+        image: ImageInput,
+        questions: Iterable[str],
+        top_k: int = TOP_ANSWERS,
+        choices: Sequence[str] | None = None,
+    ) -> Iterator[tuple[str, list[tuple[str, float]] | None, str | None]]:
         """(question, its top-k answers, None), or (question, None, the one-line reason it cannot be answered), for
         each question in turn as ``questions`` yields it (a list, or the lines of stdin: a conversation), the image
         read and encoded once, before the first; BadImageError (one line) when it cannot be read. With ``choices``
@@ -364,8 +482,11 @@ class VQAPredictor(Pipeline):
         features = self.preprocess([image])
         for question in questions:
             try:
-                answers = (self.choose(features, [question], [choices]) if choices is not None else
-                           self.answer(features, [question], top_k))
+                answers = (
+                    self.choose(features, [question], [choices])
+                    if choices is not None
+                    else self.answer(features, [question], top_k)
+                )
                 yield question, answers[0], None
             except ValueError as e:
                 yield question, None, str(e)

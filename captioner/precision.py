@@ -17,6 +17,7 @@ int8 was tried and dropped (see docs/experiments.md): PyTorch's x86 backend ran 
 than float32 on an AVX2 CPU, its oneDNN backend faster but wrong without VNNI (int16 saturation), and
 both APIs are deprecated in PyTorch 2.14.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,9 @@ def native_cpu_precisions(capabilities: dict | None = None, machine: str | None 
     machine = machine or platform.machine().lower()
     native = ["fp32"]
     if machine in ("arm64", "aarch64"):
-        bf16 = bool(caps.get("bf16")) or (torch.backends.mkldnn.is_available()
-                                          and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        bf16 = bool(caps.get("bf16")) or (
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     else:
         bf16 = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     if bf16:
@@ -104,8 +106,9 @@ class Precision:
         return f"{self.name} ({self.reason})"
 
 
-def resolve_precision(requested: str | Precision = "auto", device: str = "cpu",
-                      native: tuple[str, ...] | None = None) -> Precision:
+def resolve_precision(
+    requested: str | Precision = "auto", device: str = "cpu", native: tuple[str, ...] | None = None
+) -> Precision:
     """The precision to run: ``auto`` picks bf16 where it is native (then fp16 on a GPU), else fp32; an explicit
     one must be native to ``device`` (ValueError, one line, otherwise). ``native`` defaults to
     :func:`native_precisions` of ``device``."""
@@ -121,6 +124,8 @@ def resolve_precision(requested: str | Precision = "auto", device: str = "cpu",
                 return Precision(name, device, f"auto: {where} runs {name} natively")
         return Precision("fp32", device, f"auto: {where} has no native bf16")
     if requested not in native:
-        raise ValueError(f"precision {requested}: {where} does not run it natively (native here: "
-                         f"{', '.join(native)}); use --precision auto or fp32")
+        raise ValueError(
+            f"precision {requested}: {where} does not run it natively (native here: "
+            f"{', '.join(native)}); use --precision auto or fp32"
+        )
     return Precision(requested, device)

@@ -20,6 +20,7 @@ finds the folders, reads every file once, checks them against their schema (:mod
 bad folder is a one-line error naming the file and the field, before anything is allocated), and builds the
 models, so that a facade (:mod:`captioner.pipeline`) only adds the image encoder.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,85 +74,160 @@ def weights_root() -> Path:
     return package / "weights" if (package / "weights").is_dir() else package.parent / "weights"
 
 
-
-
-_LM_OPTIONS = ("--num-layers 1 --hidden-dim 512 --batch-size 32 --bptt 100 --lr 3e-3 --epoch-chars 400000 "
-               "--sample-every 100 --save-every 50 --threads 1")  # what the character models share
+_LM_OPTIONS = (
+    "--num-layers 1 --hidden-dim 512 --batch-size 32 --bptt 100 --lr 3e-3 --epoch-chars 400000 "
+    "--sample-every 100 --save-every 50 --threads 1"
+)  # what the character models share
 
 
 def _lm_recipe(folder: str, text: str, options: str) -> str:
     """A character model's recipe: train on ``text`` (under ../shared/data/text), map its cells, copy it in."""
-    return (f"captioner lm train {' '.join(f'--text ../shared/data/text/{t}' for t in text.split())} {options} "
-            f"--out runs/{folder} && captioner lm atlas --weights runs/{folder}/best --write && "
-            f"cp runs/{folder}/best/{{model.safetensors,config.json,vocab.json,cells.json}} weights/{folder}/")
+    return (
+        f"captioner lm train {' '.join(f'--text ../shared/data/text/{t}' for t in text.split())} {options} "
+        f"--out runs/{folder} && captioner lm atlas --weights runs/{folder}/best --write && "
+        f"cp runs/{folder}/best/{{model.safetensors,config.json,vocab.json,cells.json}} weights/{folder}/"
+    )
 
 
 _LITE0 = Preprocessing(224, TF_LITE_MEAN, TF_LITE_STD)  # EfficientNet-Lite inputs in [-1, 1], as trained in TF
-_CAPTION_DATA = ("Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
-                 "annotations CC BY 4.0, images under their Flickr licences, research use")
+_CAPTION_DATA = (
+    "Flickr8k (Hodosh, Young & Hockenmaier 2013): research use only; MS COCO (Lin et al. 2014): "
+    "annotations CC BY 4.0, images under their Flickr licences, research use"
+)
 
 _DEV = "--data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco"  # the later steps' dev sets
 _BEAM3 = CAPTION_DECODING  # the caption entries' decoding: the LSTM's dev-tuned defaults
 
 _ENTRIES = [
     Weights(
-        name="caption-flickr8k-coco-v3", task="caption", folder="caption", encoder="efficientnet-lite0",
+        name="caption-flickr8k-coco-v3",
+        task="caption",
+        folder="caption",
+        encoder="efficientnet-lite0",
         preprocessing=_LITE0,
         decoding=_BEAM3,
-        scores={"flickr8k dev": {"Bleu_1": 0.6212, "Bleu_2": 0.4310, "Bleu_3": 0.2926, "Bleu_4": 0.1989,
-                                 "METEOR": 0.1918, "ROUGE_L": 0.4453, "CIDEr": 0.4819},
-                "coco dev": {"Bleu_1": 0.6610, "Bleu_2": 0.4729, "Bleu_3": 0.3332, "Bleu_4": 0.2356,
-                             "METEOR": 0.2119, "ROUGE_L": 0.4783, "CIDEr": 0.6746}},
+        scores={
+            "flickr8k dev": {
+                "Bleu_1": 0.6212,
+                "Bleu_2": 0.4310,
+                "Bleu_3": 0.2926,
+                "Bleu_4": 0.1989,
+                "METEOR": 0.1918,
+                "ROUGE_L": 0.4453,
+                "CIDEr": 0.4819,
+            },
+            "coco dev": {
+                "Bleu_1": 0.6610,
+                "Bleu_2": 0.4729,
+                "Bleu_3": 0.3332,
+                "Bleu_4": 0.2356,
+                "METEOR": 0.2119,
+                "ROUGE_L": 0.4783,
+                "CIDEr": 0.6746,
+            },
+        },
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
-               "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/ && "
-               f"captioner atlas {_DEV} --weights weights/caption --write && "
-               f"captioner calibrate {_DEV} --weights weights --task caption --write",
-        data_license=_CAPTION_DATA),
+        "--out runs/mix --scst-epochs 1 && cp runs/mix/best/* weights/caption/ && "
+        f"captioner atlas {_DEV} --weights weights/caption --write && "
+        f"captioner calibrate {_DEV} --weights weights --task caption --write",
+        data_license=_CAPTION_DATA,
+    ),
     Weights(  # the LSTM's recipe with a vanilla tanh RNN: the lecture's gradient-flow comparison (docs/rnn.md)
-        name="caption-rnn-flickr8k-coco-v1", task="caption", folder="caption-rnn", encoder="efficientnet-lite0",
+        name="caption-rnn-flickr8k-coco-v1",
+        task="caption",
+        folder="caption-rnn",
+        encoder="efficientnet-lite0",
         preprocessing=_LITE0,
         decoding=_BEAM3,
-        scores={"flickr8k dev": {"Bleu_1": 0.6114, "Bleu_2": 0.4194, "Bleu_3": 0.2841, "Bleu_4": 0.1889,
-                                 "METEOR": 0.1815, "ROUGE_L": 0.4276, "CIDEr": 0.4395},
-                "coco dev": {"Bleu_1": 0.6340, "Bleu_2": 0.4485, "Bleu_3": 0.3109, "Bleu_4": 0.2121,
-                             "METEOR": 0.2001, "ROUGE_L": 0.4710, "CIDEr": 0.5810}},
+        scores={
+            "flickr8k dev": {
+                "Bleu_1": 0.6114,
+                "Bleu_2": 0.4194,
+                "Bleu_3": 0.2841,
+                "Bleu_4": 0.1889,
+                "METEOR": 0.1815,
+                "ROUGE_L": 0.4276,
+                "CIDEr": 0.4395,
+            },
+            "coco dev": {
+                "Bleu_1": 0.6340,
+                "Bleu_2": 0.4485,
+                "Bleu_3": 0.3109,
+                "Bleu_4": 0.2121,
+                "METEOR": 0.2001,
+                "ROUGE_L": 0.4710,
+                "CIDEr": 0.5810,
+            },
+        },
         recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
-               "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/ && "
-               f"captioner atlas {_DEV} --weights weights/caption-rnn --write && "
-               f"captioner calibrate {_DEV} --weights caption-rnn-flickr8k-coco-v1 --task caption --write",
-        data_license=_CAPTION_DATA),
+        "--out runs/rnn --scst-epochs 1 --cell rnn && cp runs/rnn/best/* weights/caption-rnn/ && "
+        f"captioner atlas {_DEV} --weights weights/caption-rnn --write && "
+        f"captioner calibrate {_DEV} --weights caption-rnn-flickr8k-coco-v1 --task caption --write",
+        data_license=_CAPTION_DATA,
+    ),
     Weights(
-        name="vqa-daquar-coco-v3", task="vqa", folder="vqa", encoder="efficientnet-lite0", preprocessing=_LITE0,
+        name="vqa-daquar-coco-v3",
+        task="vqa",
+        folder="vqa",
+        encoder="efficientnet-lite0",
+        preprocessing=_LITE0,
         scores={"daquar by-image val": {"accuracy": 0.2367}, "coco dev": {"accuracy": 0.4271}},
         recipe="captioner train-vqa --data daquar:../shared/data/daquar --data coco:../shared/data/coco "
-               "--seed 1 --out runs/vqa && cp runs/vqa/best/* weights/vqa/ && "
-               "captioner calibrate --data coco:../shared/data/coco --weights weights --task answer --write && "
-               "captioner fit-choices --data coco:../shared/data/coco --weights weights",
+        "--seed 1 --out runs/vqa && cp runs/vqa/best/* weights/vqa/ && "
+        "captioner calibrate --data coco:../shared/data/coco --weights weights --task answer --write && "
+        "captioner fit-choices --data coco:../shared/data/coco --weights weights",
         data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images: research use; questions on MS COCO "
-                     "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use"),
+        "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use",
+    ),
     # character-level language models (captioner.charlm); scores: nats per character on the held-out last 10%
     Weights(
-        name="lm-shakespeare-v1", task="lm", folder="lm-shakespeare", encoder="", preprocessing=None,
+        name="lm-shakespeare-v1",
+        task="lm",
+        folder="lm-shakespeare",
+        encoder="",
+        preprocessing=None,
         scores={"tinyshakespeare val": {"nats_per_char": 1.5424, "bits_per_char": 2.2253}},
         recipe=_lm_recipe("lm-shakespeare", "tinyshakespeare/input.txt", _LM_OPTIONS + " --epochs 11"),
-        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain",
+    ),
     Weights(  # the same shape with a vanilla tanh RNN: the lecture's gradient-flow comparison
-        name="lm-shakespeare-rnn-v1", task="lm", folder="lm-shakespeare-rnn", encoder="", preprocessing=None,
+        name="lm-shakespeare-rnn-v1",
+        task="lm",
+        folder="lm-shakespeare-rnn",
+        encoder="",
+        preprocessing=None,
         scores={"tinyshakespeare val": {"nats_per_char": 1.8266, "bits_per_char": 2.6353}},
-        recipe=_lm_recipe("lm-shakespeare-rnn", "tinyshakespeare/input.txt",
-                          "--cell rnn " + _LM_OPTIONS.replace("3e-3", "1e-3") + " --epochs 6"),
-        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain"),
+        recipe=_lm_recipe(
+            "lm-shakespeare-rnn",
+            "tinyshakespeare/input.txt",
+            "--cell rnn " + _LM_OPTIONS.replace("3e-3", "1e-3") + " --epochs 6",
+        ),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain",
+    ),
     Weights(
-        name="lm-linux-v1", task="lm", folder="lm-linux", encoder="", preprocessing=None,
+        name="lm-linux-v1",
+        task="lm",
+        folder="lm-linux",
+        encoder="",
+        preprocessing=None,
         scores={"linux kernel+mm val": {"nats_per_char": 1.2911, "bits_per_char": 1.8627}},
-        recipe=_lm_recipe("lm-linux", "linux/kernel linux/mm", _LM_OPTIONS.replace("400000", "500000")
-                          .replace("--sample-every 100 --save-every 50", "--sample-every 300 --save-every 100")
-                          + " --epochs 10"),
-        data_license="the C files of Linux 6.1's kernel/ and mm/: GPL-2.0 (the weights are trained on GPL code)"),
+        recipe=_lm_recipe(
+            "lm-linux",
+            "linux/kernel linux/mm",
+            _LM_OPTIONS.replace("400000", "500000").replace(
+                "--sample-every 100 --save-every 50", "--sample-every 300 --save-every 100"
+            )
+            + " --epochs 10",
+        ),
+        data_license="the C files of Linux 6.1's kernel/ and mm/: GPL-2.0 (the weights are trained on GPL code)",
+    ),
 ]
 ENTRIES = {w.name: w for w in _ENTRIES}
-DEFAULT = {"caption": "caption-flickr8k-coco-v3", "vqa": "vqa-daquar-coco-v3",  # what from_pretrained() loads
-           "lm": "lm-shakespeare-v1"}  # and load_lm()
+DEFAULT = {
+    "caption": "caption-flickr8k-coco-v3",
+    "vqa": "vqa-daquar-coco-v3",  # what from_pretrained() loads
+    "lm": "lm-shakespeare-v1",
+}  # and load_lm()
 CELL_ENTRIES = {"lstm": "caption-flickr8k-coco-v3", "rnn": "caption-rnn-flickr8k-coco-v1"}  # the shipped decoders
 
 
@@ -224,8 +300,7 @@ class Loaded:
     choices: ChoiceWeights | None = None  # VQA: the multiple-choice rule fitted for these weights (captioner.choices)
 
 
-def load_pretrained(weights: str | Path | Weights | None = None,
-                    with_vqa: bool = True) -> tuple[Loaded, Loaded | None]:
+def load_pretrained(weights: str | Path | Weights | None = None, with_vqa: bool = True) -> tuple[Loaded, Loaded | None]:
     """The caption weights that ``weights`` names (see :func:`resolve_weights`) and, with ``with_vqa``, the VQA
     weights that go with them: the default VQA entry for an entry, ``vqa/`` beside a folder's ``caption/``.
     FileNotFoundError or ValueError (one line, naming the file) when they cannot be used."""
@@ -246,8 +321,11 @@ def _folders(weights: str | Path | Weights | None, with_vqa: bool) -> list[tuple
     folders = [("caption", path, entry)]
     if not with_vqa:
         return folders
-    named = weights is None or isinstance(weights, Weights) or (isinstance(weights, str) and weights in ENTRIES
-                                                                and not Path(weights).exists())
+    named = (
+        weights is None
+        or isinstance(weights, Weights)
+        or (isinstance(weights, str) and weights in ENTRIES and not Path(weights).exists())
+    )
     # A folder's own vqa/ comes first, even when its caption/ is (a link to) an entry's; an entry brings the default.
     for source in ([] if named else [weights]) + ([None] if entry else []):
         try:
@@ -279,8 +357,10 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
             vqa_config = VQAConfig(**architecture)
             schema.check_feature_dim(vqa_config.feature_dim, encoder)
             if (vqa_config.vocab_size, vqa_config.num_answers) != (len(vocab), len(answers)):
-                raise ValueError(f"vocab_size {vqa_config.vocab_size} and num_answers {vqa_config.num_answers}, "
-                                 f"but {VOCAB_FILE} has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers")
+                raise ValueError(
+                    f"vocab_size {vqa_config.vocab_size} and num_answers {vqa_config.num_answers}, "
+                    f"but {VOCAB_FILE} has {len(vocab)} words and {ANSWERS_FILE} {len(answers)} answers"
+                )
         model, tuned = schema.build_checked(config_file, path / MODEL_FILE, "model", lambda: VQAModel(vqa_config))
         decoding = None
     else:
@@ -292,15 +372,17 @@ def _build(path: Path, entry: Weights | None, task: str) -> Loaded:
                 raise ValueError(f"vocab_size {decoder_config.vocab_size}, but {VOCAB_FILE} has {len(vocab)} words")
         with config_errors(config_file, "decoding"):
             decoding = DecodeConfig(**{"max_length": vocab.max_length, **decoding_defaults})
-        model, tuned = schema.build_checked(config_file, path / MODEL_FILE, "decoder",
-                                            lambda: CaptionDecoder(decoder_config), ENCODER_PREFIX)
+        model, tuned = schema.build_checked(
+            config_file, path / MODEL_FILE, "decoder", lambda: CaptionDecoder(decoder_config), ENCODER_PREFIX
+        )
         tuned = {k.removeprefix(ENCODER_PREFIX): v for k, v in tuned.items()}  # fine-tuned encoder blocks
     cells = {}
     atlas = path / schema.ATLAS_FILE
     if task == "caption" and atlas.is_file():
         cells = schema.read_atlas(atlas, read_json(atlas), decoder_config.state_kinds, decoder_config.hidden_dim)
-    return Loaded(path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence,
-                  cells, choices)
+    return Loaded(
+        path, entry, model.eval(), vocab, encoder, preprocessing, answers, decoding, tuned, confidence, cells, choices
+    )
 
 
 # ---------------------------------------------------------------- character models

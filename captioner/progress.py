@@ -1,5 +1,6 @@
 """Progress bars on stderr, all made here, so that one switch (``--quiet``) turns every one of them off while
 warnings and errors, printed apart, still show."""
+
 from __future__ import annotations
 
 import sys

@@ -24,6 +24,7 @@ preprocessing and the exporter's versions, so a changed encoder never meets a st
 temporary name and renamed when complete; a cached file that cannot be loaded, or gives other features than
 PyTorch on a probe image, is rebuilt with a warning. Exports are never shipped.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,10 @@ class Runtime:
         if self.name not in RUNTIMES[1:]:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES[1:])}, not {str(self.name)[:40]!r}")
         if self.name != "torch" and (self.precision.name, self.precision.device) != ("fp32", "cpu"):
-            raise ValueError(f"runtime {self.name} runs float32 on the CPU only, not {self.precision.name} on "
-                             f"{self.precision.device}; use --runtime torch for another precision")
+            raise ValueError(
+                f"runtime {self.name} runs float32 on the CPU only, not {self.precision.name} on "
+                f"{self.precision.device}; use --runtime torch for another precision"
+            )
 
     def autocast(self):
         """The precision's autocast (for the VQA model, which always runs in PyTorch)."""
@@ -93,8 +96,12 @@ def installed(name: str) -> bool:
     return True
 
 
-def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precision = "auto", device: str = "cpu",
-                    native: tuple[str, ...] | None = None) -> list[Runtime]:
+def resolve_runtime(
+    requested: str | Runtime = "auto",
+    precision: str | Precision = "auto",
+    device: str = "cpu",
+    native: tuple[str, ...] | None = None,
+) -> list[Runtime]:
     """The runtimes to try, in order, for ``requested`` (one of :data:`RUNTIMES`) at ``precision``: for ``auto``
     the installed CPU runtimes that apply (see the module docstring), then PyTorch; an explicit one alone.
     ValueError (one line) for an unknown name, a runtime not installed, or a precision it cannot run. ``native``:
@@ -110,8 +117,10 @@ def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precisio
             return [Runtime(requested, Precision("fp32", "cpu", f"auto: {requested} runs float32"))]
         resolved = resolve_precision(precision, device, native)  # an unknown or non-native one: its own error
         if (resolved.name, device) != ("fp32", "cpu"):
-            raise ValueError(f"runtime {requested} runs float32 on the CPU only, not {resolved.name} on {device}; "
-                             "use --precision fp32 (or auto), or --runtime torch")
+            raise ValueError(
+                f"runtime {requested} runs float32 on the CPU only, not {resolved.name} on {device}; "
+                "use --precision fp32 (or auto), or --runtime torch"
+            )
         return [Runtime(requested, resolved)]
     resolved = resolve_precision(precision, device, native)
     if requested == "torch":
@@ -124,8 +133,15 @@ def resolve_runtime(requested: str | Runtime = "auto", precision: str | Precisio
         return [Runtime("torch", resolved, "auto: precision fp32 asked for, PyTorch's float32 bit for bit")]
     found = [name for name in AUTO_ORDER if installed(name)]
     runtimes = [Runtime(name, resolved, "auto: the fastest installed CPU runtime") for name in found]
-    return runtimes + [Runtime("torch", resolved, "auto: no other runtime loaded" if found else
-                               f"auto: no CPU runtime installed ({FAST_EXTRA} installs them)")]
+    return runtimes + [
+        Runtime(
+            "torch",
+            resolved,
+            "auto: no other runtime loaded"
+            if found
+            else f"auto: no CPU runtime installed ({FAST_EXTRA} installs them)",
+        )
+    ]
 
 
 # ---------------------------------------------------------------- the ONNX export
@@ -135,8 +151,10 @@ def export_key(encoder: ImageEncoder) -> str:
     """What the export depends on: the weights (their digest), the preprocessing inside the graph, and the
     versions of the exporter and of this export's format."""
     spec, pre = encoder.spec, encoder.preprocessing
-    text = (f"{spec.name}|{encoder.trunk_digest()}|{pre.image_size}|{pre.mean}|{pre.std}|{pre.resize}|opset={OPSET}"
-            f"|torch={torch.__version__}|captioner={__version__}|format={EXPORT_FORMAT}")
+    text = (
+        f"{spec.name}|{encoder.trunk_digest()}|{pre.image_size}|{pre.mean}|{pre.std}|{pre.resize}|opset={OPSET}"
+        f"|torch={torch.__version__}|captioner={__version__}|format={EXPORT_FORMAT}"
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -160,9 +178,16 @@ def export_onnx(encoder: ImageEncoder, path: Path) -> Path:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and constant-folding notes
-            torch.onnx.export(encoder, (torch.zeros(1, 3, size, size, dtype=torch.uint8),), str(partial),
-                              dynamo=False, opset_version=OPSET, input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "n"}, "features": {0: "n"}})
+            torch.onnx.export(
+                encoder,
+                (torch.zeros(1, 3, size, size, dtype=torch.uint8),),
+                str(partial),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "n"}, "features": {0: "n"}},
+            )
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -187,8 +212,12 @@ def _onnxruntime_session(path: Path, threads: int) -> Callable[[np.ndarray], np.
 def _openvino_session(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-              "ENABLE_CPU_PINNING": False}  # f32: never OpenVINO's own bf16 on AMX; no pinning on a shared CPU
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+    }  # f32: never OpenVINO's own bf16 on AMX; no pinning on a shared CPU
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     requests: queue.SimpleQueue = queue.SimpleQueue()  # an infer request serves one thread at a time (the app)
@@ -202,6 +231,7 @@ def _openvino_session(path: Path, threads: int) -> Callable[[np.ndarray], np.nda
             return request.infer({0: pixels})[0].copy()  # the request reuses its output buffer
         finally:
             requests.put(request)
+
     return run
 
 
@@ -265,8 +295,9 @@ def check_features(encoder: ImageEncoder, run: Callable[[np.ndarray], np.ndarray
     return difference
 
 
-def open_exported(encoder: ImageEncoder, name: str, cache_dir: str | Path | None = None,
-                  threads: int | None = None) -> ExportedEncoder:
+def open_exported(
+    encoder: ImageEncoder, name: str, cache_dir: str | Path | None = None, threads: int | None = None
+) -> ExportedEncoder:
     """``encoder`` on CPU runtime ``name``, from its cached export (made now when there is none); the features are
     checked against PyTorch's on a probe image. A cached export that fails to load or to match is rebuilt once,
     with a warning. Raises (ImportError, ValueError, RuntimeError, ...) when the runtime cannot run it."""
@@ -282,8 +313,10 @@ def open_exported(encoder: ImageEncoder, name: str, cache_dir: str | Path | None
     except Exception as e:  # whatever the runtime raises on a bad file (its own kinds), the file is rebuilt once
         if fresh:
             raise
-        print(f"captioner: warning: {path}: cached encoder export unusable ({one_line(e)[:200]}); rebuilding it",
-              file=sys.stderr)
+        print(
+            f"captioner: warning: {path}: cached encoder export unusable ({one_line(e)[:200]}); rebuilding it",
+            file=sys.stderr,
+        )
         path.unlink(missing_ok=True)
         export_onnx(encoder, path)
         run = SESSIONS[name](path, threads)
@@ -291,8 +324,9 @@ def open_exported(encoder: ImageEncoder, name: str, cache_dir: str | Path | None
     return ExportedEncoder(encoder, run)
 
 
-def load_runtime(encoder: ImageEncoder, runtimes: list[Runtime], cache_dir: str | Path | None = None
-                 ) -> tuple[ImageEncoder | ExportedEncoder, Runtime]:
+def load_runtime(
+    encoder: ImageEncoder, runtimes: list[Runtime], cache_dir: str | Path | None = None
+) -> tuple[ImageEncoder | ExportedEncoder, Runtime]:
     """The first of ``runtimes`` (as :func:`resolve_runtime` orders them) that loads, with ``encoder`` on it. One
     that fails is skipped with a one-line warning when there is another to try; the last one's failure is a
     ValueError in one line (PyTorch, auto's last, always loads)."""

@@ -19,6 +19,7 @@ field, within a second, before a tensor is allocated:
 
 Each file is read once (:func:`captioner.checkpoint.read_json`: size and depth limits), and nothing is unpickled.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,7 +67,9 @@ def strings(data: Any, what: str, empty: bool = False) -> list[str]:
     seen: set[str] = set()
     for i, word in enumerate(data):
         if not isinstance(word, str) or not (empty or word.strip()):
-            raise ValueError(f"{what} item {i + 1} must be a {'' if empty else 'non-empty '}string, not {_quoted(word)}")
+            raise ValueError(
+                f"{what} item {i + 1} must be a {'' if empty else 'non-empty '}string, not {_quoted(word)}"
+            )
         if word in seen:
             raise ValueError(f"{what} item {i + 1}, {_quoted(word)}, appears more than once")
         seen.add(word)
@@ -106,28 +109,34 @@ def read_atlas(path: Path, data: Any, kinds: tuple[str, ...], size: int) -> dict
     """The cells of a ``cells.json`` atlas for a decoder whose states are ``kinds``, of ``size`` cells each."""
     with config_errors(path):
         if not isinstance(data, dict) or data.get("format") != ATLAS_FORMAT:
-            raise ValueError(f"not a cell atlas (expected a JSON object with \"format\": \"{ATLAS_FORMAT}\")")
+            raise ValueError(f'not a cell atlas (expected a JSON object with "format": "{ATLAS_FORMAT}")')
         cells = section(data, "cells")
         if sorted(cells) != sorted(kinds):
-            raise ValueError(f"cells must describe the states {', '.join(kinds)} of the decoder, not "
-                             f"{_quoted(', '.join(sorted(map(str, cells))))}")
+            raise ValueError(
+                f"cells must describe the states {', '.join(kinds)} of the decoder, not "
+                f"{_quoted(', '.join(sorted(map(str, cells))))}"
+            )
         for kind in kinds:
             entries = cells[kind]
             if not isinstance(entries, list) or len(entries) != size:
-                raise ValueError(f"cells.{kind} must be a list of {size} cells (the decoder's), not "
-                                 f"{len(entries) if isinstance(entries, list) else _quoted(entries)}")
+                raise ValueError(
+                    f"cells.{kind} must be a list of {size} cells (the decoder's), not "
+                    f"{len(entries) if isinstance(entries, list) else _quoted(entries)}"
+                )
             for i, entry in enumerate(entries):
                 where = f"cells.{kind}[{i}]"
                 if not isinstance(entry, dict):
                     raise ValueError(f"{where} must be a JSON object, not {_quoted(entry)}")
                 label = entry["label"]
                 if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL or "\n" in label:
-                    raise ValueError(f"{where}.label must be one line of 1 to {MAX_LABEL} characters, "
-                                     f"not {_quoted(label)}")
+                    raise ValueError(
+                        f"{where}.label must be one line of 1 to {MAX_LABEL} characters, not {_quoted(label)}"
+                    )
                 check_value(f"{where}.tracks", entry["tracks"], "str", {"choices": TRACKS})
                 check_value(f"{where}.position_r", entry["position_r"], "float", {"limits": {"low": -1.0, "high": 1.0}})
-                check_value(f"{where}.selectivity", entry["selectivity"], "float",
-                            {"limits": {"low": 0.0, "high": 1e6}})
+                check_value(
+                    f"{where}.selectivity", entry["selectivity"], "float", {"limits": {"low": 0.0, "high": 1e6}}
+                )
                 for context in ("after", "before"):
                     _words(entry[context], f"{where}.{context}")
         return cells
@@ -161,15 +170,17 @@ def read_choice_weights(config: dict) -> ChoiceWeights | None:
     if sorted(weights) != sorted(keys):
         raise ValueError(f"choices must give exactly {', '.join(keys)}")
     limits = {"limits": {"low": -100.0, "high": 100.0}}
-    return ChoiceWeights(**{key: check_value(f"choices.{key}", value, "float", limits)
-                            for key, value in weights.items()})
+    return ChoiceWeights(
+        **{key: check_value(f"choices.{key}", value, "float", limits) for key, value in weights.items()}
+    )
 
 
 def check_feature_dim(feature_dim: Any, encoder: str) -> None:
     """The architecture must read the features its encoder gives."""
     if feature_dim != ENCODERS[encoder].feature_dim:
-        raise ValueError(f"feature_dim {_quoted(feature_dim)}, but {encoder} gives {ENCODERS[encoder].feature_dim} "
-                         "features")
+        raise ValueError(
+            f"feature_dim {_quoted(feature_dim)}, but {encoder} gives {ENCODERS[encoder].feature_dim} features"
+        )
 
 
 class _NoNormalInit(TorchFunctionMode):
@@ -183,8 +194,9 @@ class _NoNormalInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def build_checked(config_file: Path, model_file: Path, name: str, build: Callable[[], nn.Module],
-                  extra: str = "\0") -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def build_checked(
+    config_file: Path, model_file: Path, name: str, build: Callable[[], nn.Module], extra: str = "\0"
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """``build()`` loaded with the tensors of ``model_file``, once they are known to fit it: the model is first
     built on the meta device (shapes, no memory), so that a config describing a huge model is refused before it
     costs anything, and the file's header is checked against it before any tensor is read, so that a file holding
@@ -200,7 +212,6 @@ def build_checked(config_file: Path, model_file: Path, name: str, build: Callabl
     return model, extras
 
 
-
 # ---------------------------------------------------------------- character models (captioner.charlm)
 
 LM_ATLAS_FORMAT = "captioner character cell atlas"  # cells.json of a character model (captioner.lecture.charcells)
@@ -210,7 +221,7 @@ def read_lm_vocabulary(path: Path, data: Any) -> CharVocab:
     """The :class:`CharVocab` of a character model's ``vocab.json``: ``{"format": ..., "chars": [...]}``."""
     with config_errors(path):
         if not isinstance(data, dict) or data.get("format") != CHARS_FORMAT:
-            raise ValueError(f"not a character vocabulary (expected a JSON object with \"format\": \"{CHARS_FORMAT}\")")
+            raise ValueError(f'not a character vocabulary (expected a JSON object with "format": "{CHARS_FORMAT}")')
         return CharVocab(data["chars"])
 
 
@@ -234,7 +245,7 @@ def read_lm_atlas(path: Path, data: Any, model: CharLMConfig) -> dict:
     kinds = state_kinds(model.cell)
     with config_errors(path):
         if not isinstance(data, dict) or data.get("format") != LM_ATLAS_FORMAT:
-            raise ValueError(f"not a character cell atlas (expected \"format\": \"{LM_ATLAS_FORMAT}\")")
+            raise ValueError(f'not a character cell atlas (expected "format": "{LM_ATLAS_FORMAT}")')
         signals = section(data, "signals")
         for name in signals:
             for i, cell in enumerate(section(signals, name)["best"]):

@@ -12,6 +12,7 @@ a range is written once.
         beam_size: int = setting(3, "beam size", low=1, high=50)
         def __post_init__(self): check(self)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,18 +24,35 @@ from .io import shorten
 
 # The bounds a range may set, each with the words of its error message.
 _BOUNDS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
-    "low": ("at least", lambda v, x: v >= x), "above": ("more than", lambda v, x: v > x),
-    "high": ("at most", lambda v, x: v <= x), "below": ("less than", lambda v, x: v < x)}
+    "low": ("at least", lambda v, x: v >= x),
+    "above": ("more than", lambda v, x: v > x),
+    "high": ("at most", lambda v, x: v <= x),
+    "below": ("less than", lambda v, x: v < x),
+}
 
 
-def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-            above: float | None = None, below: float | None = None, choices: Sequence[str] | None = None,
-            flag: str | None = None, metavar: str | None = None) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    choices: Sequence[str] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+) -> Any:
     """A dataclass field with its help text and range: ``low``/``high`` inclusive, ``above``/``below`` strict,
     ``choices`` for strings; ``flag`` overrides the option's name (default ``--field-name``)."""
     limits = {k: v for k, v in (("low", low), ("high", high), ("above", above), ("below", below)) if v is not None}
-    metadata = {"help": help, "limits": limits, "choices": tuple(choices) if choices else None, "flag": flag,
-                "metavar": metavar}
+    metadata = {
+        "help": help,
+        "limits": limits,
+        "choices": tuple(choices) if choices else None,
+        "flag": flag,
+        "metavar": metavar,
+    }
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -115,12 +133,14 @@ def number(kind: type, **limits: float) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"not {shorten(text)!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, not {shorten(text)!r}"
+            ) from None
         try:
             return check_value("it", value, kind.__name__, meta)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e).removeprefix("it ")) from None
+
     return parse
 
 
@@ -144,8 +164,12 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {shorten(text)!r}")
 
 
-def add_options(parser: argparse.ArgumentParser, config_cls: type, names: Sequence[str] | None = None,
-                defaults: Callable[[str], str] | None = None) -> None:
+def add_options(
+    parser: argparse.ArgumentParser,
+    config_cls: type,
+    names: Sequence[str] | None = None,
+    defaults: Callable[[str], str] | None = None,
+) -> None:
     """One option per setting of ``config_cls`` (or of ``names`` only), its help ending with its default.
 
     With ``defaults``, options default to None (unset: the caller's own defaults apply, such as those that
@@ -165,8 +189,14 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, names: Sequen
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **extra)
         elif kind == "tuple":  # repeatable; given at least once, it replaces the default list
             extra.update(default=argparse.SUPPRESS, help=f"{meta['help']}; repeat for several (default: {shown})")
-            parser.add_argument(flag, action="append", dest=name, metavar=meta["metavar"] or name.upper(),
-                                help=extra["help"], default=extra["default"])
+            parser.add_argument(
+                flag,
+                action="append",
+                dest=name,
+                metavar=meta["metavar"] or name.upper(),
+                help=extra["help"],
+                default=extra["default"],
+            )
         elif kind in ("int", "float"):
             parser.add_argument(flag, type=number(int if kind == "int" else float, **meta["limits"]), **extra)
         else:
@@ -192,6 +222,13 @@ def like(config_cls: type, name: str, **changes: Any) -> Any:
     if f is None:
         raise KeyError(f"{config_cls.__name__} has no setting {name!r}")
     meta = f.metadata
-    spec = {"default": default_of(f), "help": meta["help"], "choices": meta["choices"], "flag": meta["flag"],
-            "metavar": meta["metavar"], **meta["limits"], **changes}
+    spec = {
+        "default": default_of(f),
+        "help": meta["help"],
+        "choices": meta["choices"],
+        "flag": meta["flag"],
+        "metavar": meta["metavar"],
+        **meta["limits"],
+        **changes,
+    }
     return setting(**spec)

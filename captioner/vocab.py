@@ -6,6 +6,7 @@ what the decoder emits scores the same after evaluation tokenization. Letters an
 digits of any script count as word characters ("café" is one word), which gives
 the same tokens as plain ``[a-z0-9]`` on ASCII text.
 """
+
 from __future__ import annotations
 
 import re

@@ -22,6 +22,7 @@ scored by exact match on the whole list. Training on the first item instead woul
 that exact match marks wrong, and sharing the credit among items would favour single items that
 never match a list; a list class is what the model is scored on, so it is what it learns.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,12 +49,14 @@ class VQAConfig:
     embed_dim: int = setting(300, "size of the word embeddings", low=1, high=MAX_DIM)
     hidden_dim: int = setting(256, "size of the question encoder's hidden state", low=1, high=MAX_DIM)
     num_layers: int = setting(1, "stacked recurrent layers of the question encoder", low=1, high=MAX_LAYERS)
-    cell: str = setting("lstm", "the question encoder's recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm "
-                        "(a selective state-space model)", choices=tuple(cells.CELLS))
+    cell: str = setting(
+        "lstm",
+        "the question encoder's recurrent cell: lstm, rnn (a vanilla tanh RNN) or ssm (a selective state-space model)",
+        choices=tuple(cells.CELLS),
+    )
     fused_dim: int = setting(512, "size of the question and image vectors", low=1, high=MAX_DIM)
     mlp_dim: int = setting(512, "hidden size of the answer classifier", low=1, high=MAX_DIM)
-    fusion: str = setting("concat", "how the two vectors combine: concat, or product (element-wise)",
-                          choices=FUSIONS)
+    fusion: str = setting("concat", "how the two vectors combine: concat, or product (element-wise)", choices=FUSIONS)
     use_image: bool = setting(True, "feed the image (--no-use-image: the question-only baseline)")
     dropout: float = setting(0.5, "dropout probability", low=0, below=1)
 
@@ -70,13 +73,19 @@ class VQAModel(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=Vocabulary.pad_id)
         self.rnn = cells.build_cell(c.cell, c.embed_dim, c.hidden_dim, c.num_layers, c.dropout)
         # the final state as one vector: every layer's h (and c), or the SSM's channels read out
-        self.question_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.rnn.summary_size, c.fused_dim),
-                                           nn.Tanh())
+        self.question_proj = nn.Sequential(
+            nn.Dropout(c.dropout), nn.Linear(self.rnn.summary_size, c.fused_dim), nn.Tanh()
+        )
         if c.use_image:
             self.image_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.feature_dim, c.fused_dim), nn.Tanh())
         fused = 2 * c.fused_dim if c.use_image and c.fusion == "concat" else c.fused_dim
-        self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(fused, c.mlp_dim), nn.Tanh(),
-                                        nn.Dropout(c.dropout), nn.Linear(c.mlp_dim, c.num_answers))
+        self.classifier = nn.Sequential(
+            nn.Dropout(c.dropout),
+            nn.Linear(fused, c.mlp_dim),
+            nn.Tanh(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.mlp_dim, c.num_answers),
+        )
 
     def encode_question(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Padded ids ``(N, T)`` and word counts ``(N,)`` to question vectors ``(N, fused_dim)``.
@@ -97,7 +106,7 @@ class VQAModel(nn.Module):
         """
         if features.dim() == 3:
             features = features.mean(1)  # (N, feature_dim)
-        v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim ** 0.5  # (N, feature_dim)
+        v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim**0.5  # (N, feature_dim)
         return self.image_proj(v)  # (N, fused_dim)
 
     def forward(self, features: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

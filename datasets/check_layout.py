@@ -1,9 +1,10 @@
 """Check that a caption dataset is laid out as captioner expects; exit 1 when it is not.
 
-    python datasets/check_layout.py flickr8k /data/flickr8k [--split train]
-    python datasets/check_layout.py coco /data/coco --split train2017 [--annotations FILE]
-    python datasets/check_layout.py karpathy /data/coco --annotations dataset_coco.json [--split test]
+python datasets/check_layout.py flickr8k /data/flickr8k [--split train]
+python datasets/check_layout.py coco /data/coco --split train2017 [--annotations FILE]
+python datasets/check_layout.py karpathy /data/coco --annotations dataset_coco.json [--split test]
 """
+
 from __future__ import annotations
 
 import argparse

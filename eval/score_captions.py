@@ -1,4 +1,5 @@
 """Score captions with the coco-caption metrics: same as ``captioner eval`` (see eval/README.md)."""
+
 import sys
 
 from captioner.cli.main import main

@@ -3,6 +3,7 @@
 The weights are the shipped ``weights/`` when present; otherwise a tiny caption model is trained
 here on generated shapes, so the tests need neither ../shared nor good weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,38 @@ def free_port() -> int:
 def train_tiny_weights(folder: Path) -> Path:
     """A weights folder with a tiny caption model (no vqa/), trained in seconds on generated images."""
     data, run, cache = make_flickr8k(folder / "data"), folder / "run", folder / "cache"
-    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", "train", "--data", f"flickr8k:{data}", "--out", str(run),
-                           "--epochs", "2", "--batch-size", "4", "--min-count", "1", "--cache-dir", str(cache),
-                           "--embed-dim", "32", "--hidden-dim", "32", "--image-dim", "32", "--dropout", "0",
-                           "--lr", "5e-3"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "captioner.cli.main",
+            "train",
+            "--data",
+            f"flickr8k:{data}",
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--min-count",
+            "1",
+            "--cache-dir",
+            str(cache),
+            "--embed-dim",
+            "32",
+            "--hidden-dim",
+            "32",
+            "--image-dim",
+            "32",
+            "--dropout",
+            "0",
+            "--lr",
+            "5e-3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"training the tiny weights failed:\n{done.stderr[-3000:]}")
     shutil.copytree(run / "best", folder / "weights" / "caption")
@@ -46,17 +75,34 @@ def train_tiny_weights(folder: Path) -> Path:
 
 
 @contextmanager
-def running_app(weights: Path, log: Path, timeout: float = 180.0, cache_cleanup: tuple[int, int] | None = None,
-                env: dict[str, str] | None = None, args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+def running_app(
+    weights: Path,
+    log: Path,
+    timeout: float = 180.0,
+    cache_cleanup: tuple[int, int] | None = None,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[tuple[str, int]]:
     """Start ``python app.py [args]`` on a free port, with ``env`` added to its environment and, when given, its
     ``CACHE_CLEANUP`` replaced; yield its URL and process id; stop it afterwards (SIGTERM)."""
     port = free_port()
-    app = [str(ROOT / "app.py")] if cache_cleanup is None else [
-        "-c", "import sys, captioner.app.server as app; from captioner.cli.main import main; "
-        f"app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(main(['app', *sys.argv[1:]]))"]
+    app = (
+        [str(ROOT / "app.py")]
+        if cache_cleanup is None
+        else [
+            "-c",
+            "import sys, captioner.app.server as app; from captioner.cli.main import main; "
+            f"app.CACHE_CLEANUP = {cache_cleanup!r}; sys.exit(main(['app', *sys.argv[1:]]))",
+        ]
+    )
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, *app, "--port", str(port), "--weights", str(weights), *args],
-                                cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *app, "--port", str(port), "--weights", str(weights), *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
 """Small generated datasets in the official on-disk formats, so tests never need ../shared."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def draw(color: str, shape: str, size: int = 96) -> Image.Image:
 
 def shape_items():
     """(file name, color, shape, caption) for every color and shape."""
-    return [(f"{1000 + i}_{color}{shape}.jpg", color, shape, f"a {color} {shape} on a white background")
-            for i, (color, shape) in enumerate((c, s) for c in COLORS for s in SHAPES)]
+    return [
+        (f"{1000 + i}_{color}{shape}.jpg", color, shape, f"a {color} {shape} on a white background")
+        for i, (color, shape) in enumerate((c, s) for c in COLORS for s in SHAPES)
+    ]
 
 
 def make_flickr8k(root: Path, captions_per_image: int = 2) -> Path:
@@ -66,9 +69,17 @@ def make_karpathy(root: Path) -> Path:
         name = f"COCO_val2014_{cocoid:012d}.jpg"
         draw(color, shape).save(root / "val2014" / name)
         split = ["train", "restval", "val", "test"][i % 4]
-        entries.append({"filepath": "val2014", "filename": name, "imgid": i, "split": split, "cocoid": cocoid,
-                        "sentids": [i], "sentences": [{"raw": caption, "tokens": caption.split(), "imgid": i,
-                                                       "sentid": i}]})
+        entries.append(
+            {
+                "filepath": "val2014",
+                "filename": name,
+                "imgid": i,
+                "split": split,
+                "cocoid": cocoid,
+                "sentids": [i],
+                "sentences": [{"raw": caption, "tokens": caption.split(), "imgid": i, "sentid": i}],
+            }
+        )
     path = root / "dataset_coco.json"
     path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
     return path
@@ -81,15 +92,20 @@ def make_coco_folder(root: Path) -> Path:
     for split in ("train", "dev"):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, anns, questions = [], [], []
-        for i, (_, color, shape, caption) in enumerate(shape_items()):
+        for i, (_, color, shape, _caption) in enumerate(shape_items()):
             image_id = 16500 + i
             draw(color, shape).save(root / split / f"{image_id:012d}.jpg")
             images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 96, "height": 96})
             anns.append({"id": 1000 + i, "image_id": image_id, "caption": f"There is a {shape} that is {color}."})
-            questions += [{"image_id": image_id, "question": "What color is it?", "source": "vqa_v2",
-                           "answers": [color] * 8 + ["dark " + color, "i don't know"]},
-                          {"image_id": image_id, "question": "What shape is it?", "answers": [shape],
-                           "source": "cocoqa"}]
+            questions += [
+                {
+                    "image_id": image_id,
+                    "question": "What color is it?",
+                    "source": "vqa_v2",
+                    "answers": [color] * 8 + ["dark " + color, "i don't know"],
+                },
+                {"image_id": image_id, "question": "What shape is it?", "answers": [shape], "source": "cocoqa"},
+            ]
         ann_file = root / "annotations" / f"captions_{split}.json"
         ann_file.parent.mkdir(parents=True, exist_ok=True)
         ann_file.write_text(json.dumps({"images": images, "annotations": anns}))
@@ -99,19 +115,25 @@ def make_coco_folder(root: Path) -> Path:
 
 def png_claiming_size(path: Path, width: int, height: int) -> None:
     """A valid PNG header that announces a huge image (decoding it would need gigabytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
 
 
-def tiny_decoder(vocab_size: int = 12, cell: str = "lstm", image_input: str = "every_step", seed: int = 0,
-                 attention: bool = False):
+def tiny_decoder(
+    vocab_size: int = 12, cell: str = "lstm", image_input: str = "every_step", seed: int = 0, attention: bool = False
+):
     """A small caption decoder with seeded random weights (feature_dim 16), for model and decoding tests."""
     import torch
 
     from captioner.decoder import CaptionDecoder, DecoderConfig
 
     torch.manual_seed(seed)
-    return CaptionDecoder(DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0,
-                                        attention=attention))
+    return CaptionDecoder(
+        DecoderConfig(vocab_size, 16, 8, 16, 8, cell=cell, image_input=image_input, dropout=0, attention=attention)
+    )

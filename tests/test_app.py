@@ -2,6 +2,7 @@
 
 The app runs as ``python app.py`` on a free localhost port (see ``conftest.py``).
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,8 @@ def test_look_inside_shows_cells_by_what_the_atlas_says_they_track(client, weigh
     cells = json.loads(atlas.read_text())["cells"]["c"]
     strongest = {
         "word": max((c["selectivity"], i) for i, c in enumerate(cells) if c["tracks"] == "word")[1],
-        "position": max((abs(c["position_r"]), i) for i, c in enumerate(cells) if c["tracks"] == "position")[1]}
+        "position": max((abs(c["position_r"]), i) for i, c in enumerate(cells) if c["tracks"] == "position")[1],
+    }
     client.predict(handle_file(str(EXAMPLE)), api_name="/caption")
     for show in ("word", "position"):
         _, top_cell, _, _, picked, _ = client.predict("c", 8, show, api_name="/look_inside")
@@ -101,8 +103,9 @@ def test_ask_answers_or_says_the_vqa_weights_are_missing(client, has_vqa):
 def test_ask_with_choices_gives_every_choice_a_probability(client, has_vqa):
     if not has_vqa:
         pytest.skip("needs VQA weights")
-    answers = client.predict(handle_file(str(EXAMPLE)), "What sport is this?", r"tennis|base\|ball|golf|soccer",
-                             api_name="/ask")
+    answers = client.predict(
+        handle_file(str(EXAMPLE)), "What sport is this?", r"tennis|base\|ball|golf|soccer", api_name="/ask"
+    )
     confidences = {c["label"]: c["confidence"] for c in answers["confidences"]}
     assert set(confidences) == {"tennis", "base|ball", "golf", "soccer"}
     assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4) and min(confidences.values()) > 0
@@ -122,20 +125,27 @@ def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(c
     assert re.fullmatch(r".+ \(\d+%\)( \(not sure\))?", history[2]["content"])  # the answer and its probability
     history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
     assert len(history) == 5 and history[4]["content"].endswith("(read as: what color is the dog?)")
-    for bad, message in ((["hi"], "history message 1 must be"), ({"a": 1}, "history must be a list"),
-                         ([{"role": "user", "content": "x"}] * 201, "history holds 201 messages; at most 200")):
+    for bad, message in (
+        (["hi"], "history message 1 must be"),
+        ({"a": 1}, "history must be a list"),
+        ([{"role": "user", "content": "x"}] * 201, "history holds 201 messages; at most 200"),
+    ):
         with pytest.raises(AppError, match="^" + re.escape(message)) as error:
             client.predict(handle_file(str(EXAMPLE)), bad, "what is it?", api_name="/chat")
         assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("history", [
-    [{"role": "user", "content": "what is it?"}, {"role": "assistant", "content": "a ball"}] * 99 + [
-        {"role": "user", "content": "and now?"}],  # 199 messages: under the limit of 200
-    [{"role": "user", "content": "<b>bold</b> <script>alert(1)</script> <img src=x onerror=alert(1)>"}],
-    [{"role": "user", "content": "hello", "metadata": {"title": "x"}, "options": [], "extra": 1}],
-    [{"role": "assistant", "content": [{"type": "text", "text": "a cat"}, {"type": "text", "text": "on a mat"}]}],
-], ids=["199 messages", "HTML", "extra keys", "text parts"])
+@pytest.mark.parametrize(
+    "history",
+    [
+        [{"role": "user", "content": "what is it?"}, {"role": "assistant", "content": "a ball"}] * 99
+        + [{"role": "user", "content": "and now?"}],  # 199 messages: under the limit of 200
+        [{"role": "user", "content": "<b>bold</b> <script>alert(1)</script> <img src=x onerror=alert(1)>"}],
+        [{"role": "user", "content": "hello", "metadata": {"title": "x"}, "options": [], "extra": 1}],
+        [{"role": "assistant", "content": [{"type": "text", "text": "a cat"}, {"type": "text", "text": "on a mat"}]}],
+    ],
+    ids=["199 messages", "HTML", "extra keys", "text parts"],
+)
 def test_chat_takes_any_history_of_text_messages_in_plain_text(client, has_vqa, new_log, history):
     # Gradio's own check refused plain-text content ({"error": null}, a traceback in the log) (issue 38).
     if not has_vqa:
@@ -166,19 +176,34 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     return {p.name: p for p in folder.iterdir()}
 
 
-@pytest.mark.parametrize("api, make_args, message", [
-    ("/caption", lambda f: [handle_file(str(f["notes.txt"]))],
-     rf"^notes\.txt: not an image file {IMAGE_LIMITS_NOTE}$"),
-    ("/caption", lambda f: [handle_file(str(f["broken.jpg"]))], r"^broken\.jpg: "),
-    ("/caption", lambda f: [handle_file(str(f["huge.png"]))],
-     rf"^huge\.png: image too large \(9000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
-    ("/caption", lambda f: [handle_file(str(f["bomb.png"]))],
-     rf"^bomb\.png: image too large \(10000x9000 pixels.*{IMAGE_LIMITS_NOTE}$"),
-    ("/caption", lambda f: [None], "Upload an image first"),
-    ("/caption", lambda f: [handle_file(str(EXAMPLE)), "beam", 500],
-     r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$"),
-    ("/ask", lambda f: [handle_file(str(EXAMPLE)), "   "], "Type a question first"),
-])
+@pytest.mark.parametrize(
+    "api, make_args, message",
+    [
+        (
+            "/caption",
+            lambda f: [handle_file(str(f["notes.txt"]))],
+            rf"^notes\.txt: not an image file {IMAGE_LIMITS_NOTE}$",
+        ),
+        ("/caption", lambda f: [handle_file(str(f["broken.jpg"]))], r"^broken\.jpg: "),
+        (
+            "/caption",
+            lambda f: [handle_file(str(f["huge.png"]))],
+            rf"^huge\.png: image too large \(9000x9000 pixels.*{IMAGE_LIMITS_NOTE}$",
+        ),
+        (
+            "/caption",
+            lambda f: [handle_file(str(f["bomb.png"]))],
+            rf"^bomb\.png: image too large \(10000x9000 pixels.*{IMAGE_LIMITS_NOTE}$",
+        ),
+        ("/caption", lambda f: [None], "Upload an image first"),
+        (
+            "/caption",
+            lambda f: [handle_file(str(EXAMPLE)), "beam", 500],
+            r"^Bad decoding settings: beam_size must be at least 1 and at most 50, not 500$",
+        ),
+        ("/ask", lambda f: [handle_file(str(EXAMPLE)), "   "], "Type a question first"),
+    ],
+)
 def test_bad_input_gets_a_one_line_message_and_the_app_keeps_serving(client, bad_files, api, make_args, message):
     with pytest.raises(AppError, match=message) as error:
         client.predict(*make_args(bad_files), api_name=api)
@@ -209,11 +234,17 @@ def server_paths(tmp_path_factory) -> dict[str, str]:
     Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "private.png")
     (folder / "notes.txt").write_text("secret")
     os.mkfifo(folder / "fifo")  # opening it would block until someone writes
-    return {"an image": str(folder / "private.png"), "a text file": str(folder / "notes.txt"),
-            "a folder": str(folder), "a missing file": str(folder / "missing.jpg"), "a FIFO": str(folder / "fifo"),
-            "stdin": "/dev/stdin", "out of examples/ by ..": str(EXAMPLE.parent / ".." / "weights" / "caption"
-                                                                  / "config.json"),
-            "a NUL byte": "examples/\0tennis.jpg", "relative": "examples/../README.md"}
+    return {
+        "an image": str(folder / "private.png"),
+        "a text file": str(folder / "notes.txt"),
+        "a folder": str(folder),
+        "a missing file": str(folder / "missing.jpg"),
+        "a FIFO": str(folder / "fifo"),
+        "stdin": "/dev/stdin",
+        "out of examples/ by ..": str(EXAMPLE.parent / ".." / "weights" / "caption" / "config.json"),
+        "a NUL byte": "examples/\0tennis.jpg",
+        "relative": "examples/../README.md",
+    }
 
 
 @pytest.mark.parametrize("api", ["caption", "ask"])
@@ -246,9 +277,16 @@ def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths
     upload_file = Path(uploaded["path"])  # in its own folder, in the app's upload folder
     paths = [server_paths[name] for name in ("an image", "a folder", "a missing file", "a FIFO")]
     paths += [str(upload_file.parent), str(upload_file.parent.parent)]  # never a folder, nor the uploads' own
-    forms = [form for path in paths for form in ({"path": path, "meta": marked},
-                                                 {"path": path, "url": "http://127.0.0.1:9/x", "meta": marked},
-                                                 path, [path])]
+    forms = [
+        form
+        for path in paths
+        for form in (
+            {"path": path, "meta": marked},
+            {"path": path, "url": "http://127.0.0.1:9/x", "meta": marked},
+            path,
+            [path],
+        )
+    ]
     answers = [call_raw(app_url, "caption", [form, "beam", 3, 1.0, 0, 3]) for form in forms]
     assert all(answer == ("error", answers[0][1]) for answer in answers), answers
     assert answers[0][1]["error"].startswith("Upload the image again: this app reads only images")
@@ -261,25 +299,36 @@ def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths
 LONG = "x" * 500_000
 
 
-@pytest.mark.parametrize("api, make_data, message", [
-    ("caption", lambda image: [], "^caption takes 6 inputs, not 0$"),
-    ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
-    ("ask", lambda image: [], "^ask takes 3 inputs, not 0$"),
-    ("ask", lambda image: [image], "^ask takes 3 inputs, not 1$"),  # its third, the choices, may be left out
-    ("ask", lambda image: [image, "what sport is this?", LONG], "^Bad choices: the choices are too long "),
-    ("chat", lambda image: [image, []], "^chat takes 3 inputs, not 2$"),
-    ("chat", lambda image: [image, [{"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]}],
-                            "what is it"], "^history message 1 must be "),  # never read as a file
-    ("chat", lambda image: [image, "hi", "what is it"], "^history must be a list of messages, not 'hi'$"),
-    ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
-    ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
-    ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
-    ("caption", lambda image: [image, LONG, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
-    ("caption", lambda image: [image, "beam", LONG, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
-    ("caption", lambda image: [image, {"beam": 1}, 3, 1.0, 0, 3], "^method must be one of .*, not a dict$"),
-])
-def test_raw_calls_get_the_apps_one_line_reason_and_the_log_one_line(app_url, uploaded, new_log, api, make_data,
-                                                                      message):
+@pytest.mark.parametrize(
+    "api, make_data, message",
+    [
+        ("caption", lambda image: [], "^caption takes 6 inputs, not 0$"),
+        ("caption", lambda image: [image], "^caption takes 6 inputs, not 1$"),
+        ("ask", lambda image: [], "^ask takes 3 inputs, not 0$"),
+        ("ask", lambda image: [image], "^ask takes 3 inputs, not 1$"),  # its third, the choices, may be left out
+        ("ask", lambda image: [image, "what sport is this?", LONG], "^Bad choices: the choices are too long "),
+        ("chat", lambda image: [image, []], "^chat takes 3 inputs, not 2$"),
+        (
+            "chat",
+            lambda image: [
+                image,
+                [{"role": "user", "content": [{"type": "file", "file": {"path": "/etc/passwd"}}]}],
+                "what is it",
+            ],
+            "^history message 1 must be ",
+        ),  # never read as a file
+        ("chat", lambda image: [image, "hi", "what is it"], "^history must be a list of messages, not 'hi'$"),
+        ("ask", lambda image: [image, {"q": "what"}], "^question must be text, not a dict$"),
+        ("ask", lambda image: [image, ["what"]], "^question must be text, not a list$"),
+        ("ask", lambda image: [image, 5], "^question must be text, not 5$"),
+        ("caption", lambda image: [image, LONG, 3, 1.0, 0, 3], "^method must be one of .*, not 'xxx+'...$"),
+        ("caption", lambda image: [image, "beam", LONG, 1.0, 0, 3], "^beam_size must be a number, not 'xxx+'...$"),
+        ("caption", lambda image: [image, {"beam": 1}, 3, 1.0, 0, 3], "^method must be one of .*, not a dict$"),
+    ],
+)
+def test_raw_calls_get_the_apps_one_line_reason_and_the_log_one_line(
+    app_url, uploaded, new_log, api, make_data, message
+):
     event, data = call_raw(app_url, api, make_data(uploaded))
     assert event == "error" and isinstance(data["error"], str), data  # not {"error": null}
     assert re.match(message, data["error"]) and len(data["error"]) < 200, data["error"][:300]
@@ -294,12 +343,19 @@ def test_an_upload_request_carries_one_file_of_25_mb_at_most(app_url):
     assert refused.status_code == 413 and "at most 1 file(s), 25 MB in all" in refused.text
     too_big = b"x" * (25 * 2**20 + 2**16)  # declared as such in Content-Length, or sent in chunks without it
     assert upload(app_url, ("big.jpg", too_big)).status_code == 413
-    chunks = (too_big[i:i + 2**20] for i in range(0, len(too_big), 2**20))
+    chunks = (too_big[i : i + 2**20] for i in range(0, len(too_big), 2**20))
     boundary = "b0undary"
-    body = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n\r\n'.encode(),
-            *chunks, f"\r\n--{boundary}--\r\n".encode()]
-    chunked = httpx.post(f"{app_url}gradio_api/upload", content=iter(body), timeout=60,
-                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n\r\n'.encode(),
+        *chunks,
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    chunked = httpx.post(
+        f"{app_url}gradio_api/upload",
+        content=iter(body),
+        timeout=60,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert chunked.status_code == 413
     stored = {p.name for p in Path(upload(app_url, ("one.jpg", image)).json()[0]).parent.parent.rglob("*")}
     assert not stored & {"first.jpg", "second.jpg", "big.jpg"}
@@ -318,11 +374,20 @@ def test_the_startup_log_names_the_share_option(app_url, app_log):
 
 IMAGE_ARGS = [handle_file(str(EXAMPLE))]
 ODD_CALLS = (  # (endpoint, arguments): each must be refused with a one-line message
-    [("/caption", [None]), ("/caption", [{}]), ("/caption", [{"url": "http://example.com/x.jpg"}]),
-     ("/ask", [None, "what is it"]), ("/ask", [*IMAGE_ARGS, None]), ("/ask", [*IMAGE_ARGS, "?!"]),
-     ("/ask", [*IMAGE_ARGS, "what is it", ["a", "b"]]), ("/ask", [*IMAGE_ARGS, "what is it", "a|" * 101]),
-     ("/chat", [None, [], "what is it"]), ("/chat", [*IMAGE_ARGS, [], None]), ("/chat", [*IMAGE_ARGS, 5, "what"]),
-     ("/chat", [*IMAGE_ARGS, [{"role": "user", "content": "x" * 2001}], "what is it"])]
+    [
+        ("/caption", [None]),
+        ("/caption", [{}]),
+        ("/caption", [{"url": "http://example.com/x.jpg"}]),
+        ("/ask", [None, "what is it"]),
+        ("/ask", [*IMAGE_ARGS, None]),
+        ("/ask", [*IMAGE_ARGS, "?!"]),
+        ("/ask", [*IMAGE_ARGS, "what is it", ["a", "b"]]),
+        ("/ask", [*IMAGE_ARGS, "what is it", "a|" * 101]),
+        ("/chat", [None, [], "what is it"]),
+        ("/chat", [*IMAGE_ARGS, [], None]),
+        ("/chat", [*IMAGE_ARGS, 5, "what"]),
+        ("/chat", [*IMAGE_ARGS, [{"role": "user", "content": "x" * 2001}], "what is it"]),
+    ]
     + [("/caption", [*IMAGE_ARGS, method]) for method in ("nope", 5, ["beam"])]
     + [("/caption", [*IMAGE_ARGS, "beam", value]) for value in (0, 51, -1, "x", "nan", 1e300)]
     + [("/caption", [*IMAGE_ARGS, "sample", 3, value]) for value in (0, 101, "x", "nan", "inf", -1)]
@@ -335,8 +400,11 @@ ODD_CALLS = (  # (endpoint, arguments): each must be refused with a one-line mes
 )
 
 
-@pytest.mark.parametrize("api, args", ODD_CALLS, ids=[
-    f"{api}{['IMAGE' if a is IMAGE_ARGS[0] else a for a in args]!r}" for api, args in ODD_CALLS])
+@pytest.mark.parametrize(
+    "api, args",
+    ODD_CALLS,
+    ids=[f"{api}{['IMAGE' if a is IMAGE_ARGS[0] else a for a in args]!r}" for api, args in ODD_CALLS],
+)
 def test_odd_api_values_get_one_line_errors_and_no_traceback(client, new_log, api, args):
     client.predict(*IMAGE_ARGS, api_name="/caption")  # so /look_inside and /cell have a caption to look at
     with pytest.raises(AppError) as error:
@@ -350,8 +418,10 @@ def abandon_upload(app_url: str) -> None:
     url = urlparse(app_url)
     part = b'--b0undary\r\nContent-Disposition: form-data; name="files"; filename="slow.png"\r\n\r\n' + b"x" * 10_000
     with socket.create_connection((url.hostname, url.port)) as s:
-        s.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n"
-                  b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + part)
+        s.sendall(
+            b"POST /gradio_api/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + part
+        )
         time.sleep(1)
 
 
@@ -370,8 +440,9 @@ def test_uploads_are_deleted_after_a_while_and_at_shutdown_whatever_a_request_se
         assert not cached(name)
 
     log = tmp_path / "app.log"
-    with running_app(weights_dir, log, cache_cleanup=(1, 2), env={"GRADIO_TEMP_DIR": str(cache)},
-                     args=["--monitoring", "true"]) as (url, _):
+    with running_app(
+        weights_dir, log, cache_cleanup=(1, 2), env={"GRADIO_TEMP_DIR": str(cache)}, args=["--monitoring", "true"]
+    ) as (url, _):
         client = Client(url, verbose=False, analytics_enabled=False, ssl_verify=False)
         client.predict(handle_file(str(tmp_path / "red.png")), api_name="/caption")
         assert cached("red.png")
@@ -380,8 +451,9 @@ def test_uploads_are_deleted_after_a_while_and_at_shutdown_whatever_a_request_se
         # cleanup goes on: with Gradio's own, the folder was recorded for deletion and stopped it.
         uploads = Path(upload(url, ("tennis.jpg", EXAMPLE.read_bytes())).json()[0]).parent.parent
         for folder in (uploads, uploads.parent):
-            event, data = call_raw(url, "caption", [{"path": str(folder), "meta": {"_type": "gradio.FileData"}},
-                                                   "beam", 3, 1.0, 0, 3])
+            event, data = call_raw(
+                url, "caption", [{"path": str(folder), "meta": {"_type": "gradio.FileData"}}, "beam", 3, 1.0, 0, 3]
+            )
             assert event == "error" and data["error"].startswith("Upload the image again")
         time.sleep(3)  # a few cleanups later
         client.predict(handle_file(str(tmp_path / "blue.png")), api_name="/caption")

@@ -3,6 +3,7 @@ offered, request bodies too large to parse, more sessions than it keeps, and a s
 
 Each refusal is one line for the client and one in the server log, never a traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,16 +30,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def uploaded(app_url) -> dict:
     """An image uploaded to the app, as an API call names it."""
-    return {"path": upload(app_url, ("tennis.jpg", EXAMPLE.read_bytes())).json()[0],
-            "meta": {"_type": "gradio.FileData"}}
+    return {
+        "path": upload(app_url, ("tennis.jpg", EXAMPLE.read_bytes())).json()[0],
+        "meta": {"_type": "gradio.FileData"},
+    }
 
 
 # The page's own events, called as any HTTP client can, with values the page never offers: each must be refused in
 # one line. Before, Gradio's own checks refused them with a traceback in the log and {"error": null}, or its
 # components raised (an example index out of range, a word for a slider).
 PAGE_CALLS = [
-    ("page_look_inside", lambda image: [None, "c", "many", "word"],
-     "^Cells shown: the page offers 1 to 64, not 'many'$"),
+    (
+        "page_look_inside",
+        lambda image: [None, "c", "many", "word"],
+        "^Cells shown: the page offers 1 to 64, not 'many'$",
+    ),
     ("page_look_inside", lambda image: [None, "c", 4.5, "word"], "^Cells shown: the page offers 1 to 64, not 4.5$"),
     ("page_look_inside", lambda image: [None, "q", 4, "word"], "^State: not one of the page's choices: 'q'$"),
     ("page_pick", lambda image: [12345], "^Pick a cell by what it tracks: not one of the page's choices: 12345$"),
@@ -54,10 +60,12 @@ PAGE_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("api, make_data, message", PAGE_CALLS, ids=[f"{api}-{i}" for i, (api, *_) in
-                                                                     enumerate(PAGE_CALLS)])
-def test_the_pages_own_endpoints_refuse_what_the_page_did_not_offer(app_url, uploaded, new_log, api, make_data,
-                                                                     message):
+@pytest.mark.parametrize(
+    "api, make_data, message", PAGE_CALLS, ids=[f"{api}-{i}" for i, (api, *_) in enumerate(PAGE_CALLS)]
+)
+def test_the_pages_own_endpoints_refuse_what_the_page_did_not_offer(
+    app_url, uploaded, new_log, api, make_data, message
+):
     event, data = call_raw(app_url, api, make_data(uploaded))
     assert event == "error" and isinstance(data["error"], str), data  # not {"error": null}
     assert re.match(message, data["error"]) and "\n" not in data["error"], data["error"]
@@ -69,16 +77,25 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_parsed(app_url, u
     question = "what " * (MAX_BODY_KB * 1024 // 5 + 1)  # a question a little over the limit
     body = json.dumps({"data": [uploaded, question]}).encode()
     start = time.monotonic()
-    declared = httpx.post(f"{app_url}gradio_api/call/ask", content=body, timeout=60,
-                          headers={"Content-Type": "application/json"})
-    chunked = httpx.post(f"{app_url}gradio_api/call/ask", timeout=60, headers={"Content-Type": "application/json"},
-                         content=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]))  # no length given
+    declared = httpx.post(
+        f"{app_url}gradio_api/call/ask", content=body, timeout=60, headers={"Content-Type": "application/json"}
+    )
+    chunked = httpx.post(
+        f"{app_url}gradio_api/call/ask",
+        timeout=60,
+        headers={"Content-Type": "application/json"},
+        content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+    )  # no length given
     assert time.monotonic() - start < 20
     for response in (declared, chunked):
         assert response.status_code == 413 and f"at most {MAX_BODY_KB} kB" in response.text, response.text[:300]
     # The same for a page event (the browser's queue), and a body under the limit still gets its answer.
-    queued = httpx.post(f"{app_url}gradio_api/queue/join", content=b"[" + b"0," * (MAX_BODY_KB * 512) + b"0]",
-                        headers={"Content-Type": "application/json"}, timeout=60)
+    queued = httpx.post(
+        f"{app_url}gradio_api/queue/join",
+        content=b"[" + b"0," * (MAX_BODY_KB * 512) + b"0]",
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     assert queued.status_code == 413
     event, data = call_raw(app_url, "ask", [uploaded, "what " * 1000])
     assert event == "error" and data["error"].startswith("Cannot answer: ")  # the model's own limit, in one line

@@ -1,4 +1,5 @@
 """The cell atlas on the tiny test model, with one cell planted to count positions and one to fire after a word."""
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,10 @@ def _planted_model():
 
 def test_the_planted_position_cell_is_labelled_position_tracking_and_the_word_cell_by_its_word():
     generator = torch.Generator().manual_seed(0)
-    captions = [torch.randint(4, 4 + len(WORDS), (int(n),), generator=generator).tolist()
-                for n in torch.randint(2, 12, (300,), generator=generator)]
+    captions = [
+        torch.randint(4, 4 + len(WORDS), (int(n),), generator=generator).tolist()
+        for n in torch.randint(2, 12, (300,), generator=generator)
+    ]
     features = torch.randn(len(captions), 16, generator=generator)
     vocab = Vocabulary([*SPECIALS, *WORDS])
     atlas = build_atlas(_planted_model(), features, captions, vocab, batch_size=64)

@@ -2,6 +2,7 @@
 
 Playwright never downloads a browser here: it runs /usr/bin/chromium (``apt-get install chromium``).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 TIMEOUT_MS = 30_000
 DESKTOP, PHONE = {"width": 1280, "height": 1000}, {"width": 390, "height": 844}  # PHONE: an iPhone 12 to 15
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
 
 
 @pytest.fixture
@@ -184,8 +187,12 @@ def test_a_new_image_replaces_the_last_images_results(page):
 
 def _overlap(a: dict, b: dict) -> bool:
     """Whether two bounding boxes share any area."""
-    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
-            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 @pytest.mark.parametrize("viewport", [PHONE], ids=["phone"])
@@ -218,8 +225,9 @@ def test_on_a_phone_the_first_screen_holds_the_image_the_button_and_the_caption(
         labels = [label for label in page.locator(f"{plot} label").all() if label.is_visible()]
         assert not any(_overlap(label.bounding_box(), image.bounding_box()) for label in labels), plot
     page.screenshot(path=str(tmp_path / "phone-look-inside.png"), full_page=True)
-    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("phone-first-screen.png",
-                                                                        "phone-look-inside.png"))
+    assert all(
+        (tmp_path / name).stat().st_size > 10_000 for name in ("phone-first-screen.png", "phone-look-inside.png")
+    )
 
 
 def test_typing_a_cell_index_and_pressing_enter_shows_that_cell(page):
@@ -236,7 +244,6 @@ def test_typing_a_cell_index_and_pressing_enter_shows_that_cell(page):
     box.fill(str(1 if top_cell != 1 else 2))
     box.press("Enter")
     expect(plot).not_to_have_attribute("src", before)
-
 
 
 def test_look_inside_shows_the_gradient_flow_and_cells_picked_by_what_they_track(page, weights_dir):
@@ -280,8 +287,9 @@ def test_multiple_choice_and_a_chat_that_a_new_image_clears(page, client, has_vq
     page.locator("#question textarea").fill("What sport is this?")
     page.locator("#choices textarea").fill("golf | soccer | tennis")
     page.get_by_role("button", name="Ask", exact=True).click()
-    top = client.predict(handle_file(str(EXAMPLE_IMAGE)), "What sport is this?", "golf | soccer | tennis",
-                         api_name="/ask")["label"]
+    top = client.predict(
+        handle_file(str(EXAMPLE_IMAGE)), "What sport is this?", "golf | soccer | tennis", api_name="/ask"
+    )["label"]
     expect(page.locator("#answers [data-testid=label-output-value]")).to_have_text(top)
 
     page.get_by_role("tab", name="Chat").click()
@@ -358,7 +366,7 @@ def test_a_sampled_caption_is_the_best_of_its_samples_and_opens_the_chat(page, h
     expect(table).not_to_have_text(beams)  # the samples, with their own log-probabilities
     texts = [t.strip() for t in table.locator(".cell-wrap span").all_inner_texts()]
     assert texts[:4] == ["rank", "caption", "score", "log-prob"] and len(texts) == 4 * 4, texts
-    rows = [texts[i:i + 4] for i in range(4, len(texts), 4)]  # [rank, caption, score, log-prob]
+    rows = [texts[i : i + 4] for i in range(4, len(texts), 4)]  # [rank, caption, score, log-prob]
     scores = [float(row[2]) for row in rows]
     assert scores == sorted(scores, reverse=True)  # ranked by score, as the table's label says
     assert rows[0][1] == caption.input_value()  # the caption: the best

@@ -1,5 +1,6 @@
 """The recurrent cells (captioner.cells): the one-step recurrence agrees with the fused sequence pass, a state
 carried across chunks matches one long pass, padded steps are skipped, and bad kinds are one-line errors."""
+
 import pytest
 import torch
 
@@ -52,7 +53,12 @@ def test_an_unknown_kind_is_a_one_line_error():
 
 def test_classic_cells_keep_pytorch_parameter_names():
     """Trained checkpoints name the weights as nn.LSTM and nn.RNN do; the cells must load them as they are."""
-    assert set(dict(build_cell("lstm", 3, 4, 2).named_parameters())) == set(dict(
-        torch.nn.LSTM(3, 4, 2).named_parameters()))
-    assert set(dict(build_cell("rnn", 3, 4).named_parameters())) == {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
-                                                                     "bias_hh_l0"}
+    assert set(dict(build_cell("lstm", 3, 4, 2).named_parameters())) == set(
+        dict(torch.nn.LSTM(3, 4, 2).named_parameters())
+    )
+    assert set(dict(build_cell("rnn", 3, 4).named_parameters())) == {
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "bias_hh_l0",
+    }

@@ -1,4 +1,5 @@
 """The chat's one rule: a pronoun or a bare "how many" is read as the last subject named."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,34 +10,40 @@ from captioner.lexicon import plural  # the rule chat uses for a bare "how many"
 CAT = "A cat drinking water out of a coffee mug."
 
 
-@pytest.mark.parametrize("text, subject", [
-    (CAT, "the cat"),  # stops at a verb in -ing
-    ("is there a fire hydrant on the street?", "the fire hydrant"),  # two words, stops at a preposition
-    ("what is the man holding?", "the man"),
-    ("a red double decker bus parked by a curb", "the red double decker"),  # at most three words
-    ("is the mug white?", "the mug"),  # a colour after the noun is said of it
-    ("what is in the picture?", None),  # the photo is not a subject
-    ("what color is it?", None),
-    ("how many dogs are there?", None),  # no determiner: no subject
-])
+@pytest.mark.parametrize(
+    "text, subject",
+    [
+        (CAT, "the cat"),  # stops at a verb in -ing
+        ("is there a fire hydrant on the street?", "the fire hydrant"),  # two words, stops at a preposition
+        ("what is the man holding?", "the man"),
+        ("a red double decker bus parked by a curb", "the red double decker"),  # at most three words
+        ("is the mug white?", "the mug"),  # a colour after the noun is said of it
+        ("what is in the picture?", None),  # the photo is not a subject
+        ("what color is it?", None),
+        ("how many dogs are there?", None),  # no determiner: no subject
+    ],
+)
 def test_a_subject_is_the_first_noun_phrase(text, subject):
     assert subject_of(text) == subject
 
 
-@pytest.mark.parametrize("question, read", [
-    ("what color is it?", "what color is the cat?"),
-    ("What is it doing?", "What is the cat doing?"),
-    ("is its tail long?", "is the cat's tail long?"),
-    ("what are they drinking?", "what are the cat drinking?"),
-    ("where is she sitting?", "where is the cat sitting?"),
-    ("how many are there?", "how many cats are there?"),
-    ("how many?", "how many cats?"),
-    ("how many mugs are there?", "how many mugs are there?"),  # a count with its own noun is left alone
-    ("what is in the picture?", "what is in the picture?"),  # no pronoun: as typed
-    ("is the mug white?", "is the mug white?"),
-    ("is it italian?", "is the cat italian?"),
-    ("does this item belong to it?", "does this item belong to the cat?"),
-])
+@pytest.mark.parametrize(
+    "question, read",
+    [
+        ("what color is it?", "what color is the cat?"),
+        ("What is it doing?", "What is the cat doing?"),
+        ("is its tail long?", "is the cat's tail long?"),
+        ("what are they drinking?", "what are the cat drinking?"),
+        ("where is she sitting?", "where is the cat sitting?"),
+        ("how many are there?", "how many cats are there?"),
+        ("how many?", "how many cats?"),
+        ("how many mugs are there?", "how many mugs are there?"),  # a count with its own noun is left alone
+        ("what is in the picture?", "what is in the picture?"),  # no pronoun: as typed
+        ("is the mug white?", "is the mug white?"),
+        ("is it italian?", "is the cat italian?"),
+        ("does this item belong to it?", "does this item belong to the cat?"),
+    ],
+)
 def test_a_pronoun_is_read_as_the_last_subject(question, read):
     assert resolve(question, subject_of(CAT)) == read
 
@@ -49,12 +56,25 @@ def test_without_a_subject_the_question_is_as_typed():
 def test_the_last_subject_named_carries_over_turns():
     assert read_turn(CAT, ["is there a dog on the sofa?"], "what color is it?") == "what color is the dog?"
     # a question that names nothing keeps the subject before it, and a resolved one passes its subject on
-    assert read_turn(CAT, ["is there a dog on the sofa?", "what is in the picture?", "is it big?"],
-                     "how many are there?") == "how many dogs are there?"
+    assert (
+        read_turn(CAT, ["is there a dog on the sofa?", "what is in the picture?", "is it big?"], "how many are there?")
+        == "how many dogs are there?"
+    )
     assert read_turn("a man riding a wave", ["what is he wearing?"], "is he young?") == "is the man young?"
 
 
-@pytest.mark.parametrize("noun, many", [("cat", "cats"), ("bus", "buses"), ("box", "boxes"), ("bench", "benches"),
-                                        ("puppy", "puppies"), ("toy", "toys"), ("man", "men"), ("person", "people")])
+@pytest.mark.parametrize(
+    "noun, many",
+    [
+        ("cat", "cats"),
+        ("bus", "buses"),
+        ("box", "boxes"),
+        ("bench", "benches"),
+        ("puppy", "puppies"),
+        ("toy", "toys"),
+        ("man", "men"),
+        ("person", "people"),
+    ],
+)
 def test_plural(noun, many):
     assert plural(noun) == many

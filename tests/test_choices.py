@@ -1,5 +1,6 @@
 """Multiple choice: the choices string, its checks, probabilities over the candidates, and out-of-vocabulary
 candidates scored by the caption model (tiny models trained here on generated shapes)."""
+
 from __future__ import annotations
 
 import csv
@@ -22,38 +23,56 @@ from captioner.cli.main import main
 from captioner.train.fit_choices import fit_choice_weights
 from captioner.vocab import Vocabulary
 
-TINY = ["--embed-dim", "16", "--hidden-dim", "32", "--dropout", "0", "--lr", "0.005", "--batch-size", "4",
-        "--threads", "1"]
+TINY = [
+    "--embed-dim",
+    "16",
+    "--hidden-dim",
+    "32",
+    "--dropout",
+    "0",
+    "--lr",
+    "0.005",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+]
 
 
 # ---------------------------------------------------------------- the choices string
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("tennis|baseball|golf|soccer", ["tennis", "baseball", "golf", "soccer"]),
-    (" red | a blue car ", ["red", "a blue car"]),  # candidates are stripped
-    (r"a\|b|c", ["a|b", "c"]),  # an escaped separator inside a choice
-    (r"back\\|slash", ["back\\", "slash"]),  # an escaped backslash, then a separator
-    (r"c:\temp|d", [r"c:\temp", "d"]),  # a backslash before anything else stays
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("tennis|baseball|golf|soccer", ["tennis", "baseball", "golf", "soccer"]),
+        (" red | a blue car ", ["red", "a blue car"]),  # candidates are stripped
+        (r"a\|b|c", ["a|b", "c"]),  # an escaped separator inside a choice
+        (r"back\\|slash", ["back\\", "slash"]),  # an escaped backslash, then a separator
+        (r"c:\temp|d", [r"c:\temp", "d"]),  # a backslash before anything else stays
+    ],
+)
 def test_the_separator_and_its_escape(text, expected):
     assert parse_choices(text) == expected
 
 
-@pytest.mark.parametrize("choices, message", [
-    ("tennis||golf", "choice 2 of 3 is blank"),
-    ("tennis|golf|", "choice 3 of 3 is blank"),
-    ("tennis| ?! |golf", "choice 2 of 3 has no words (letters or digits) the models can read"),
-    ("tennis|\U0001F3BE|golf", "choice 2 of 3 has no words"),  # an emoji
-    ("tennis|table\ttennis|golf", "choice 2 of 3 holds a tab or a line break"),  # text output is one line a record
-    ("tennis|table\ntennis", "choice 2 of 2 holds a tab or a line break"),
-    ("tennis", "give at least 2 choices, separated by |"),
-    ("tennis|Tennis", "choices 1 and 2 are the same answer ('Tennis')"),
-    ("two|2|three", "choices 1 and 2 are the same answer ('2')"),  # compared as VQA compares answers
-    ("|".join(f"answer {i}" for i in range(101)), "give at most 100 choices, not 101"),
-    ("yes|" + "x" * 201, "choice 2 is too long (201 characters; at most 200)"),
-    ("a|" * 30_000, "the choices are too long (60000 characters"),  # refused before it is split
-])
+@pytest.mark.parametrize(
+    "choices, message",
+    [
+        ("tennis||golf", "choice 2 of 3 is blank"),
+        ("tennis|golf|", "choice 3 of 3 is blank"),
+        ("tennis| ?! |golf", "choice 2 of 3 has no words (letters or digits) the models can read"),
+        ("tennis|\U0001f3be|golf", "choice 2 of 3 has no words"),  # an emoji
+        ("tennis|table\ttennis|golf", "choice 2 of 3 holds a tab or a line break"),  # text output is one line a record
+        ("tennis|table\ntennis", "choice 2 of 2 holds a tab or a line break"),
+        ("tennis", "give at least 2 choices, separated by |"),
+        ("tennis|Tennis", "choices 1 and 2 are the same answer ('Tennis')"),
+        ("two|2|three", "choices 1 and 2 are the same answer ('2')"),  # compared as VQA compares answers
+        ("|".join(f"answer {i}" for i in range(101)), "give at most 100 choices, not 101"),
+        ("yes|" + "x" * 201, "choice 2 is too long (201 characters; at most 200)"),
+        ("a|" * 30_000, "the choices are too long (60000 characters"),  # refused before it is split
+    ],
+)
 def test_bad_choices_get_one_line_errors(choices, message):
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")) as error:
         parse_choices(choices)
@@ -110,8 +129,27 @@ def shapes_weights(tmp_path_factory) -> Path:
     """caption/ (shape captions) and vqa/ (colour questions only: no shape is an answer it knows), one encoder."""
     root = tmp_path_factory.mktemp("choices")
     data = make_flickr8k(root / "flickr8k")
-    assert main(["train", "--data", f"flickr8k:{data}", "--out", str(root / "cap"), "--epochs", "40",
-                 "--min-count", "1", "--image-dim", "32", "--cache-dir", str(root / "cache"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                f"flickr8k:{data}",
+                "--out",
+                str(root / "cap"),
+                "--epochs",
+                "40",
+                "--min-count",
+                "1",
+                "--image-dim",
+                "32",
+                "--cache-dir",
+                str(root / "cache"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     daquar = root / "daquar"
     (daquar / "images").mkdir(parents=True)
     rows = [("question", "answer", "image_id")]
@@ -120,9 +158,29 @@ def shapes_weights(tmp_path_factory) -> Path:
         rows.append(("what color is the shape", color, f"image{i + 1}"))
     with open(daquar / "qa_train.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    assert main(["train-vqa", "--data", f"daquar:{daquar}", "--out", str(root / "vqa"), "--val-fraction", "0",
-                 "--epochs", "60", "--fused-dim", "32", "--mlp-dim", "32", "--cache-dir", str(root / "cache"),
-                 *TINY]) == 0
+    assert (
+        main(
+            [
+                "train-vqa",
+                "--data",
+                f"daquar:{daquar}",
+                "--out",
+                str(root / "vqa"),
+                "--val-fraction",
+                "0",
+                "--epochs",
+                "60",
+                "--fused-dim",
+                "32",
+                "--mlp-dim",
+                "32",
+                "--cache-dir",
+                str(root / "cache"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     (root / "weights").mkdir()
     (root / "cap" / "best").rename(root / "weights" / "caption")
     (root / "vqa" / "best").rename(root / "weights" / "vqa")
@@ -134,8 +192,9 @@ def test_an_out_of_vocabulary_candidate_the_image_supports_ranks_above_an_in_voc
     assert "circle" not in model.vqa.answer_index and "blue" in model.vqa.answer_index
     for shape in SHAPES:
         draw("red", shape).save(tmp_path / f"{shape}.png")
-        ranked = model.ask(tmp_path / f"{shape}.png", "what shape is in the picture", choices=["circle", "square",
-                                                                                               "blue"])
+        ranked = model.ask(
+            tmp_path / f"{shape}.png", "what shape is in the picture", choices=["circle", "square", "blue"]
+        )
         assert ranked[0][0] == shape  # out of the answer vocabulary, above "blue", which is in it
         assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=1e-6)
     assert model.ask(tmp_path / "circle.png", "what color is the shape", choices="red|blue|circle")[0][0] == "red"
@@ -143,22 +202,55 @@ def test_an_out_of_vocabulary_candidate_the_image_supports_ranks_above_an_in_voc
 
 def test_ask_choices_on_the_command_line_and_in_a_batch_column(shapes_weights, tmp_path, capsys):
     draw("red", "square").save(tmp_path / "square.png")
-    code = main(["ask", str(tmp_path / "square.png"), "what is the shape", "--choices",
-                 "circle|square|blue", "--weights", str(shapes_weights), "-q"])
+    code = main(
+        [
+            "ask",
+            str(tmp_path / "square.png"),
+            "what is the shape",
+            "--choices",
+            "circle|square|blue",
+            "--weights",
+            str(shapes_weights),
+            "-q",
+        ]
+    )
     out, err = capsys.readouterr()
     lines = [line.split("\t") for line in out.splitlines()]
-    assert code == 0 and err == "" and lines[0][0] == "square" and sorted(c for c, _ in lines) == ["blue", "circle",
-                                                                                                    "square"]
+    assert (
+        code == 0
+        and err == ""
+        and lines[0][0] == "square"
+        and sorted(c for c, _ in lines) == ["blue", "circle", "square"]
+    )
     assert sum(float(p) for _, p in lines) == pytest.approx(1.0, abs=2e-4)
-    assert main(["ask", str(tmp_path / "square.png"), "what shape", "--choices", "circle", "--weights",
-                 str(shapes_weights)]) == 2
-    assert capsys.readouterr().err == ("captioner: error: give at least 2 choices, separated by | (write \\| for a | "
-                                       "inside one), not 1\n")
+    assert (
+        main(
+            ["ask", str(tmp_path / "square.png"), "what shape", "--choices", "circle", "--weights", str(shapes_weights)]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        "captioner: error: give at least 2 choices, separated by | (write \\| for a | inside one), not 1\n"
+    )
     qa = tmp_path / "qa.csv"
-    qa.write_text("image_id,question,choices\nsquare,what shape is in the picture,circle|square\n"
-                  "square,what color is the shape,\nsquare,what shape,red|red\n")
-    code = main(["ask", "--batch", str(qa), "--images", str(tmp_path), "-o", str(tmp_path / "out.csv"),
-                 "--weights", str(shapes_weights), "-q"])
+    qa.write_text(
+        "image_id,question,choices\nsquare,what shape is in the picture,circle|square\n"
+        "square,what color is the shape,\nsquare,what shape,red|red\n"
+    )
+    code = main(
+        [
+            "ask",
+            "--batch",
+            str(qa),
+            "--images",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "out.csv"),
+            "--weights",
+            str(shapes_weights),
+            "-q",
+        ]
+    )
     with open(tmp_path / "out.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert code == 1 and [r["predicted_answer"] for r in rows] == ["square", "red", ""]
@@ -168,7 +260,16 @@ def test_ask_choices_on_the_command_line_and_in_a_batch_column(shapes_weights, t
 
 def test_choices_without_caption_weights_are_a_one_line_error(shapes_weights, tmp_path, capsys):
     draw("red", "square").save(tmp_path / "square.png")
-    code = main(["ask", str(tmp_path / "square.png"), "what shape", "--choices", "circle|square", "--weights",
-                 str(shapes_weights / "vqa")])
+    code = main(
+        [
+            "ask",
+            str(tmp_path / "square.png"),
+            "what shape",
+            "--choices",
+            "circle|square",
+            "--weights",
+            str(shapes_weights / "vqa"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("captioner: error: ") and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """`captioner caption` on good and bad input, every command's help, and multi-process training under torchrun."""
+
 from __future__ import annotations
 
 import argparse
@@ -90,15 +91,33 @@ def test_caption_cli_formats(images, weights_dir, tmp_path, capsys):
     assert main(["caption", *good, "--weights", str(weights_dir), "--format", "coco", "-o", str(out_file)]) == 0
     results = json.loads(out_file.read_text())
     assert [r["image_id"] for r in results] == ["rgb.jpg", "gray.png"] and all(r["caption"] for r in results)
-    assert main(["caption", *good, "--weights", str(weights_dir), "--format", "jsonl", "--beam", "3",
-                 "--n-best", "3"]) == 0
+    assert (
+        main(["caption", *good, "--weights", str(weights_dir), "--format", "jsonl", "--beam", "3", "--n-best", "3"])
+        == 0
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2
     for r in records:
         lps = [c["log_prob"] for c in r["n_best"]]
         assert len(lps) == 3 and r["caption"] == r["n_best"][0]["caption"]
-    assert main(["caption", good[0], "--weights", str(weights_dir), "--format", "csv", "--sample", "--seed", "3",
-                 "--n-best", "2"]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                good[0],
+                "--weights",
+                str(weights_dir),
+                "--format",
+                "csv",
+                "--sample",
+                "--seed",
+                "3",
+                "--n-best",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["rank"] for r in rows] == ["1", "2"] and all(float(r["score"]) < 0 for r in rows)
     assert main(["caption", good[0], "--weights", str(weights_dir), "--format", "csv", "--sample", "--seed", "3"]) == 0
@@ -135,10 +154,39 @@ def test_caption_cli_rejects_bad_options(images, weights_dir, capsys):
 def test_torchrun_two_processes_on_cpu(tmp_path):
     data = make_flickr8k(tmp_path / "data")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "captioner.cli.main", "train", "--data", f"flickr8k:{data}", "--out", str(out), "--cache-dir",
-           str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "2", "--min-count", "1", "--embed-dim", "16",
-           "--hidden-dim", "16", "--image-dim", "16", "--threads", "1", "--scst-epochs", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "captioner.cli.main",
+        "train",
+        "--data",
+        f"flickr8k:{data}",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--min-count",
+        "1",
+        "--embed-dim",
+        "16",
+        "--hidden-dim",
+        "16",
+        "--image-dim",
+        "16",
+        "--threads",
+        "1",
+        "--scst-epochs",
+        "1",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "best" / "model.safetensors").exists() and (out / "last" / "state.json").exists()
@@ -163,8 +211,9 @@ def _shown(value) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else "none" if value is None else str(value)
 
 
-@pytest.mark.parametrize("command", ["caption", "ask", "eval", "app", "train", "train-vqa", "questions", "atlas",
-                                     "calibrate", "fit-choices"])
+@pytest.mark.parametrize(
+    "command", ["caption", "ask", "eval", "app", "train", "train-vqa", "questions", "atlas", "calibrate", "fit-choices"]
+)
 def test_every_option_states_its_true_default(command):
     """The help's 'default: X' is what the option really defaults to; where the weights decide (the option
     defaults to unset), X is the shipped weights' own setting."""
@@ -178,7 +227,14 @@ def test_every_option_states_its_true_default(command):
             elif action.dest in DecodeConfig.__dataclass_fields__:  # unset: DecodeConfig's default applies
                 assert said == _shown(getattr(shipped, action.dest)), f"{name}: says {said!r}"
             else:
-                assert said.split(",")[0] in ("none", "off", "false", "stdout", "all", "all images", "auto") or \
-                       said.startswith(("the ", "ROOT/")), f"{name}: says {said!r}"
+                assert said.split(",")[0] in (
+                    "none",
+                    "off",
+                    "false",
+                    "stdout",
+                    "all",
+                    "all images",
+                    "auto",
+                ) or said.startswith(("the ", "ROOT/")), f"{name}: says {said!r}"
         else:
             assert said.split(",")[0] == _shown(action.default), f"{name}: says {said!r}, is {action.default!r}"

@@ -1,5 +1,6 @@
 """What a new user expects of the command line (issue 26): ``--version``, ``--quiet``, several questions per
 ``ask`` (or a conversation on stdin), and n-best output that says what its columns are."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def test_quiet_turns_off_progress_bars_and_keeps_warnings(weights_dir, tmp_path,
     assert code == 1 and "captioning" in err and "skipped" in err  # the bar, and the warning
     code, quiet_out, quiet_err = run(capsys, [*argv, "--quiet"])
     assert code == 1 and quiet_out == out and "captioning" not in quiet_err
-    messages = [part[part.index("captioner: "):] for part in re.split(r"[\r\n]", err) if "captioner: " in part]
+    messages = [part[part.index("captioner: ") :] for part in re.split(r"[\r\n]", err) if "captioner: " in part]
     assert quiet_err.splitlines() == messages and len(messages) == 2
     assert progress.progress_bar(3, "x", "img").disable  # every bar: training's and the feature cache's too
     run(capsys, argv)  # the next command without --quiet shows bars again
@@ -68,7 +69,12 @@ def vqa(has_vqa):
 def test_one_question_prints_its_answers_alone(vqa, capsys):
     code, out, err = run(capsys, ["ask", IMAGE, "what sport is this?", "--top-k", "2"])
     lines = out.splitlines()
-    assert code == 0 and err == "" and len(lines) == 2 and all(re.fullmatch(r"[^\t]+\t0\.\d{4}( \(not sure\))?", x) for x in lines)
+    assert (
+        code == 0
+        and err == ""
+        and len(lines) == 2
+        and all(re.fullmatch(r"[^\t]+\t0\.\d{4}( \(not sure\))?", x) for x in lines)
+    )
 
 
 def test_several_questions_each_above_its_answers_and_a_bad_one_does_not_stop_the_rest(vqa, capsys):
@@ -79,9 +85,11 @@ def test_several_questions_each_above_its_answers_and_a_bad_one_does_not_stop_th
     assert code == 1 and rest == ""
     assert first + "\n" == f"{questions[0]}\n{alone}"  # the question, then what it alone gets
     assert second.splitlines()[0] == "is it\\tsunny" and len(second.splitlines()) == 3  # a TAB is escaped
-    assert err.splitlines() == ["captioner: question 2: the question is empty (it has no words)",
-                                f"captioner: question 4: the question is too long (200 words; at most "
-                                f"{err.split('at most ')[1].split(')')[0]})"]
+    assert err.splitlines() == [
+        "captioner: question 2: the question is empty (it has no words)",
+        f"captioner: question 4: the question is too long (200 words; at most "
+        f"{err.split('at most ')[1].split(')')[0]})",
+    ]
 
 
 def test_questions_from_stdin(vqa, capsys, monkeypatch):
@@ -96,8 +104,14 @@ def test_questions_from_stdin(vqa, capsys, monkeypatch):
 @pytest.mark.slow
 def test_a_conversation_on_stdin_gets_each_answer_before_the_next_question(vqa):
     """One process, questions written one at a time: each answer must arrive while stdin is still open."""
-    proc = subprocess.Popen([sys.executable, "-m", "captioner.cli.main", "ask", IMAGE, "-", "--top-k", "1"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "captioner.cli.main", "ask", IMAGE, "-", "--top-k", "1"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for question in ("what sport is this?", "is it sunny"):
             proc.stdin.write(question + "\n")

@@ -1,6 +1,7 @@
 """The steps that finish a weights folder as ``captioner`` commands (issue 37): ``questions``, ``atlas``,
 ``calibrate`` and ``fit-choices``; their one-line errors; what they write into weights, recorded in the folder's
 recipe; and a ``--help`` that loads no torch."""
+
 from __future__ import annotations
 
 import json
@@ -26,23 +27,39 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["caption", "--help"], ["ask", "--help"],
-                                  ["eval", "--help"], ["app", "--help"], ["calibrate", "--help"],
-                                  ["questions", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["--help"],
+        ["caption", "--help"],
+        ["ask", "--help"],
+        ["eval", "--help"],
+        ["app", "--help"],
+        ["calibrate", "--help"],
+        ["questions", "--help"],
+    ],
+)
 def test_help_and_version_import_no_torch(argv):
-    code = ("import sys\nfrom captioner.cli.main import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    code = (
+        "import sys\nfrom captioner.cli.main import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage: captioner" in done.stdout or done.stdout.startswith("captioner ")
 
 
-@pytest.mark.parametrize("command, formats", [
-    ("calibrate", "caption formats: flickr8k, coco, karpathy, imagefolder; question formats: daquar, coco"),
-    ("atlas", "formats: flickr8k, coco, karpathy, imagefolder"),
-    ("questions", "formats: flickr8k, coco"),
-    ("fit-choices", "formats: daquar, coco, vqa2")])
+@pytest.mark.parametrize(
+    "command, formats",
+    [
+        ("calibrate", "caption formats: flickr8k, coco, karpathy, imagefolder; question formats: daquar, coco"),
+        ("atlas", "formats: flickr8k, coco, karpathy, imagefolder"),
+        ("questions", "formats: flickr8k, coco"),
+        ("fit-choices", "formats: daquar, coco, vqa2"),
+    ],
+)
 def test_a_missing_data_option_is_one_line_that_lists_the_formats(capsys, command, formats):
     code, out, err = run(capsys, [command])
     assert code == 2 and out == "" and err.count("\n") == 1
@@ -50,11 +67,14 @@ def test_a_missing_data_option_is_one_line_that_lists_the_formats(capsys, comman
 
 
 def test_bad_options_and_unwritable_outputs_are_one_line(capsys, tmp_path):
-    for argv in (["calibrate", "--data", "nope:/x"], ["calibrate", "--data", "coco:/x", "--task", "nope"],
-                 ["questions", "--data", f"flickr8k:{tmp_path}", "--out", "/proc/x"],
-                 ["atlas", "--data", f"flickr8k:{tmp_path}", "--figure", "/proc/x.png"],
-                 ["fit-choices", "--data", f"coco:{tmp_path}", "--weights", str(tmp_path / "none")],
-                 ["questions", "--data", f"flickr8k:{tmp_path}", "--out", str(tmp_path), "--show", "-1"]):
+    for argv in (
+        ["calibrate", "--data", "nope:/x"],
+        ["calibrate", "--data", "coco:/x", "--task", "nope"],
+        ["questions", "--data", f"flickr8k:{tmp_path}", "--out", "/proc/x"],
+        ["atlas", "--data", f"flickr8k:{tmp_path}", "--figure", "/proc/x.png"],
+        ["fit-choices", "--data", f"coco:{tmp_path}", "--weights", str(tmp_path / "none")],
+        ["questions", "--data", f"flickr8k:{tmp_path}", "--out", str(tmp_path), "--show", "-1"],
+    ):
         code, out, err = run(capsys, argv)
         assert code == 2 and err.startswith("captioner: error: ") and err.count("\n") == 1, (argv, err)
         assert "Traceback" not in err
@@ -70,8 +90,9 @@ def test_questions_writes_the_training_questions(capsys, tmp_path):
     (root / "Flickr8k.token.txt").write_text("".join(f"{n}#0\t{captions[i % 2]}\n" for i, n in enumerate(names)))
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:4]) + "\n")
     (root / "Flickr_8k.devImages.txt").write_text("\n".join(names[4:]) + "\n")
-    code, out, err = run(capsys, ["questions", "--data", f"flickr8k:{root}", "--out", str(tmp_path / "q"),
-                                  "--show", "2"])
+    code, out, err = run(
+        capsys, ["questions", "--data", f"flickr8k:{root}", "--out", str(tmp_path / "q"), "--show", "2"]
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert json.loads(lines[0])["all"] > 0 and len(lines) == 3
@@ -122,10 +143,13 @@ def test_fit_choices_writes_the_rule_into_the_vqa_config(weights_dir, has_vqa, t
     assert code == 0, err
     rule = json.loads((weights / "vqa" / "config.json").read_text())["choices"]
     assert sorted(rule) == ["oov_bias", "unknown_weight", "vqa_weight", "word_weight"]
-    assert out.startswith("fitted on 16 train questions (4-way)") and vars(
-        VQAPredictor.from_pretrained(weights).choice_weights) == rule
+    assert (
+        out.startswith("fitted on 16 train questions (4-way)")
+        and vars(VQAPredictor.from_pretrained(weights).choice_weights) == rule
+    )
     assert json.loads((weights / "caption" / "config.json").read_text()) == json.loads(
-        (weights_dir / "caption" / "config.json").read_text())  # only the VQA config changes
+        (weights_dir / "caption" / "config.json").read_text()
+    )  # only the VQA config changes
 
 
 def _card_commands(card: Path) -> list[str]:

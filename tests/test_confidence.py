@@ -1,5 +1,6 @@
 """The "not sure" calibration: the isotonic fit, the threshold it gives, and the marks results carry in every
 output (text, jsonl, csv, ``ask --batch``, the app's badge)."""
+
 import csv
 import io
 import json
@@ -76,8 +77,9 @@ def _run(capsys, argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize("caption_threshold, marked", [(1.0, True), (0.0, False), (None, False)])
-def test_captions_below_the_threshold_are_marked_in_every_format(weights_dir, tmp_path, capsys, caption_threshold,
-                                                                 marked):
+def test_captions_below_the_threshold_are_marked_in_every_format(
+    weights_dir, tmp_path, capsys, caption_threshold, marked
+):
     weights = str(_weights_with(weights_dir, tmp_path / "w", caption_threshold, None))
     image = str(EXAMPLE_IMAGE)
     text = _run(capsys, ["caption", image, "--weights", weights, "--n-best", "2"]).splitlines()[1:]
@@ -105,8 +107,10 @@ def test_only_the_top_answer_below_the_threshold_is_marked(weights_dir, has_vqa,
     shutil.copy(EXAMPLE_IMAGE, tmp_path / "images" / "1.jpg")
     (tmp_path / "qa.csv").write_text("image_id,question\n1,what sport is this?\n")
     for weights, expected in ((unsure, "false"), (sure, "true")):
-        out = _run(capsys, ["ask", "--batch", str(tmp_path / "qa.csv"), "--images", str(tmp_path / "images"),
-                            "--weights", weights])
+        out = _run(
+            capsys,
+            ["ask", "--batch", str(tmp_path / "qa.csv"), "--images", str(tmp_path / "images"), "--weights", weights],
+        )
         assert next(csv.DictReader(io.StringIO(out)))["sure"] == expected
 
 
@@ -115,16 +119,16 @@ def test_the_app_badge_shows_for_not_sure_results_only():
     assert badge(True, "caption") == badge(None, "answer") == ""
 
 
-def test_multiple_choice_is_not_marked_and_a_chat_answer_below_the_threshold_is(weights_dir, has_vqa, tmp_path,
-                                                                                 capsys):
+def test_multiple_choice_is_not_marked_and_a_chat_answer_below_the_threshold_is(weights_dir, has_vqa, tmp_path, capsys):
     if not has_vqa:
         pytest.skip("needs weights with vqa/")
     from captioner.app.handlers import Demo
     from captioner.pipeline import Captioner
 
     unsure = _weights_with(weights_dir, tmp_path / "unsure", None, 1.0)
-    out = _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf",
-                        "--weights", str(unsure)])
+    out = _run(
+        capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf", "--weights", str(unsure)]
+    )
     assert len(out.splitlines()) == 2 and "not sure" not in out  # the threshold is not calibrated on choices
     image = {"path": str(EXAMPLE_IMAGE)}
     for weights, marked in ((unsure, True), (_weights_with(weights_dir, tmp_path / "sure", None, 0.0), False)):

@@ -1,6 +1,7 @@
 """Settings are defined once, on the config fields: help, range and default. Every training option can be made
 from them alone, every out-of-range, non-finite or ill-typed value is refused in one line, from Python as from the
 command line; the dataset list, the feature cache folder and vocab.json behave as documented."""
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,12 @@ def _bad_values(f: dataclasses.Field) -> list:
     if kind == "str":
         return [1, *(["no-such-choice"] if f.metadata["choices"] else [])]
     step = 1 if kind == "int" else 1e-9
-    bad = [limits["low"] - step if "low" in limits else limits["above"],
-           limits["high"] + step if "high" in limits else limits["below"], "1", True]
+    bad = [
+        limits["low"] - step if "low" in limits else limits["above"],
+        limits["high"] + step if "high" in limits else limits["below"],
+        "1",
+        True,
+    ]
     if kind == "int":
         return bad + [1.5, 1.0]  # a float, even a whole one, is not an int
     return bad + [math.nan, math.inf, -math.inf, 1e300 if limits.get("high", math.inf) < 1e300 else -1e300]
@@ -84,8 +89,18 @@ def test_check_refuses_bad_values_in_one_line(config_cls):
 
 
 def test_absurd_training_values_are_refused():
-    for bad in [dict(epochs=0), dict(epochs=10 ** 6), dict(lr=1e300), dict(hidden_dim=10 ** 6), dict(num_layers=17),
-                dict(max_length=101), dict(seed=-1), dict(seed=2 ** 32), dict(scst_samples=1), dict(threads=1025)]:
+    for bad in [
+        dict(epochs=0),
+        dict(epochs=10**6),
+        dict(lr=1e300),
+        dict(hidden_dim=10**6),
+        dict(num_layers=17),
+        dict(max_length=101),
+        dict(seed=-1),
+        dict(seed=2**32),
+        dict(scst_samples=1),
+        dict(threads=1025),
+    ]:
         with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be"):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="^epochs must be at least 1 and at most 10000, not 0$"):
@@ -103,7 +118,8 @@ def test_model_shape_settings_are_the_model_configs():
         for f in settings(training):
             if f.name in model_settings:
                 assert f.metadata == model_settings[f.name].metadata and default_of(f) == default_of(
-                    model_settings[f.name]), f.name
+                    model_settings[f.name]
+                ), f.name
     assert TrainConfig().hidden_dim == DecoderConfig.hidden_dim and VQATrainConfig().hidden_dim == VQAConfig.hidden_dim
 
 
@@ -139,20 +155,36 @@ def test_no_datasets_is_a_one_line_error_that_shows_the_formats(tmp_path):
     with pytest.raises(ValueError) as error:
         train(TrainConfig(out=str(tmp_path / "run")))
     message = str(error.value)
-    assert message == ("no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, "
-                       "karpathy, imagefolder; e.g. --data flickr8k:data/flickr8k --data coco:data/coco:1.5)")
-    with pytest.raises(ValueError, match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\), generated, imagefolder; e\.g"):
+    assert message == (
+        "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, "
+        "karpathy, imagefolder; e.g. --data flickr8k:data/flickr8k --data coco:data/coco:1.5)"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^no datasets: .*formats: daquar, coco, vqa2, easy-vqa \(no FOLDER\), generated, imagefolder; e\.g",
+    ):
         train_vqa(VQATrainConfig(out=str(tmp_path / "vqa")))
     assert not (tmp_path / "run").exists() and not (tmp_path / "vqa").exists()
 
 
-@pytest.mark.parametrize("config_cls, data, says", [
-    (TrainConfig, "flickr8k", "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
-    (TrainConfig, "daquar:x", "dataset 'daquar:x': unknown format 'daquar' (formats: flickr8k, coco, karpathy, imagefolder)"),
-    (TrainConfig, "coco:x:0", "dataset 'coco:x:0': expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight above 0 and at most 100"),
-    (VQATrainConfig, "daquar", "dataset 'daquar': give its folder, as daquar:FOLDER[:WEIGHT]"),
-    (VQATrainConfig, "karpathy:x", "dataset 'karpathy:x': unknown format 'karpathy'"),
-])
+@pytest.mark.parametrize(
+    "config_cls, data, says",
+    [
+        (TrainConfig, "flickr8k", "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
+        (
+            TrainConfig,
+            "daquar:x",
+            "dataset 'daquar:x': unknown format 'daquar' (formats: flickr8k, coco, karpathy, imagefolder)",
+        ),
+        (
+            TrainConfig,
+            "coco:x:0",
+            "dataset 'coco:x:0': expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight above 0 and at most 100",
+        ),
+        (VQATrainConfig, "daquar", "dataset 'daquar': give its folder, as daquar:FOLDER[:WEIGHT]"),
+        (VQATrainConfig, "karpathy:x", "dataset 'karpathy:x': unknown format 'karpathy'"),
+    ],
+)
 def test_unusable_datasets_are_one_line_errors(config_cls, data, says):
     with pytest.raises(ValueError) as error:
         config_cls(data=(data,))
@@ -163,7 +195,10 @@ def test_datasets_are_named_and_need_a_folder_only_where_the_format_does():
     cfg = VQATrainConfig(data=["easy-vqa", "coco:a", "coco:b:0.5"])
     assert cfg.data == ("easy-vqa", "coco:a", "coco:b:0.5")  # a list (as argparse gives) becomes a tuple
     assert [(name, spec.root, spec.weight) for name, spec in cfg.datasets()] == [
-        ("easy-vqa", None, 1.0), ("coco-1", "a", 1.0), ("coco-2", "b", 0.5)]
+        ("easy-vqa", None, 1.0),
+        ("coco-1", "a", 1.0),
+        ("coco-2", "b", 0.5),
+    ]
 
 
 def test_the_cache_folder_is_read_when_used(monkeypatch, tmp_path):
@@ -173,8 +208,10 @@ def test_the_cache_folder_is_read_when_used(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "b"
     monkeypatch.delenv("CAPTIONER_CACHE")
     assert default_cache_dir().parts[-2:] == (".cache", "captioner")
-    assert TrainConfig().cache_dir is None and "CAPTIONER_CACHE" in next(
-        f for f in settings(TrainConfig) if f.name == "cache_dir").metadata["help"]
+    assert (
+        TrainConfig().cache_dir is None
+        and "CAPTIONER_CACHE" in next(f for f in settings(TrainConfig) if f.name == "cache_dir").metadata["help"]
+    )
 
 
 @pytest.mark.parametrize("task", ["caption", "vqa"])

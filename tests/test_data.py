@@ -1,4 +1,5 @@
 """Dataset loaders: COCO, Karpathy and Flickr8k layouts, and image ids."""
+
 from __future__ import annotations
 
 from synthetic import make_coco, make_flickr8k, make_karpathy, shape_items

@@ -1,4 +1,5 @@
 """Decoding: greedy, beam search, constraints and sampling."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,9 @@ def test_length_constraints_and_no_repeat_ngram():
     model.out.bias.data[5] = 20.0  # a model that loves word 5
     cfg = DecodeConfig(method="greedy", min_length=4, max_length=7)
     for method in ("greedy", "beam"):
-        out = decode(model, torch.randn(3, 16), DecodeConfig(method=method, min_length=4, max_length=7,
-                                                               no_repeat_ngram=1))
+        out = decode(
+            model, torch.randn(3, 16), DecodeConfig(method=method, min_length=4, max_length=7, no_repeat_ngram=1)
+        )
         for hyps in out:
             toks = hyps[0].tokens
             assert len(toks) >= 4 and len(set(toks)) == len(toks)

@@ -1,4 +1,5 @@
 """The image encoder: its weights packages and its preprocessing."""
+
 from __future__ import annotations
 
 import sys

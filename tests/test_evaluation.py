@@ -1,4 +1,5 @@
 """Evaluation: scores equal pycocoevalcap's scorers on the same inputs; tokenizer, CLI, edge cases, VQA."""
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ HYPOTHESIS_SPREAD = {
     "perfect": lambda refs, rng: refs[0],
     "empty": lambda refs, rng: "",
     "repeated": lambda refs, rng: " ".join([rng.choice(WORDS)] * 6),
-    "punctuation": lambda refs, rng: "A dog , runs !!! ( fast ) ... in the \"park\" ; isn't it ?",
+    "punctuation": lambda refs, rng: 'A dog , runs !!! ( fast ) ... in the "park" ; isn\'t it ?',
     "unicode": lambda refs, rng: "Un café naïve — über straße ☺ 😀 dog",
     "long": lambda refs, rng: " ".join(refs * 3),  # up to 195 words: past MAX_SCORED_WORDS (200) captions are cut
 }
@@ -40,6 +41,7 @@ def _references(n_images: int, rng: random.Random) -> dict:
     def sentence() -> str:
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
         return (" ".join(words).capitalize() + rng.choice([" .", ".", "", " !"])).strip()
+
     return {f"{1000 + i}_img.jpg": [sentence() for _ in range(5)] for i in range(n_images)}
 
 
@@ -83,28 +85,39 @@ def test_without_java_meteor_and_spice_are_skipped(monkeypatch):
 
 
 # Expected tokens are what pycocoevalcap's PTBTokenizer (Java) printed for these captions.
-@pytest.mark.parametrize("caption, tokens", [
-    ("A dog's ball isn't red.", "a dog 's ball is n't red"),
-    ("They're here, we'll go; I'd say I've I'm", "they 're here we 'll go i 'd say i 've i 'm"),
-    ("He cannot go. gonna wanna", "he can not go gon na wan na"),
-    ("Mr. Smith went to the U.S. and St. John etc.", "mr. smith went to the u.s. and st. john etc."),
-    ('A (red) [blue] {green} "quoted" \'single\'', "a -lrb- red -rrb- -lsb- blue -rsb- -lcb- green -rcb- quoted single"),
-    ("and/or 1/2 3*4 a&b &amp; $5 £5 €5 50% #1 @home", "and/or 1/2 3 * 4 a & b & $ 5 # 5 $ 5 50 % # 1 @home"),
-    ("t-shirt well-known 3-4 1,000 3.5 10:30 a--b a — b", "t-shirt well-known 3-4 1,000 3.5 10:30 a b a b"),
-    ("wait... what?! no!!! hmm…", "wait what ?! no !!! hmm"),
-    ("Café naïve ÉCOLE straße emoji 😀 ☺", "café naïve école straße emoji ☺"),
-    ("can't won't O'Neil rock'n'roll '90s y'all", "ca n't wo n't o'neil rock 'n' roll '90s y' all"),
-    ("3pm 10.30am 4x4 x'yz ab'c", "3pm 10.30 am 4x4 x yz ab c"),
-    (":) <b>bold</b> ½ 1 1/2", ":-rrb- <b> bold </b> 1/2 1\xa01/2"),
-    ("  tab\tsep  ", "tab sep"),
-])
+@pytest.mark.parametrize(
+    "caption, tokens",
+    [
+        ("A dog's ball isn't red.", "a dog 's ball is n't red"),
+        ("They're here, we'll go; I'd say I've I'm", "they 're here we 'll go i 'd say i 've i 'm"),
+        ("He cannot go. gonna wanna", "he can not go gon na wan na"),
+        ("Mr. Smith went to the U.S. and St. John etc.", "mr. smith went to the u.s. and st. john etc."),
+        (
+            "A (red) [blue] {green} \"quoted\" 'single'",
+            "a -lrb- red -rrb- -lsb- blue -rsb- -lcb- green -rcb- quoted single",
+        ),
+        ("and/or 1/2 3*4 a&b &amp; $5 £5 €5 50% #1 @home", "and/or 1/2 3 * 4 a & b & $ 5 # 5 $ 5 50 % # 1 @home"),
+        ("t-shirt well-known 3-4 1,000 3.5 10:30 a--b a — b", "t-shirt well-known 3-4 1,000 3.5 10:30 a b a b"),
+        ("wait... what?! no!!! hmm…", "wait what ?! no !!! hmm"),
+        ("Café naïve ÉCOLE straße emoji 😀 ☺", "café naïve école straße emoji ☺"),
+        ("can't won't O'Neil rock'n'roll '90s y'all", "ca n't wo n't o'neil rock 'n' roll '90s y' all"),
+        ("3pm 10.30am 4x4 x'yz ab'c", "3pm 10.30 am 4x4 x yz ab c"),
+        (":) <b>bold</b> ½ 1 1/2", ":-rrb- <b> bold </b> 1/2 1\xa01/2"),
+        ("  tab\tsep  ", "tab sep"),
+    ],
+)
 def test_python_tokenizer_matches_recorded_ptbtokenizer_output(caption, tokens):
     assert ptb_tokenize([caption]) == [tokens]
 
 
 def test_line_context_is_kept():
     # PTBTokenizer reads all captions as one text: "s." before a line starting "The" is split.
-    assert ptb_tokenize(["letter s.", "The cat", "letter s.", "the cat"]) == ["letter s", "the cat", "letter s.", "the cat"]
+    assert ptb_tokenize(["letter s.", "The cat", "letter s.", "the cat"]) == [
+        "letter s",
+        "the cat",
+        "letter s.",
+        "the cat",
+    ]
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
@@ -124,12 +137,21 @@ def test_cli_on_coco_files_loaded_through_pycocotools(tmp_path):
     rng = random.Random(5)
     refs = _references(12, rng)
     images = [{"id": 100 + i, "file_name": f"{100 + i:012d}.jpg"} for i in range(len(refs))]
-    anns = [{"id": 10 * i + k, "image_id": 100 + i, "caption": c}
-            for i, caps in enumerate(refs.values()) for k, c in enumerate(caps)]
+    anns = [
+        {"id": 10 * i + k, "image_id": 100 + i, "caption": c}
+        for i, caps in enumerate(refs.values())
+        for k, c in enumerate(caps)
+    ]
     ann_file, res_file = tmp_path / "captions.json", tmp_path / "results.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": anns, "info": {}, "licenses": []}))
-    res_file.write_text(json.dumps([{"image_id": 100 + i, "caption": HYPOTHESIS_SPREAD["repeated"](c, rng)}
-                                    for i, c in enumerate(refs.values())]))
+    res_file.write_text(
+        json.dumps(
+            [
+                {"image_id": 100 + i, "caption": HYPOTHESIS_SPREAD["repeated"](c, rng)}
+                for i, c in enumerate(refs.values())
+            ]
+        )
+    )
     out = tmp_path / "scores.json"
     assert main(["eval", str(res_file), "--coco-annotations", str(ann_file), "--json", str(out), *FAST]) == 0
     coco = COCO(str(ann_file))
@@ -147,11 +169,28 @@ def test_cli_flickr8k_json_lines_and_csv(tmp_path, capsys):
     root = make_flickr8k(tmp_path / "flickr8k", captions_per_image=3)
     names = (root / "Flickr_8k.devImages.txt").read_text().split()
     res_file = tmp_path / "results.jsonl"
-    res_file.write_text("".join(json.dumps({"file": n, "image_id": n, "caption": "a red circle"}) + "\n" for n in names))
+    res_file.write_text(
+        "".join(json.dumps({"file": n, "image_id": n, "caption": "a red circle"}) + "\n" for n in names)
+    )
     out, per_image = tmp_path / "missing" / "dir" / "scores.json", tmp_path / "other" / "per_image.csv"
-    assert main(["eval", str(res_file), "--flickr8k-tokens", str(root / "Flickr8k.token.txt"), "--split-list",
-                 str(root / "Flickr_8k.devImages.txt"), "--json", str(out), "--csv", str(per_image),
-                 *FAST]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(res_file),
+                "--flickr8k-tokens",
+                str(root / "Flickr8k.token.txt"),
+                "--split-list",
+                str(root / "Flickr_8k.devImages.txt"),
+                "--json",
+                str(out),
+                "--csv",
+                str(per_image),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert [p.name for p in out.parent.iterdir()] == ["scores.json"]  # folders created, no temporary file left
     record = json.loads(out.read_text())
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= record.keys()
@@ -163,12 +202,15 @@ def test_cli_flickr8k_json_lines_and_csv(tmp_path, capsys):
     assert "CIDEr" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("records, code, message", [
-    ([{"image_id": "nope.jpg", "caption": "a dog"}], 2, "have no reference captions"),
-    ([{"image_id": "a.jpg", "caption": "x"}, {"image_id": "a.jpg", "caption": "y"}], 2, "more than one caption"),
-    ([{"image_id": "a.jpg", "caption": "a dog"}], 0, "results cover 1 of 2"),
-    ([{"image_id": "a.jpg", "caption": "a dog"}], 0, "CIDEr-D is meaningless on one image"),
-])
+@pytest.mark.parametrize(
+    "records, code, message",
+    [
+        ([{"image_id": "nope.jpg", "caption": "a dog"}], 2, "have no reference captions"),
+        ([{"image_id": "a.jpg", "caption": "x"}, {"image_id": "a.jpg", "caption": "y"}], 2, "more than one caption"),
+        ([{"image_id": "a.jpg", "caption": "a dog"}], 0, "results cover 1 of 2"),
+        ([{"image_id": "a.jpg", "caption": "a dog"}], 0, "CIDEr-D is meaningless on one image"),
+    ],
+)
 def test_cli_coverage_messages(tmp_path, capsys, records, code, message):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("a.jpg#0\tA dog runs .\na.jpg#1\tA dog .\nb.jpg#0\tA cat .\n")
@@ -186,10 +228,19 @@ def test_cli_rejects_results_and_weights_together(capsys):
 # ---------------------------------------------------------------- VQA accuracy (official VQA v2 rules)
 
 
-@pytest.mark.parametrize("prediction, answer", [
-    ("two", "2"), ("a dog", "dog"), ("yes.", "yes"), ("The Dog", "dog"), ("dont", "don't"), ("none", "0"),
-    ("Yes!", "yes"), ("red, white", "red white"),
-])
+@pytest.mark.parametrize(
+    "prediction, answer",
+    [
+        ("two", "2"),
+        ("a dog", "dog"),
+        ("yes.", "yes"),
+        ("The Dog", "dog"),
+        ("dont", "don't"),
+        ("none", "0"),
+        ("Yes!", "yes"),
+        ("red, white", "red white"),
+    ],
+)
 def test_normalization_makes_answers_equal(prediction, answer):
     assert normalize_answer(prediction) == normalize_answer(answer)
     assert exact_match(prediction, answer)
@@ -202,10 +253,17 @@ def test_soft_accuracy_leave_one_out(humans_agreeing, accuracy):
     assert vqa_soft_accuracy("2", humans) == pytest.approx(accuracy)
 
 
-@pytest.mark.parametrize("prediction, humans, accuracy", [
-    ("Yes", ["yes"] * 10, 0.0), ("yes.", ["yes"] * 10, 0.0), (" yes\n", ["yes"] * 10, 1.0),  # unanimous: as given
-    ("two", ["2"] * 3, 0.0), ("Yes", ["yes"] * 9 + ["no"], 1.0), ("yes.", ["Yes"] * 4 + ["no"] * 6, 1.0),  # they disagree: normalized
-])
+@pytest.mark.parametrize(
+    "prediction, humans, accuracy",
+    [
+        ("Yes", ["yes"] * 10, 0.0),
+        ("yes.", ["yes"] * 10, 0.0),
+        (" yes\n", ["yes"] * 10, 1.0),  # unanimous: as given
+        ("two", ["2"] * 3, 0.0),
+        ("Yes", ["yes"] * 9 + ["no"], 1.0),
+        ("yes.", ["Yes"] * 4 + ["no"] * 6, 1.0),  # they disagree: normalized
+    ],
+)
 def test_unanimous_answers_are_not_normalized_as_in_vqaeval(prediction, humans, accuracy):
     """vqaEval.py normalizes the prediction and the human answers only when the humans disagree."""
     assert vqa_soft_accuracy(prediction, humans) == pytest.approx(accuracy)
@@ -235,16 +293,28 @@ def test_image_batches_report_unreadable_images_and_go_on(tmp_path):
     assert [len(good) + len(bad) for good, _, bad in batches] == [2, 2]
     assert [n for good, _, _ in batches for n in good] == names[1:]
     assert all(im.size[0] > 0 for _, images, _ in batches for im in images)
-    (item, reason), = batches[0][2]
+    ((item, reason),) = batches[0][2]
     assert item == "broken.jpg" and "broken.jpg" in reason and "\n" not in reason
 
-@pytest.mark.parametrize("question, kind", [
-    ("Is there a dog in the image?", "yes/no"), ("does the man wear a hat", "yes/no"),
-    ("Is the bus the same color as the car?", "yes/no"),  # an auxiliary first decides, colour or not
-    ("How many dogs are there?", "number"), ("how many", "number"),
-    ("What color is the bus?", "color"), ("What colour are the flowers?", "color"), ("the bus's colors?", "color"),
-    ("What is the man riding?", "other"), ("Where is the cat?", "other"), ("how much is it", "other"),
-    ("", "other"), ("?!", "other"), ("Island or city?", "other"),  # "island" is no auxiliary
-])
+
+@pytest.mark.parametrize(
+    "question, kind",
+    [
+        ("Is there a dog in the image?", "yes/no"),
+        ("does the man wear a hat", "yes/no"),
+        ("Is the bus the same color as the car?", "yes/no"),  # an auxiliary first decides, colour or not
+        ("How many dogs are there?", "number"),
+        ("how many", "number"),
+        ("What color is the bus?", "color"),
+        ("What colour are the flowers?", "color"),
+        ("the bus's colors?", "color"),
+        ("What is the man riding?", "other"),
+        ("Where is the cat?", "other"),
+        ("how much is it", "other"),
+        ("", "other"),
+        ("?!", "other"),
+        ("Island or city?", "other"),  # "island" is no auxiliary
+    ],
+)
 def test_question_types_follow_the_documented_rule(question, kind):
     assert question_type(question) == kind and kind in QUESTION_TYPES

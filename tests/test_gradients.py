@@ -1,4 +1,5 @@
 """The gradient of the last word's log-probability with respect to every earlier state, against finite differences."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,13 +42,14 @@ def _numeric_gradients(model, features, words, part: int, eps: float = 1e-6) -> 
                 for sign in (1, -1):
                     value = state[part].clone()
                     value[-1, 0, i] += sign * eps
-                    moved.append(_log_p_last(model, features, words, t, (*state[:part], value, *state[part + 1:])))
+                    moved.append(_log_p_last(model, features, words, t, (*state[:part], value, *state[part + 1 :])))
                 numeric[t, i] = (moved[0] - moved[1]) / (2 * eps)
     return numeric
 
 
-@pytest.mark.parametrize("cell,image_input", [("lstm", "every_step"), ("rnn", "every_step"), ("rnn", "first_step"),
-                                              ("lstm", "init_state")])
+@pytest.mark.parametrize(
+    "cell,image_input", [("lstm", "every_step"), ("rnn", "every_step"), ("rnn", "first_step"), ("lstm", "init_state")]
+)
 def test_last_word_gradients_agree_with_finite_differences(cell, image_input):
     model = tiny_decoder(12, cell=cell, image_input=image_input, seed=3).double().eval()
     features = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -67,8 +69,10 @@ def test_the_lstm_cell_state_gradient_agrees_with_finite_differences_and_joins_h
     torch.testing.assert_close(grads, _numeric_gradients(model, features, words, part=1), rtol=1e-5, atol=1e-8)
     assert grads[-1].abs().sum() == 0 and grads[0].abs().sum() > 0  # w_T is read from h alone; c carries the past
     h = last_word_gradients(model, features, words, kind="h")
-    torch.testing.assert_close(gradient_norms(model, features, words, kinds=("h", "c")),
-                               (h.square().sum(dim=1) + grads.square().sum(dim=1)).sqrt())
+    torch.testing.assert_close(
+        gradient_norms(model, features, words, kinds=("h", "c")),
+        (h.square().sum(dim=1) + grads.square().sum(dim=1)).sqrt(),
+    )
     with pytest.raises(ValueError, match="kind must be one of h"):
         last_word_gradients(tiny_decoder(12, cell="rnn"), torch.randn(16), [5], kind="c")
 

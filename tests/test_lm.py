@@ -1,5 +1,6 @@
 """The character model: truncated BPTT carries the state exactly, training resumes bit for bit, sampling is
 seeded, scoring carries the state, and bad text is a one-line error. Every text is made here (no ../shared)."""
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,20 @@ def test_sampling_is_seeded_and_streams_the_prime_first():
 
 
 def _config(text: Path, out: Path, **kw) -> LMTrainConfig:
-    settings = dict(text=(str(text),), out=str(out), hidden_dim=16, embed_dim=8, num_layers=2, batch_size=4,
-                    bptt=10, epochs=3, epoch_chars=400, sample_every=0, save_every=4, dropout=0.1)
+    settings = dict(
+        text=(str(text),),
+        out=str(out),
+        hidden_dim=16,
+        embed_dim=8,
+        num_layers=2,
+        batch_size=4,
+        bptt=10,
+        epochs=3,
+        epoch_chars=400,
+        sample_every=0,
+        save_every=4,
+        dropout=0.1,
+    )
     return LMTrainConfig(**{**settings, **kw})
 
 
@@ -126,9 +139,31 @@ def test_a_killed_and_resumed_run_matches_an_uninterrupted_one(text_file, tmp_pa
 
 
 def test_trained_weights_load_sample_and_score_from_the_command_line(text_file, tmp_path):
-    done = run("lm", "train", "--text", str(text_file), "--out", str(tmp_path / "run"), "--hidden-dim", "24",
-               "--num-layers", "1", "--batch-size", "8", "--bptt", "20", "--epochs", "2", "--sample-every", "20",
-               "--sample-length", "30", "--lr", "0.01", "-q")
+    done = run(
+        "lm",
+        "train",
+        "--text",
+        str(text_file),
+        "--out",
+        str(tmp_path / "run"),
+        "--hidden-dim",
+        "24",
+        "--num-layers",
+        "1",
+        "--batch-size",
+        "8",
+        "--bptt",
+        "20",
+        "--epochs",
+        "2",
+        "--sample-every",
+        "20",
+        "--sample-length",
+        "30",
+        "--lr",
+        "0.01",
+        "-q",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["val_loss"] < 2.5
     assert "--- sample at step 20 ---" in done.stderr
@@ -138,8 +173,18 @@ def test_trained_weights_load_sample_and_score_from_the_command_line(text_file, 
     first = run("lm", "sample", "--weights", weights, "--prime", "the", "--length", "50", "--seed", "7")
     again = run("lm", "sample", "--weights", weights, "--prime", "the", "--length", "50", "--seed", "7")
     assert first.returncode == 0 and first.stdout == again.stdout and first.stdout.startswith("the")
-    scored = run("lm", "eval", "--weights", weights, str(text_file), "--held-out", "0.1", "--json",
-                 str(tmp_path / "score.json"), "-q")
+    scored = run(
+        "lm",
+        "eval",
+        "--weights",
+        weights,
+        str(text_file),
+        "--held-out",
+        "0.1",
+        "--json",
+        str(tmp_path / "score.json"),
+        "-q",
+    )
     assert scored.returncode == 0, scored.stderr
     score = json.loads((tmp_path / "score.json").read_text())
     assert score["bits_per_char"] == pytest.approx(score["nats_per_char"] / 0.693147, rel=1e-4)
@@ -173,8 +218,10 @@ def test_a_folder_without_text_and_a_missing_path_are_one_line_errors(tmp_path):
     assert done.returncode == 2 and "a folder with no UTF-8 text files" in done.stderr.splitlines()[-1]
     assert sum("skipped" in line for line in done.stderr.splitlines()) == 2
     done = run("lm", "train", "--out", str(tmp_path / "run"))
-    assert done.returncode == 2 and done.stderr.strip() == "captioner: error: no text: give --text FILE_OR_DIR at " \
-                                                           "least once"
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == "captioner: error: no text: give --text FILE_OR_DIR at least once"
+    )
     done = run("lm", "eval", "--weights", str(tmp_path / "nothing"), str(tmp_path / "folder"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
 
@@ -190,12 +237,43 @@ def test_a_folder_splits_at_a_file_boundary_and_keeps_a_byte_order_mark_out(tmp_
 
 
 def test_the_atlas_command_and_the_app_tab_on_trained_weights(text_file, tmp_path, monkeypatch):
-    done = run("lm", "train", "--text", str(text_file), "--out", str(tmp_path / "run"), "--hidden-dim", "12",
-               "--num-layers", "1", "--batch-size", "8", "--bptt", "20", "--epochs", "1", "--sample-every", "0", "-q")
+    done = run(
+        "lm",
+        "train",
+        "--text",
+        str(text_file),
+        "--out",
+        str(tmp_path / "run"),
+        "--hidden-dim",
+        "12",
+        "--num-layers",
+        "1",
+        "--batch-size",
+        "8",
+        "--bptt",
+        "20",
+        "--epochs",
+        "1",
+        "--sample-every",
+        "0",
+        "-q",
+    )
     assert done.returncode == 0, done.stderr
     weights = tmp_path / "run" / "best"
-    done = run("lm", "atlas", "--weights", str(weights), "--write", "--streams", "4", "--png",
-               str(tmp_path / "cell.png"), "--signal", "column", "-q")  # the held-out text its config names
+    done = run(
+        "lm",
+        "atlas",
+        "--weights",
+        str(weights),
+        "--write",
+        "--streams",
+        "4",
+        "--png",
+        str(tmp_path / "cell.png"),
+        "--signal",
+        "column",
+        "-q",
+    )  # the held-out text its config names
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[2].startswith("column   r ") and (tmp_path / "cell.png").exists()
     lm = load_lm(weights)  # cells.json written and checked
@@ -226,4 +304,4 @@ def test_shipped_character_models_load_with_their_atlas_and_card():
         card = (entry.path / "README.md").read_text()
         assert entry.recipe.split(" && ")[0] in card.replace("\\\n", "").replace("  ", " ")
         size = sum(f.stat().st_size for f in entry.path.iterdir())
-        assert size < 20 * 2 ** 20
+        assert size < 20 * 2**20

@@ -1,5 +1,6 @@
 """The character model's lecture tools: the signals the atlas reads from text, the atlas finding a planted cell,
 the coloured-text views, gradient flow over characters, and the hand-built repeated-1s RNN of the slides."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,14 @@ from captioner.lecture.charviews import CellRef, activations, colour_html, draw_
 from captioner.lecture.repeated_ones import SLIDE_INPUT, SLIDE_OUTPUT, run
 from captioner.schema import read_lm_atlas
 
-C_CODE = '''int f(int a) {
+C_CODE = """int f(int a) {
 \tif (a > 1) { /* "x" { */
 \t\tputs("a { b"); // if (x)
 \t}
 \tif (a) b = c(1);
 \tc = '"'; d = 2;
 }
-'''
+"""
 
 
 def _marks(text: str, values: np.ndarray) -> str:
@@ -41,13 +42,13 @@ def test_signals_are_read_from_the_text():
     assert _marks(C_CODE, s["digit"]) == "112" and not s["upper"].any()
     prose = 'He said, "don\'t go." If it rains (it may), stay.\n'
     p = text_signals(prose)
-    assert _marks(prose, p["quote"]) == '"don\'t go.' and not p["if"].any()  # "If (" is not code's if
+    assert _marks(prose, p["quote"]) == "\"don't go." and not p["if"].any()  # "If (" is not code's if
     assert set(SIGNALS) == set(p)
 
 
 def planted_column_cell(seed: int = 0) -> tuple[CharLM, CharVocab]:
     """An LSTM whose cell 0 counts the characters since the last newline (plus one), the others random."""
-    text = "abc de\n\"fg\" hij {k}\n"
+    text = 'abc de\n"fg" hij {k}\n'
     vocab = CharVocab.from_text(text)
     torch.manual_seed(seed)
     model = CharLM(CharLMConfig(len(vocab), embed_dim=3, hidden_dim=6, num_layers=1)).eval()
@@ -67,8 +68,7 @@ def planted_column_cell(seed: int = 0) -> tuple[CharLM, CharVocab]:
 def test_the_atlas_finds_a_planted_column_cell_and_its_json_passes_the_schema():
     model, vocab = planted_column_cell()
     rng = np.random.default_rng(0)
-    text = "".join(("".join(rng.choice(list("abc de\"fg{}hijk"), size=rng.integers(2, 40))) + "\n")
-                   for _ in range(200))
+    text = "".join(("".join(rng.choice(list('abc de"fg{}hijk'), size=rng.integers(2, 40))) + "\n") for _ in range(200))
     atlas = build_atlas(model, vocab, text, streams=4, source="made here")
     top = atlas["signals"]["column"]["best"][0]
     assert (top["state"], top["layer"], top["cell"]) == ("c", 0, 0) and top["r"] > 0.99
@@ -116,8 +116,9 @@ def test_gradient_flow_over_characters_matches_finite_differences():
         return float(model.head(state[0][-1]).log_softmax(-1)[0, windows[0, -1]].detach())
 
     for t in (2, 6):  # distances 5 and 1
-        fd = torch.tensor([(log_p(d, t) - log_p(-d, t)) / 2e-6 for d in torch.eye(8, dtype=torch.double)[:, None, None]
-                           * 1e-6])
+        fd = torch.tensor(
+            [(log_p(d, t) - log_p(-d, t)) / 2e-6 for d in torch.eye(8, dtype=torch.double)[:, None, None] * 1e-6]
+        )
         assert float(norms[0, 6 - t]) == pytest.approx(float(fd.norm()), rel=1e-4)
     lstm = CharLM(CharLMConfig(12, embed_dim=4, hidden_dim=8, num_layers=2))
     whole = window_gradients(lstm, torch.randint(1, 12, (3, 30)), torch.randint(1, 12, (3, 5)), ("h", "c"))
@@ -131,8 +132,13 @@ def test_min_char_rnn_backpropagates_through_time_correctly_and_learns():
     from captioner.lecture.min_char_rnn import loss_and_gradients, train
 
     rng = np.random.default_rng(0)
-    params = {"Wxh": rng.standard_normal((100, 5)) * 0.1, "Whh": rng.standard_normal((100, 100)) * 0.1,
-              "Why": rng.standard_normal((5, 100)) * 0.1, "bh": np.zeros((100, 1)), "by": np.zeros((5, 1))}
+    params = {
+        "Wxh": rng.standard_normal((100, 5)) * 0.1,
+        "Whh": rng.standard_normal((100, 100)) * 0.1,
+        "Why": rng.standard_normal((5, 100)) * 0.1,
+        "bh": np.zeros((100, 1)),
+        "by": np.zeros((5, 1)),
+    }
     inputs, targets, h0 = [0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 1], np.zeros((100, 1))
     _, grads, _ = loss_and_gradients(params, inputs, targets, h0, 5)
     for name, i in (("Whh", (3, 7)), ("Wxh", (10, 2)), ("by", (1, 0))):

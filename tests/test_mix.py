@@ -1,4 +1,5 @@
 """Training on several datasets at once: dataset specs, weighted epochs, per-dataset validation, COCO questions."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,12 @@ from captioner.vocab import Vocabulary
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("mix")
-    return {"flickr8k": make_flickr8k(root / "flickr8k"), "coco": make_coco_folder(root / "coco"),
-            "daquar": make_daquar(root / "daquar"), "cache": root / "cache"}
+    return {
+        "flickr8k": make_flickr8k(root / "flickr8k"),
+        "coco": make_coco_folder(root / "coco"),
+        "daquar": make_daquar(root / "daquar"),
+        "cache": root / "cache",
+    }
 
 
 def test_dataset_spec_reads_name_folder_and_weight():
@@ -49,12 +54,25 @@ def test_weighted_epoch_repeats_and_subsamples_each_dataset():
 
 
 def test_caption_training_on_a_mix_reports_each_dataset(data, tmp_path, capsys):
-    cfg = TrainConfig(data=(f"flickr8k:{data['flickr8k']}", f"coco:{data['coco']}:2"), out=str(tmp_path / "run"),
-                      cache_dir=str(data["cache"]), epochs=2, scst_epochs=1, batch_size=4, min_count=1,
-                      embed_dim=16, hidden_dim=16, image_dim=16, dropout=0.0, threads=1)
+    cfg = TrainConfig(
+        data=(f"flickr8k:{data['flickr8k']}", f"coco:{data['coco']}:2"),
+        out=str(tmp_path / "run"),
+        cache_dir=str(data["cache"]),
+        epochs=2,
+        scst_epochs=1,
+        batch_size=4,
+        min_count=1,
+        embed_dim=16,
+        hidden_dim=16,
+        image_dim=16,
+        dropout=0.0,
+        threads=1,
+    )
     best = train(cfg)
     assert set(best["datasets"]) == {"flickr8k", "coco"}
-    assert best["CIDEr"] == pytest.approx((best["datasets"]["flickr8k"]["CIDEr"] + best["datasets"]["coco"]["CIDEr"]) / 2)
+    assert best["CIDEr"] == pytest.approx(
+        (best["datasets"]["flickr8k"]["CIDEr"] + best["datasets"]["coco"]["CIDEr"]) / 2
+    )
     out = capsys.readouterr().out
     assert out.count("flickr8k BLEU-4") == 3 and out.count("coco BLEU-4") == 3 and "mean CIDEr" in out
     assert "epoch 3: train reward" in out  # self-critical training ran on the mix
@@ -75,16 +93,39 @@ def test_coco_questions_are_scored_softly_with_three_answers_or_more(data):
     answers = {colour.question_id: colour.answers, shape.question_id: shape.answers}
     assert vqa_report({colour.question_id: "red", shape.question_id: "circle"}, answers)["accuracy"] == 1.0
     # one human in ten said "dark red": soft accuracy 0.3; a single-answer question is all or nothing
-    assert vqa_report({colour.question_id: "dark red", shape.question_id: "circles"}, answers)["accuracy"] == \
-        pytest.approx(0.15)
+    assert vqa_report({colour.question_id: "dark red", shape.question_id: "circles"}, answers)[
+        "accuracy"
+    ] == pytest.approx(0.15)
     assert load_vqa_dataset("coco", data["coco"], "train")[3].question == "What shape is it?"
 
 
 def test_train_vqa_on_daquar_and_coco_questions(data, tmp_path, capsys):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    assert main(["train-vqa", "--data", f"daquar:{data['daquar']}", "--data", f"coco:{data['coco']}:0.5",
-                 "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "4", "--threads", "1",
-                 "--val-fraction", "0.25", "--cache-dir", str(data["cache"]), *flags]) == 0
+    assert (
+        main(
+            [
+                "train-vqa",
+                "--data",
+                f"daquar:{data['daquar']}",
+                "--data",
+                f"coco:{data['coco']}:0.5",
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--threads",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--cache-dir",
+                str(data["cache"]),
+                *flags,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "daquar val loss" in out and "coco val loss" in out and "mean accuracy" in out
     best = json.loads(out.strip().splitlines()[-1])
@@ -101,9 +142,31 @@ def test_generated_questions_mix_in_through_data_and_are_never_validated(data, t
     loaded = load_vqa_dataset("generated", tmp_path / "generated", "train")
     assert [(e.image_id, e.path, e.answer_type) for e in loaded] == [(q.image_id, q.path, q.kind) for q in questions]
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    assert main(["train-vqa", "--data", f"daquar:{data['daquar']}", "--data", f"generated:{tmp_path / 'generated'}:0.5",
-                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4", "--threads", "1",
-                 "--val-fraction", "0.25", "--cache-dir", str(data["cache"]), *flags]) == 0
+    assert (
+        main(
+            [
+                "train-vqa",
+                "--data",
+                f"daquar:{data['daquar']}",
+                "--data",
+                f"generated:{tmp_path / 'generated'}:0.5",
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--threads",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--cache-dir",
+                str(data["cache"]),
+                *flags,
+            ]
+        )
+        == 0
+    )
     best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(best["datasets"]) == {"daquar"}  # trained on, never validated: real questions pick best/
     answers = json.loads((tmp_path / "run" / "best" / "answers.json").read_text())
@@ -111,8 +174,16 @@ def test_generated_questions_mix_in_through_data_and_are_never_validated(data, t
 
 
 def test_refuses_to_replace_a_finished_run_or_resume_it_with_other_flags(data, tmp_path):
-    cfg = VQATrainConfig(data=(f"daquar:{data['daquar']}",), out=str(tmp_path / "run"), epochs=1, batch_size=4,
-                         val_fraction=0.0, cache_dir=str(data["cache"]), threads=1, **TINY)
+    cfg = VQATrainConfig(
+        data=(f"daquar:{data['daquar']}",),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.0,
+        cache_dir=str(data["cache"]),
+        threads=1,
+        **TINY,
+    )
     train_vqa(cfg)
     weights = (tmp_path / "run" / "best" / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match="already holds a run: add --resume .* or --overwrite"):

@@ -1,4 +1,5 @@
 """The caption decoder: the fused teacher-forced forward, and where the image enters the recurrence."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,9 +7,11 @@ import torch
 from synthetic import tiny_decoder
 
 
-@pytest.mark.parametrize("cell,image_input,attention", [
-    (cell, mode, False) for cell in ["lstm", "rnn"] for mode in ["every_step", "first_step", "init_state"]
-] + [("lstm", "every_step", True), ("rnn", "init_state", True)])
+@pytest.mark.parametrize(
+    "cell,image_input,attention",
+    [(cell, mode, False) for cell in ["lstm", "rnn"] for mode in ["every_step", "first_step", "init_state"]]
+    + [("lstm", "every_step", True), ("rnn", "init_state", True)],
+)
 def test_fused_forward_matches_stepwise_decoding(cell, image_input, attention):
     """The one-call teacher-forced forward and the step-by-step decoder compute the same model."""
     model = tiny_decoder(cell=cell, image_input=image_input, attention=attention).eval()

@@ -1,5 +1,6 @@
 """One of each: one tokenizer per purpose, one lexicon, one CSV reader with one rule for ragged rows, one
 images-by-stem helper, one COCO-caption reader, and each name with one meaning."""
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,25 @@ def test_question_types_read_the_question_with_the_one_tokenizer():
 # ---------------------------------------------------------------- the lexicon
 
 
-@pytest.mark.parametrize("noun, many", [("cat", "cats"), ("bus", "buses"), ("box", "boxes"), ("bench", "benches"),
-                                        ("puppy", "puppies"), ("toy", "toys"), ("man", "men"), ("person", "people"),
-                                        ("hot dog", "hot dogs"), ("sheep", "sheep"), ("skis", "skis"),
-                                        ("broccoli", "broccoli"), ("knife", "knives"), ("key", "keys")])
+@pytest.mark.parametrize(
+    "noun, many",
+    [
+        ("cat", "cats"),
+        ("bus", "buses"),
+        ("box", "boxes"),
+        ("bench", "benches"),
+        ("puppy", "puppies"),
+        ("toy", "toys"),
+        ("man", "men"),
+        ("person", "people"),
+        ("hot dog", "hot dogs"),
+        ("sheep", "sheep"),
+        ("skis", "skis"),
+        ("broccoli", "broccoli"),
+        ("knife", "knives"),
+        ("key", "keys"),
+    ],
+)
 def test_the_lexicon_plural_rule(noun, many):
     assert lexicon.plural(noun) == many
 
@@ -77,15 +93,18 @@ def test_a_csv_with_a_bom_and_crlf_reads_as_plain_utf8(tmp_path):
     path = tmp_path / "table.csv"
     path.write_bytes("\ufefffile_name , caption\r\nphotos/a.jpg,a café\r\n\r\n".encode())
     assert io.read_csv_rows(path, ("file_name", "caption")) == (
-        ["file_name", "caption"], [("row 2", {"file_name": "photos/a.jpg", "caption": "a café"})])
+        ["file_name", "caption"],
+        [("row 2", {"file_name": "photos/a.jpg", "caption": "a café"})],
+    )
 
 
 def test_an_imagefolder_metadata_csv_with_a_bom_and_crlf(tmp_path):
     (tmp_path / "photos").mkdir()
     for name in ("a.jpg", "b.jpg"):
         Image.new("RGB", (8, 8)).save(tmp_path / "photos" / name)
-    (tmp_path / "metadata.csv").write_bytes(b"\xef\xbb\xbffile_name,caption,split\r\nphotos/a.jpg,a dog,train\r\n"
-                                            b"photos/b.jpg,a cat,dev\r\n")
+    (tmp_path / "metadata.csv").write_bytes(
+        b"\xef\xbb\xbffile_name,caption,split\r\nphotos/a.jpg,a dog,train\r\nphotos/b.jpg,a cat,dev\r\n"
+    )
     dev = imagefolder.load_imagefolder_captions(tmp_path, "dev")
     assert [(item.image_id, item.captions) for item in dev] == [("photos/b.jpg", ["a cat"])]
     (tmp_path / "metadata.csv").write_bytes(b"\xef\xbb\xbffile_name,caption,split\r\nphotos/a.jpg,a dog\r\n")
@@ -127,16 +146,32 @@ def test_daquar_and_coco_refuse_two_images_of_one_name(tmp_path):
 
 def test_one_coco_caption_reader_for_training_and_for_references(tmp_path):
     path = tmp_path / "captions.json"
-    path.write_text(json.dumps({
-        "images": [{"id": 9, "file_name": "9.jpg"}, {"id": 2, "file_name": "2.jpg"}, {"id": 5, "file_name": "5.jpg"}],
-        "annotations": [{"id": 1, "image_id": 2, "caption": " A dog. "}, {"id": 2, "image_id": 9, "caption": "b"},
-                        {"id": 3, "image_id": 2, "caption": "c"}, {"id": 4, "image_id": 7, "caption": "unlisted"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 9, "file_name": "9.jpg"},
+                    {"id": 2, "file_name": "2.jpg"},
+                    {"id": 5, "file_name": "5.jpg"},
+                ],
+                "annotations": [
+                    {"id": 1, "image_id": 2, "caption": " A dog. "},
+                    {"id": 2, "image_id": 9, "caption": "b"},
+                    {"id": 3, "image_id": 2, "caption": "c"},
+                    {"id": 4, "image_id": 7, "caption": "unlisted"},
+                ],
+            }
+        )
+    )
     read = captions.read_coco_captions(path, tmp_path)
-    assert [(i.image_id, i.path, i.captions) for i in read] == [(9, tmp_path / "9.jpg", ["b"]),
-                                                                 (2, tmp_path / "2.jpg", ["A dog.", "c"]),
-                                                                 (5, tmp_path / "5.jpg", [])]
+    assert [(i.image_id, i.path, i.captions) for i in read] == [
+        (9, tmp_path / "9.jpg", ["b"]),
+        (2, tmp_path / "2.jpg", ["A dog.", "c"]),
+        (5, tmp_path / "5.jpg", []),
+    ]
     assert [i.image_id for i in captions.load_coco(path, tmp_path)] == [2, 5, 9]  # pycocotools' order
     from captioner.cli.files import read_references
+
     assert read_references(path) == {9: ["b"], 2: ["A dog.", "c"]}
     path.write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
     with pytest.raises(ValueError, match=r"images item 1: file_name must be a string, not null"):
@@ -155,6 +190,7 @@ def test_each_name_has_one_meaning():
     from captioner.cli import files
     from captioner.data.datasets import CAPTION_DATASETS
     from captioner.train import caption
+
     assert files.OUTPUT_FORMATS == ("text", "jsonl", "csv", "coco") and caption.TrainConfig.FORMATS == CAPTION_DATASETS
     assert not hasattr(files, "CAPTION_FORMATS") and not hasattr(caption, "CAPTION_FORMATS")
     assert io.shorten("x" * 100) == "x" * io.QUOTED_CHARS

@@ -1,6 +1,7 @@
 """Nothing a user gave is lost (issue 38): an output path that names an input is refused before any work, as are
 an empty path (an unset variable) and an output folder that cannot be written; a folder scan reports the images it
 cannot read instead of passing over them in silence."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,11 +25,14 @@ def photo(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("argv", [
-    lambda p: ["caption", str(p), "-o", str(p)],
-    lambda p: ["caption", str(p.parent), "-o", str(p.parent / "." / p.name)],  # the same file by another name
-    lambda p: ["ask", str(p), "what is it", "-o", str(p)],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda p: ["caption", str(p), "-o", str(p)],
+        lambda p: ["caption", str(p.parent), "-o", str(p.parent / "." / p.name)],  # the same file by another name
+        lambda p: ["ask", str(p), "what is it", "-o", str(p)],
+    ],
+)
 def test_an_output_that_names_an_input_is_refused_before_any_work(capsys, photo, argv):
     before = photo.read_bytes()
     code, out, err = _run(capsys, argv(photo))
@@ -45,8 +49,9 @@ def test_eval_refuses_to_write_its_scores_over_its_results(capsys, tmp_path):
 
 def test_an_empty_path_is_refused(capsys):
     code, out, err = _run(capsys, ["caption", ""])
-    assert code == 2 and out == "" and err == "captioner: error: an empty path names no image (an unset shell " \
-                                             "variable?)\n"
+    assert (
+        code == 2 and out == "" and err == "captioner: error: an empty path names no image (an unset shell variable?)\n"
+    )
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(capsys, photo):
@@ -68,8 +73,9 @@ def test_a_file_name_that_is_not_utf8_is_written_as_it_is_on_disk(capsys, tmp_pa
     name = b"caf\xe9.jpg"  # Latin-1, not UTF-8
     shutil.copy(EXAMPLE_IMAGE, os.path.join(os.fsencode(tmp_path), name))
     out = tmp_path / "out.txt"
-    code, _, _ = _run(capsys, ["caption", str(tmp_path), "--weights", str(weights_dir), "--format", fmt, "-o",
-                               str(out), "-q"])
+    code, _, _ = _run(
+        capsys, ["caption", str(tmp_path), "--weights", str(weights_dir), "--format", fmt, "-o", str(out), "-q"]
+    )
     assert code == 0 and name in out.read_bytes()
 
 
@@ -80,9 +86,23 @@ def test_ask_batch_reads_a_csv_from_a_pipe(tmp_path):
 
     (tmp_path / "images").mkdir()
     shutil.copy(EXAMPLE_IMAGE, tmp_path / "images" / "tennis.jpg")
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", "ask", "--batch", "/dev/stdin", "--images",
-                           str(tmp_path / "images"), "-q"], input="image_id,question\ntennis,what sport is this\n",
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "captioner.cli",
+            "ask",
+            "--batch",
+            "/dev/stdin",
+            "--images",
+            str(tmp_path / "images"),
+            "-q",
+        ],
+        input="image_id,question\ntennis,what sport is this\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "image_id,question,predicted_answer,probability,sure"
     assert done.stdout.splitlines()[1].startswith("tennis,what sport is this,")
@@ -98,6 +118,7 @@ def test_multiple_choice_with_vqa_weights_alone_says_what_it_needs(capsys):
     from captioner.pretrained import get_weights
 
     vqa = get_weights("vqa-daquar-coco-v3").path
-    code, _, err = _run(capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf",
-                                 "--weights", str(vqa)])
+    code, _, err = _run(
+        capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf", "--weights", str(vqa)]
+    )
     assert code == 2 and "multiple choice also needs caption weights" in err

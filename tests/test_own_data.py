@@ -1,5 +1,6 @@
 """Your own data: an ``imagefolder`` (images and a metadata.csv/jsonl) for captions and questions, malformed
 dataset files as one-line errors naming the file and the row, and ``--init-from`` growing the vocabulary."""
+
 from __future__ import annotations
 
 import csv
@@ -78,8 +79,11 @@ def test_imagefolder_captions_gather_rows_and_hold_out_a_fifth_of_the_images(fol
 
 def test_imagefolder_split_column_and_jsonl_lists(tmp_path):
     splits = iter(["validation", "train", "train", "train"] * 2)
-    make_imagefolder(tmp_path, lambda name, color, shape: [
-        {"captions": [f"a {color} {NEW_WORD}", "a shape"], "split": next(splits)}], fmt="jsonl")
+    make_imagefolder(
+        tmp_path,
+        lambda name, color, shape: [{"captions": [f"a {color} {NEW_WORD}", "a shape"], "split": next(splits)}],
+        fmt="jsonl",
+    )
     dev = load_caption_dataset("imagefolder", tmp_path, "dev")  # Hugging Face's "validation" is our dev
     assert len(dev) == 2 and dev[0].captions == [f"a red {NEW_WORD}", "a shape"]
     assert len(load_caption_dataset("imagefolder", tmp_path, "train")) == 6
@@ -92,24 +96,64 @@ def test_imagefolder_questions(tmp_path):
     train_q = load_vqa_dataset("imagefolder", tmp_path, "train")
     assert len(train_q) == 6 and train_q[0].answers == ["red"] and vqa_split_exists("imagefolder", tmp_path, "dev")
     assert not vqa_split_exists("imagefolder", tmp_path, "test")
-    write_metadata(tmp_path, [{"file_name": "photos/1000_redcircle.jpg", "question": "what color is it?",
-                               "answer": "red", "answers": ["red"] * 3}], fmt="jsonl")
+    write_metadata(
+        tmp_path,
+        [
+            {
+                "file_name": "photos/1000_redcircle.jpg",
+                "question": "what color is it?",
+                "answer": "red",
+                "answers": ["red"] * 3,
+            }
+        ],
+        fmt="jsonl",
+    )
     with pytest.raises(ValueError, match=r"metadata.jsonl: line 1: give answer or answers, not both"):
         load_vqa_dataset("imagefolder", tmp_path, "train")
 
 
 def test_imagefolder_vqa_trains_and_validates_on_held_out_images(tmp_path, cache, capsys):
-    root = make_imagefolder(tmp_path / "q", lambda name, color, shape: [
-        {"question": "what shape is it?", "answers": [shape] * 3}], fmt="jsonl")
-    assert main(["train-vqa", "--data", f"imagefolder:{root}", "--out", str(tmp_path / "run"), "--epochs", "2",
-                 "--batch-size", "4", "--embed-dim", "8", "--hidden-dim", "8", "--fused-dim", "8", "--mlp-dim", "8",
-                 "--cache-dir", str(cache)]) == 0
+    root = make_imagefolder(
+        tmp_path / "q",
+        lambda name, color, shape: [{"question": "what shape is it?", "answers": [shape] * 3}],
+        fmt="jsonl",
+    )
+    assert (
+        main(
+            [
+                "train-vqa",
+                "--data",
+                f"imagefolder:{root}",
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--embed-dim",
+                "8",
+                "--hidden-dim",
+                "8",
+                "--fused-dim",
+                "8",
+                "--mlp-dim",
+                "8",
+                "--cache-dir",
+                str(cache),
+            ]
+        )
+        == 0
+    )
     assert '"imagefolder"' in capsys.readouterr().out  # validated on its own dev images
 
 
 MALFORMED = [  # (metadata file, its text, what the one-line error says)
     ("metadata.csv", "file_name\nphotos/a.jpg\n", "metadata.csv: missing column(s) caption"),
-    ("metadata.csv", "file_name,caption,file_name\nphotos/a.jpg,a cat,photos/b.jpg\n", "column(s) 'file_name' more than once"),
+    (
+        "metadata.csv",
+        "file_name,caption,file_name\nphotos/a.jpg,a cat,photos/b.jpg\n",
+        "column(s) 'file_name' more than once",
+    ),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat\nphotos/a.jpg\n", "metadata.csv: row 3: 1 fields"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat,extra\n", "metadata.csv: row 2: 3 fields"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg,a cat\nphotos/a.jpg,  \n", "row 3: caption is empty"),
@@ -117,20 +161,35 @@ MALFORMED = [  # (metadata file, its text, what the one-line error says)
     ("metadata.csv", "file_name,caption\n../outside.jpg,a cat\n", "row 2: file_name '../outside.jpg' is outside"),
     ("metadata.csv", "file_name,caption\n/etc/passwd.jpg,a cat\n", "row 2: file_name '/etc/passwd.jpg' is outside"),
     ("metadata.csv", "file_name,caption\nmetadata.csv,a cat\n", "row 2: file_name 'metadata.csv' is not an image"),
-    ("metadata.csv", "file_name,caption,split\nphotos/a.jpg,a cat,train\nphotos/b.jpg,a dog,tset\n",
-     "row 3: split must be one of train, dev, validation, val, test, not 'tset'"),
+    (
+        "metadata.csv",
+        "file_name,caption,split\nphotos/a.jpg,a cat,train\nphotos/b.jpg,a dog,tset\n",
+        "row 3: split must be one of train, dev, validation, val, test, not 'tset'",
+    ),
     ("metadata.csv", "file_name,caption\n", "metadata.csv: no rows"),
     ("metadata.csv", b"file_name,caption\nphotos/a.jpg,caf\xe9\n", "metadata.csv: not UTF-8 text"),
     ("metadata.csv", "file_name,caption\nphotos/a.jpg," + "x" * 200_000 + "\n", "metadata.csv: row 2: not CSV (field"),
-    ("metadata.jsonl", '{"file_name": "photos/a.jpg", "caption": "a", "caption": "b"}\n',
-     "metadata.jsonl: line 1: not a JSON object (key 'caption' appears more than once)"),
-    ("metadata.jsonl", '{"file_name": "photos/a.jpg", "caption": "a"}\n\n[1, 2]\n',
-     "metadata.jsonl: line 3: expected a JSON object, not list"),
-    ("metadata.jsonl", '{"file_name": "photos/a.jpg", "captions": ["a", 5]}\n', "line 1: captions item 2: caption is "
-                                                                                 "not a string"),
+    (
+        "metadata.jsonl",
+        '{"file_name": "photos/a.jpg", "caption": "a", "caption": "b"}\n',
+        "metadata.jsonl: line 1: not a JSON object (key 'caption' appears more than once)",
+    ),
+    (
+        "metadata.jsonl",
+        '{"file_name": "photos/a.jpg", "caption": "a"}\n\n[1, 2]\n',
+        "metadata.jsonl: line 3: expected a JSON object, not list",
+    ),
+    (
+        "metadata.jsonl",
+        '{"file_name": "photos/a.jpg", "captions": ["a", 5]}\n',
+        "line 1: captions item 2: caption is not a string",
+    ),
     ("metadata.jsonl", '{"file_name": "photos/a.jpg"}\n', "line 1: give caption or captions"),
-    ("metadata.jsonl", '{"file_name": "photos/a.jpg", "caption": "a"}\n{"caption": "b"}\n',
-     "line 2: file_name is missing"),
+    (
+        "metadata.jsonl",
+        '{"file_name": "photos/a.jpg", "caption": "a"}\n{"caption": "b"}\n',
+        "line 2: file_name is missing",
+    ),
 ]
 
 
@@ -198,11 +257,14 @@ def test_empty_or_tabless_tokens_file_is_one_line_naming_it(tmp_path, capsys):
     assert err.count("\n") == 1 and "Flickr8k.token.txt: no captions" in err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("question,image_id\nwhat is it,image1\n", "qa_train.csv: missing column(s) answer"),  # was a KeyError
-    ("question,answer,image_id\nwhat is it,table\n", "qa_train.csv: row 2: 2 fields, but the header has 3"),
-    ("question,answer,image_id\nwhat is it,table,image1\nwhat,chair,image9\n", "row 3: no image 'image9'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("question,image_id\nwhat is it,image1\n", "qa_train.csv: missing column(s) answer"),  # was a KeyError
+        ("question,answer,image_id\nwhat is it,table\n", "qa_train.csv: row 2: 2 fields, but the header has 3"),
+        ("question,answer,image_id\nwhat is it,table,image1\nwhat,chair,image9\n", "row 3: no image 'image9'"),
+    ],
+)
 def test_malformed_daquar_is_one_line_naming_the_file_and_row(tmp_path, text, message):
     (tmp_path / "images").mkdir()
     draw("red", "circle", 32).save(tmp_path / "images" / "image1.jpg")
@@ -228,8 +290,16 @@ def test_split_by_image_is_unchanged(tmp_path):
 def tiny_init(tmp_path_factory, cache) -> Path:
     """A tiny caption model trained on the shapes' captions (which never use NEW_WORD)."""
     root = tmp_path_factory.mktemp("init")
-    train(TrainConfig(data=(f"flickr8k:{make_flickr8k(root / 'data')}",), out=str(root / "run"), epochs=2,
-                      min_count=1, cache_dir=str(cache), **TINY))
+    train(
+        TrainConfig(
+            data=(f"flickr8k:{make_flickr8k(root / 'data')}",),
+            out=str(root / "run"),
+            epochs=2,
+            min_count=1,
+            cache_dir=str(cache),
+            **TINY,
+        )
+    )
     return root / "run" / "best"
 
 
@@ -238,14 +308,15 @@ def test_init_from_adds_new_words_and_keeps_the_trained_rows(tiny_init, folder):
     items = load_caption_dataset("imagefolder", folder, "train")
     vocab, weights, _, config = starting_point(cfg, None, items)
     old_vocab, (old, _) = Vocabulary.load(tiny_init / "vocab.json"), load_checkpoint(tiny_init)
-    assert vocab.words[: len(old_vocab)] == old_vocab.words and vocab.words[len(old_vocab):] == [NEW_WORD]
+    assert vocab.words[: len(old_vocab)] == old_vocab.words and vocab.words[len(old_vocab) :] == [NEW_WORD]
     assert vocab.encode(NEW_WORD, add_markers=False) == [len(old_vocab)]  # not <unk>
     assert config["decoder"]["vocab_size"] == len(vocab)
     for name in ("embed.weight", "out.weight", "out.bias"):
         assert weights[name].shape[0] == len(vocab) and torch.equal(weights[name][: len(old_vocab)], old[name])
     assert weights["out.bias"][-1] == old["out.bias"].min()  # starts as unlikely as the rarest known word
-    assert all(torch.equal(weights[k], v) for k, v in old.items() if k not in ("embed.weight", "out.weight",
-                                                                             "out.bias"))
+    assert all(
+        torch.equal(weights[k], v) for k, v in old.items() if k not in ("embed.weight", "out.weight", "out.bias")
+    )
     rare = TrainConfig(data=cfg.data, init_from=cfg.init_from, min_count=100)  # seen too rarely: <unk> as before
     assert len(starting_point(rare, None, items)[0]) == len(old_vocab)
 
@@ -269,8 +340,17 @@ def test_init_from_takes_a_weights_entry_name(folder):
 
 def test_fine_tune_learns_a_new_word(tiny_init, folder, cache, tmp_path):
     out = tmp_path / "tuned"
-    train(TrainConfig(data=(f"imagefolder:{folder}",), init_from=str(tiny_init), out=str(out), epochs=12,
-                      min_count=1, cache_dir=str(cache), **TINY))
+    train(
+        TrainConfig(
+            data=(f"imagefolder:{folder}",),
+            init_from=str(tiny_init),
+            out=str(out),
+            epochs=12,
+            min_count=1,
+            cache_dir=str(cache),
+            **TINY,
+        )
+    )
     model = Captioner.from_pretrained(out / "last", load_vqa=False, precision="fp32")
     captions = [model.caption(it.path, method="greedy") for it in load_caption_dataset("imagefolder", folder, "train")]
     assert all(NEW_WORD in c.split() for c in captions), captions
@@ -279,8 +359,16 @@ def test_fine_tune_learns_a_new_word(tiny_init, folder, cache, tmp_path):
 def test_an_image_in_two_splits_is_refused(tmp_path):
     """Dev scores measured on a training image would flatter the model (issue 38)."""
     splits = iter(["train", "dev"])
-    root = make_imagefolder(tmp_path / "mine", lambda name, color, shape: [
-        {"caption": f"a {color} {shape}", "split": next(splits, "train")} for _ in range(2 if name.startswith("1000") else 1)])
-    with pytest.raises(ValueError, match=r"is in the dev split, but row \d+ put it in train; an image belongs to "
-                                         "one split"):
+    root = make_imagefolder(
+        tmp_path / "mine",
+        lambda name, color, shape: [
+            {"caption": f"a {color} {shape}", "split": next(splits, "train")}
+            for _ in range(2 if name.startswith("1000") else 1)
+        ],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"is in the dev split, but row \d+ put it in train; an image belongs to "
+        "one split",
+    ):
         load_caption_dataset("imagefolder", root, "train")

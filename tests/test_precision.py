@@ -3,6 +3,7 @@
 Reduced-precision numbers vary by CPU, so these tests assert properties, never exact values; where the CPU has no
 native bfloat16 they run PyTorch's emulation (a ``Precision`` built directly skips the native check).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,17 @@ from captioner.precision import Precision, native_cpu_precisions, resolve_precis
 AVX2_ONLY = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "avx512_vnni": False, "amx_bf16": False}
 
 
-@pytest.mark.parametrize("caps,machine,expected", [
-    (AVX2_ONLY, "x86_64", ("fp32",)),
-    ({**AVX2_ONLY, "avx512_f": True, "avx512_vnni": True}, "x86_64", ("fp32",)),  # AVX-512 alone emulates bf16
-    ({**AVX2_ONLY, "avx512_bf16": True}, "x86_64", ("fp32", "bf16")),
-    ({"amx_bf16": True, "amx_fp16": True}, "x86_64", ("fp32", "bf16", "fp16")),
-    ({}, "x86_64", ("fp32",)),  # a PyTorch that cannot tell: float32 only
-    ({"bf16": True}, "aarch64", ("fp32", "bf16")),
-])
+@pytest.mark.parametrize(
+    "caps,machine,expected",
+    [
+        (AVX2_ONLY, "x86_64", ("fp32",)),
+        ({**AVX2_ONLY, "avx512_f": True, "avx512_vnni": True}, "x86_64", ("fp32",)),  # AVX-512 alone emulates bf16
+        ({**AVX2_ONLY, "avx512_bf16": True}, "x86_64", ("fp32", "bf16")),
+        ({"amx_bf16": True, "amx_fp16": True}, "x86_64", ("fp32", "bf16", "fp16")),
+        ({}, "x86_64", ("fp32",)),  # a PyTorch that cannot tell: float32 only
+        ({"bf16": True}, "aarch64", ("fp32", "bf16")),
+    ],
+)
 def test_native_precisions_follow_the_cpu_extensions(caps, machine, expected):
     assert native_cpu_precisions(caps, machine) == expected
 
@@ -84,8 +88,11 @@ def _folded_only(name: str) -> nn.Module:
     """The backbone as it ran before its inference rewrite: batch norms folded, nothing else changed."""
     net = ENCODERS[name].build(None).eval()
     pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")] + [
-        (b, c, bn) for b in net._blocks for c, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"),
-                                                       ("_project_conv", "_bn2")) if hasattr(b, c)]
+        (b, c, bn)
+        for b in net._blocks
+        for c, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+        if hasattr(b, c)
+    ]
     for parent, conv, bn in pairs:
         setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
         setattr(parent, bn, nn.Identity())
@@ -108,8 +115,9 @@ def test_fp32_runs_no_autocast_and_gives_the_plain_code_results_exactly(weights_
     cfg = DecodeConfig(**{**model.decoding.__dict__, "n_best": 2})
     plain = decode(model.decoder, encode_images(model.encoder, images), cfg)
     ours = model.caption_images(images, cfg)
-    assert [[(c.tokens, c.log_prob, c.score) for c in per] for per in ours] == \
-           [[(h.tokens, h.log_prob, h.score) for h in per] for per in plain]
+    assert [[(c.tokens, c.log_prob, c.score) for c in per] for per in ours] == [
+        [(h.tokens, h.log_prob, h.score) for h in per] for per in plain
+    ]
 
 
 def _bf16() -> Precision:
@@ -123,7 +131,9 @@ def test_weights_cast_once_give_what_autocast_gives():
         prepared = _bf16().prepare(encoder)
         assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
         assert torch.equal(encode_images(prepared, images), expected)
-    assert {p.dtype for p in Precision("fp32").prepare(build_encoder("efficientnet-lite0")).parameters()} == {torch.float32}
+    assert {p.dtype for p in Precision("fp32").prepare(build_encoder("efficientnet-lite0")).parameters()} == {
+        torch.float32
+    }
 
 
 def test_bf16_captions_are_valid_and_decoded_in_float32(weights_dir):
@@ -139,8 +149,9 @@ def test_bf16_captions_are_valid_and_decoded_in_float32(weights_dir):
         assert math.isfinite(c.log_prob) and all(0 < p <= 1 for p in c.word_probs)
     # the decoder runs in float32 at any precision: the same features give the fp32 model's captions exactly
     fp32 = Captioner(model.decoder, model.vocab, model.encoder, model.decoding, precision="fp32")
-    assert [(c.tokens, c.log_prob) for c in fp32.caption_features(features, cfg)[0]] == \
-           [(c.tokens, c.log_prob) for c in captions]
+    assert [(c.tokens, c.log_prob) for c in fp32.caption_features(features, cfg)[0]] == [
+        (c.tokens, c.log_prob) for c in captions
+    ]
 
 
 def test_bf16_answers_are_valid(weights_dir, has_vqa):

@@ -1,5 +1,6 @@
 """Weights entries: listed, consistent with the shipped folders, loadable by name or folder, and a folder's own
 preprocessing honoured."""
+
 from __future__ import annotations
 
 import json

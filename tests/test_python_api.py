@@ -1,5 +1,6 @@
 """The Python API as the README shows it: any image a user holds (a path, a PIL image, numpy pixels, a list of
 them), the n best on request, and the details (confidence, sure) when asked for."""
+
 import numpy as np
 import pytest
 from conftest import EXAMPLE_IMAGE
@@ -40,13 +41,16 @@ def test_n_best_and_details_on_request(model):
     assert sorted(a for a, _ in chosen) == ["golf", "tennis"]
 
 
-@pytest.mark.parametrize("image, says", [
-    (Image.new("RGB", (0, 0)), "image: empty image (0x0 pixels)"),
-    (np.zeros((4, 4, 2), np.uint8), "image: pixels must be (height, width) or (height, width, 3 or 4)"),
-    (np.zeros((4, 4), np.int64), "image: pixels must be uint8 (0-255) or floats (0-1), not int64"),
-    (np.full((4, 4), np.nan), "image: pixels hold NaN or infinite values"),
-    ("https://example.com/x.jpg", "https://example.com/x.jpg: a URL; captioner works offline"),
-])
+@pytest.mark.parametrize(
+    "image, says",
+    [
+        (Image.new("RGB", (0, 0)), "image: empty image (0x0 pixels)"),
+        (np.zeros((4, 4, 2), np.uint8), "image: pixels must be (height, width) or (height, width, 3 or 4)"),
+        (np.zeros((4, 4), np.int64), "image: pixels must be uint8 (0-255) or floats (0-1), not int64"),
+        (np.full((4, 4), np.nan), "image: pixels hold NaN or infinite values"),
+        ("https://example.com/x.jpg", "https://example.com/x.jpg: a URL; captioner works offline"),
+    ],
+)
 def test_bad_images_are_one_line(model, image, says):
     with pytest.raises(BadImageError) as error:
         model.caption(image)

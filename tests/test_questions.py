@@ -1,5 +1,6 @@
 """Questions generated from captions (captioner.data.questions): each kind, the ambiguity rules, POPE negatives,
 the train-only guard and the JSON lines file. All data is written here; nothing needs ../shared."""
+
 from __future__ import annotations
 
 import json
@@ -31,29 +32,50 @@ def caption_questions(captions: list[str]) -> dict[str, tuple[str, list[str]]]:
     return {q: v for q, v in asked(captions).items() if v[0] != "yes/no"}
 
 
-@pytest.mark.parametrize("caption, expected", [
-    ("a man riding a skateboard", {"what is the man riding?": ("object", ["skateboard"])}),
-    ("two dogs play in the snow", {"how many dogs are there?": ("number", ["2"]),
-                                   "where are the dogs playing?": ("location", ["snow"])}),
-    ("a red double decker bus parked on the street", {"what color is the bus?": ("color", ["red"]),
-                                                      "where is the bus parked?": ("location", ["street"])}),
-    ("a cat sitting on a bed", {"where is the cat sitting?": ("location", ["bed"])}),
-    ("An orange and white cat sleeping under a table .", {"what color is the cat?": ("color", ["orange and white"]),
-                                                          "what is the cat sleeping under?": ("location", ["table"])}),
-    ("A woman in a red coat is holding an umbrella .", {"what color is the coat?": ("color", ["red"]),
-                                                        "what is the woman holding?": ("object", ["umbrella"])}),
-    ("A guy rides a pony .", {"what is the man riding?": ("object", ["horse"])}),  # synonyms become one answer
-    ("Three puppies are sitting next to a couch", {"how many dogs are there?": ("number", ["3"]),
-                                                   "what are the dogs sitting next to?": ("location", ["couch"])}),
-])
+@pytest.mark.parametrize(
+    "caption, expected",
+    [
+        ("a man riding a skateboard", {"what is the man riding?": ("object", ["skateboard"])}),
+        (
+            "two dogs play in the snow",
+            {"how many dogs are there?": ("number", ["2"]), "where are the dogs playing?": ("location", ["snow"])},
+        ),
+        (
+            "a red double decker bus parked on the street",
+            {"what color is the bus?": ("color", ["red"]), "where is the bus parked?": ("location", ["street"])},
+        ),
+        ("a cat sitting on a bed", {"where is the cat sitting?": ("location", ["bed"])}),
+        (
+            "An orange and white cat sleeping under a table .",
+            {
+                "what color is the cat?": ("color", ["orange and white"]),
+                "what is the cat sleeping under?": ("location", ["table"]),
+            },
+        ),
+        (
+            "A woman in a red coat is holding an umbrella .",
+            {"what color is the coat?": ("color", ["red"]), "what is the woman holding?": ("object", ["umbrella"])},
+        ),
+        ("A guy rides a pony .", {"what is the man riding?": ("object", ["horse"])}),  # synonyms become one answer
+        (
+            "Three puppies are sitting next to a couch",
+            {
+                "how many dogs are there?": ("number", ["3"]),
+                "what are the dogs sitting next to?": ("location", ["couch"]),
+            },
+        ),
+    ],
+)
 def test_each_kind_from_one_caption(caption, expected):
     assert caption_questions([caption]) == expected
 
 
 def test_yes_answers_name_the_categories_captions_mention():
     yes = {q: v for q, v in asked(["A man riding a skateboard down the street ."]).items() if v[1][0] == "yes"}
-    assert yes == {"is there a person in the image?": ("yes/no", ["yes"]),
-                   "is there a skateboard in the image?": ("yes/no", ["yes"])}
+    assert yes == {
+        "is there a person in the image?": ("yes/no", ["yes"]),
+        "is there a skateboard in the image?": ("yes/no", ["yes"]),
+    }
 
 
 def test_agreeing_captions_give_one_answer_per_caption():
@@ -64,44 +86,70 @@ def test_agreeing_captions_give_one_answer_per_caption():
     assert questions["is there a dog in the image?"] == ("yes/no", ["yes"] * 3)
 
 
-@pytest.mark.parametrize("captions, dropped", [
-    (["a red bus on the street", "a blue bus parked on the road"], "what color is the bus?"),  # colours disagree
-    (["a red bus on the street", "a white , red and blue bus drives by"], "what color is the bus?"),  # red or not?
-    (["two dogs play in the snow", "three dogs run in the snow"], "how many dogs are there?"),  # counts disagree
-    (["a black dog and a white dog on the grass"], "what color is the dog?"),  # which dog?
-    (["a man riding a horse", "two men riding horses"], "what is the man riding?"),  # which man?
-    (["a man riding a horse", "a man riding a bike"], "what is the man riding?"),  # captions disagree
-    (["two people on a beach", "two men and a woman on a beach"], "how many people are there?"),  # 3 > 2
-    (["a dog bites another dog"], "how many dogs are there?"),  # "a"/"another" are no count
-    (["a black man holding an umbrella"], "what color is the man?"),  # skin is no colour
-    (["a red , white and blue flag on a pole"], "what color is the flag?"),  # a list the rules cannot read
-    (["a blue water bottle on a table"], "what color is the bottle?"),  # the water's colour, or the bottle's?
-])
+@pytest.mark.parametrize(
+    "captions, dropped",
+    [
+        (["a red bus on the street", "a blue bus parked on the road"], "what color is the bus?"),  # colours disagree
+        (["a red bus on the street", "a white , red and blue bus drives by"], "what color is the bus?"),  # red or not?
+        (["two dogs play in the snow", "three dogs run in the snow"], "how many dogs are there?"),  # counts disagree
+        (["a black dog and a white dog on the grass"], "what color is the dog?"),  # which dog?
+        (["a man riding a horse", "two men riding horses"], "what is the man riding?"),  # which man?
+        (["a man riding a horse", "a man riding a bike"], "what is the man riding?"),  # captions disagree
+        (["two people on a beach", "two men and a woman on a beach"], "how many people are there?"),  # 3 > 2
+        (["a dog bites another dog"], "how many dogs are there?"),  # "a"/"another" are no count
+        (["a black man holding an umbrella"], "what color is the man?"),  # skin is no colour
+        (["a red , white and blue flag on a pole"], "what color is the flag?"),  # a list the rules cannot read
+        (["a blue water bottle on a table"], "what color is the bottle?"),  # the water's colour, or the bottle's?
+    ],
+)
 def test_ambiguous_questions_are_dropped(captions, dropped):
     assert dropped not in asked(captions)
 
 
 def test_groups_and_couples_are_not_counts():
-    for caption in ["a group of people walking on a street", "a couple of dogs playing in the grass",
-                    "a couple walking on the beach", "a pair of shoes on the floor"]:
+    for caption in [
+        "a group of people walking on a street",
+        "a couple of dogs playing in the grass",
+        "a couple walking on the beach",
+        "a pair of shoes on the floor",
+    ]:
         assert [q for q, (kind, _) in asked([caption]).items() if kind == "number"] == [], caption
-    assert asked(["a group of people walking on a street"])["where are the people walking?"] == ("location",
-                                                                                                  ["street"])
+    assert asked(["a group of people walking on a street"])["where are the people walking?"] == ("location", ["street"])
 
 
 def test_negated_and_unreal_objects_give_no_yes():
-    for caption, category in [("a toy car on a table", "car"), ("a man with no umbrella", "umbrella"),
-                              ("a painting of a horse on a wall", "horse"), ("a stuffed bear on a bed", "bear")]:
+    for caption, category in [
+        ("a toy car on a table", "car"),
+        ("a man with no umbrella", "umbrella"),
+        ("a painting of a horse on a wall", "horse"),
+        ("a stuffed bear on a bed", "bear"),
+    ]:
         assert f"is there a {category} in the image?" not in asked([caption]), caption
     assert asked(["a toy car on a table"])["is there a dining table in the image?"] == ("yes/no", ["yes"])
 
 
 def test_pope_negatives_name_only_what_no_caption_could_mean():
-    captions = ["A plate of hot dogs on a counter in a kitchen .", "Two hot dogs sitting on a plate next to a cup .",
-                "Some animals walk by a parked van ."]
+    captions = [
+        "A plate of hot dogs on a counter in a kitchen .",
+        "Two hot dogs sitting on a plate next to a cup .",
+        "Some animals walk by a parked van .",
+    ]
     words = " ".join(captions).lower()
-    forbidden = {"dog", "hot dog", "cup", "oven", "sink", "refrigerator", "microwave", "cat", "horse", "car", "truck",
-                 "fork", "dining table"}
+    forbidden = {
+        "dog",
+        "hot dog",
+        "cup",
+        "oven",
+        "sink",
+        "refrigerator",
+        "microwave",
+        "cat",
+        "horse",
+        "car",
+        "truck",
+        "fork",
+        "dining table",
+    }
     negatives = set()
     for seed in range(40):
         questions = asked(captions, seed)
@@ -109,8 +157,9 @@ def test_pope_negatives_name_only_what_no_caption_could_mean():
         no = [q for q, (kind, answers) in questions.items() if kind == "yes/no" and answers[0] == "no"]
         assert len(no) == len(yes) == 2  # hot dog, cup: balanced per image
         assert all(questions[q][1] == ["no"] * len(captions) for q in no)
-        negatives |= {q.split(" ", 2)[2].removeprefix("an ").removeprefix("a ").removesuffix(" in the image?")
-                      for q in no}
+        negatives |= {
+            q.split(" ", 2)[2].removeprefix("an ").removeprefix("a ").removesuffix(" in the image?") for q in no
+        }
     assert negatives and not negatives & forbidden
     assert not any(f" {category} " in f" {words} " for category in negatives)
     assert len(negatives) > 10  # drawn at random, not always the same few
@@ -129,10 +178,15 @@ def _flickr8k(root: Path, n_dev: int) -> tuple[Path, list[str]]:
     make_flickr8k(root)
     names = (root / "Flickr_8k.trainImages.txt").read_text().split()
     dev = names[:n_dev]
-    captions = ["A man riding a skateboard down the street .", "Two dogs play in the snow .",
-                "A red bus parked on the street .", "A cat sitting on a bed ."]
-    (root / "Flickr8k.token.txt").write_text("".join(f"{n}#{k}\t{captions[i % 4]}\n" for i, n in enumerate(names)
-                                                     for k in range(2)))
+    captions = [
+        "A man riding a skateboard down the street .",
+        "Two dogs play in the snow .",
+        "A red bus parked on the street .",
+        "A cat sitting on a bed .",
+    ]
+    (root / "Flickr8k.token.txt").write_text(
+        "".join(f"{n}#{k}\t{captions[i % 4]}\n" for i, n in enumerate(names) for k in range(2))
+    )
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(n for n in names if n not in dev) + "\n")
     (root / "Flickr_8k.devImages.txt").write_text("\n".join(dev) + "\n")
     return root, dev
@@ -157,8 +211,10 @@ def test_generate_from_datasets_refuses_a_dev_image_in_train(tmp_path):
 
 def test_jsonl_is_the_coco_questions_format(tmp_path):
     root = make_coco_folder(tmp_path / "coco")
-    images = [(16500, root / "train" / "000000016500.jpg", ["a red bus parked on the street"]),
-              (16501, root / "train" / "000000016501.jpg", ["A woman holding an umbrella .", "A woman with a hat ."])]
+    images = [
+        (16500, root / "train" / "000000016500.jpg", ["a red bus parked on the street"]),
+        (16501, root / "train" / "000000016501.jpg", ["A woman holding an umbrella .", "A woman with a hat ."]),
+    ]
     questions = generate_questions(images)
     write_questions(questions, root / "qa_train.jsonl")
     rows = [json.loads(line) for line in (root / "qa_train.jsonl").read_text().splitlines()]
@@ -169,12 +225,22 @@ def test_jsonl_is_the_coco_questions_format(tmp_path):
     assert read_questions(root / "qa_train.jsonl") == questions
     loaded = load_coco_questions(root, "train")  # today's loader reads them as they are
     assert [(e.image_id, e.question, e.answers, e.answer_type) for e in loaded] == [
-        (q.image_id, q.question, q.answers, q.kind) for q in questions]  # the kind is the question's type
+        (q.image_id, q.question, q.answers, q.kind) for q in questions
+    ]  # the kind is the question's type
 
 
 def test_counts_and_samples():
-    images = [(i, f"{i}.jpg", [c]) for i, c in enumerate(["a man riding a skateboard", "two dogs play in the snow",
-                                                         "a red bus on the street", "a cat sitting on a bed"])]
+    images = [
+        (i, f"{i}.jpg", [c])
+        for i, c in enumerate(
+            [
+                "a man riding a skateboard",
+                "two dogs play in the snow",
+                "a red bus on the street",
+                "a cat sitting on a bed",
+            ]
+        )
+    ]
     questions = generate_questions(images)
     counts = count_by_kind(questions)
     assert list(counts) == [*KINDS, "all"] and counts["all"] == len(questions)

@@ -1,5 +1,6 @@
 """The encoder's runtimes (captioner.runtime): each installed one gives PyTorch's features to tolerance, ``auto``
 falls back when a runtime is missing or fails to load, and a bad cached export is rebuilt."""
+
 from __future__ import annotations
 
 import sys
@@ -34,8 +35,14 @@ NO_BF16 = ("fp32",)  # a CPU without native bfloat16: where auto takes a CPU run
 def tiny_encoder(seed: int = 0) -> ImageEncoder:
     """A 3-layer CNN (strided, depthwise with batch norm, pointwise) as a frozen encoder of 16-d region features."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
-                        nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 16, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 16, 1),
+    )
     net[3].running_mean.uniform_(-0.5, 0.5)
     net[3].running_var.uniform_(0.5, 2.0)
     spec = EncoderSpec("tiny", 16, 32, build=lambda weights: net, stages=lambda m: list(m))
@@ -57,8 +64,13 @@ def test_each_installed_runtime_gives_pytorchs_features(name, which, tmp_path):
     runtime_installed(name)
     encoder = tiny_encoder() if which == "tiny" else build_encoder(which)
     exported = open_exported(encoder, name, tmp_path)
-    images = torch.randint(0, 256, (3, 3, encoder.preprocessing.image_size, encoder.preprocessing.image_size),
-                           dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.randint(
+        0,
+        256,
+        (3, 3, encoder.preprocessing.image_size, encoder.preprocessing.image_size),
+        dtype=torch.uint8,
+        generator=torch.Generator().manual_seed(1),
+    )
     with torch.inference_mode():
         expected = encoder(images)
     got = exported(images)
@@ -96,14 +108,18 @@ def test_auto_falls_back_when_a_runtime_fails_to_load(monkeypatch, tmp_path, cap
 
     def broken(path, threads):
         raise RuntimeError("cannot compile\nmore detail")
+
     monkeypatch.setitem(SESSIONS, "onnxruntime", broken)  # installed, but fails to load
     monkeypatch.setitem(sys.modules, "openvino", None)  # said to be installed, but its import fails
     monkeypatch.setattr(rt, "default_cache_dir", lambda: tmp_path)
     encoder, chosen = load_runtime(tiny_encoder(), runtimes)
     assert chosen.name == "torch" and isinstance(encoder, ImageEncoder)
     warnings = capsys.readouterr().err.strip().splitlines()
-    assert len(warnings) == 2 and "runtime onnxruntime failed to load (RuntimeError: cannot compile); using openvino" \
-        in warnings[0] and "runtime openvino failed to load (ModuleNotFoundError" in warnings[1]
+    assert (
+        len(warnings) == 2
+        and "runtime onnxruntime failed to load (RuntimeError: cannot compile); using openvino" in warnings[0]
+        and "runtime openvino failed to load (ModuleNotFoundError" in warnings[1]
+    )
     with pytest.raises(ValueError, match="runtime onnxruntime failed to load .*; use --runtime torch"):
         load_runtime(tiny_encoder(), runtimes[:1])  # an explicit runtime that fails is an error, in one line
 
@@ -148,6 +164,7 @@ def test_an_exported_encoder_serves_a_pipeline(monkeypatch):
     pipeline = Pipeline(exported, runtime=runtime)
     assert pipeline.precision == "fp32" and pipeline.image_size == 32 and pipeline.runtime is runtime
     from PIL import Image
+
     assert pipeline.preprocess([Image.new("RGB", (40, 30))]).shape == (1, 16, 16)
     with pytest.raises(ValueError, match="comes with the Runtime"):
         Pipeline(exported)

@@ -4,6 +4,7 @@ The fuzz tests run ``captioner`` over a generated grid of bad option values and 
 exit non-zero with exactly one line on stderr. In-process runs see any exception that would have been
 a traceback (it fails the test); a few subprocess runs check the real command as a shell sees it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,20 +78,47 @@ OPTION_GRID = (
     [["caption", IMAGE, option, value] for option, values in BAD_VALUES.items() for value in values]
     + [["eval", "results.json", option, value] for option in ("--beam", "--batch-size") for value in ("0", "-1", "x")]
     + [["ask", IMAGE, "what is it", "--top-k", value] for value in ("0", "-1", "nan")]
-    + [[command, flag, value] for command, cls in (("train", TrainConfig), ("train-vqa", VQATrainConfig))
-       for flag in _training_flags(cls) for value in ("nan", "-inf", "-1", "x")]
-    + [["train", flag, "0"] for flag in ("--batch-size", "--lr", "--hidden-dim", "--num-layers", "--scst-lr",
-                                         "--epochs")]
-    + [["train", "--dropout", "1"], ["train", "--scst-samples", "1"], ["train-vqa", "--val-fraction", "1"],
-       ["train-vqa", "--lr", "1e300"], ["train", "--hidden-dim", "100000"], ["train", "--max-length", "101"],
-       ["train", "--seed", str(2 ** 32)], ["train-vqa", "--epochs", "0"], ["train-vqa", "--fusion", "sum"],
-       ["caption"], ["caption", IMAGE, "--format", "xml"], ["frobnicate"], ["caption", IMAGE, "--no-such-flag"]]
+    + [
+        [command, flag, value]
+        for command, cls in (("train", TrainConfig), ("train-vqa", VQATrainConfig))
+        for flag in _training_flags(cls)
+        for value in ("nan", "-inf", "-1", "x")
+    ]
+    + [
+        ["train", flag, "0"]
+        for flag in ("--batch-size", "--lr", "--hidden-dim", "--num-layers", "--scst-lr", "--epochs")
+    ]
+    + [
+        ["train", "--dropout", "1"],
+        ["train", "--scst-samples", "1"],
+        ["train-vqa", "--val-fraction", "1"],
+        ["train-vqa", "--lr", "1e300"],
+        ["train", "--hidden-dim", "100000"],
+        ["train", "--max-length", "101"],
+        ["train", "--seed", str(2**32)],
+        ["train-vqa", "--epochs", "0"],
+        ["train-vqa", "--fusion", "sum"],
+        ["caption"],
+        ["caption", IMAGE, "--format", "xml"],
+        ["frobnicate"],
+        ["caption", IMAGE, "--no-such-flag"],
+    ]
     + [["caption", IMAGE, "--length-penalty", value] for value in ("1e300", "99999999999999999999999", "1_000")]
     + [["caption", IMAGE, "--sample", option, "1e-300"] for option in ("--temperature", "--top-p")]
-    + [[command, *option] for command in ("train", "train-vqa") for option in (  # issue 27's probes
-        ["--lr", "1e300"], ["--weight-decay", "1e300"], ["--hidden-dim", "10000000"], ["--embed-dim", "1000000000"],
-        ["--threads", "1e20"], ["--threads", "100000000000000000000"], ["--max-length", "1000000000"],
-        ["--epochs", "0"])]
+    + [
+        [command, *option]
+        for command in ("train", "train-vqa")
+        for option in (  # issue 27's probes
+            ["--lr", "1e300"],
+            ["--weight-decay", "1e300"],
+            ["--hidden-dim", "10000000"],
+            ["--embed-dim", "1000000000"],
+            ["--threads", "1e20"],
+            ["--threads", "100000000000000000000"],
+            ["--max-length", "1000000000"],
+            ["--epochs", "0"],
+        )
+    ]
 )
 
 
@@ -101,13 +129,21 @@ def test_bad_option_values_are_one_line_errors_at_parse_time(capsys, argv):
     assert_one_line_error(code, err)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["train"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, karpathy, imagefolder;"),
-    (["train-vqa"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: daquar, coco, vqa2,"),
-    (["train", "--data", "flickr8k"], "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
-    (["train", "--data", "daquar:x"], "dataset 'daquar:x': unknown format 'daquar'"),
-    (["train-vqa", "--data", "coco"], "dataset 'coco': give its folder, as coco:FOLDER[:WEIGHT]"),
-], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (
+            ["train"],
+            "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: flickr8k, coco, karpathy, "
+            "imagefolder;",
+        ),
+        (["train-vqa"], "no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: daquar, coco, vqa2,"),
+        (["train", "--data", "flickr8k"], "dataset 'flickr8k': give its folder, as flickr8k:FOLDER[:WEIGHT]"),
+        (["train", "--data", "daquar:x"], "dataset 'daquar:x': unknown format 'daquar'"),
+        (["train-vqa", "--data", "coco"], "dataset 'coco': give its folder, as coco:FOLDER[:WEIGHT]"),
+    ],
+    ids=" ".join,
+)
 def test_training_without_usable_datasets_is_a_one_line_error(capsys, tmp_path, argv, says):
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run")])
     assert code == 2 and out == "" and err.startswith(f"captioner: error: {says}")
@@ -122,9 +158,12 @@ def _checkpoint(folder: Path) -> Path:
     """A tiny, valid caption checkpoint folder: the base for the broken ones."""
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog"])
     decoder = CaptionDecoder(DecoderConfig(len(vocab), 1280, 8, 8, 8))
-    save_checkpoint(folder, decoder, {"task": "caption", "encoder": "efficientnet-lite0",
-                                      "decoder": asdict(decoder.config)},
-                    {"vocab.json": {"max_length": 20, "words": vocab.words}})
+    save_checkpoint(
+        folder,
+        decoder,
+        {"task": "caption", "encoder": "efficientnet-lite0", "decoder": asdict(decoder.config)},
+        {"vocab.json": {"max_length": 20, "words": vocab.words}},
+    )
     return folder
 
 
@@ -132,8 +171,21 @@ def _checkpoint(folder: Path) -> Path:
 def bad(tmp_path_factory) -> dict[str, Path]:
     """Files and folders that each command must refuse in one line."""
     d = tmp_path_factory.mktemp("bad")
-    paths = {name: d / name for name in ("empty", "folder", "file", "tokens.txt", "list_id.json", "null.json",
-                                         "binary.json", "answered.csv", "binary.csv", "garbage.pt")}
+    paths = {
+        name: d / name
+        for name in (
+            "empty",
+            "folder",
+            "file",
+            "tokens.txt",
+            "list_id.json",
+            "null.json",
+            "binary.json",
+            "answered.csv",
+            "binary.csv",
+            "garbage.pt",
+        )
+    }
     paths["empty"].mkdir()
     paths["folder"].mkdir()
     paths["file"].write_text("a file where a folder should be")
@@ -148,8 +200,11 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     paths["garbage.pt"].write_bytes(b"not a torch file")
     for name, corrupt in {
         "weights_garbage": lambda c: (c / "model.safetensors").write_bytes(b"\x00" * 64),
-        "weights_nan": lambda c: save_checkpoint(c, {**_tensors(c), "embed.weight": torch.full((6, 8), float("nan"))},
-                                                 json.loads((c / "config.json").read_text())),
+        "weights_nan": lambda c: save_checkpoint(
+            c,
+            {**_tensors(c), "embed.weight": torch.full((6, 8), float("nan"))},
+            json.loads((c / "config.json").read_text()),
+        ),
         "config_not_json": lambda c: (c / "config.json").write_text("{not json"),
         "config_no_decoder": lambda c: (c / "config.json").write_text(json.dumps({"encoder": "efficientnet-lite0"})),
         "config_bad_setting": lambda c: _edit_config(c, lambda cfg: cfg["decoder"].update(cell="gru")),
@@ -180,36 +235,65 @@ BROKEN_WEIGHTS = {  # checkpoint folder made by `bad`: what its one-line load er
     "config_no_decoder": "config.json: missing 'decoder'",
     "config_bad_setting": "config.json: decoder: cell must be one of",
     "config_wrong_shape": "model.safetensors: the weights do not fit the model its config.json describes "
-                          "(wrong shape: ",
+    "(wrong shape: ",
     "vocab_broken": "vocab.json: vocabulary must start with",
 }
 INPUT_GRID = {  # name: (argv from the bad files and the weights, what the one line must say)
     "empty folder": (lambda b, w: ["caption", str(b["empty"])], "no image files in"),
     "-o is a folder": (lambda b, w: ["caption", IMAGE, "-o", str(b["folder"])], "is a folder"),
     "-o below a file": (lambda b, w: ["caption", IMAGE, "-o", str(b["file"] / "x.txt")], "a file is in the way"),
-    **{f"--weights {name}": (lambda b, w, name=name: ["caption", IMAGE, "--weights", str(b[name])], says)
-       for name, says in BROKEN_WEIGHTS.items()},
-    "garbage encoder weights": (lambda b, w: ["caption", IMAGE, "--weights", str(w), "--encoder-weights",
-                                              str(b["garbage.pt"])], "garbage.pt: cannot read weights"),
-    "results is a folder": (lambda b, w: ["eval", str(b["folder"]), "--flickr8k-tokens", str(b["tokens.txt"])],
-                            "is a folder, not a results file"),
-    "list image_id": (lambda b, w: ["eval", str(b["list_id.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
-                      "image_id must be a number or a string, not [1]"),
-    "null caption": (lambda b, w: ["eval", str(b["null.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
-                     "must be a string, not null"),
-    "binary results": (lambda b, w: ["eval", str(b["binary.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
-                       "not a text file"),
-    "missing results": (lambda b, w: ["eval", str(b["folder"] / "nope.json"), "--flickr8k-tokens",
-                                      str(b["tokens.txt"])], "nope.json"),
-    "--json below a file": (lambda b, w: ["eval", str(b["null.json"]), "--flickr8k-tokens", str(b["tokens.txt"]),
-                                          "--json", str(b["file"] / "x" / "scores.json")], "a file is in the way"),
+    **{
+        f"--weights {name}": (lambda b, w, name=name: ["caption", IMAGE, "--weights", str(b[name])], says)
+        for name, says in BROKEN_WEIGHTS.items()
+    },
+    "garbage encoder weights": (
+        lambda b, w: ["caption", IMAGE, "--weights", str(w), "--encoder-weights", str(b["garbage.pt"])],
+        "garbage.pt: cannot read weights",
+    ),
+    "results is a folder": (
+        lambda b, w: ["eval", str(b["folder"]), "--flickr8k-tokens", str(b["tokens.txt"])],
+        "is a folder, not a results file",
+    ),
+    "list image_id": (
+        lambda b, w: ["eval", str(b["list_id.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
+        "image_id must be a number or a string, not [1]",
+    ),
+    "null caption": (
+        lambda b, w: ["eval", str(b["null.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
+        "must be a string, not null",
+    ),
+    "binary results": (
+        lambda b, w: ["eval", str(b["binary.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
+        "not a text file",
+    ),
+    "missing results": (
+        lambda b, w: ["eval", str(b["folder"] / "nope.json"), "--flickr8k-tokens", str(b["tokens.txt"])],
+        "nope.json",
+    ),
+    "--json below a file": (
+        lambda b, w: [
+            "eval",
+            str(b["null.json"]),
+            "--flickr8k-tokens",
+            str(b["tokens.txt"]),
+            "--json",
+            str(b["file"] / "x" / "scores.json"),
+        ],
+        "a file is in the way",
+    ),
     "eval --weights without --root": (lambda b, w: ["eval", "--weights", str(w)], "--weights needs --root"),
-    "CSV with the prediction column": (lambda b, w: ["ask", "--batch", str(b["answered.csv"]), "--images",
-                                                     str(b["folder"]), "--weights", str(w)], ""),
-    "binary CSV": (lambda b, w: ["ask", "--batch", str(b["binary.csv"]), "--images", str(b["folder"]),
-                                 "--weights", str(w)], ""),
-    "CSV naming a column twice": (lambda b, w: ["ask", "--batch", str(b["repeated.csv"]), "--images",
-                                                str(b["folder"]), "--weights", str(w)], "'image_id' more than once"),
+    "CSV with the prediction column": (
+        lambda b, w: ["ask", "--batch", str(b["answered.csv"]), "--images", str(b["folder"]), "--weights", str(w)],
+        "",
+    ),
+    "binary CSV": (
+        lambda b, w: ["ask", "--batch", str(b["binary.csv"]), "--images", str(b["folder"]), "--weights", str(w)],
+        "",
+    ),
+    "CSV naming a column twice": (
+        lambda b, w: ["ask", "--batch", str(b["repeated.csv"]), "--images", str(b["folder"]), "--weights", str(w)],
+        "'image_id' more than once",
+    ),
     "empty question": (lambda b, w: ["ask", IMAGE, "?!", "--weights", str(w)], ""),
 }
 
@@ -223,15 +307,19 @@ def test_bad_inputs_are_one_line_errors(capsys, bad, weights_dir, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv", [
-    lambda b: ["caption", IMAGE, "--beam", "100000"],
-    lambda b: ["caption", str(b["empty"])],
-    lambda b: ["caption", IMAGE, "--weights", str(b["weights_nan"])],
-    lambda b: ["eval", str(b["list_id.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        lambda b: ["caption", IMAGE, "--beam", "100000"],
+        lambda b: ["caption", str(b["empty"])],
+        lambda b: ["caption", IMAGE, "--weights", str(b["weights_nan"])],
+        lambda b: ["eval", str(b["list_id.json"]), "--flickr8k-tokens", str(b["tokens.txt"])],
+    ],
+)
 def test_the_real_command_prints_one_line_and_no_traceback(bad, argv):
-    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", *argv(bad)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "captioner.cli.main", *argv(bad)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("captioner: error: "), done.stderr
 
@@ -252,8 +340,22 @@ def test_an_interrupted_caption_run_leaves_the_old_results(weights_dir, tmp_path
 
     real = Captioner.caption_images
     monkeypatch.setattr(Captioner, "caption_images", interrupted)
-    code, _, err = run(capsys, ["caption", IMAGE, str(ROOT / "examples" / "pizza.jpg"), "--batch-size", "1",
-                                "--weights", str(weights_dir), "--format", "coco", "-o", str(results)])
+    code, _, err = run(
+        capsys,
+        [
+            "caption",
+            IMAGE,
+            str(ROOT / "examples" / "pizza.jpg"),
+            "--batch-size",
+            "1",
+            "--weights",
+            str(weights_dir),
+            "--format",
+            "coco",
+            "-o",
+            str(results),
+        ],
+    )
     assert code == 130 and "interrupted" in err and len(calls) == 2
     assert results.read_text() == "old results\n" and os.listdir(tmp_path) == ["results.json"]  # no temporary file
     monkeypatch.setattr(Captioner, "caption_images", real)
@@ -277,9 +379,14 @@ def test_results_records_must_be_well_typed(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"image_id": 7, "caption": "a dog"}\n{"image_id": "x.jpg", "caption": "a cat"}\n')
     assert read_results(good) == {7: "a dog", "x.jpg": "a cat"}
-    for image_id, caption, message in [(True, "a", "image_id must be"), (1.5, "a", "image_id must be"),
-                                       ({"a": 1}, "a", "image_id must be"), (1, None, "not null"),
-                                       (1, ["a"], 'not ["a"]'), (1, 5, "not 5")]:
+    for image_id, caption, message in [
+        (True, "a", "image_id must be"),
+        (1.5, "a", "image_id must be"),
+        ({"a": 1}, "a", "image_id must be"),
+        (1, None, "not null"),
+        (1, ["a"], 'not ["a"]'),
+        (1, 5, "not 5"),
+    ]:
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps([{"image_id": image_id, "caption": caption}]))
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -300,16 +407,29 @@ def test_load_errors_name_the_file_in_one_line(bad, name):
 def test_vqa_load_errors_name_the_file_in_one_line(tmp_path):
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "what"])
     model = VQAModel(VQAConfig(len(vocab), 2, 1280, embed_dim=4, hidden_dim=4, fused_dim=4, mlp_dim=4))
-    save_checkpoint(tmp_path, model, {"task": "vqa", "encoder": "efficientnet-lite0", "model": asdict(model.config)},
-                    {"vocab.json": {"max_length": 30, "words": vocab.words}, "answers.json": ["yes", "no", "maybe"]})
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: model: vocab_size 5 and num_answers 2, "
-                                                   "but vocab.json has 5 words and answers.json 3 answers")):
+    save_checkpoint(
+        tmp_path,
+        model,
+        {"task": "vqa", "encoder": "efficientnet-lite0", "model": asdict(model.config)},
+        {"vocab.json": {"max_length": 30, "words": vocab.words}, "answers.json": ["yes", "no", "maybe"]},
+    )
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{tmp_path / 'config.json'}: model: vocab_size 5 and num_answers 2, "
+            "but vocab.json has 5 words and answers.json 3 answers"
+        ),
+    ):
         VQAPredictor.from_pretrained(tmp_path)
     (tmp_path / "answers.json").write_text("[yes")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'answers.json'}: cannot read JSON")):
         VQAPredictor.from_pretrained(tmp_path)
-    save_checkpoint(tmp_path, {k: v * float("inf") for k, v in model.state_dict().items()},
-                    json.loads((tmp_path / "config.json").read_text()), {"answers.json": ["yes", "no"]})
+    save_checkpoint(
+        tmp_path,
+        {k: v * float("inf") for k, v in model.state_dict().items()},
+        json.loads((tmp_path / "config.json").read_text()),
+        {"answers.json": ["yes", "no"]},
+    )
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'model.safetensors'}: ")):
         VQAPredictor.from_pretrained(tmp_path)
 
@@ -416,11 +536,14 @@ def test_interrupted_feature_extraction_leaves_no_partial_file(tmp_path, monkeyp
 # ---------------------------------------------------------------- image size limits
 
 
-@pytest.mark.parametrize("width, height, message", [
-    (10000, 9000, "image too large (10000x9000 pixels, over the 80-megapixel limit)"),  # past PIL's warning (89.5
-    # MP), under its refusal
-    (30000, 30000, f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)"),  # past PIL's refusal
-])
+@pytest.mark.parametrize(
+    "width, height, message",
+    [
+        (10000, 9000, "image too large (10000x9000 pixels, over the 80-megapixel limit)"),  # past PIL's warning (89.5
+        # MP), under its refusal
+        (30000, 30000, f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)"),  # past PIL's refusal
+    ],
+)
 def test_huge_images_get_the_documented_one_line_message(tmp_path, width, height, message):
     path = tmp_path / "huge.png"
     png_claiming_size(path, width, height)
@@ -445,20 +568,38 @@ def odd_names(tmp_path) -> Path:
 def test_a_file_name_that_is_not_utf8_is_written_as_its_bytes(weights_dir, odd_names, tmp_path, capsys):
     out = tmp_path / "captions.txt"
     for fmt in ("text", "csv"):
-        code, _, err = run(capsys, ["caption", str(odd_names), "--weights", str(weights_dir), "--format", fmt,
-                                    "-o", str(out), "--quiet"])
+        code, _, err = run(
+            capsys,
+            ["caption", str(odd_names), "--weights", str(weights_dir), "--format", fmt, "-o", str(out), "--quiet"],
+        )
         assert code == 0 and err == "", err
         assert os.fsencode(odd_names) + b"/caf\xe9.jpg" in out.read_bytes() and b"plain.jpg" in out.read_bytes()
 
 
 def test_odd_file_names_to_a_strict_ascii_stdout(weights_dir, odd_names):
-    done = subprocess.run([sys.executable, "-m", "captioner.cli.main", "caption", str(odd_names), "--weights",
-                           str(weights_dir), "--quiet"], capture_output=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "captioner.cli.main",
+            "caption",
+            str(odd_names),
+            "--weights",
+            str(weights_dir),
+            "--quiet",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"},
+    )
     assert done.returncode == 0 and done.stderr == b"", done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert [line.split(b"\t")[0].rpartition(b"/")[2] for line in lines] == [b"caf\xe9.jpg", b"new\\nline\\tname.jpg",
-                                                                            b"plain.jpg"]
+    assert [line.split(b"\t")[0].rpartition(b"/")[2] for line in lines] == [
+        b"caf\xe9.jpg",
+        b"new\\nline\\tname.jpg",
+        b"plain.jpg",
+    ]
 
 
 def test_a_newline_or_tab_in_a_file_name_keeps_one_record_per_line(weights_dir, odd_names, capsysbinary):
@@ -470,8 +611,9 @@ def test_a_newline_or_tab_in_a_file_name_keeps_one_record_per_line(weights_dir, 
         assert all(line.count("\t") == (1 if not extra else 4) for line in lines)
         assert sum(line.startswith(f"{odd_names}/new\\nline\\tname.jpg\t") for line in lines) == len(lines) // 3
     (odd_names / "broken\nname.jpg").write_bytes(b"not an image")  # its report on stderr is one line too
-    code, _, err = run(capsysbinary, ["caption", str(odd_names / "broken\nname.jpg"), "--weights", str(weights_dir),
-                                      "--quiet"])
+    code, _, err = run(
+        capsysbinary, ["caption", str(odd_names / "broken\nname.jpg"), "--weights", str(weights_dir), "--quiet"]
+    )
     assert code == 1 and err.decode().startswith(f"captioner: skipped {odd_names}/broken\\nname.jpg: ")
     assert err.decode().count("\n") == 2  # that line, and the count of files that could not be read
 
@@ -496,15 +638,39 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_earlier_checkpoint
 
     real = checkpoint.save_file
     monkeypatch.setattr(checkpoint, "save_file", save_file)
-    code, _, err = run(capsys, ["train", "--data", f"flickr8k:{data}", "--out", str(out), "--epochs", "2",
-                                "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), "--embed-dim", "8",
-                                "--hidden-dim", "8", "--image-dim", "8", "--quiet"])
+    code, _, err = run(
+        capsys,
+        [
+            "train",
+            "--data",
+            f"flickr8k:{data}",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--embed-dim",
+            "8",
+            "--hidden-dim",
+            "8",
+            "--image-dim",
+            "8",
+            "--quiet",
+        ],
+    )
     assert code == 1 and len(saved) == 4
-    assert re.fullmatch(rf"captioner: error: {re.escape(str(out))}/(best|last)\.new/\w+\.safetensors: "
-                        r"No space left on device\n", err.splitlines(keepends=True)[-1]), err
+    assert re.fullmatch(
+        rf"captioner: error: {re.escape(str(out))}/(best|last)\.new/\w+\.safetensors: "
+        r"No space left on device\n",
+        err.splitlines(keepends=True)[-1],
+    ), err
     assert sorted(os.listdir(out)) == ["best", "last"]  # no half-written folder left behind
-    assert json.loads((out / "last" / "state.json").read_text()) and Captioner.from_pretrained(out / "best",
-                                                                                                 load_vqa=False)
+    assert json.loads((out / "last" / "state.json").read_text()) and Captioner.from_pretrained(
+        out / "best", load_vqa=False
+    )
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -514,8 +680,9 @@ def test_a_disk_too_full_for_the_feature_cache_is_one_line_and_leaves_no_partial
         images.append(tmp_path / f"{i}.png")
         draw("red", "circle", 16).save(images[-1])
     cache = tmp_path / "cache"
-    monkeypatch.setattr(feature_cache, "encode_images", lambda encoder, chunk, flip=False, trunk=False:
-                        torch.ones(len(chunk), 1, 3))
+    monkeypatch.setattr(
+        feature_cache, "encode_images", lambda encoder, chunk, flip=False, trunk=False: torch.ones(len(chunk), 1, 3)
+    )
 
     def full(fd, offset, length):
         raise OSError(28, "No space left on device")
@@ -537,8 +704,9 @@ def test_question_csv_with_a_repeated_column_or_a_ragged_row_is_refused(tmp_path
 
     repeated = tmp_path / "repeated.csv"
     repeated.write_text("image_id,question,image_id\na,what is it,b\n")
-    with pytest.raises(ValueError, match=re.escape(f"{repeated}: the header names column(s) 'image_id' more than "
-                                                   "once")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"{repeated}: the header names column(s) 'image_id' more than once")
+    ):
         read_question_rows(repeated)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("image_id,question,answer\na,what is it,cat\nb,is it red\n")
@@ -553,8 +721,11 @@ def test_question_csv_with_a_repeated_column_or_a_ragged_row_is_refused(tmp_path
     writer = AnswerWriter(out, table.columns)
     for row, answer, sure in zip(table.rows, [("cat", 0.5), None], [True, None]):
         writer.write(row, answer, sure)
-    assert out.getvalue().splitlines() == ["image_id,question,answer,predicted_answer,probability,sure",
-                                           "a,what is it,cat,cat,0.5000,true", "c,how many,2,,,"]
+    assert out.getvalue().splitlines() == [
+        "image_id,question,answer,predicted_answer,probability,sure",
+        "a,what is it,cat,cat,0.5000,true",
+        "c,how many,2,,,",
+    ]
 
 
 def test_ask_batch_refuses_a_ragged_row_and_two_images_of_one_name(weights_dir, has_vqa, tmp_path, capsys):
@@ -564,19 +735,27 @@ def test_ask_batch_refuses_a_ragged_row_and_two_images_of_one_name(weights_dir, 
     (tmp_path / "images" / "1.jpg").write_bytes(EXAMPLE_IMAGE.read_bytes())
     questions = tmp_path / "qa.csv"
     questions.write_text("image_id,question\n1,what sport is this,kept\n")
-    ask = ["ask", "--batch", str(questions), "--images", str(tmp_path / "images"), "--weights", str(weights_dir),
-           "--quiet"]
+    ask = [
+        "ask",
+        "--batch",
+        str(questions),
+        "--images",
+        str(tmp_path / "images"),
+        "--weights",
+        str(weights_dir),
+        "--quiet",
+    ]
     code, out, err = run(capsys, ask)
     assert (code, out) == (1, "") and err == f"captioner: error: {questions}: row 2: 3 fields, but the header has 2\n"
     questions.write_text("image_id,question\n1,what sport is this\n")
     (tmp_path / "images" / "1.png").write_bytes(b"")
     code, out, err = run(capsys, ask)
-    assert (code, out) == (1, "") and err == (f"captioner: error: {tmp_path / 'images'}: 1.jpg and 1.png are both "
-                                              "image '1'; rename or remove one\n")
+    assert (code, out) == (1, "") and err == (
+        f"captioner: error: {tmp_path / 'images'}: 1.jpg and 1.png are both image '1'; rename or remove one\n"
+    )
 
 
-def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_order(has_vqa, tmp_path,
-                                                                                     monkeypatch):
+def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_order(has_vqa, tmp_path, monkeypatch):
     if not has_vqa:
         pytest.skip("no VQA weights")
     from captioner.cli import batch
@@ -593,7 +772,9 @@ def test_questions_go_through_the_model_in_bounded_batches_and_come_out_in_row_o
     assert [i for i, _, _ in results] == list(range(len(rows)))
     assert batches == [3, 3, 1, 2]  # image a's 7 answerable questions 3 at a time, then image b's 2
     assert [error for _, _, error in results if error] == [
-        "no image named 'missing' in " + str(tmp_path), "the question is empty (it has no words)"] * 2
+        "no image named 'missing' in " + str(tmp_path),
+        "the question is empty (it has no words)",
+    ] * 2
     answers = [answer for _, answer, _ in results[:7]]  # the same question, in batches of 3, 3 and 1
     assert {text for text, _ in answers} == {answers[0][0]} and answers[0][1] > 0
     # PyTorch promises no bit-identical floats across batch sizes on the CPU (kernels differ by size and by CPU)
@@ -631,7 +812,9 @@ def test_a_folder_scan_reports_what_it_cannot_read_and_an_empty_path_is_refused(
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     skipped = []
     assert expand_paths([str(tmp_path)], skipped) == [tmp_path / "good.jpg"]
-    assert skipped == [(tmp_path / "gone.jpg", "a broken link"), (tmp_path / "phone.heic", ".heic images are not "
-                                                                                            "supported")]
+    assert skipped == [
+        (tmp_path / "gone.jpg", "a broken link"),
+        (tmp_path / "phone.heic", ".heic images are not supported"),
+    ]
     with pytest.raises(ValueError, match="an empty path names no image"):
         expand_paths([""])

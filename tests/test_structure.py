@@ -3,10 +3,12 @@
     core (captioner/*.py)  <-  data/, metrics/  <-  train/, lecture/  <-  app/  <-  cli/
 
 A module imports only from its own room or from rooms on a lower floor: the inference core never reads a dataset
-reader, training never imports a face, and the app never imports the command line (whose `captioner app` starts it). No import cycles, no
-file over 450 lines and no function over 60 lines either, so that a reader finds each stage by its file name and
+reader, training never imports a face, and the app never imports the command line (whose `captioner app` starts
+it). No import cycles, no file over 450 lines and no function over 60 lines either, so that a reader finds each stage
+by its file name and
 reads it in one sitting.
 """
+
 from __future__ import annotations
 
 import ast
@@ -68,8 +70,11 @@ GRAPH = {m: _imports(m, p, _modules()) for m, p in _modules().items()}
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_imports_flow_one_way(module):
     room = _room(module)
-    wrong = [f"{module} ({room}) imports {target} ({_room(target)})" for target in sorted(GRAPH[module])
-             if _room(target) != room and FLOORS[_room(target)] >= FLOORS[room]]
+    wrong = [
+        f"{module} ({room}) imports {target} ({_room(target)})"
+        for target in sorted(GRAPH[module])
+        if _room(target) != room and FLOORS[_room(target)] >= FLOORS[room]
+    ]
     assert not wrong, "; ".join(wrong)
 
 
@@ -83,7 +88,7 @@ def test_there_are_no_import_cycles():
 
     def visit(module: str) -> None:
         if module in stack:
-            cycles.append(" -> ".join([*stack[stack.index(module):], module]))
+            cycles.append(" -> ".join([*stack[stack.index(module) :], module]))
             return
         if module in seen:
             return
@@ -106,7 +111,10 @@ def test_files_and_functions_stay_short(module):
     if relative in TABLES:  # its length is the table's (the rules of a tokenizer, written as they are listed)
         return
     assert len(text.splitlines()) <= MAX_FILE_LINES, f"{relative}: over {MAX_FILE_LINES} lines"
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(text))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long, f"{relative}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"

@@ -1,4 +1,5 @@
 """Caption training end to end: overfitting, exact resume, encoder fine-tuning, checkpoints, SCST."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,21 @@ from captioner.vocab import Vocabulary, tokenize_words
 
 
 def _tiny_config(root: Path, out: Path, cache: Path, epochs: int, **kw) -> TrainConfig:
-    base = dict(data=(f"flickr8k:{root}",), out=str(out), cache_dir=str(cache), epochs=epochs, batch_size=4, min_count=1,
-                embed_dim=32, hidden_dim=64, image_dim=32, dropout=0.0, lr=1e-2, min_lr_ratio=0.1, seed=0)
+    base = dict(
+        data=(f"flickr8k:{root}",),
+        out=str(out),
+        cache_dir=str(cache),
+        epochs=epochs,
+        batch_size=4,
+        min_count=1,
+        embed_dim=32,
+        hidden_dim=64,
+        image_dim=32,
+        dropout=0.0,
+        lr=1e-2,
+        min_lr_ratio=0.1,
+        seed=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -121,14 +135,22 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
 
     from captioner.train.caption import CiderReward
 
-    refs = [[tokenize_words(c) for c in caps] for caps in (
-        ["a dog runs on the grass", "a brown dog running", "the dog is running outside"],
-        ["two people ride bikes", "people riding bicycles down a street", "two cyclists on a road"],
-        ["a child plays in the water", "a kid splashing in a pool", "a boy swims"])]
-    hyps = [tokenize_words("a brown dog runs on grass"), tokenize_words("two people ride bicycles on a road"),
-            tokenize_words("a dog plays in the water")]
-    _, expected = Cider().compute_score({i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)},
-                                        {i: [" ".join(h)] for i, h in enumerate(hyps)})
+    refs = [
+        [tokenize_words(c) for c in caps]
+        for caps in (
+            ["a dog runs on the grass", "a brown dog running", "the dog is running outside"],
+            ["two people ride bikes", "people riding bicycles down a street", "two cyclists on a road"],
+            ["a child plays in the water", "a kid splashing in a pool", "a boy swims"],
+        )
+    ]
+    hyps = [
+        tokenize_words("a brown dog runs on grass"),
+        tokenize_words("two people ride bicycles on a road"),
+        tokenize_words("a dog plays in the water"),
+    ]
+    _, expected = Cider().compute_score(
+        {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}, {i: [" ".join(h)] for i, h in enumerate(hyps)}
+    )
     reward = CiderReward(refs)
     assert [reward(i, h) for i, h in enumerate(hyps)] == pytest.approx(list(expected), abs=1e-9)
 
@@ -139,7 +161,11 @@ def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, m
 
     root, cache = shapes
     scores = iter([3.0, 2.0, 1.0, 0.0])  # the first cross-entropy epoch is the best, and stays best
-    monkeypatch.setattr(caption_training, "validate", lambda *a, **k: {"loss": 1.0, "Bleu_4": 0.0, "CIDEr": next(scores), "datasets": {}})
+    monkeypatch.setattr(
+        caption_training,
+        "validate",
+        lambda *a, **k: {"loss": 1.0, "Bleu_4": 0.0, "CIDEr": next(scores), "datasets": {}},
+    )
     first_scst_weights = []
     real_scst_loss = caption_training.scst_loss
 

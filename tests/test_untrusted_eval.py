@@ -1,6 +1,7 @@
 """Files that ``captioner eval`` and the image reader are given are user input (issue 27): results, annotations,
 tokens files and split lists are validated with one-line errors naming the file and the item, JSON has depth
 and size limits, long captions are cut, odd images convert in bounded memory, and named pipes are refused."""
+
 from __future__ import annotations
 
 import json
@@ -52,16 +53,25 @@ def test_json_depth_and_size_are_limited_with_the_file_named(tmp_path, monkeypat
 # ---------------------------------------------------------------- results
 
 
-@pytest.mark.parametrize("text, says", [
-    (DEEP, "nested more than"),
-    ('{"image_id": 1, "caption": "a"}', "expected a list of records"),  # one object is not a JSON list
-    ('[{"image_id": 1, "caption": "a"}, 7]', "item 2 is not a JSON object but 7"),
-    ('[{"image_id": 1, "caption": "a"}, {"image_id": 2, "caption": 5}]',
-     "record 2: the caption of image 2 must be a string, not 5"),
-    ('[{"image_id": 1, "caption": "a"}, {"image_id": 1, "caption": "b"}]', "record 2: image 1 has more than one"),
-    ('[{"image_id": 1}]', "record 1: expected records with 'image_id' and 'caption' (missing 'caption')"),
-    ('{"image_id": 1, "caption": "a"}\n{"image_id": 2, "caption": "b"\n', "neither a JSON list nor JSON lines (line 2"),
-], ids=["deep", "an object", "a number", "caption 5", "duplicate", "no caption", "broken line"])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (DEEP, "nested more than"),
+        ('{"image_id": 1, "caption": "a"}', "expected a list of records"),  # one object is not a JSON list
+        ('[{"image_id": 1, "caption": "a"}, 7]', "item 2 is not a JSON object but 7"),
+        (
+            '[{"image_id": 1, "caption": "a"}, {"image_id": 2, "caption": 5}]',
+            "record 2: the caption of image 2 must be a string, not 5",
+        ),
+        ('[{"image_id": 1, "caption": "a"}, {"image_id": 1, "caption": "b"}]', "record 2: image 1 has more than one"),
+        ('[{"image_id": 1}]', "record 1: expected records with 'image_id' and 'caption' (missing 'caption')"),
+        (
+            '{"image_id": 1, "caption": "a"}\n{"image_id": 2, "caption": "b"\n',
+            "neither a JSON list nor JSON lines (line 2",
+        ),
+    ],
+    ids=["deep", "an object", "a number", "caption 5", "duplicate", "no caption", "broken line"],
+)
 def test_bad_results_are_one_line_naming_the_file_and_record(tmp_path, text, says):
     path = tmp_path / "results.json"
     path.write_text(text)
@@ -74,31 +84,60 @@ def test_bad_results_are_one_line_naming_the_file_and_record(tmp_path, text, say
 # ---------------------------------------------------------------- annotations, tokens files, split lists
 
 
-def _coco(images=({"id": 1}, {"id": 2}), annotations=({"id": 10, "image_id": 1, "caption": "A dog. "},
-                                                       {"id": 11, "image_id": 1, "caption": "a cat"})) -> dict:
+def _coco(
+    images=({"id": 1}, {"id": 2}),
+    annotations=({"id": 10, "image_id": 1, "caption": "A dog. "}, {"id": 11, "image_id": 1, "caption": "a cat"}),
+) -> dict:
     return {"images": list(images), "annotations": list(annotations)}
 
 
 def test_coco_annotations_are_read_as_pycocotools_reads_them(tmp_path):
     path = tmp_path / "captions.json"
-    path.write_text(json.dumps(_coco(annotations=[{"id": 10, "image_id": 1, "caption": "A dog. "},
-                                                  {"id": 11, "image_id": 9, "caption": "not listed"}])))
+    path.write_text(
+        json.dumps(
+            _coco(
+                annotations=[
+                    {"id": 10, "image_id": 1, "caption": "A dog. "},
+                    {"id": 11, "image_id": 9, "caption": "not listed"},
+                ]
+            )
+        )
+    )
     assert read_references(path) == {1: ["A dog."]}  # image 2 has no captions, image 9 is not listed
 
 
-@pytest.mark.parametrize("data, says", [
-    ([{"image_id": 1, "caption": "a"}], "expected a JSON object with 'images' and 'annotations'"),  # an assertion
-    ({"annotations": []}, "missing 'images'"),
-    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]),
-     "annotations item 1: the caption of image 1 must be a string, not 5"),
-    (_coco(annotations=[{"id": 1, "image_id": [1], "caption": "a"}]), "annotations item 1: image_id must be a number"),
-    (_coco(annotations=[{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 2, "caption": "b"}]),
-     "annotations item 2: annotation id 1 appears twice"),
-    (_coco(images=[{"id": 1}, {"id": 1}]), "images item 2: image 1 is listed twice"),
-    (_coco(images=[{"file_name": "x.jpg"}]), "images item 1: missing 'id'"),
-    ({"images": {"id": 1}, "annotations": []}, "images: expected a list of records"),
-], ids=["a list", "no images", "caption 5", "list image_id", "duplicate annotation", "duplicate image", "no id",
-        "images not a list"])
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        ([{"image_id": 1, "caption": "a"}], "expected a JSON object with 'images' and 'annotations'"),  # an assertion
+        ({"annotations": []}, "missing 'images'"),
+        (
+            _coco(annotations=[{"id": 1, "image_id": 1, "caption": 5}]),
+            "annotations item 1: the caption of image 1 must be a string, not 5",
+        ),
+        (
+            _coco(annotations=[{"id": 1, "image_id": [1], "caption": "a"}]),
+            "annotations item 1: image_id must be a number",
+        ),
+        (
+            _coco(annotations=[{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 2, "caption": "b"}]),
+            "annotations item 2: annotation id 1 appears twice",
+        ),
+        (_coco(images=[{"id": 1}, {"id": 1}]), "images item 2: image 1 is listed twice"),
+        (_coco(images=[{"file_name": "x.jpg"}]), "images item 1: missing 'id'"),
+        ({"images": {"id": 1}, "annotations": []}, "images: expected a list of records"),
+    ],
+    ids=[
+        "a list",
+        "no images",
+        "caption 5",
+        "list image_id",
+        "duplicate annotation",
+        "duplicate image",
+        "no id",
+        "images not a list",
+    ],
+)
 def test_bad_coco_annotations_are_one_line_naming_the_file_and_item(tmp_path, data, says):
     path = tmp_path / "captions.json"
     path.write_text(json.dumps(data))
@@ -110,21 +149,26 @@ def test_bad_coco_annotations_are_one_line_naming_the_file_and_item(tmp_path, da
 def test_deep_annotations_and_bad_tokens_files_are_one_line_errors_naming_the_file(tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps([{"image_id": "1.jpg", "caption": "a dog"}]))
-    deep, no_tab, latin1, binary, tokens = (tmp_path / n for n in ("deep.json", "no_tab.txt", "latin1.txt",
-                                                                     "split.txt", "tokens.txt"))
+    deep, no_tab, latin1, binary, tokens = (
+        tmp_path / n for n in ("deep.json", "no_tab.txt", "latin1.txt", "split.txt", "tokens.txt")
+    )
     deep.write_text(DEEP)
     no_tab.write_text("1.jpg#0\ta dog\n1.jpg#1 a cat\n")
     latin1.write_bytes("1.jpg#0\tun caf\xe9\n".encode("latin-1"))
     binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
     tokens.write_text("1.jpg#0\ta dog\n")
-    for argv, named in [(["--coco-annotations", str(deep)], deep), (["--flickr8k-tokens", str(no_tab)], no_tab),
-                        (["--flickr8k-tokens", str(latin1)], latin1),
-                        (["--flickr8k-tokens", str(tokens), "--split-list", str(binary)], binary)]:
+    for argv, named in [
+        (["--coco-annotations", str(deep)], deep),
+        (["--flickr8k-tokens", str(no_tab)], no_tab),
+        (["--flickr8k-tokens", str(latin1)], latin1),
+        (["--flickr8k-tokens", str(tokens), "--split-list", str(binary)], binary),
+    ]:
         err = one_line_error(capsys, ["eval", str(results), *argv])
         assert f"captioner: error: {named}: " in err, err
     results.write_text(DEEP)
-    assert f"error: {results}: nested more than" in one_line_error(capsys, ["eval", str(results), "--flickr8k-tokens",
-                                                                            str(tokens)])
+    assert f"error: {results}: nested more than" in one_line_error(
+        capsys, ["eval", str(results), "--flickr8k-tokens", str(tokens)]
+    )
 
 
 # ---------------------------------------------------------------- long captions
@@ -136,12 +180,18 @@ def test_captions_over_200_words_are_cut_with_one_warning():
     long = {f"{i}.jpg": " ".join(["a dog runs on the grass"] * 2_000) for i in range(8)}  # 10,000 words each
     references = {i: ["a dog runs on the grass", " ".join(["a cat"] * 5_000)] for i in long}
     warnings = [w for w in check_coverage(long, references) if "words" in w]
-    assert warnings == [f"8 image(s) have captions of over {MAX_SCORED_WORDS} words (first: '0.jpg'); "
-                        f"scoring their first {MAX_SCORED_WORDS} words"]
+    assert warnings == [
+        f"8 image(s) have captions of over {MAX_SCORED_WORDS} words (first: '0.jpg'); "
+        f"scoring their first {MAX_SCORED_WORDS} words"
+    ]
     metrics = ["Bleu", "ROUGE_L", "CIDEr"]  # METEOR (Java) reads the same cut captions; it alone takes seconds
     scores = evaluate_captions(long, references, metrics, tokenizer="python")
-    cut_scores = evaluate_captions({i: cut(c) for i, c in long.items()},
-                                   {i: [cut(r) for r in refs] for i, refs in references.items()}, metrics, "python")
+    cut_scores = evaluate_captions(
+        {i: cut(c) for i, c in long.items()},
+        {i: [cut(r) for r in refs] for i, refs in references.items()},
+        metrics,
+        "python",
+    )
     assert scores.corpus == cut_scores.corpus and scores.corpus["Bleu_1"] > 0
 
 
@@ -155,8 +205,9 @@ def small_bands(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["I;16", "I", "F"])
 def test_16_bit_and_float_images_convert_band_by_band_as_one_stretch(small_bands, mode):
-    values = (np.arange(50 * 33).reshape(50, 33) * 37 % 60_000 + 1_000).astype(np.uint16 if mode == "I;16" else
-                                                                                np.int32 if mode == "I" else np.float32)
+    values = (np.arange(50 * 33).reshape(50, 33) * 37 % 60_000 + 1_000).astype(
+        np.uint16 if mode == "I;16" else np.int32 if mode == "I" else np.float32
+    )
     img = Image.fromarray(values)
     assert img.mode == mode
     expected = ((values - values.min()) / (values.max() - values.min()) * 255.0).round().astype(np.uint8)
@@ -170,7 +221,10 @@ def test_16_bit_and_float_images_convert_band_by_band_as_one_stretch(small_bands
 def test_large_images_are_shrunk_towards_the_size_hint_before_their_colour_conversion(small_bands):
     values = (np.arange(100 * 70).reshape(100, 70) * 37 % 60_000).astype(np.uint16)
     rgb = images._to_8bit_rgb(Image.fromarray(values), size_hint=20)
-    assert rgb.mode == "RGB" and rgb.size == (24, 34)  # reduced by 3 (the largest factor keeping both sides >= 20), rounding up
+    assert rgb.mode == "RGB" and rgb.size == (
+        24,
+        34,
+    )  # reduced by 3 (the largest factor keeping both sides >= 20), rounding up
     gray = images._to_8bit_rgb(Image.fromarray(values)).convert("L")
     assert np.array_equal(np.asarray(rgb)[:, :, 0], np.asarray(gray.reduce(3)))  # the same pixels, block-averaged
     assert images._to_8bit_rgb(Image.fromarray(values), size_hint=40).size == (70, 100)  # under twice the hint

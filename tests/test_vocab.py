@@ -1,4 +1,5 @@
 """Tokenizing captions, and the vocabulary of words and ids."""
+
 from __future__ import annotations
 
 from captioner.vocab import Vocabulary, detokenize, tokenize_words

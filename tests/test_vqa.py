@@ -1,4 +1,5 @@
 """VQA: data formats and soft targets, the model and its question-only ablation, training, resume, CLI, API."""
+
 from __future__ import annotations
 
 import csv
@@ -39,16 +40,28 @@ def make_daquar(root: Path) -> Path:
     for i, (color, shape) in enumerate((c, s) for c in COLORS for s in SHAPES):
         image_id = f"image{i + 1}"
         draw(color, shape).save(root / "images" / f"{image_id}.jpg")
-        rows += [("what color is the shape", color, image_id), ("what shape is in the picture", shape, image_id),
-                 ("what is in the picture", f"{shape}, {color}", image_id)]  # a DAQUAR-style list answer
+        rows += [
+            ("what color is the shape", color, image_id),
+            ("what shape is in the picture", shape, image_id),
+            ("what is in the picture", f"{shape}, {color}", image_id),
+        ]  # a DAQUAR-style list answer
     with open(root / "qa_train.csv", "w", newline="") as f:
         csv.writer(f).writerows([("question", "answer", "image_id"), *rows])
     return root
 
 
 def train_config(root: Path, out: Path, **overrides) -> VQATrainConfig:
-    base = dict(data=(f"daquar:{root}",), out=str(out), val_fraction=0.0, epochs=50, batch_size=4, lr=3e-3,
-                cache_dir=str(out.parent / "cache"), threads=1, **TINY)
+    base = dict(
+        data=(f"daquar:{root}",),
+        out=str(out),
+        val_fraction=0.0,
+        epochs=50,
+        batch_size=4,
+        lr=3e-3,
+        cache_dir=str(out.parent / "cache"),
+        threads=1,
+        **TINY,
+    )
     return VQATrainConfig(**{**base, **overrides})
 
 
@@ -62,9 +75,31 @@ def weights(daquar, tmp_path_factory) -> Path:
     """A VQA model overfit on the generated set through ``captioner train-vqa``, in a weights/ layout."""
     root = tmp_path_factory.mktemp("weights")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    assert main(["train-vqa", "--data", f"daquar:{daquar}", "--out", str(root / "run"), "--val-fraction", "0",
-                 "--epochs", "100", "--batch-size", "4", "--lr", "0.003", "--threads", "1",
-                 "--cache-dir", str(root / "cache"), *flags]) == 0
+    assert (
+        main(
+            [
+                "train-vqa",
+                "--data",
+                f"daquar:{daquar}",
+                "--out",
+                str(root / "run"),
+                "--val-fraction",
+                "0",
+                "--epochs",
+                "100",
+                "--batch-size",
+                "4",
+                "--lr",
+                "0.003",
+                "--threads",
+                "1",
+                "--cache-dir",
+                str(root / "cache"),
+                *flags,
+            ]
+        )
+        == 0
+    )
     (root / "run" / "best").rename(root / "vqa")
     return root
 
@@ -90,19 +125,42 @@ def make_vqa_v2(root: Path) -> Path:
     (root / "train2014").mkdir(parents=True)
     for image_id in (42, 43):
         draw("red", "circle").save(root / "train2014" / f"COCO_train2014_{image_id:012d}.jpg")
-    humans = [["Two"] * 1 + ["2"] * 3 + ["3"] * 2 + ["three"] + ["4"] * 3,  # "two" and "2" are one answer
-              ["yes"] * 10]
-    questions = [{"image_id": 42 + i, "question": q, "question_id": 420 + i}
-                 for i, q in enumerate(["How many circles are there?", "Is it red?"])]
-    annotations = [{"question_id": 420 + i, "image_id": 42 + i, "question_type": "how many",
-                    "answer_type": ["number", "yes/no"][i], "multiple_choice_answer": a[0],
-                    "answers": [{"answer": x, "answer_confidence": "yes", "answer_id": k + 1} for k, x in enumerate(a)]}
-                   for i, a in enumerate(humans)]
-    (root / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(json.dumps(
-        {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "train2014",
-         "questions": questions, "license": {}}))
-    (root / "v2_mscoco_train2014_annotations.json").write_text(json.dumps(
-        {"info": {}, "data_type": "mscoco", "data_subtype": "train2014", "annotations": annotations, "license": {}}))
+    humans = [
+        ["Two"] * 1 + ["2"] * 3 + ["3"] * 2 + ["three"] + ["4"] * 3,  # "two" and "2" are one answer
+        ["yes"] * 10,
+    ]
+    questions = [
+        {"image_id": 42 + i, "question": q, "question_id": 420 + i}
+        for i, q in enumerate(["How many circles are there?", "Is it red?"])
+    ]
+    annotations = [
+        {
+            "question_id": 420 + i,
+            "image_id": 42 + i,
+            "question_type": "how many",
+            "answer_type": ["number", "yes/no"][i],
+            "multiple_choice_answer": a[0],
+            "answers": [{"answer": x, "answer_confidence": "yes", "answer_id": k + 1} for k, x in enumerate(a)],
+        }
+        for i, a in enumerate(humans)
+    ]
+    (root / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(
+        json.dumps(
+            {
+                "info": {},
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "data_subtype": "train2014",
+                "questions": questions,
+                "license": {},
+            }
+        )
+    )
+    (root / "v2_mscoco_train2014_annotations.json").write_text(
+        json.dumps(
+            {"info": {}, "data_type": "mscoco", "data_subtype": "train2014", "annotations": annotations, "license": {}}
+        )
+    )
     return root
 
 
@@ -121,8 +179,9 @@ def test_vqa_v2_soft_score_targets(tmp_path):
     two = ["cat"] * 2 + ["dog"] * 8
     assert soft_targets(two, {"cat": 0}) == {0: pytest.approx(0.6)}
     vocab = Vocabulary.build((e.question for e in examples), min_count=1)
-    data = build_vqa_set(examples, torch.zeros(2, 5).numpy(), None, {e.path: i for i, e in enumerate(examples)},
-                         vocab, index)
+    data = build_vqa_set(
+        examples, torch.zeros(2, 5).numpy(), None, {e.path: i for i, e in enumerate(examples)}, vocab, index
+    )
     _, _, _, targets = collate(data, [0, 1], len(answers))
     assert torch.allclose(targets, torch.tensor([[0.0, 1.0, 0.9], [1.0, 0.0, 0.0]]))
 
@@ -220,18 +279,28 @@ def ask(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_ask_prints_top_k_answers(weights, daquar, capsys):
-    code, out, err = ask(capsys, str(daquar / "images" / "image1.jpg"), "What color is the shape?", "--top-k", "2",
-                         "--weights", str(weights))
+    code, out, err = ask(
+        capsys,
+        str(daquar / "images" / "image1.jpg"),
+        "What color is the shape?",
+        "--top-k",
+        "2",
+        "--weights",
+        str(weights),
+    )
     assert code == 0 and err.count("\n") <= 1
     lines = [line.split("\t") for line in out.splitlines()]
     assert len(lines) == 2 and lines[0][0] == "red" and float(lines[0][1]) > float(lines[1][1])
 
 
-@pytest.mark.parametrize("question, message", [
-    ("", "the question is empty (it has no words)"),
-    ("?!", "the question is empty (it has no words)"),
-    ("what " * 31, "the question is too long (31 words; at most 30)"),
-])
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        ("", "the question is empty (it has no words)"),
+        ("?!", "the question is empty (it has no words)"),
+        ("what " * 31, "the question is too long (31 words; at most 30)"),
+    ],
+)
 def test_ask_rejects_bad_questions(weights, daquar, capsys, question, message):
     code, out, err = ask(capsys, str(daquar / "images" / "image1.jpg"), question, "--weights", str(weights))
     assert code == 1 and out == "" and err == f"captioner: error: {message}\n"
@@ -246,15 +315,18 @@ def test_ask_rejects_bad_images(weights, tmp_path, capsys):
 
 
 def test_ask_reads_unknown_words_as_unk(weights, daquar, capsys):
-    code, out, err = ask(capsys, str(daquar / "images" / "image1.jpg"), "what colour is the blob",
-                         "--weights", str(weights))
+    code, out, err = ask(
+        capsys, str(daquar / "images" / "image1.jpg"), "what colour is the blob", "--weights", str(weights)
+    )
     assert code == 0 and len(out.splitlines()) == 5
     assert err == "captioner: warning: unknown words read as <unk>: colour, blob\n"
 
 
 def test_ask_usage_errors(weights, capsys):
-    assert ask(capsys, "--batch", "qa.csv", "--weights", str(weights))[2] == \
-        "captioner: error: --batch needs --images DIR, the folder of the images\n"
+    assert (
+        ask(capsys, "--batch", "qa.csv", "--weights", str(weights))[2]
+        == "captioner: error: --batch needs --images DIR, the folder of the images\n"
+    )
     assert ask(capsys, "image.jpg")[0] == 2
     code, _, err = ask(capsys, "image.jpg", "what is it", "--weights", str(weights.parent))
     assert code == 2 and err.startswith("captioner: error: no vqa weights in")
@@ -263,10 +335,21 @@ def test_ask_usage_errors(weights, capsys):
 def test_ask_batch(weights, daquar, tmp_path, capsys):
     (tmp_path / "fake.jpg").write_text("not a picture")
     qa = tmp_path / "qa.csv"
-    qa.write_text("image_id,question\nimage1,what color is the shape\nimage4,what shape is in the picture\n"
-                  "image1,what shape is in the picture\nnope,what color is the shape\nimage2,\nfake,what is it\n")
-    code, _, err = ask(capsys, "--batch", str(qa), "--images", str(daquar / "images"), "--output",
-                       str(tmp_path / "out.csv"), "--weights", str(weights))
+    qa.write_text(
+        "image_id,question\nimage1,what color is the shape\nimage4,what shape is in the picture\n"
+        "image1,what shape is in the picture\nnope,what color is the shape\nimage2,\nfake,what is it\n"
+    )
+    code, _, err = ask(
+        capsys,
+        "--batch",
+        str(qa),
+        "--images",
+        str(daquar / "images"),
+        "--output",
+        str(tmp_path / "out.csv"),
+        "--weights",
+        str(weights),
+    )
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert code == 1 and [r["predicted_answer"] for r in rows] == ["red", "square", "circle", "", "", ""]
     assert all(0 < float(r["probability"]) <= 1 for r in rows[:3]) and rows[3]["probability"] == ""
@@ -275,10 +358,14 @@ def test_ask_batch(weights, daquar, tmp_path, capsys):
     assert "captioner: row 5: the question is empty (it has no words)\n" in err
     assert "captioner: 3 of 6 question(s) could not be answered" in err
     (tmp_path / "bad.csv").write_text("image,question\nimage1,what\n")
-    code, _, err = ask(capsys, "--batch", str(tmp_path / "bad.csv"), "--images", str(daquar / "images"),
-                       "--weights", str(weights))
-    assert code == 1 and err == f"captioner: error: {tmp_path / 'bad.csv'}: missing column(s) image_id " \
-                                "(expected image_id,question)\n"
+    code, _, err = ask(
+        capsys, "--batch", str(tmp_path / "bad.csv"), "--images", str(daquar / "images"), "--weights", str(weights)
+    )
+    assert (
+        code == 1
+        and err
+        == f"captioner: error: {tmp_path / 'bad.csv'}: missing column(s) image_id (expected image_id,question)\n"
+    )
 
 
 def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weights, daquar, tmp_path, capsys):
@@ -287,11 +374,14 @@ def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weigh
     (images / "000000016513.jpg").write_bytes((daquar / "images" / "image1.jpg").read_bytes())  # a red circle
     (images / "image4.jpg").write_bytes((daquar / "images" / "image4.jpg").read_bytes())  # a green square
     qa = tmp_path / "qa.csv"  # DAQUAR's own CSV has an answer column; Excel writes a BOM
-    qa.write_bytes("image_id,question,answer\n000000016513,what color is the shape,blue\n"
-                   "image4,what shape is in the picture,square\nnope,what color is the shape,green\n"
-                   "image4,what colour is the café,\n".encode("utf-8-sig"))
-    code, _, err = ask(capsys, "--batch", str(qa), "--images", str(images), "-o", str(tmp_path / "out.csv"),
-                       "--weights", str(weights))
+    qa.write_bytes(
+        "image_id,question,answer\n000000016513,what color is the shape,blue\n"
+        "image4,what shape is in the picture,square\nnope,what color is the shape,green\n"
+        "image4,what colour is the café,\n".encode("utf-8-sig")
+    )
+    code, _, err = ask(
+        capsys, "--batch", str(qa), "--images", str(images), "-o", str(tmp_path / "out.csv"), "--weights", str(weights)
+    )
     with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["image_id", "question", "answer", "predicted_answer", "probability", "sure"]
@@ -301,10 +391,12 @@ def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weigh
     assert code == 1 and f"captioner: row 3: no image named 'nope' in {images}\n" in err
     assert "captioner: warning: row 4: unknown words read as <unk>: colour, café\n" in err
     (tmp_path / "answered.csv").write_text("image_id,question,predicted_answer\nimage4,what shape,square\n")
-    code, _, err = ask(capsys, "--batch", str(tmp_path / "answered.csv"), "--images", str(images),
-                       "--weights", str(weights))
-    assert code == 1 and err.endswith("already has column(s) predicted_answer, where the predictions would go; "
-                                      "rename or remove them\n")
+    code, _, err = ask(
+        capsys, "--batch", str(tmp_path / "answered.csv"), "--images", str(images), "--weights", str(weights)
+    )
+    assert code == 1 and err.endswith(
+        "already has column(s) predicted_answer, where the predictions would go; rename or remove them\n"
+    )
     with pytest.raises(SystemExit):
         main(["ask", "--help"])
     assert "three new columns, predicted_answer, probability and sure" in " ".join(capsys.readouterr().out.split())
@@ -313,11 +405,13 @@ def test_ask_batch_keeps_every_input_column_and_reads_bom_csv_and_coco_ids(weigh
 def test_python_api_asks(weights, daquar):
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a"])
     decoder = CaptionDecoder(DecoderConfig(len(vocab), 1280, 8, 8, 8))
-    save_checkpoint(weights / "caption", decoder, {"task": "caption", "encoder": "efficientnet-lite0",
-                                                   "decoder": asdict(decoder.config)},
-                    {"vocab.json": {"max_length": 20, "words": vocab.words}})
+    save_checkpoint(
+        weights / "caption",
+        decoder,
+        {"task": "caption", "encoder": "efficientnet-lite0", "decoder": asdict(decoder.config)},
+        {"vocab.json": {"max_length": 20, "words": vocab.words}},
+    )
     model = Captioner.from_pretrained(weights)
     assert model.vqa.encoder is model.encoder  # one encoder serves captions and questions
     answers = model.ask(daquar / "images" / "image4.jpg", "what shape is in the picture", top_k=3)
     assert answers[0][0] == "square" and len(answers) == 3
-

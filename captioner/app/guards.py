@@ -7,6 +7,7 @@
 - :class:`RequestLimits`: the ASGI middleware that caps an upload request at one file of :data:`MAX_FILE_MB` MB
   and any other request's body at :data:`MAX_BODY_KB` kB, before either is parsed.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -70,8 +71,11 @@ def whole(name: str, value: Any, low: int = 0, high: int | None = None) -> int:
     except (TypeError, ValueError, OverflowError):
         raise mistake(f"{name} must be a number, not {quoted(value)}") from None
     if not number.is_integer() or number < low or high is not None and number > high:
-        raise mistake(f"{name} must be a whole number from {low}" + (f" to {high}" if high is not None else "") +
-                      f", not {quoted(value)}")
+        raise mistake(
+            f"{name} must be a whole number from {low}"
+            + (f" to {high}" if high is not None else "")
+            + f", not {quoted(value)}"
+        )
     return int(number)
 
 
@@ -116,10 +120,11 @@ def messages(history: Any) -> Messages:
             parts = [part.get("text") if isinstance(part, dict) else None for part in content]
             content = " ".join(parts) if all(isinstance(t, str) for t in parts) else None
         if not isinstance(content, str) or message.get("role") not in ("user", "assistant"):
-            raise mistake(f"history message {n} must be {{\"role\": \"user\" or \"assistant\", \"content\": text}}")
+            raise mistake(f'history message {n} must be {{"role": "user" or "assistant", "content": text}}')
         if len(content) > CHAT_LIMITS.max_message_chars:
-            raise mistake(f"history message {n} is too long ({len(content)} characters; at most "
-                          f"{CHAT_LIMITS.max_message_chars})")
+            raise mistake(
+                f"history message {n} is too long ({len(content)} characters; at most {CHAT_LIMITS.max_message_chars})"
+            )
         checked.append({"role": message["role"], "content": content})
     return checked
 
@@ -171,7 +176,7 @@ class CheckedBlocks(gr.Blocks):
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
         if len(inputs) < len(block_fn.inputs):
             # trailing inputs whose handler parameter defaults to None are optional, as gradio_client has them
-            left_out = list(inspect.signature(block_fn.fn).parameters.values())[len(inputs):len(block_fn.inputs)]
+            left_out = list(inspect.signature(block_fn.fn).parameters.values())[len(inputs) : len(block_fn.inputs)]
             if len(left_out) < len(block_fn.inputs) - len(inputs) or any(p.default is not None for p in left_out):
                 raise mistake(f"{block_fn.name} takes {len(block_fn.inputs)} inputs, not {len(inputs)}")
             inputs.extend([None] * len(left_out))
@@ -182,8 +187,9 @@ class CheckedBlocks(gr.Blocks):
             if isinstance(block, gr.Chatbot):
                 inputs[i] = as_chatbot(messages(value))
 
-    async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: SessionState | None,
-                              explicit_call: bool = False) -> list[Any]:
+    async def preprocess_data(
+        self, block_fn: Any, inputs: list[Any], state: SessionState | None, explicit_call: bool = False
+    ) -> list[Any]:
         if block_fn.api_name not in self.api_names and isinstance(inputs, list):
             for block, value in zip(block_fn.inputs, inputs):
                 if block.stateful:  # held by the server, not sent
@@ -231,8 +237,11 @@ class RequestLimits:
         kind, options = parse_options_header(headers.get("content-type", ""))
         upload = kind == b"multipart/form-data"
         limit = MAX_UPLOAD_BYTES if upload else MAX_BODY_KB * 1024
-        reason = (f"an upload request may carry at most {MAX_UPLOAD_FILES} file(s), {MAX_FILE_MB} MB in all"
-                  if upload else f"a request may carry at most {MAX_BODY_KB} kB (images go by upload)")
+        reason = (
+            f"an upload request may carry at most {MAX_UPLOAD_FILES} file(s), {MAX_FILE_MB} MB in all"
+            if upload
+            else f"a request may carry at most {MAX_BODY_KB} kB (images go by upload)"
+        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return await refused(reason)(scope, receive, send)
@@ -247,7 +256,7 @@ class RequestLimits:
             seen += len(body)
             if upload:
                 window = tail + body
-                delimiters, tail = delimiters + window.count(delimiter), window[-(len(delimiter) - 1):]
+                delimiters, tail = delimiters + window.count(delimiter), window[-(len(delimiter) - 1) :]
             if seen > limit or delimiters > MAX_UPLOAD_FILES + 1:
                 refused(reason)
                 raise HTTPException(413, reason)

@@ -4,6 +4,7 @@
 and docstrings are what the API page shows, and each checks its values itself (:mod:`captioner.app.guards`),
 refusing a bad one in one line. The page wires the same methods to its own events (:mod:`captioner.app.page`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,9 +79,15 @@ class Demo:
         except BadImageError as e:
             raise mistake(f"{str(e).replace(str(path), name)} ({IMAGE_LIMITS_NOTE})") from None
 
-    def caption(self, image: dict | None, method: str = DECODING.method, beam_size: int | None = None,
-                temperature: float = DECODING.temperature, top_k: int = DECODING.top_k,
-                alternatives: int = ALTERNATIVES) -> tuple[str, list[list], Scored, dict]:
+    def caption(
+        self,
+        image: dict | None,
+        method: str = DECODING.method,
+        beam_size: int | None = None,
+        temperature: float = DECODING.temperature,
+        top_k: int = DECODING.top_k,
+        alternatives: int = ALTERNATIVES,
+    ) -> tuple[str, list[list], Scored, dict]:
         """Caption an image. Returns the caption (the best scored); the alternatives (the n-best, or the samples
         drawn), best first, each with the score they are ranked by (log-probability / length ** length penalty) and
         its log-probability; and each word with its probability. ``alternatives`` is capped at the beam size
@@ -92,8 +99,9 @@ class Demo:
         try:
             temperature = float(temperature)
             n_best = {"greedy": 1, "beam": min(alternatives, beam_size)}.get(method, alternatives)
-            cfg = self.model.decoding.override(method=method, beam_size=beam_size, n_best=n_best,
-                                               temperature=temperature, top_k=top_k)
+            cfg = self.model.decoding.override(
+                method=method, beam_size=beam_size, n_best=n_best, temperature=temperature, top_k=top_k
+            )
         except (TypeError, ValueError) as e:
             raise mistake(f"Bad decoding settings: {str(e)[:REASON_CHARS]}") from None
         features = self.model.preprocess([self._image(image)])
@@ -114,8 +122,9 @@ class Demo:
         traced = states(self.model, last["features"], last["caption"])
         return traced[kind].numpy(), ["<start>", *last["caption"].words]  # row t: after reading word t
 
-    def look_inside(self, last: dict | None, kind: str = "c", cells: int = 16, show: str | None = None
-                    ) -> tuple[Figure, int, Figure, Scored, gr.Dropdown, Figure | None]:
+    def look_inside(
+        self, last: dict | None, kind: str = "c", cells: int = 16, show: str | None = None
+    ) -> tuple[Figure, int, Figure, Scored, gr.Dropdown, Figure | None]:
         """Heatmap of ``cells`` cells over the last caption, then the top one alone; the cells to pick from by what
         they track; and how far back the last word's gradient reaches, in this decoder and the other cell's.
         ``show``: ``word`` (word-selective cells, the default) or ``position`` (position-tracking), from the
@@ -156,7 +165,8 @@ class Demo:
         if self.other is not None:
             other = self.other.entry.name if self.other.entry else self.other.path.name
             norms[f"{self.other.model.config.cell.upper()} ({other})"] = gradient_flow(
-                self.model, features, caption, self.other).numpy()
+                self.model, features, caption, self.other
+            ).numpy()
         return gradient_figure(norms, ["<start>", *caption.words])
 
     def cell(self, last: dict | None, kind: str = "c", index: int = 0) -> tuple[Figure, Scored]:

@@ -2,6 +2,7 @@
 character by character by one interpretable cell picked by its label (quote, column, depth, ...), as in Karpathy,
 Johnson & Fei-Fei's figures. Hooked into the page by :func:`captioner.app.page.build_ui` (``lm_tab()``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -32,17 +33,25 @@ def _model(name: str) -> LoadedLM:
 def _choice(lm: LoadedLM, signal: str) -> tuple[CellRef, str]:
     ref = CellRef.best_for(lm.atlas, signal)
     r = lm.atlas["signals"][signal]["best"][0]["r"]
-    return ref, f"Coloured by {ref.words()}, the best **{signal}** cell ({DEFINITIONS.get(signal, signal)}; " \
-                f"r {r:+.2f} on held-out text): red high, blue low."
+    return (
+        ref,
+        f"Coloured by {ref.words()}, the best **{signal}** cell ({DEFINITIONS.get(signal, signal)}; "
+        f"r {r:+.2f} on held-out text): red high, blue low.",
+    )
 
 
-def lm_sample(weights: str, prime: str, length: float, temperature: float, seed: float | None,
-              signal: str) -> Iterator[tuple[str, str]]:
+def lm_sample(
+    weights: str, prime: str, length: float, temperature: float, seed: float | None, signal: str
+) -> Iterator[tuple[str, str]]:
     """Draw ``length`` characters after ``prime``, streamed: yields (coloured HTML, a line on the cell)."""
     lm = _model(weights)
     try:
-        cfg = SampleConfig(prime=prime or "\n", length=int(length), temperature=float(temperature),
-                           seed=None if seed in (None, "") else int(seed))
+        cfg = SampleConfig(
+            prime=prime or "\n",
+            length=int(length),
+            temperature=float(temperature),
+            seed=None if seed in (None, "") else int(seed),
+        )
         if cfg.length > APP_MAX_LENGTH:
             raise ValueError(f"length must be at most {APP_MAX_LENGTH} here")
         ref, words = _choice(lm, signal) if lm.atlas else (None, "These weights have no cell atlas.")
@@ -66,8 +75,10 @@ def lm_tab() -> dict[str, Any]:
     if not names:
         gr.Markdown("No character-model weights are installed.")
         return {}
-    gr.Markdown("A character-level language model writes text one character at a time; pick a cell by what it "
-                "tracks to see it switch on and off as the text goes (see docs/rnn.md).")
+    gr.Markdown(
+        "A character-level language model writes text one character at a time; pick a cell by what it "
+        "tracks to see it switch on and off as the text goes (see docs/rnn.md)."
+    )
     weights = gr.Dropdown(names, value=DEFAULT["lm"] if DEFAULT["lm"] in names else names[0], label="Model")
     prime = gr.Textbox("ROMEO:", label="Start from (prime)", max_lines=3)
     with gr.Row():
@@ -79,6 +90,5 @@ def lm_tab() -> dict[str, Any]:
     button = gr.Button("Sample", variant="primary")
     about = gr.Markdown()
     html = gr.HTML()
-    button.click(lm_sample, [weights, prime, length, temperature, seed, signal], [html, about],
-                 api_name="lm_sample")
+    button.click(lm_sample, [weights, prime, length, temperature, seed, signal], [html, about], api_name="lm_sample")
     return {"weights": weights, "html": html}

@@ -5,6 +5,7 @@ the events that join them to the handlers (:class:`captioner.app.handlers.Demo`)
 them. The page's own events turn a handler's refusal into a warning (:func:`warned`); the API endpoints
 (``/caption``, ``/look_inside``, ``/cell``, ``/ask``, ``/chat``) are the handlers as they are.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,12 +43,16 @@ CSS = """
             font-weight: 600; margin-right: 6px; }
 """
 # The badge under a result below its weights' calibrated threshold (captioner.confidence), and what it means there.
-NOT_SURE_MEANS = {"caption": "on dev photos, captions this unsure scored less than half as well as a typical one",
-                  "answer": "on dev questions, answers this unsure were more often wrong than right"}
-MEMORY = ("Each answer comes from the photo and the question alone: the model has no memory of this "
-          "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
-          "as the last thing named, by the caption or a question (\"what color is **it**?\" after \"a cat "
-          "drinking...\" asks about *the cat*), and each answer shows the question as it was read.")
+NOT_SURE_MEANS = {
+    "caption": "on dev photos, captions this unsure scored less than half as well as a typical one",
+    "answer": "on dev questions, answers this unsure were more often wrong than right",
+}
+MEMORY = (
+    "Each answer comes from the photo and the question alone: the model has no memory of this "
+    "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
+    'as the last thing named, by the caption or a question ("what color is **it**?" after "a cat '
+    'drinking..." asks about *the cat*), and each answer shows the question as it was read.'
+)
 
 WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
 
@@ -59,6 +64,7 @@ def warned(handler: Callable, cleared: Any) -> Callable:
     ``cleared`` (empty: what they showed no longer answers what was asked; an error would mark every output
     panel with a red "Error" badge). The API endpoints use the handlers as they are, so that API callers get
     the error."""
+
     @functools.wraps(handler)
     def page_handler(*args: Any) -> Any:
         try:
@@ -66,6 +72,7 @@ def warned(handler: Callable, cleared: Any) -> Callable:
         except gr.Error as e:
             gr.Warning(e.message, duration=WARNING_SECONDS)
             return cleared
+
     return page_handler
 
 
@@ -84,8 +91,10 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
     :func:`captioner.app.server.serve`)."""
     demo = Demo(model, other)
     with CheckedBlocks(title="captioner", analytics_enabled=False) as ui:
-        gr.Markdown("# captioner\nDescribe a photo in words, see inside the LSTM that writes them, "
-                    "and ask questions about the photo. Everything runs offline on this computer's CPU.")
+        gr.Markdown(
+            "# captioner\nDescribe a photo in words, see inside the LSTM that writes them, "
+            "and ask questions about the photo. Everything runs offline on this computer's CPU."
+        )
         last = gr.State(None)  # this session's last caption and its image features, for "Look inside"
         with gr.Row():
             with gr.Column(scale=2):
@@ -114,34 +123,53 @@ def _slider(name: str, label: str, step: float, value: float, low: float | None 
 
 def _image_column() -> gr.Image:
     """The shared image, with the example photos under it."""
-    image = gr.Image(label="Image", sources=["upload", "clipboard", "webcam"], type="filepath", image_mode=None,
-                     height=360, elem_id="image")
+    image = gr.Image(
+        label="Image",
+        sources=["upload", "clipboard", "webcam"],
+        type="filepath",
+        image_mode=None,
+        height=360,
+        elem_id="image",
+    )
     examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
     if examples:
-        gr.Examples([[str(p)] for p in examples], inputs=[image], examples_per_page=len(examples),
-                    label="Examples (CC BY 2.0 photos from COCO, see examples/CREDITS.md)", elem_id="examples")
+        gr.Examples(
+            [[str(p)] for p in examples],
+            inputs=[image],
+            examples_per_page=len(examples),
+            label="Examples (CC BY 2.0 photos from COCO, see examples/CREDITS.md)",
+            elem_id="examples",
+        )
     return image
 
 
 def _caption_tab(model: Captioner) -> dict[str, Any]:
     """The Caption tab: the button, the caption, its word probabilities, the alternatives, the settings."""
-    ui = {"button": gr.Button("Caption", variant="primary", elem_id="caption-button"),
-          "text": gr.Textbox(label="Caption", interactive=False, elem_id="caption-text"),
-          "sure": gr.HTML(elem_id="caption-sure"),
-          "words": gr.HighlightedText(label="Word probabilities (darker: more sure)", show_inline_category=False),
-          "nbest": gr.Dataframe(headers=["rank", "caption", "score", "log-prob"], interactive=False,
-                                datatype=["number", "str", "number", "number"], elem_id="alternatives",
-                                wrap=True, column_widths=["14%", "46%", "20%", "20%"],  # all fit a phone
-                                label=f"Alternatives, ranked by score: log-prob / length ** "
-                                      f"{model.decoding.length_penalty:g} (the length penalty)")}
+    ui = {
+        "button": gr.Button("Caption", variant="primary", elem_id="caption-button"),
+        "text": gr.Textbox(label="Caption", interactive=False, elem_id="caption-text"),
+        "sure": gr.HTML(elem_id="caption-sure"),
+        "words": gr.HighlightedText(label="Word probabilities (darker: more sure)", show_inline_category=False),
+        "nbest": gr.Dataframe(
+            headers=["rank", "caption", "score", "log-prob"],
+            interactive=False,
+            datatype=["number", "str", "number", "number"],
+            elem_id="alternatives",
+            wrap=True,
+            column_widths=["14%", "46%", "20%", "20%"],  # all fit a phone
+            label=f"Alternatives, ranked by score: log-prob / length ** "
+            f"{model.decoding.length_penalty:g} (the length penalty)",
+        ),
+    }
     with gr.Accordion("Decoding settings", open=False):
-        ui["method"] = gr.Radio([("beam search", "beam"), ("greedy", "greedy"), ("sample", "sample")],
-                                value=DECODING.method, label="Method")
+        ui["method"] = gr.Radio(
+            [("beam search", "beam"), ("greedy", "greedy"), ("sample", "sample")], value=DECODING.method, label="Method"
+        )
         ui["beam_size"] = _slider("beam_size", "Beam size", 1, model.decoding.beam_size)
-        ui["alternatives"] = _slider("n_best", "Alternatives (beam: at most the beam size; greedy: 1)", 1,
-                                     ALTERNATIVES)
-        ui["temperature"] = _slider("temperature", "Temperature (sampling)", 0.1, DECODING.temperature, low=0.1,
-                                    visible=False)
+        ui["alternatives"] = _slider("n_best", "Alternatives (beam: at most the beam size; greedy: 1)", 1, ALTERNATIVES)
+        ui["temperature"] = _slider(
+            "temperature", "Temperature (sampling)", 0.1, DECODING.temperature, low=0.1, visible=False
+        )
         ui["top_k"] = _slider("top_k", "Top-k (sampling; 0 = all words)", 1, DECODING.top_k, visible=False)
     return ui
 
@@ -154,34 +182,47 @@ def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
         "& Fei-Fei, *Visualizing and Understanding Recurrent Networks*, the cells are labelled by what they track "
         "across all dev captions (the weights' cell atlas): the words after or before which they stand out, or "
         "the position in the caption. Pick a cell to follow it word by word. Below: how far back the last "
-        "word's gradient reaches, in an LSTM and a vanilla RNN (the lecture's vanishing gradient).")
+        "word's gradient reaches, in an LSTM and a vanilla RNN (the lecture's vanishing gradient)."
+    )
     size, kinds = state_size(model), state_kinds(model)
     with gr.Row():
         kind = gr.Radio([(KINDS[k], k) for k in kinds], value=kinds[0], label="State")
         show = gr.Radio([(SHOWS[k], k) for k in shows], value=shows[0], label="Cells", elem_id="cell-choice")
         cells = gr.Slider(1, min(MAX_CELLS, size), value=min(16, size), step=1, label="Cells shown")
     # The plots' titles say what they show: a block label would float over the title and the first point.
-    return {"kind": kind, "show": show, "cells": cells,
-            "heatmap": gr.Plot(format="png", show_label=False, elem_id="heatmap"),
-            "pick": gr.Dropdown([], label="Pick a cell by what it tracks", elem_id="cell-pick"),
-            "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
-            "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
-            "words": gr.HighlightedText(label="Words coloured by this cell (red: +, purple: -)",
-                                        show_inline_category=False),
-            "gradients": gr.Plot(format="png", show_label=False, elem_id="gradient-flow")}
+    return {
+        "kind": kind,
+        "show": show,
+        "cells": cells,
+        "heatmap": gr.Plot(format="png", show_label=False, elem_id="heatmap"),
+        "pick": gr.Dropdown([], label="Pick a cell by what it tracks", elem_id="cell-pick"),
+        "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
+        "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
+        "words": gr.HighlightedText(
+            label="Words coloured by this cell (red: +, purple: -)", show_inline_category=False
+        ),
+        "gradients": gr.Plot(format="png", show_label=False, elem_id="gradient-flow"),
+    }
 
 
 def _ask_tab(model: Captioner) -> dict[str, Any]:
     """The Ask tab: a question and its top answers."""
     if model.vqa is None:
-        gr.Markdown("**VQA weights are missing**: questions cannot be answered until the app is "
-                    "started with weights that include a `vqa/` folder.")
-    return {"question": gr.Textbox(label="Question", placeholder="What colour is the car?", elem_id="question"),
-            "choices": gr.Textbox(label=f"Choices (optional, separated by {SEPARATOR}: every choice gets a "
-                                  "probability)", placeholder="red | blue | green", elem_id="choices"),
-            "button": gr.Button("Ask", variant="primary"),
-            "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers"),
-            "sure": gr.HTML(elem_id="answer-sure")}
+        gr.Markdown(
+            "**VQA weights are missing**: questions cannot be answered until the app is "
+            "started with weights that include a `vqa/` folder."
+        )
+    return {
+        "question": gr.Textbox(label="Question", placeholder="What colour is the car?", elem_id="question"),
+        "choices": gr.Textbox(
+            label=f"Choices (optional, separated by {SEPARATOR}: every choice gets a probability)",
+            placeholder="red | blue | green",
+            elem_id="choices",
+        ),
+        "button": gr.Button("Ask", variant="primary"),
+        "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers"),
+        "sure": gr.HTML(elem_id="answer-sure"),
+    }
 
 
 def _chat_tab() -> dict[str, Any]:
@@ -190,34 +231,43 @@ def _chat_tab() -> dict[str, Any]:
     # No floating label and no buttons above the messages (share, clear, copy all): they covered the newest message,
     # and on a phone the label. Each message keeps its own copy button.
     gr.Markdown("**Conversation**: the caption on the Caption tab opens it; a new caption starts a new one.")
-    return {"history": gr.Chatbot(label="Conversation", show_label=False, buttons=["copy"], elem_id="chat",
-                                  height=360),
-            "question": gr.Textbox(label="Question", placeholder="What color is it?", elem_id="chat-question"),
-            "button": gr.Button("Send", variant="primary", elem_id="chat-send")}
+    return {
+        "history": gr.Chatbot(label="Conversation", show_label=False, buttons=["copy"], elem_id="chat", height=360),
+        "question": gr.Textbox(label="Question", placeholder="What color is it?", elem_id="chat-question"),
+        "button": gr.Button("Send", variant="primary", elem_id="chat-send"),
+    }
 
 
 # ---------------------------------------------------------------- the events
 
 
-def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict, chat: dict
-          ) -> frozenset[str]:
+def _wire(
+    demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, ask: dict, chat: dict
+) -> frozenset[str]:
     """The page's events and the API endpoints. Page events turn mistakes into warnings (see :func:`warned`) and
     are named page_* so that the API endpoints keep the plain names; the image arrives unprocessed (``{"path":
     ...}``) so that ``load_image``, not Gradio, reads it and explains in one line why a file is not usable.
     Returns the API endpoints' names."""
-    cap["method"].change(lambda m: (gr.update(visible=m == "beam"), gr.update(visible=m == "sample"),
-                                    gr.update(visible=m == "sample")),
-                         cap["method"], [cap["beam_size"], cap["temperature"], cap["top_k"]], queue=False,
-                         api_visibility="private")
+    cap["method"].change(
+        lambda m: (gr.update(visible=m == "beam"), gr.update(visible=m == "sample"), gr.update(visible=m == "sample")),
+        cap["method"],
+        [cap["beam_size"], cap["temperature"], cap["top_k"]],
+        queue=False,
+        api_visibility="private",
+    )
     ports: Ports = {
-        "caption": ([image, cap["method"], cap["beam_size"], cap["temperature"], cap["top_k"], cap["alternatives"]],
-                    [cap["text"], cap["nbest"], cap["words"], last]),
-        "look_inside": ([last, inside["kind"], inside["cells"], inside["show"]],
-                        [inside["heatmap"], inside["index"], inside["plot"], inside["words"], inside["pick"],
-                         inside["gradients"]]),
+        "caption": (
+            [image, cap["method"], cap["beam_size"], cap["temperature"], cap["top_k"], cap["alternatives"]],
+            [cap["text"], cap["nbest"], cap["words"], last],
+        ),
+        "look_inside": (
+            [last, inside["kind"], inside["cells"], inside["show"]],
+            [inside["heatmap"], inside["index"], inside["plot"], inside["words"], inside["pick"], inside["gradients"]],
+        ),
         "cell": ([last, inside["kind"], inside["index"]], [inside["plot"], inside["words"]]),
         "ask": ([image, ask["question"], ask["choices"]], ask["answers"]),
-        "chat": ([image, chat["history"], chat["question"]], [chat["history"], chat["question"]])}
+        "chat": ([image, chat["history"], chat["question"]], [chat["history"], chat["question"]]),
+    }
     _wire_caption(demo, image, cap, inside, ask, chat, ports)
     _wire_inside(demo, inside, ports)
     _wire_questions(demo, ask, chat, ports)
@@ -230,8 +280,7 @@ def _wire(demo: Demo, image: gr.Image, last: gr.State, cap: dict, inside: dict, 
     return frozenset(ports)
 
 
-def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dict, chat: dict, ports: Ports
-                  ) -> None:
+def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dict, chat: dict, ports: Ports) -> None:
     """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out),
     then the Look inside plots of it, and a new conversation opened by it; a new image also clears what was shown
     for the previous one."""
@@ -257,33 +306,69 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         return [{"role": "assistant", "content": text}] if text else None
 
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
-    image.change(lambda: (None,) * 12, None, [*page_caption_out, inside["heatmap"], inside["plot"], inside["words"],
-                                             inside["gradients"], ask["answers"], ask["sure"], chat["history"]],
-                 queue=False, api_visibility="private").then(
-        caption_new_image, caption_in, page_caption_out, preprocess=False, api_name="page_new_image",
-        api_visibility="private").success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private")
+    image.change(
+        lambda: (None,) * 12,
+        None,
+        [
+            *page_caption_out,
+            inside["heatmap"],
+            inside["plot"],
+            inside["words"],
+            inside["gradients"],
+            ask["answers"],
+            ask["sure"],
+            chat["history"],
+        ],
+        queue=False,
+        api_visibility="private",
+    ).then(
+        caption_new_image,
+        caption_in,
+        page_caption_out,
+        preprocess=False,
+        api_name="page_new_image",
+        api_visibility="private",
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
+        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
+    )
     # The Caption button (other settings: another caption) does the same for the image shown.
-    cap["button"].click(page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption",
-                        api_visibility="private").success(inside_new_caption, inside_in, inside_out,
-                                                          api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private")
+    cap["button"].click(
+        page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption", api_visibility="private"
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
+        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
+    )
 
 
 def _wire_inside(demo: Demo, inside: dict, ports: Ports) -> None:
     """Look inside: another state, number of cells or choice of cells redraws the plots; a cell picked by its
     label or by its index redraws that cell's."""
     (inside_in, inside_out), (cell_in, cell_out) = ports["look_inside"], ports["cell"]
-    gr.on([inside["kind"].change, inside["cells"].release, inside["show"].change],
-          warned(demo.look_inside, (None, gr.skip(), None, None, gr.skip(), None)),
-          inside_in, inside_out, api_name="page_look_inside", api_visibility="private")
+    gr.on(
+        [inside["kind"].change, inside["cells"].release, inside["show"].change],
+        warned(demo.look_inside, (None, gr.skip(), None, None, gr.skip(), None)),
+        inside_in,
+        inside_out,
+        api_name="page_look_inside",
+        api_visibility="private",
+    )
     # A cell picked by its label: the index follows, and the cell's plot.
-    inside["pick"].input(lambda index: index, inside["pick"], inside["index"], queue=False, api_name="page_pick",
-                         api_visibility="private").then(warned(demo.cell, (None, None)), cell_in, cell_out,
-                                                        api_name="page_pick_cell", api_visibility="private")
+    inside["pick"].input(
+        lambda index: index,
+        inside["pick"],
+        inside["index"],
+        queue=False,
+        api_name="page_pick",
+        api_visibility="private",
+    ).then(warned(demo.cell, (None, None)), cell_in, cell_out, api_name="page_pick_cell", api_visibility="private")
     # "input": a drag, or a number typed in the slider's box (its Enter and "release" send nothing new).
-    inside["index"].input(warned(demo.cell, (None, None)), cell_in, cell_out, trigger_mode="always_last",
-                          api_name="page_cell", api_visibility="private")
+    inside["index"].input(
+        warned(demo.cell, (None, None)),
+        cell_in,
+        cell_out,
+        trigger_mode="always_last",
+        api_name="page_cell",
+        api_visibility="private",
+    )
 
 
 def _wire_questions(demo: Demo, ask: dict, chat: dict, ports: Ports) -> None:
@@ -296,7 +381,21 @@ def _wire_questions(demo: Demo, ask: dict, chat: dict, ports: Ports) -> None:
             return answers, ""
         return answers, badge(demo.model.vqa.sure(max(answers.values())), "answer")
 
-    gr.on([ask["button"].click, ask["question"].submit, ask["choices"].submit], warned(ask_badged, (None, None)),
-          ask_in, [ask["answers"], ask["sure"]], preprocess=False, api_name="page_ask", api_visibility="private")
-    gr.on([chat["button"].click, chat["question"].submit], warned(demo.chat, (gr.skip(), gr.skip())), chat_in,
-          chat_out, preprocess=False, api_name="page_chat", api_visibility="private")
+    gr.on(
+        [ask["button"].click, ask["question"].submit, ask["choices"].submit],
+        warned(ask_badged, (None, None)),
+        ask_in,
+        [ask["answers"], ask["sure"]],
+        preprocess=False,
+        api_name="page_ask",
+        api_visibility="private",
+    )
+    gr.on(
+        [chat["button"].click, chat["question"].submit],
+        warned(demo.chat, (gr.skip(), gr.skip())),
+        chat_in,
+        chat_out,
+        preprocess=False,
+        api_name="page_chat",
+        api_visibility="private",
+    )

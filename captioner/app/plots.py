@@ -3,6 +3,7 @@
 The values they draw come from :mod:`captioner.lecture.inside`; these functions only draw them (matplotlib
 figures, rendered to PNG by Gradio).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -41,11 +42,12 @@ def _words_axis(ax, labels: list[str], upright: bool = False) -> None:
 
 
 def _short(name: str) -> str:
-    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+    return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
 
 
-def states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind: str, show: str,
-                  names: list[str]) -> Figure:
+def states_figure(
+    values: np.ndarray, labels: list[str], cells: np.ndarray, kind: str, show: str, names: list[str]
+) -> Figure:
     """Heatmap of the chosen cells (rows, named by ``names``) over the words (columns), red positive, blue negative."""
     data = values[:, cells].T
     limit = float(np.abs(data).max()) or 1.0
@@ -55,7 +57,8 @@ def states_figure(values: np.ndarray, labels: list[str], cells: np.ndarray, kind
     _words_axis(ax, labels, upright=True)
     ax.set_yticks(range(len(cells)), [_short(name) for name in names])
     title = f"{len(cells)} {SHOWS[show].replace('cells', f'{kind}_t cells', 1)}" + (
-        " (found over the dev captions)" if show != "varying" else "")
+        " (found over the dev captions)" if show != "varying" else ""
+    )
     fig.suptitle(textwrap.fill(title, TITLE_CHARS), fontsize=FONT)  # over the figure: the row names' side too
     bar = fig.colorbar(image, ax=ax, shrink=0.9, aspect=30, pad=0.02)
     bar.set_label(f"{kind}_t value", fontsize=FONT)
@@ -89,6 +92,12 @@ def gradient_figure(norms: dict[str, np.ndarray], labels: list[str]) -> Figure:
         ax.tick_params(labelsize=FONT)
     _words_axis(axes[-1], labels[: len(next(iter(norms.values())))])
     fig.supylabel("relative to the last step", fontsize=FONT)
-    fig.suptitle(textwrap.fill(f"How far back does the gradient of the last word, {labels[-1]!r}, reach? "
-                               "‖∂ log p(w_T)/∂h_t‖ after each word", TITLE_CHARS), fontsize=FONT)
+    fig.suptitle(
+        textwrap.fill(
+            f"How far back does the gradient of the last word, {labels[-1]!r}, reach? "
+            "‖∂ log p(w_T)/∂h_t‖ after each word",
+            TITLE_CHARS,
+        ),
+        fontsize=FONT,
+    )
     return fig

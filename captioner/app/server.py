@@ -18,6 +18,7 @@ Every request is untrusted: its inputs are checked before Gradio acts on them (:
 upload request carries one file of 25 MB at most (:class:`guards.UploadLimits`), and the uploads live in a folder
 of this run's own, swept of old files while it runs and removed at shutdown (:func:`_upload_cleanup`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,6 +84,7 @@ def _upload_cleanup(folder: Path, every: float, age: float) -> Callable:
 
     Gradio's own ``delete_cache`` deletes only the files it recorded: not what an abandoned upload left, and one
     recorded folder stops it (IsADirectoryError, then "Application shutdown failed")."""
+
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         async def sweep_forever() -> None:
@@ -102,6 +104,7 @@ def _upload_cleanup(folder: Path, every: float, age: float) -> Callable:
             for task in tasks:
                 task.cancel()
             shutil.rmtree(folder, ignore_errors=True)
+
     return lifespan
 
 
@@ -116,19 +119,34 @@ def _launch(model: Captioner, uploads: Path, host: str, port: int, share: bool, 
     ui = build_ui(model, other_cell(model))
     ui.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     # quiet: Gradio's start-up lines would tell users to set share=True in launch(); the app's own say --share true.
-    ui.launch(server_name=host, server_port=port, share=share, max_file_size=f"{MAX_FILE_MB}mb",
-              allowed_paths=[str(EXAMPLES_DIR)], enable_monitoring=monitoring, css=CSS, quiet=True,
-              state_session_capacity=SESSIONS_KEPT,
-              prevent_thread_lock=True, app_kwargs={"lifespan": _upload_cleanup(uploads, *CACHE_CLEANUP),
-                                                    "middleware": [Middleware(RequestLimits)]})
+    ui.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=f"{MAX_FILE_MB}mb",
+        allowed_paths=[str(EXAMPLES_DIR)],
+        enable_monitoring=monitoring,
+        css=CSS,
+        quiet=True,
+        state_session_capacity=SESSIONS_KEPT,
+        prevent_thread_lock=True,
+        app_kwargs={"lifespan": _upload_cleanup(uploads, *CACHE_CLEANUP), "middleware": [Middleware(RequestLimits)]},
+    )
     print(f"captioner app: running on {ui.local_url} (Ctrl-C to stop)", flush=True)
     if not share:  # Gradio prints the public link, or why it could not make one
         print("captioner app: for a public gradio.live link too, start it with --share true", flush=True)
     ui.block_thread()
 
 
-def serve(weights: str | None = None, precision: str = "auto", host: str = "127.0.0.1", port: int = 7860,
-          share: bool = False, monitoring: bool = False, runtime: str = "auto") -> int:
+def serve(
+    weights: str | None = None,
+    precision: str = "auto",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    monitoring: bool = False,
+    runtime: str = "auto",
+) -> int:
     """Load the models and serve the app until interrupted (Ctrl-C, SIGTERM or SIGHUP), then remove its uploads;
     2 when the weights can't load. ``monitoring`` turns on Gradio's request statistics (``/monitoring``), which are
     off by default."""

@@ -1,4 +1,5 @@
 """``python -m captioner.cli`` runs the ``captioner`` command."""
+
 import sys
 
 from .main import main

@@ -1,4 +1,5 @@
 """``captioner ask``: answer questions about an image, or (``--batch``) every row of a CSV of questions."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ DESCRIPTION = (
     "columns are left blank, and the exit code is 1. Words the model never saw are read as <unk>, with a "
     "warning. With --choices (or, with --batch, a choices column in the same form; a blank field: none), the "
     "question is multiple choice: every choice is printed with its probability, best first, and with --batch "
-    "the best one is the predicted_answer.")
+    "the best one is the predicted_answer."
+)
 
 
 def configure(p: argparse.ArgumentParser, name: str) -> None:
@@ -32,20 +34,37 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
 
     p.description = DESCRIPTION
     p.add_argument("image", nargs="?", metavar="IMAGE", help="image file (none with --batch)")
-    p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions about the image, each quoted, or - "
-                                                                    "to read them from stdin (none with --batch)")
-    p.add_argument("--batch", metavar="QA.csv", help="CSV of questions with columns image_id,question (default: "
-                                                     "none, the QUESTIONs)")
-    p.add_argument("--images", metavar="DIR", help="folder of the --batch images (default: none; required with "
-                                                   "--batch)")
+    p.add_argument(
+        "questions",
+        nargs="*",
+        metavar="QUESTION",
+        help="questions about the image, each quoted, or - to read them from stdin (none with --batch)",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="QA.csv",
+        help="CSV of questions with columns image_id,question (default: none, the QUESTIONs)",
+    )
+    p.add_argument(
+        "--images", metavar="DIR", help="folder of the --batch images (default: none; required with --batch)"
+    )
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
-    p.add_argument("--choices", metavar="'A|B|...'", help=(
-        f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
-        f"{ESCAPE * 2} a backslash), 2 to {CHOICE_LIMITS.max_choices} of them, all printed; answers outside the model's "
-        "answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the model's own "
-        "answers)"))
-    p.add_argument("--top-k", type=number(int, low=1, high=1_000_000), default=TOP_ANSWERS,
-                   help=f"answers to print per question (default: {TOP_ANSWERS})")
+    p.add_argument(
+        "--choices",
+        metavar="'A|B|...'",
+        help=(
+            f"candidate answers, separated by {SEPARATOR} ({ESCAPE + SEPARATOR} is a {SEPARATOR} inside one, "
+            f"{ESCAPE * 2} a backslash), 2 to {CHOICE_LIMITS.max_choices} of them, all printed; answers outside the "
+            "model's answer list are scored by the caption model (needs caption/ beside vqa/; default: none, the "
+            "model's own answers)"
+        ),
+    )
+    p.add_argument(
+        "--top-k",
+        type=number(int, low=1, high=1_000_000),
+        default=TOP_ANSWERS,
+        help=f"answers to print per question (default: {TOP_ANSWERS})",
+    )
     add_model_options(p, WEIGHTS_HELP.replace("weights folder", "folder holding vqa/"))
     p.set_defaults(func=run)
 
@@ -84,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.output, [p for p in (args.image, args.batch) if p and p != "-"])
         args.choices = None if args.choices is None else parse_choices(args.choices)
         words = args.choices is not None or table is not None and CHOICES_COLUMN in table.columns
-        model = VQAPredictor.from_pretrained(args.weights, args.encoder_weights, args.precision, words=words,
-                                             runtime=args.runtime)
+        model = VQAPredictor.from_pretrained(
+            args.weights, args.encoder_weights, args.precision, words=words, runtime=args.runtime
+        )
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e), 2)
     report(args, model)

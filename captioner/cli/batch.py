@@ -3,6 +3,7 @@
 The row bookkeeping of the command, on top of the library's :class:`captioner.pipeline.VQAPredictor`: which rows
 share an image, which cannot be answered and why, and the order rows come out in.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ class _InOrder:
             self.given += 1
 
 
-def _answer_image(model: VQAPredictor, image, rows: Sequence[tuple[str, str]], indices: list[int],
-                  choices: Sequence[str] | None, order: _InOrder) -> Iterator[Row]:
+def _answer_image(
+    model: VQAPredictor,
+    image,
+    rows: Sequence[tuple[str, str]],
+    indices: list[int],
+    choices: Sequence[str] | None,
+    order: _InOrder,
+) -> Iterator[Row]:
     """Answer the rows ``indices``, which share ``image``: multiple choice where the row offers choices."""
     answerable, offered = [], {}
     for i in indices:
@@ -62,8 +69,13 @@ def _answer_image(model: VQAPredictor, image, rows: Sequence[tuple[str, str]], i
         yield from order.ready()
 
 
-def answer_rows(model: VQAPredictor, rows: Sequence[tuple[str, str]], folder: Path, progress: bool = True,
-                choices: Sequence[str] | None = None) -> Iterator[Row]:
+def answer_rows(
+    model: VQAPredictor,
+    rows: Sequence[tuple[str, str]],
+    folder: Path,
+    progress: bool = True,
+    choices: Sequence[str] | None = None,
+) -> Iterator[Row]:
     """(row index, top answer, None) for each (image_id, question) row whose image (``folder/<image_id>.*``) and
     question can be read, and (row index, None, the one-line reason) for each other row, in row order, each as
     soon as it and the rows before it are done. Each image is read and encoded once for all its questions, which
@@ -80,8 +92,9 @@ def answer_rows(model: VQAPredictor, rows: Sequence[tuple[str, str]], folder: Pa
     for image_id in by_image.keys() - set(known):
         order.done.update((i, (None, f"no image named {image_id!r} in {folder}")) for i in by_image[image_id])
     yield from order.ready()
-    for good, images, bad in image_batches(known, 1, model.image_size, lambda image_id: files[image_id],
-                                           progress, desc="answering"):
+    for good, images, bad in image_batches(
+        known, 1, model.image_size, lambda image_id: files[image_id], progress, desc="answering"
+    ):
         for image_id, reason in bad:
             order.done.update((i, (None, reason)) for i in by_image[image_id])
         for image_id, image in zip(good, images):

@@ -1,4 +1,5 @@
 """``captioner caption``: caption image files, folders or glob patterns."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
     p.description = (
         "Caption image files, folders or glob patterns with the shipped (or given) weights. "
         "Unreadable files, and folders without images, are reported on stderr and skipped; the exit code is 1 "
-        "if any failed.")
+        "if any failed."
+    )
     p.add_argument("paths", nargs="+", metavar="PATHS", help="image files, folders (searched recursively) or globs")
     methods = p.add_mutually_exclusive_group()
     methods.add_argument("--greedy", action="store_true", help="greedy decoding (default: off, beam search)")
@@ -32,10 +34,14 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
     add_options(methods, DecodeConfig, ["beam_size"], defaults=decoding_default)
     add_options(p, DecodeConfig, SAMPLING, defaults=decoding_default)
     add_batch_size(p)
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="text",
-                   help="text: 'file<TAB>caption', '(not sure)' after a caption below the weights' calibrated "
-                        "confidence; jsonl/csv: one record per caption, with its confidence and sure; coco: results "
-                        "JSON (default: text)")
+    p.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="text",
+        help="text: 'file<TAB>caption', '(not sure)' after a caption below the weights' calibrated "
+        "confidence; jsonl/csv: one record per caption, with its confidence and sure; coco: results "
+        "JSON (default: text)",
+    )
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     add_model_options(p)
     p.set_defaults(func=run)

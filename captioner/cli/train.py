@@ -1,4 +1,5 @@
 """``captioner train`` and ``captioner train-vqa``: one option per setting of the task's training config."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,10 @@ import json
 from ..settings import add_options, from_args
 from .common import fail
 
-REPORTED = {"train": ("epoch", "loss", "Bleu_4", "CIDEr", "datasets"),  # what each prints of its best epoch
-            "train-vqa": ("epoch", "accuracy", "datasets", "train_loss")}
+REPORTED = {
+    "train": ("epoch", "loss", "Bleu_4", "CIDEr", "datasets"),  # what each prints of its best epoch
+    "train-vqa": ("epoch", "accuracy", "datasets", "train_loss"),
+}
 
 
 def _task(name: str):
@@ -26,8 +29,11 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
     config_cls, _ = _task(name)
     p.description = config_cls.DESCRIPTION
     add_options(p, config_cls)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/last after an interruption, with the same settings (default: off)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last after an interruption, with the same settings (default: off)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a finished run already in OUT (default: off)")
     p.set_defaults(func=run)
 

@@ -2,6 +2,7 @@
 list of :class:`ImageCaptions`, so training, evaluation and the CLI never care which dataset they came from. A
 malformed file is a one-line ValueError naming the file and the line (or item).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,10 @@ def json_records(path: Path, data: Any, key: str | None = None) -> list[dict]:
     """``data`` (or its ``key``) if it is a list of JSON objects, else ValueError naming the file."""
     if key is not None:
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object with 'images' and 'annotations' (COCO captions), "
-                             f"not a JSON {type(data).__name__}")
+            raise ValueError(
+                f"{path}: expected a JSON object with 'images' and 'annotations' (COCO captions), "
+                f"not a JSON {type(data).__name__}"
+            )
         if key not in data:
             raise ValueError(f"{path}: missing {key!r} (COCO captions have 'images' and 'annotations')")
         data = data[key]
@@ -139,8 +142,9 @@ def read_coco_captions(path: str | Path, image_dir: str | Path | None = None) ->
 
 def load_coco(annotations: str | Path, image_dir: str | Path) -> list[ImageCaptions]:
     """COCO captions (``captions_*.json``, :func:`read_coco_captions`), images in id order."""
-    return sorted(read_coco_captions(annotations, image_dir), key=lambda item: (isinstance(item.image_id, str),
-                                                                              item.image_id))
+    return sorted(
+        read_coco_captions(annotations, image_dir), key=lambda item: (isinstance(item.image_id, str), item.image_id)
+    )
 
 
 def load_karpathy(dataset_json: str | Path, image_root: str | Path, split: str = "train") -> list[ImageCaptions]:

@@ -3,6 +3,7 @@
 easy-vqa) and :mod:`.imagefolder` (your own photos, captions or questions); image decoding is in
 :mod:`captioner.images`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ VQA_DATASETS = ("daquar", "coco", "vqa2", "easy-vqa", "generated", "imagefolder"
 TRAIN_ONLY = ("generated",)  # question sets only trained on: never validated, so they never pick best/
 
 
-def load_caption_dataset(name: str, root: str | Path | None, split: str,
-                         annotations: str | Path | None = None) -> list[ImageCaptions]:
+def load_caption_dataset(
+    name: str, root: str | Path | None, split: str, annotations: str | Path | None = None
+) -> list[ImageCaptions]:
     """Pick a loader by dataset name: ``flickr8k``, ``coco``, ``karpathy`` or ``imagefolder``."""
     if name not in CAPTION_DATASETS:
         raise ValueError(f"unknown dataset {shorten(name)!r} (choose {', '.join(CAPTION_DATASETS)})")
@@ -44,13 +46,21 @@ def vqa_split_exists(name: str, root: str | Path | None, split: str) -> bool:
         return split in ("train", "test")
     if name == "imagefolder":
         return root is not None and imagefolder_split(split) in imagefolder_splits(root)
-    files = {"daquar": f"qa_{split}.csv", "coco": f"qa_{split}.jsonl",
-             "vqa2": f"v2_OpenEnded_mscoco_{split}2014_questions.json"}
+    files = {
+        "daquar": f"qa_{split}.csv",
+        "coco": f"qa_{split}.jsonl",
+        "vqa2": f"v2_OpenEnded_mscoco_{split}2014_questions.json",
+    }
     return root is not None and name in files and (Path(root) / files[name]).exists()
 
 
-def load_vqa_dataset(name: str, root: str | Path | None, split: str, questions: str | Path | None = None,
-                     annotations: str | Path | None = None) -> list[VQAExample]:
+def load_vqa_dataset(
+    name: str,
+    root: str | Path | None,
+    split: str,
+    questions: str | Path | None = None,
+    annotations: str | Path | None = None,
+) -> list[VQAExample]:
     """Pick a VQA loader by name: ``daquar``, ``coco``, ``vqa2``, ``easy-vqa`` (which needs no ``root``),
     ``generated`` (``python -m captioner.data.questions``: ``qa_train.jsonl``, read as ``coco``'s) or
     ``imagefolder``."""
@@ -100,8 +110,10 @@ class DatasetSpec:
             except ValueError:  # a colon inside the path, not a weight
                 pass
         if not name or not (0 < weight <= MAX_WEIGHT):
-            raise ValueError(f"dataset {text[:60]!r}: expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight above 0 "
-                             f"and at most {MAX_WEIGHT}")
+            raise ValueError(
+                f"dataset {text[:60]!r}: expected NAME:ROOT or NAME:ROOT:WEIGHT with a weight above 0 "
+                f"and at most {MAX_WEIGHT}"
+            )
         return cls(name, root, weight)
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ them, ``metadata.csv`` or ``metadata.jsonl``, a row per caption or per question,
 ``file_name`` (relative to the folder). An optional ``split`` column puts each row in train, dev or test;
 without one, a fixed fifth of the images is the dev split, so training can always validate.
 """
+
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
@@ -41,7 +42,8 @@ def read_metadata(root: str | Path, csv_columns: Sequence[str]) -> tuple[Path, l
         problem = "both" if found else "neither"
         raise (ValueError if found else FileNotFoundError)(
             f"{root}: {problem} metadata.csv {'and' if found else 'nor'} metadata.jsonl (give exactly one; see "
-            "datasets/README.md)")
+            "datasets/README.md)"
+        )
     path = found[0]
     return path, read_csv_rows(path, csv_columns)[1] if path.suffix == ".csv" else read_jsonl_rows(path)
 
@@ -74,15 +76,18 @@ def _image_file(root: Path, path: Path, where: str, record: dict[str, Any]) -> t
     if relative.is_absolute() or ".." in relative.parts:
         raise ValueError(f"{path}: {where}: file_name {shorten(name)!r} is outside {root} (give it relative to there)")
     if relative.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: {where}: file_name {shorten(name)!r} is not an image file name "
-                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ValueError(
+            f"{path}: {where}: file_name {shorten(name)!r} is not an image file name "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     if not (root / relative).is_file():
         raise FileNotFoundError(f"{path}: {where}: no image {shorten(name)!r} in {root}")
     return relative.as_posix(), root / relative
 
 
-def _imagefolder_rows(root: str | Path, csv_columns: Sequence[str], parse: Callable[[Path, str, dict], T]
-                      ) -> tuple[Path, list[tuple[str, str, Path, str | None, T]]]:
+def _imagefolder_rows(
+    root: str | Path, csv_columns: Sequence[str], parse: Callable[[Path, str, dict], T]
+) -> tuple[Path, list[tuple[str, str, Path, str | None, T]]]:
     """An imagefolder's metadata file and its records, every one checked, each as (where, image name, image file,
     split, ``parse(metadata file, where, record)``); the split is None for all when there is no split column."""
     root = Path(root)
@@ -96,8 +101,10 @@ def _imagefolder_rows(root: str | Path, csv_columns: Sequence[str], parse: Calla
         split = imagefolder_split(_text(path, where, record, "split"), f"{path}: {where}: ") if with_split else None
         seen = first_split.setdefault(name, (split, where))
         if seen[0] != split:  # scores on dev would be measured on a training image
-            raise ValueError(f"{path}: {where}: {shorten(name)!r} is in the {split} split, but {seen[1]} put it in "
-                             f"{seen[0]}; an image belongs to one split")
+            raise ValueError(
+                f"{path}: {where}: {shorten(name)!r} is in the {split} split, but {seen[1]} put it in "
+                f"{seen[0]}; an image belongs to one split"
+            )
         rows.append((where, name, image, split, parse(path, where, record)))
     return path, rows
 
@@ -108,8 +115,9 @@ def imagefolder_splits(root: str | Path) -> set[str]:
     return {"train", "dev"} if rows[0][3] is None else {row[3] for row in rows}
 
 
-def _split_rows(root: str | Path, split: str, csv_columns: Sequence[str], parse: Callable[[Path, str, dict], T]
-                ) -> list[tuple[str, str, Path, T]]:
+def _split_rows(
+    root: str | Path, split: str, csv_columns: Sequence[str], parse: Callable[[Path, str, dict], T]
+) -> list[tuple[str, str, Path, T]]:
     """The records of ``split`` in an imagefolder (see :func:`_imagefolder_rows`), each as (where, image name,
     image file, parsed record): those its split column puts there, else the train or dev side of a fixed split by
     image (:func:`held_out_images` of :data:`HELD_OUT`, seed 0, as :func:`split_by_image` splits)."""
@@ -126,17 +134,20 @@ def _split_rows(root: str | Path, split: str, csv_columns: Sequence[str], parse:
     images = {name for _, name, _, _, _ in rows}
     held = held_out_images(images, HELD_OUT)
     if not 0 < len(held) < len(images):
-        raise ValueError(f"{path}: {len(images)} image(s) are too few to hold a fifth of them out for dev; add a "
-                         "split column")
-    return [(where, name, image, parsed) for where, name, image, _, parsed in rows
-            if (name in held) == (wanted == "dev")]
+        raise ValueError(
+            f"{path}: {len(images)} image(s) are too few to hold a fifth of them out for dev; add a split column"
+        )
+    return [
+        (where, name, image, parsed) for where, name, image, _, parsed in rows if (name in held) == (wanted == "dev")
+    ]
 
 
 def load_imagefolder_captions(root: str | Path, split: str = "train") -> list[ImageCaptions]:
     """An imagefolder of captions: ``file_name`` and ``caption`` (a row per caption; JSON lines may give a
     ``captions`` list instead), an image's captions gathered from all its rows. Image ids are the file names."""
-    rows = _split_rows(root, split, ("caption",),
-                       lambda path, where, record: _texts(path, where, record, "caption", "captions"))
+    rows = _split_rows(
+        root, split, ("caption",), lambda path, where, record: _texts(path, where, record, "caption", "captions")
+    )
     by_image: dict[str, ImageCaptions] = {}
     for _, name, image, captions in rows:
         by_image.setdefault(name, ImageCaptions(name, image)).captions.extend(captions)
@@ -146,6 +157,13 @@ def load_imagefolder_captions(root: str | Path, split: str = "train") -> list[Im
 def load_imagefolder_questions(root: str | Path, split: str = "train") -> list[VQAExample]:
     """An imagefolder of questions: ``file_name``, ``question`` and ``answer`` (a row per question; JSON lines may
     give an ``answers`` list instead: three or more human answers are scored by the soft VQA accuracy)."""
-    rows = _split_rows(root, split, ("question", "answer"), lambda path, where, record: (
-        _text(path, where, record, "question"), _texts(path, where, record, "answer", "answers")))
+    rows = _split_rows(
+        root,
+        split,
+        ("question", "answer"),
+        lambda path, where, record: (
+            _text(path, where, record, "question"),
+            _texts(path, where, record, "answer", "answers"),
+        ),
+    )
     return [VQAExample(where, question, name, image, answers) for where, name, image, (question, answers) in rows]

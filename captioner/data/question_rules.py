@@ -3,6 +3,7 @@ states them): its lexicon (nouns and the answer and COCO category each means, pl
 a POPE "no") and the reading itself: a caption's noun phrases (:func:`find_mentions`) and the questions it
 answers on its own (:func:`caption_questions`).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -63,14 +64,16 @@ scissors: scissors | teddy bear: teddy_bear | hair drier: hair_dryer hair_drier 
 -: deer, headphones, clothes, bubble
 """
 ANIMATE = frozenset("person bird cat dog horse sheep cow elephant bear zebra giraffe".split())
-PLACES = frozenset("""bed table couch chair bench toilet sink desk counter floor shelf plate tray grass water snow beach
+PLACES = frozenset(
+    """bed table couch chair bench toilet sink desk counter floor shelf plate tray grass water snow beach
 street road field park sand ocean lake river pool sidewalk mountain hill rock tree ramp trail path track tracks bridge
 yard lawn dirt mud puddle fountain city market store restaurant airport runway station platform court slope ice sky air
 woods forest room kitchen bathroom bedroom living_room ground pond wave shore dock pier playground stage trampoline
 highway intersection garden parking_lot alley hillside cliff desert pasture enclosure zoo cage bathtub shower bus_stop
 car truck bus boat train ledge stream waterfall raft tunnel backyard racetrack curb log mound carpet sea creek deck
 shoreline staircase walkway pavement stadium balcony rug mat valley courtyard roof cave dune driveway hallway church
-rink canal boardwalk bush office garage surf house barn""".replace("_", " ").split())
+rink canal boardwalk bush office garage surf house barn""".replace("_", " ").split()
+)
 # "words: categories": a caption with one of the words may hide objects of these categories, so no POPE "no" names
 # them ("animals" may be dogs, a kitchen has an oven). "_" joins the words of a category.
 IMPLIES = """
@@ -115,30 +118,59 @@ look watch stare hold carry wear throw catch chase pull push kick hit use feed p
 paddle row make sniff lift drag follow approach prepare wash brush take serve toss balance fight race travel move sail
 reach sing smile laugh talk chew stretch shake blow hike jog lean perch cuddle leap dive bounce kiss sled
 slide crawl trot sprint glide hop wander stroll march pour fetch retrieve shoot open""".split()
-STATIC = frozenset("sitting standing lying laying resting sleeping waiting posing leaning parked perched seated"
-                   .split())
+STATIC = frozenset(
+    "sitting standing lying laying resting sleeping waiting posing leaning parked perched seated".split()
+)
 PARTICIPLES = frozenset("parked perched seated displayed stacked placed docked stopped".split())
 DOUBLED = frozenset("sit run swim dig hug pet cut hit jog grab drag stop skip shop".split())  # sit -> sitting
-DETERMINERS = lexicon.DETERMINERS | frozenset("some several many his her their its my our your each every both few "
-                                              "another".split()) | NUMBERS.keys()
-QUANTIFIERS = frozenset("group herd flock bunch couple pair crowd lot lots number team pack line row set pile stack "
-                        "variety slice piece bite chunk family ball balls groups herds flocks slices pieces".split())
-FUNCTION = frozenset("of with without on in at near under beside by next to front into onto through across along down "
-                     "up over behind around from for toward towards past above below between among inside outside "
-                     "underneath beneath atop against off out while as like and or but is are was were be being been "
-                     "has have had does do it they he she them him who which that what where there here 's".split())
-BLOCKERS = frozenset("no not without toy toys stuffed fake statue statues sculpture figurine cartoon drawing painting "
-                     "poster mural replica shaped like costume".split())
+DETERMINERS = (
+    lexicon.DETERMINERS
+    | frozenset("some several many his her their its my our your each every both few another".split())
+    | NUMBERS.keys()
+)
+QUANTIFIERS = frozenset(
+    "group herd flock bunch couple pair crowd lot lots number team pack line row set pile stack "
+    "variety slice piece bite chunk family ball balls groups herds flocks slices pieces".split()
+)
+FUNCTION = frozenset(
+    "of with without on in at near under beside by next to front into onto through across along down "
+    "up over behind around from for toward towards past above below between among inside outside "
+    "underneath beneath atop against off out while as like and or but is are was were be being been "
+    "has have had does do it they he she them him who which that what where there here 's".split()
+)
+BLOCKERS = frozenset(
+    "no not without toy toys stuffed fake statue statues sculpture figurine cartoon drawing painting "
+    "poster mural replica shaped like costume".split()
+)
 PICTURES = frozenset("picture pictures photo photos photograph image images reflection".split())
 NOT_COUNTED = frozenset("other more additional extra".split())
-ING_NOUNS = frozenset("building ceiling clothing painting railing awning siding icing frosting topping wedding ring "
-                      "string thing something nothing anything everything evening morning king wing swing sibling "
-                      "lightning landing crossing parking opening bedding dressing pudding filling".split())
+ING_NOUNS = frozenset(
+    "building ceiling clothing painting railing awning siding icing frosting topping wedding ring "
+    "string thing something nothing anything everything evening morning king wing swing sibling "
+    "lightning landing crossing parking opening bedding dressing pudding filling".split()
+)
 COMPOUND_ED = frozenset("covered filled topped lined capped".split())  # "a snow covered hill"
 ADJ_ED = frozenset("haired eyed colored coloured striped spotted shaped sized legged faced headed".split())
-PREFIXES = [p.split() for p in ("there is", "there are", "this is", "here is", "a picture of", "a photo of",
-                                "an image of", "a close up of", "close up of", "a closeup of", "a photograph of",
-                                "a view of", "picture of", "photo of", "image of")]
+PREFIXES = [
+    p.split()
+    for p in (
+        "there is",
+        "there are",
+        "this is",
+        "here is",
+        "a picture of",
+        "a photo of",
+        "an image of",
+        "a close up of",
+        "close up of",
+        "a closeup of",
+        "a photograph of",
+        "a view of",
+        "picture of",
+        "photo of",
+        "image of",
+    )
+]
 
 
 def _ing(verb: str) -> str:
@@ -173,8 +205,13 @@ class Lexicon:
     def build(cls) -> Lexicon:
         nouns: dict[tuple[str, ...], Noun] = {}
         blocks: dict[str, set[str]] = defaultdict(set)
-        groups = [(cat.strip(), g.split()) for line in NOUNS.strip().splitlines() for part in line.split(" | ")
-                  for cat, _, rest in [part.partition(": ")] for g in rest.split(", ")]
+        groups = [
+            (cat.strip(), g.split())
+            for line in NOUNS.strip().splitlines()
+            for part in line.split(" | ")
+            for cat, _, rest in [part.partition(": ")]
+            for g in rest.split(", ")
+        ]
         for many in (False, True):  # plurals last, so that a word of its own ("glasses") keeps its meaning
             for cat, words in groups:
                 answer, category = words[0].replace("_", " "), None if cat == "-" else cat
@@ -199,21 +236,28 @@ class Lexicon:
     def noun_at(self, tokens: Sequence[str], i: int) -> tuple[Noun, int] | None:
         """The longest lexicon noun starting at ``tokens[i]``, with the index just past it."""
         for n in (3, 2, 1):
-            noun = self.nouns.get(tuple(tokens[i:i + n]))
+            noun = self.nouns.get(tuple(tokens[i : i + n]))
             if noun and i + n <= len(tokens):
                 return noun, i + n
         return None
 
     def stops(self, word: str) -> bool:
         """Whether ``word`` cannot be inside a noun phrase: a function word, punctuation or a verb form."""
-        return (word in FUNCTION or word in DETERMINERS or not word[0].isalnum() or word in self.verbs
-                or (word.endswith("ing") and word not in ING_NOUNS)
-                or (word.endswith("ed") and len(word) > 4 and "-" not in word and word not in ADJ_ED))
+        return (
+            word in FUNCTION
+            or word in DETERMINERS
+            or not word[0].isalnum()
+            or word in self.verbs
+            or (word.endswith("ing") and word not in ING_NOUNS)
+            or (word.endswith("ed") and len(word) > 4 and "-" not in word and word not in ADJ_ED)
+        )
 
 
 # ---------------------------------------------------------------- reading one caption
 
 MARKS = ",.;:!?"  # punctuation kept as tokens: it ends noun phrases
+
+
 @dataclass(frozen=True)
 class Mention:
     """A noun phrase: tokens ``start:end`` (determiners and modifiers first, then the noun at ``head``)."""
@@ -262,8 +306,14 @@ def _colors(tokens: list[str], start: int, mods: list[str], lex: Lexicon) -> str
     else: a list cut by a comma ("a red, white and blue flag") or a noun in between ("a blue water bottle")."""
     found = sorted({COLORS[m] for m in mods if m in COLORS})
     first = next((k for k, m in enumerate(mods) if m in COLORS), len(mods))
-    if len(found) > 2 or found and ((start > 0 and tokens[start - 1] in (",", *COLORS))
-                  or any((m,) in lex.nouns and m not in COLORS for m in mods[first:])):
+    if (
+        len(found) > 2
+        or found
+        and (
+            (start > 0 and tokens[start - 1] in (",", *COLORS))
+            or any((m,) in lex.nouns and m not in COLORS for m in mods[first:])
+        )
+    ):
         return "?"
     return " and ".join(found) or None
 
@@ -272,9 +322,10 @@ def _is_head(tokens: list[str], i: int, end: int, noun: Noun, lex: Lexicon, firs
     """Whether the noun ``tokens[i:end]`` ends its phrase, rather than modifying what follows ("a bus stop").
     A plural is a head whatever follows ("children wave"), and so is the ``first`` noun of a caption before a word
     in -s ("a dog leaps")."""
-    nxt, after = (tokens + [".", "."])[end:end + 2]
-    if tokens[i] in COLORS and (i == 0 or tokens[i - 1] not in DETERMINERS or nxt == "and" or not lex.stops(nxt)
-                                or nxt.endswith(("ed", "ing"))):
+    nxt, after = (tokens + [".", "."])[end : end + 2]
+    if tokens[i] in COLORS and (
+        i == 0 or tokens[i - 1] not in DETERMINERS or nxt == "and" or not lex.stops(nxt) or nxt.endswith(("ed", "ing"))
+    ):
         return False  # "in orange", "an orange and white cat", "an orange shirted boy": the colour, not the fruit
     if tokens[end - 1].endswith("s") and nxt in DETERMINERS:  # "a boy in black waves his arms": a verb
         return False
@@ -300,10 +351,20 @@ def find_mentions(tokens: list[str], lex: Lexicon) -> list[Mention]:
             start, dets, mods = _phrase(tokens, i, out[-1].end if out else 0, lex)
             many = noun.plural or (tokens[i] in INVARIANT and not {"a", "an", "this", "that"} & set(dets))
             numbers = [NUMBERS[d] for d in dets if d in NUMBERS and many and not NOT_COUNTED & set(mods)]
-            before = tokens[max(0, start - 2):start] + mods
+            before = tokens[max(0, start - 2) : start] + mods
             blocked = bool(BLOCKERS & set(before)) or any(t in PICTURES for t in tokens[3:start][-3:])
-            out.append(Mention(noun, start, i, end, many, numbers[0] if numbers else None,
-                               _colors(tokens, start, mods, lex), blocked))
+            out.append(
+                Mention(
+                    noun,
+                    start,
+                    i,
+                    end,
+                    many,
+                    numbers[0] if numbers else None,
+                    _colors(tokens, start, mods, lex),
+                    blocked,
+                )
+            )
         i = end
     return out
 
@@ -324,7 +385,7 @@ def _clause_start(tokens: list[str]) -> int:
     while stripped:
         stripped = False
         for p in PREFIXES:
-            if tokens[i:i + len(p)] == p:
+            if tokens[i : i + len(p)] == p:
                 i, stripped = i + len(p), True
     return i
 
@@ -336,9 +397,9 @@ def _past_attributes(tokens: list[str], i: int, at: dict[int, Mention], lex: Lex
     for _ in range(3):
         if j >= len(tokens) or tokens[j] not in ("in", "wearing", "with", "dressed", *(("and",) if j > i else ())):
             break  # "and" only joins descriptions: "a person and a toilet" are two subjects
-        k = j + 1 + (tokens[j] == "dressed" and tokens[j + 1:j + 2] == ["in"])
+        k = j + 1 + (tokens[j] == "dressed" and tokens[j + 1 : j + 2] == ["in"])
         m = at.get(k)
-        if tokens[k:k + 1] and tokens[k] in COLORS and m is None:
+        if tokens[k : k + 1] and tokens[k] in COLORS and m is None:
             j = k + 1
         elif m and (tokens[j] in ("in", "wearing", "dressed") or m.noun.category not in ANIMATE):
             j = m.end
@@ -355,7 +416,7 @@ def _subject_questions(tokens: list[str], mentions: list[Mention], lex: Lexicon)
         return []
     i = _past_attributes(tokens, subject.end, at, lex)
     i += i < len(tokens) and tokens[i] in ("is", "are")
-    if not subject.plural and tokens[i:i + 1] and tokens[i] in VERBS:  # "a man in green swim trunks"
+    if not subject.plural and tokens[i : i + 1] and tokens[i] in VERBS:  # "a man in green swim trunks"
         return []
     verb = lex.verbs.get(tokens[i]) if i < len(tokens) else None
     i += verb is not None
@@ -364,7 +425,7 @@ def _subject_questions(tokens: list[str], mentions: list[Mention], lex: Lexicon)
     def ask(kind: str, question: str, answer: Mention) -> Candidate:
         return Candidate(kind, question, answer.answer, subject.noun.answer, not subject.plural)
 
-    prep = next((p for p in WHAT + WHERE if tokens[i:i + len(p.split())] == p.split()), None)
+    prep = next((p for p in WHAT + WHERE if tokens[i : i + len(p.split())] == p.split()), None)
     if prep is None:
         obj = at.get(i) if verb else None
         return [ask("object", f"what {be} {the} {verb}?", obj)] if obj else []
@@ -388,9 +449,17 @@ def caption_questions(caption: str, lex: Lexicon) -> tuple[list[Mention], list[C
         if m.blocked:
             continue
         if m.count:
-            out.append(Candidate("number", f"how many {plural(m.noun.answer)} are there?", str(m.count),
-                                 m.noun.answer, False))
+            out.append(
+                Candidate("number", f"how many {plural(m.noun.answer)} are there?", str(m.count), m.noun.answer, False)
+            )
         if m.colors and m.colors != "?" and m.noun.category != "person":
-            out.append(Candidate("color", f"what color {'are' if m.plural else 'is'} the {m.answer}?", m.colors,
-                                 m.noun.answer, not m.plural))
+            out.append(
+                Candidate(
+                    "color",
+                    f"what color {'are' if m.plural else 'is'} the {m.answer}?",
+                    m.colors,
+                    m.noun.answer,
+                    not m.plural,
+                )
+            )
     return mentions, out

@@ -50,6 +50,7 @@ image's path) and ``caption``; ``source`` is ``"generated"``.
 writes ``data/generated/qa_train.jsonl``, which ``--data generated:FOLDER[:WEIGHT]`` mixes into VQA training
 (trained on, never validated: see ``captioner.data.datasets.TRAIN_ONLY``).
 """
+
 from __future__ import annotations
 
 import json
@@ -87,23 +88,33 @@ class GeneratedQuestion:
     caption: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"image_id": self.image_id, "question": self.question, "answers": self.answers, "source": "generated",
-                "kind": self.kind, "file_name": os.path.abspath(self.path),  # absolute: read from anywhere
-                "caption": self.caption}
+        return {
+            "image_id": self.image_id,
+            "question": self.question,
+            "answers": self.answers,
+            "source": "generated",
+            "kind": self.kind,
+            "file_name": os.path.abspath(self.path),  # absolute: read from anywhere
+            "caption": self.caption,
+        }
 
 
 def _count_ok(noun: Noun, count: int, mentions: list[list[Mention]]) -> bool:
     """Whether no caption names more of ``noun`` (or, for a category's own word, of its category) than ``count``."""
     for caption in mentions:
-        same = [m for m in caption if m.noun.answer == noun.answer
-                or (noun.answer == noun.category and m.noun.category == noun.category)]
+        same = [
+            m
+            for m in caption
+            if m.noun.answer == noun.answer or (noun.answer == noun.category and m.noun.category == noun.category)
+        ]
         if sum(m.count or (2 if m.plural else 1) for m in same) > count:
             return False
     return True
 
 
-def _existence(image: tuple, mentions: list[list[Mention]], tokens: list[list[str]], lex: Lexicon,
-               rng: random.Random) -> list[GeneratedQuestion]:
+def _existence(
+    image: tuple, mentions: list[list[Mention]], tokens: list[list[str]], lex: Lexicon, rng: random.Random
+) -> list[GeneratedQuestion]:
     """POPE questions: "yes" for each category a caption names, as many "no" for categories none could mean."""
     image_id, path, captions = image
     seen: dict[str, list[str]] = {}
@@ -113,9 +124,10 @@ def _existence(image: tuple, mentions: list[list[Mention]], tokens: list[list[st
     blocked = set(seen).union(*(lex.blocks.get(t, ()) for words in tokens for t in words))
     pool = [c for c in lex.categories if c not in blocked]
     unseen = rng.sample(pool, min(len(seen), len(pool)))
-    return ([GeneratedQuestion(image_id, path, _is_there(c), ["yes"] * len(caps), "yes/no", caps[0])
-             for c, caps in seen.items()]
-            + [GeneratedQuestion(image_id, path, _is_there(c), ["no"] * len(captions), "yes/no", None) for c in unseen])
+    return [
+        GeneratedQuestion(image_id, path, _is_there(c), ["yes"] * len(caps), "yes/no", caps[0])
+        for c, caps in seen.items()
+    ] + [GeneratedQuestion(image_id, path, _is_there(c), ["no"] * len(captions), "yes/no", None) for c in unseen]
 
 
 def _is_there(category: str) -> str:
@@ -153,8 +165,11 @@ def image_questions(image: tuple, lex: Lexicon, rng: random.Random) -> list[Gene
             kind, answers, sources = merged.setdefault(c.question, (c.kind, [], []))
             answers.append(c.answer)
             sources.append(caption)
-    kept = [GeneratedQuestion(image_id, path, q, answers, kind, sources[0])
-            for q, (kind, answers, sources) in merged.items() if len(set(answers)) == 1]
+    kept = [
+        GeneratedQuestion(image_id, path, q, answers, kind, sources[0])
+        for q, (kind, answers, sources) in merged.items()
+        if len(set(answers)) == 1
+    ]
     return kept + _existence(image, mentions, tokens, lex, rng)
 
 
@@ -191,8 +206,10 @@ def write_questions(questions: Iterable[GeneratedQuestion], path: str | Path) ->
 def read_questions(path: str | Path) -> list[GeneratedQuestion]:
     """Questions written by :func:`write_questions`."""
     rows = [parse_json(line) for line in read_text(path).splitlines() if line.strip()]
-    return [GeneratedQuestion(r["image_id"], Path(r["file_name"]), r["question"], r["answers"], r["kind"], r["caption"])
-            for r in rows]
+    return [
+        GeneratedQuestion(r["image_id"], Path(r["file_name"]), r["question"], r["answers"], r["kind"], r["caption"])
+        for r in rows
+    ]
 
 
 def training_images(dataset: str) -> list[ImageCaptions]:
@@ -244,12 +261,14 @@ def describe(q: GeneratedQuestion) -> str:
 class QuestionsConfig:
     """The settings of ``captioner questions``."""
 
-    data: tuple[str, ...] = setting((), "a caption dataset whose training captions are read, as flickr8k:FOLDER or "
-                                        "coco:FOLDER; required", metavar="FORMAT:FOLDER")
+    data: tuple[str, ...] = setting(
+        (),
+        "a caption dataset whose training captions are read, as flickr8k:FOLDER or coco:FOLDER; required",
+        metavar="FORMAT:FOLDER",
+    )
     out: str | None = setting(None, f"the folder to write {QUESTIONS_FILE} into; required", metavar="FOLDER")
-    seed: int = setting(0, "random seed of the POPE \"no\" questions and of the questions shown", low=0,
-                        high=2 ** 32 - 1)
-    show: int = setting(20, "how many random questions to print", low=0, high=10 ** 6)
+    seed: int = setting(0, 'random seed of the POPE "no" questions and of the questions shown', low=0, high=2**32 - 1)
+    show: int = setting(20, "how many random questions to print", low=0, high=10**6)
 
     def __post_init__(self) -> None:
         check(self)

@@ -6,6 +6,7 @@ byte, never silently repaired. Inside a folder (searched recursively, hidden fil
 files are skipped with a note instead, so that a source tree with an odd file still reads; a folder left with no
 text is an error. Every error is one line (ValueError or FileNotFoundError).
 """
+
 from __future__ import annotations
 
 import stat
@@ -38,8 +39,10 @@ def decode_text(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 (byte {e.start} is 0x{data[e.start]:02x}); the text must be UTF-8 "
-                         "(convert it, e.g. with iconv)") from None
+        raise ValueError(
+            f"{path}: not UTF-8 (byte {e.start} is 0x{data[e.start]:02x}); the text must be UTF-8 "
+            "(convert it, e.g. with iconv)"
+        ) from None
 
 
 def read_file(path: Path) -> str:
@@ -58,8 +61,13 @@ def read_file(path: Path) -> str:
 
 def folder_files(folder: Path) -> list[Path]:
     """The files under ``folder``, recursively, sorted, without hidden ones or licence texts."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in SKIPPED_NAMES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def read_documents(paths: Sequence[str | Path], note: Callable[[str], None] = print) -> list[Document]:

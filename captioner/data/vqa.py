@@ -6,6 +6,7 @@ dataset a question came from. A question with three or more human answers (VQA v
 by the soft VQA accuracy, one with fewer (DAQUAR, easy-vqa, COCO-QA, POPE) by exact match: see
 :func:`captioner.metrics.vqa.question_metric`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,8 +71,16 @@ def load_vqa_v2(questions: str | Path, annotations: str | Path | None, image_dir
         if image_id not in images:
             raise FileNotFoundError(f"{questions}: question {q['question_id']}: no image {image_id} in {image_dir}")
         ann = anns.get(q["question_id"], {})
-        out.append(VQAExample(q["question_id"], q["question"].strip(), image_id, images[image_id],
-                              [a["answer"] for a in ann.get("answers", [])], ann.get("answer_type")))
+        out.append(
+            VQAExample(
+                q["question_id"],
+                q["question"].strip(),
+                image_id,
+                images[image_id],
+                [a["answer"] for a in ann.get("answers", [])],
+                ann.get("answer_type"),
+            )
+        )
     return out
 
 
@@ -124,8 +133,10 @@ def load_easy_vqa(split: str = "train") -> list[VQAExample]:
         raise ValueError(f"easy-vqa has splits train and test, not {split!r}")
     texts, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
     paths = getattr(easy_vqa, f"get_{split}_image_paths")()
-    return [VQAExample(i, q, image_id, Path(paths[image_id]), [a])
-            for i, (q, a, image_id) in enumerate(zip(texts, answers, image_ids))]
+    return [
+        VQAExample(i, q, image_id, Path(paths[image_id]), [a])
+        for i, (q, a, image_id) in enumerate(zip(texts, answers, image_ids))
+    ]
 
 
 def held_out_images(image_ids: Iterable[int | str], val_fraction: float, seed: int = 0) -> set[str]:
@@ -135,8 +146,9 @@ def held_out_images(image_ids: Iterable[int | str], val_fraction: float, seed: i
     return {images[i] for i in order[: round(len(images) * val_fraction)]}
 
 
-def split_by_image(examples: list[VQAExample], val_fraction: float,
-                   seed: int = 0) -> tuple[list[VQAExample], list[VQAExample]]:
+def split_by_image(
+    examples: list[VQAExample], val_fraction: float, seed: int = 0
+) -> tuple[list[VQAExample], list[VQAExample]]:
     """Hold out a random ``val_fraction`` of the images with all their questions.
 
     Splitting by question would put the same image in both halves and let a model score

@@ -19,6 +19,7 @@ decoder (teacher forcing, dropout off: :func:`captioner.decoding.trace_batch`) a
 The atlas is a small JSON file shipped beside the weights (``cells.json``, checked by :mod:`captioner.schema`);
 the Look inside tab of the app shows cells by what it says they track.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,11 +44,49 @@ MIN_COUNT = 20  # steps after (or before) a word needed before the word can char
 TOP_WORDS = 3  # words kept per context
 # Word classes a label names when most of a cell's top words belong to one (the lecture's "colour words").
 WORD_CLASSES = {
-    "colour words": {"black", "white", "red", "blue", "green", "yellow", "brown", "orange", "pink", "purple", "grey",
-                     "gray", "colorful", "dark", "silver", "tan"},
+    "colour words": {
+        "black",
+        "white",
+        "red",
+        "blue",
+        "green",
+        "yellow",
+        "brown",
+        "orange",
+        "pink",
+        "purple",
+        "grey",
+        "gray",
+        "colorful",
+        "dark",
+        "silver",
+        "tan",
+    },
     "numbers": {"two", "three", "four", "five", "six", "several", "many", "one", "group"},
-    "prepositions": {"on", "in", "at", "of", "with", "by", "near", "next", "under", "over", "through", "into",
-                     "behind", "across", "down", "up", "from", "to", "for", "around", "beside", "along"},
+    "prepositions": {
+        "on",
+        "in",
+        "at",
+        "of",
+        "with",
+        "by",
+        "near",
+        "next",
+        "under",
+        "over",
+        "through",
+        "into",
+        "behind",
+        "across",
+        "down",
+        "up",
+        "from",
+        "to",
+        "for",
+        "around",
+        "beside",
+        "along",
+    },
     "articles": {"a", "an", "the", "some"},
 }
 
@@ -56,23 +95,28 @@ WORD_CLASSES = {
 class AtlasConfig:
     """The settings of ``captioner atlas``."""
 
-    data: tuple[str, ...] = setting((), f"a caption dataset as FORMAT:FOLDER whose split is read, FORMAT one of "
-                                        f"{', '.join(CAPTION_DATASETS)}; required", metavar="FORMAT:FOLDER")
-    weights: str | None = setting(None, "caption weights folder (or entry name) whose cells to map; none: the "
-                                        "shipped caption weights")
+    data: tuple[str, ...] = setting(
+        (),
+        f"a caption dataset as FORMAT:FOLDER whose split is read, FORMAT one of "
+        f"{', '.join(CAPTION_DATASETS)}; required",
+        metavar="FORMAT:FOLDER",
+    )
+    weights: str | None = setting(
+        None, "caption weights folder (or entry name) whose cells to map; none: the shipped caption weights"
+    )
     split: str = setting("dev", "the split whose captions are read")
-    max_captions: int = setting(0, "read at most this many captions of each dataset (0: all)", low=0, high=10 ** 9)
+    max_captions: int = setting(0, "read at most this many captions of each dataset (0: all)", low=0, high=10**9)
     write: bool = setting(False, f"write {ATLAS_FILE} into the weights folder (else only print a summary)")
     figure: str | None = setting(None, "also draw the strongest cells of each kind over one dev caption into this PNG")
-    figure_caption: int = setting(0, "the dev caption --figure draws (its number among all of them)", low=0,
-                                  high=10 ** 9)
+    figure_caption: int = setting(0, "the dev caption --figure draws (its number among all of them)", low=0, high=10**9)
     cache_dir: str | None = setting(None, "folder of cached image features (None: the default cache)")
 
     def __post_init__(self) -> None:
         check(self)
         if not self.data:
-            raise ValueError(f"give the captions to read with --data FORMAT:FOLDER (formats: "
-                             f"{', '.join(CAPTION_DATASETS)})")
+            raise ValueError(
+                f"give the captions to read with --data FORMAT:FOLDER (formats: {', '.join(CAPTION_DATASETS)})"
+            )
 
 
 # ---------------------------------------------------------------- building
@@ -95,14 +139,15 @@ def _effects(residual: np.ndarray, context: np.ndarray, vocab_size: int) -> tupl
     sums = np.zeros((vocab_size, residual.shape[1]))
     np.add.at(sums, context, residual)
     counts = np.bincount(context, minlength=vocab_size)
-    effects = sums / np.maximum(counts, 1)[:, None] / (np.sqrt(np.mean(residual ** 2)) + 1e-12)
+    effects = sums / np.maximum(counts, 1)[:, None] / (np.sqrt(np.mean(residual**2)) + 1e-12)
     effects[: len(SPECIALS)] = 0.0
     effects[counts < MIN_COUNT] = 0.0
     return effects, counts
 
 
-def cell_entries(values: np.ndarray, position: np.ndarray, after: np.ndarray, before: np.ndarray,
-                 vocab: Vocabulary) -> list[dict]:
+def cell_entries(
+    values: np.ndarray, position: np.ndarray, after: np.ndarray, before: np.ndarray, vocab: Vocabulary
+) -> list[dict]:
     """The atlas entry of every cell, from its ``values`` ``(steps, cells)`` over all steps of all captions, with
     each step's ``position`` and the ids of the word just read (``after``) and of the next one (``before``)."""
     pos = (position - position.mean()) / (position.std() + 1e-12)
@@ -116,19 +161,35 @@ def cell_entries(values: np.ndarray, position: np.ndarray, after: np.ndarray, be
         strongest = {name: e[:, cell][np.argmax(np.abs(e[:, cell]))] for name, e in effects.items()}
         context = max(strongest, key=lambda name: abs(strongest[name]))
         sign = 1 if strongest[context] >= 0 else -1
-        top = {name: [int(w) for w in np.argsort(-sign * e[:, cell])[:TOP_WORDS] if sign * e[w, cell] > 0]
-               for name, e in effects.items()}
+        top = {
+            name: [int(w) for w in np.argsort(-sign * e[:, cell])[:TOP_WORDS] if sign * e[w, cell] > 0]
+            for name, e in effects.items()
+        }
         tracks = "position" if abs(r[cell]) >= POSITION_R else "word"
-        words = {name: [[vocab.words[w], round(float(effects[name][w, cell]), 2)] for w in top[name]]
-                 for name in effects}
+        words = {
+            name: [[vocab.words[w], round(float(effects[name][w, cell]), 2)] for w in top[name]] for name in effects
+        }
         label = _label(tracks, float(r[cell]), sign, context, [w for w, _ in words[context]])
-        entries.append({"label": label, "tracks": tracks, "position_r": round(float(r[cell]), 4),
-                        "selectivity": round(abs(float(strongest[context])), 4), "sign": sign, **words})
+        entries.append(
+            {
+                "label": label,
+                "tracks": tracks,
+                "position_r": round(float(r[cell]), 4),
+                "selectivity": round(abs(float(strongest[context])), 4),
+                "sign": sign,
+                **words,
+            }
+        )
     return entries
 
 
-def build_atlas(model: CaptionDecoder, features: torch.Tensor, captions: Sequence[list[int]], vocab: Vocabulary,
-                batch_size: int = 256) -> dict:
+def build_atlas(
+    model: CaptionDecoder,
+    features: torch.Tensor,
+    captions: Sequence[list[int]],
+    vocab: Vocabulary,
+    batch_size: int = 256,
+) -> dict:
     """The atlas of ``model``'s cells over ``captions`` (word ids, no markers), caption ``i`` read with the image
     ``features[i]``: ``{"format", "version", "captions", "steps", "cells": {kind: [entry per cell]}}``."""
     traced: dict[str, list[np.ndarray]] = {}
@@ -161,26 +222,33 @@ def draw_cells(atlas: dict, states: dict[str, torch.Tensor], words: list[str], p
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    rows = [(kind, i) for kind, cells in atlas["cells"].items() for tracks in TRACKS
-            for i in ranked(cells, tracks)[:per_kind]]
-    data = np.stack([states[kind][:, i].numpy() / (np.abs(states[kind][:, i].numpy()).max() or 1.0)
-                     for kind, i in rows])  # (rows, steps), each cell scaled to [-1, 1]
+    rows = [
+        (kind, i)
+        for kind, cells in atlas["cells"].items()
+        for tracks in TRACKS
+        for i in ranked(cells, tracks)[:per_kind]
+    ]
+    data = np.stack(
+        [states[kind][:, i].numpy() / (np.abs(states[kind][:, i].numpy()).max() or 1.0) for kind, i in rows]
+    )  # (rows, steps), each cell scaled to [-1, 1]
     labels = ["<start>", *words]
     fig = Figure(figsize=(0.5 * len(labels) + 4.5, 0.3 * len(rows) + 1.6), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), [f"{kind}[{i}] {atlas['cells'][kind][i]['label']}" for kind, i in rows])
-    ax.set_title("The strongest cells of the atlas over one dev caption (each scaled to its largest value)",
-                 fontsize=10)
+    ax.set_title(
+        "The strongest cells of the atlas over one dev caption (each scaled to its largest value)", fontsize=10
+    )
     fig.savefig(path, dpi=90)
 
 
 # ---------------------------------------------------------------- the captions of a dataset
 
 
-def dev_captions(weights: str | None, data: Sequence[str], split: str = "dev", max_captions: int = 0,
-                 cache_dir: str | None = None) -> tuple[Loaded, torch.Tensor, list[list[int]]]:
+def dev_captions(
+    weights: str | None, data: Sequence[str], split: str = "dev", max_captions: int = 0, cache_dir: str | None = None
+) -> tuple[Loaded, torch.Tensor, list[list[int]]]:
     """The caption weights ``weights`` (loaded: :class:`captioner.pretrained.Loaded`), and every caption of the
     ``split`` of each dataset of ``data`` as (image features ``(N, feature_dim)``, word ids without markers),
     the features cached as training caches them. Shared with ``benchmarks/gradient_flow.py``."""

@@ -19,6 +19,7 @@ For every cell (``h`` and ``c`` of every layer) the atlas gives its correlation 
 text read as side-by-side streams with the state carried; and for every signal the cells with the largest
 ``|r|``. :mod:`captioner.lecture.charviews` draws a text coloured character by character by one cell.
 """
+
 from __future__ import annotations
 
 import re
@@ -76,11 +77,17 @@ class _Scanner:
     def _inside(self, text: str, i: int, ch: str) -> None:
         """A character inside a string, a character literal or a comment: only its end matters."""
         if self.mode in ("string", "char"):
-            if ch == ("\"" if self.mode == "string" else "'") and not self.escaped:
+            if ch == ('"' if self.mode == "string" else "'") and not self.escaped:
                 self.mode = ""
             self.escaped = ch == "\\" and not self.escaped
-        elif self.mode == "line" and ch == "\n" or self.mode == "block" and ch == "/" and text[i - 1] == "*" \
-                and i - self.start > 2:
+        elif (
+            self.mode == "line"
+            and ch == "\n"
+            or self.mode == "block"
+            and ch == "/"
+            and text[i - 1] == "*"
+            and i - self.start > 2
+        ):
             self.mode = ""
 
     def _code(self, text: str, i: int, ch: str) -> None:
@@ -121,8 +128,16 @@ def text_signals(text: str) -> dict[str, np.ndarray]:
     scan = _Scanner()
     for i, ch in enumerate(text):
         scan.read(text, i)
-        values[i] = (scan.mode == "string", scan.mode in ("line", "block"), scan.column, scan.depth, bool(scan.ifs),
-                     ch.isdigit(), ch.isupper(), scan.parens > 0)
+        values[i] = (
+            scan.mode == "string",
+            scan.mode in ("line", "block"),
+            scan.column,
+            scan.depth,
+            bool(scan.ifs),
+            ch.isdigit(),
+            ch.isupper(),
+            scan.parens > 0,
+        )
     return {name: values[:, k] for k, name in enumerate(SIGNALS)}
 
 
@@ -148,8 +163,7 @@ def trace(model: CharLM, ids: torch.Tensor, state=None):
         yield t, torch.cat([state[k][layer] for k, layer in zip(order, layers)], dim=1)
 
 
-def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32,
-                 progress: bool = False) -> np.ndarray:
+def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32, progress: bool = False) -> np.ndarray:
     """``r`` ``(states * hidden, signals)``: each cell's correlation with each signal over ``text``, read as
     ``streams`` contiguous pieces side by side, each from a zero state. A constant cell or signal has r 0."""
     from ..progress import progress_bar
@@ -160,8 +174,11 @@ def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32,
     signals = np.stack([np.stack(list(text_signals(piece).values()), 1) for piece in pieces])  # (S, W, signals)
     y = torch.from_numpy(signals).double()
     cells = sum(model.config.hidden_dim for _ in state_names(model))
-    sx, sxx, sxy = torch.zeros(cells, dtype=torch.float64), torch.zeros(cells, dtype=torch.float64), \
-        torch.zeros(cells, len(SIGNALS), dtype=torch.float64)
+    sx, sxx, sxy = (
+        torch.zeros(cells, dtype=torch.float64),
+        torch.zeros(cells, dtype=torch.float64),
+        torch.zeros(cells, len(SIGNALS), dtype=torch.float64),
+    )
     bar = progress_bar(width, "reading", "step", disable=not progress)
     for t, x in trace(model, ids):
         x = x.double()  # (S, cells)
@@ -178,8 +195,9 @@ def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32,
     return torch.where(std > 1e-9, cov / std.clamp(min=1e-12), torch.zeros_like(cov)).clamp(-1, 1).numpy()
 
 
-def build_atlas(model: CharLM, vocab: CharVocab, text: str, streams: int = 32, progress: bool = False,
-                source: str = "") -> dict:
+def build_atlas(
+    model: CharLM, vocab: CharVocab, text: str, streams: int = 32, progress: bool = False, source: str = ""
+) -> dict:
     """The atlas of ``model`` over ``text`` (the JSON that ``cells.json`` holds; see the module's docstring)."""
     r = correlations(model, vocab, text, streams, progress)  # (cells, signals)
     names, hidden = state_names(model), model.config.hidden_dim
@@ -187,13 +205,33 @@ def build_atlas(model: CharLM, vocab: CharVocab, text: str, streams: int = 32, p
     signals = {}
     for k, name in enumerate(SIGNALS):
         best = np.argsort(-np.abs(r[:, k]))[:TOP_CELLS]
-        signals[name] = {"definition": DEFINITIONS[name], "mean": round(means[name], 4), "best": [
-            {"state": names[i // hidden][0], "layer": names[i // hidden][1], "cell": int(i % hidden),
-             "r": round(float(r[i, k]), 4)} for i in best]}
-    every = {f"{kind}{layer}": {name: [round(float(v), 3) for v in r[j * hidden : (j + 1) * hidden, k]]
-                                for k, name in enumerate(SIGNALS)} for j, (kind, layer) in enumerate(names)}
-    return {"format": LM_ATLAS_FORMAT, "text": source, "chars": len(text) // streams * streams, "streams": streams,
-            "signals": signals, "r": every}
+        signals[name] = {
+            "definition": DEFINITIONS[name],
+            "mean": round(means[name], 4),
+            "best": [
+                {
+                    "state": names[i // hidden][0],
+                    "layer": names[i // hidden][1],
+                    "cell": int(i % hidden),
+                    "r": round(float(r[i, k]), 4),
+                }
+                for i in best
+            ],
+        }
+    every = {
+        f"{kind}{layer}": {
+            name: [round(float(v), 3) for v in r[j * hidden : (j + 1) * hidden, k]] for k, name in enumerate(SIGNALS)
+        }
+        for j, (kind, layer) in enumerate(names)
+    }
+    return {
+        "format": LM_ATLAS_FORMAT,
+        "text": source,
+        "chars": len(text) // streams * streams,
+        "streams": streams,
+        "signals": signals,
+        "r": every,
+    }
 
 
 def summary(atlas: dict) -> list[str]:
@@ -204,6 +242,8 @@ def summary(atlas: dict) -> list[str]:
         if top["r"] == 0:
             lines.append(f"{name:<8} -        (constant in this text: {signal['definition']})")
             continue
-        lines.append(f"{name:<8} r {top['r']:+.3f}  {top['state']}[layer {top['layer']}][{top['cell']}]  "
-                     f"({signal['definition']})")
+        lines.append(
+            f"{name:<8} r {top['r']:+.3f}  {top['state']}[layer {top['layer']}][{top['cell']}]  "
+            f"({signal['definition']})"
+        )
     return lines

@@ -10,6 +10,7 @@ Windows of text are read with :meth:`CharLM.step` after a warm-up (so the state 
 ``s_t`` is the state after reading character ``t``; the last state, which predicts ``x_T``, is at distance 1.
 ``kinds=("h",)`` measures ``h_t`` of every layer, ``("h", "c")`` the LSTM's whole state.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,8 +20,9 @@ import torch
 from ..charlm import CharLM, detach
 
 
-def window_gradients(model: CharLM, windows: torch.Tensor, warmup: torch.Tensor | None = None,
-                     kinds: Sequence[str] = ("h",)) -> torch.Tensor:
+def window_gradients(
+    model: CharLM, windows: torch.Tensor, warmup: torch.Tensor | None = None, kinds: Sequence[str] = ("h",)
+) -> torch.Tensor:
     """‖∂ log p(x_T) / ∂s_t‖ ``(N, T)`` by distance 1..T (column 0: distance 1) for ``windows`` ``(N, T + 1)``:
     characters ``0..T-1`` are read, the last is the one predicted. ``warmup`` ``(N, W)``: read first, without
     gradient."""

@@ -3,6 +3,7 @@ as a PNG (:func:`draw_png`) and as HTML for the app (:func:`colour_html`).
 
     python -m captioner.lecture.charviews --weights lm-linux-v1 --text kernel/signal.c --signal quote --png q.png
 """
+
 from __future__ import annotations
 
 import html
@@ -64,8 +65,10 @@ def colour_html(text: str, values: np.ndarray) -> str:
         shown = "<br>" if ch == "\n" else "&nbsp;" if ch == " " else "&nbsp;" * 4 if ch == "\t" else html.escape(ch)
         colour = "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
         spans.append(f'<span style="background:{colour}">{shown}</span>' + ("<wbr>" if ch == " " else ""))
-    return ('<div style="font-family:monospace;font-size:13px;line-height:1.5;white-space:normal;'
-            'word-break:break-all;color:#111">' + "".join(spans) + "</div>")
+    return (
+        '<div style="font-family:monospace;font-size:13px;line-height:1.5;white-space:normal;'
+        'word-break:break-all;color:#111">' + "".join(spans) + "</div>"
+    )
 
 
 def draw_png(path: str, text: str, values: np.ndarray, title: str) -> None:
@@ -77,7 +80,7 @@ def draw_png(path: str, text: str, values: np.ndarray, title: str) -> None:
 
     rows, row, col = [], [], 0
     for ch, rgb in zip(text, _colours(values)):
-        for piece in ("    " if ch == "\t" else ch):
+        for piece in "    " if ch == "\t" else ch:
             if piece == "\n" or col >= WRAP:
                 rows.append(row)
                 row, col = [], 0
@@ -106,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..io import one_line
     from ..pretrained import load_lm
 
-    p = argparse.ArgumentParser(prog="python -m captioner.lecture.charviews", description=(
-        "Draw a text coloured by the atlas's best cell for a signal (or a cell you name)."))
+    p = argparse.ArgumentParser(
+        prog="python -m captioner.lecture.charviews",
+        description=("Draw a text coloured by the atlas's best cell for a signal (or a cell you name)."),
+    )
     p.add_argument("--weights", default=None, help="character-model weights (default: the default entry)")
     p.add_argument("--text", required=True, help="a UTF-8 text file")
     p.add_argument("--start", type=int, default=0, help="first character drawn (default: 0)")
@@ -120,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         text = "".join(d.text for d in read_documents([args.text]))[args.start : args.start + args.chars]
         ref = CellRef.best_for(lm.atlas, args.signal)
         r = next(c["r"] for c in lm.atlas["signals"][args.signal]["best"])
-        draw_png(args.png, text, activations(lm.model, lm.vocab, text, ref),
-                 f"{ref.words()}: best {args.signal} cell (r {r:+.2f}); red high, blue low")
+        draw_png(
+            args.png,
+            text,
+            activations(lm.model, lm.vocab, text, ref),
+            f"{ref.words()}: best {args.signal} cell (r {r:+.2f}); red high, blue low",
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"charviews: error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -130,4 +139,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

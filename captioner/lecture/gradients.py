@@ -18,6 +18,7 @@ The selective SSM (:mod:`captioner.ssm`) has no ``h`` that later steps read: its
 ``N`` numbers) and ``conv`` (the last inputs of its convolution), so its kinds are those, flattened, and the
 default measure is ``ssm``: ``∂h_{t+1}/∂h_t = exp(Δ_{t+1} A)``, a decay the input chooses, not a matrix product.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,8 +30,9 @@ from ..decoder import CaptionDecoder
 from ..vocab import Vocabulary
 
 
-def last_word_gradients(model: CaptionDecoder, features: torch.Tensor, words: Sequence[int],
-                        kind: str = "h") -> torch.Tensor:
+def last_word_gradients(
+    model: CaptionDecoder, features: torch.Tensor, words: Sequence[int], kind: str = "h"
+) -> torch.Tensor:
     """∂ log p(w_T) / ∂h_t ``(T, hidden)`` (or ∂c_t with ``kind="c"``) for the caption ``words`` (ids w_1..w_T, no
     markers) of one image's ``features`` ``(R, feature_dim)`` or ``(feature_dim,)``; row ``t``: the top layer's
     state after ``t`` words. The SSM's word is read from a step's output, not from its state, so its row ``t`` is
@@ -60,8 +62,9 @@ def last_word_gradients(model: CaptionDecoder, features: torch.Tensor, words: Se
     return torch.stack([g[-1, 0].flatten() for g in grads])  # (T, hidden) (the SSM's: (T, its state's size))
 
 
-def gradient_norms(model: CaptionDecoder, features: torch.Tensor, words: Sequence[int],
-                   kinds: Sequence[str] | None = None) -> torch.Tensor:
+def gradient_norms(
+    model: CaptionDecoder, features: torch.Tensor, words: Sequence[int], kinds: Sequence[str] | None = None
+) -> torch.Tensor:
     """‖∂ log p(w_T) / ∂s_t‖ ``(T,)`` for the state parts ``kinds`` taken together (by default the first: ``h``, or
     the SSM's ``ssm``), by step ``t`` (distance ``T - t`` from the last word)."""
     kinds = kinds or state_kinds(model.config.cell)[:1]

@@ -8,6 +8,7 @@
 
 Each takes the pipeline's model as its first argument; none is needed to caption or to answer.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -38,8 +39,9 @@ def states(model: Captioner, features: torch.Tensor, caption: Caption) -> dict[s
     return trace_states(model.decoder, features, caption.tokens)
 
 
-def gradient_flow(model: Captioner, features: torch.Tensor, caption: Caption, other: Loaded | None = None
-                  ) -> torch.Tensor:
+def gradient_flow(
+    model: Captioner, features: torch.Tensor, caption: Caption, other: Loaded | None = None
+) -> torch.Tensor:
     """‖∂ log p(w_T) / ∂h_t‖ ``(T,)`` for each step t of ``caption`` read from one image's ``features``: how far
     back its last word's gradient reaches (:mod:`captioner.lecture.gradients`), in ``model``'s decoder or in
     ``other``'s (:func:`other_cell`), which reads the caption's words in its own vocabulary."""
@@ -57,5 +59,7 @@ def other_cell(model: Captioner) -> Loaded | None:
     except (FileNotFoundError, ValueError):
         return None
     same = (loaded.encoder, loaded.preprocessing or model.encoder.spec.preprocessing) == (
-        model.encoder.spec.name, model.encoder.preprocessing)
+        model.encoder.spec.name,
+        model.encoder.preprocessing,
+    )
     return loaded if same and not loaded.tuned else None

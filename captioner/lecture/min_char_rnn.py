@@ -11,6 +11,7 @@ the last hidden state of one chunk (``hprev``) starts the next: truncated backpr
 `captioner lm train --batches streams` does with a batch of streams instead of one. Every ``--every`` iterations
 it prints the smoothed loss and a 200-character sample. The same settings as the original; the code is new.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,9 +70,13 @@ def train(text: str, iterations: int, every: int, seed: int = 0) -> float:
     chars = sorted(set(text))
     vocab, index = len(chars), {c: i for i, c in enumerate(chars)}
     rng = np.random.default_rng(seed)
-    params = {"Wxh": rng.standard_normal((HIDDEN, vocab)) * 0.01, "Whh": rng.standard_normal((HIDDEN, HIDDEN)) * 0.01,
-              "Why": rng.standard_normal((vocab, HIDDEN)) * 0.01, "bh": np.zeros((HIDDEN, 1)),
-              "by": np.zeros((vocab, 1))}
+    params = {
+        "Wxh": rng.standard_normal((HIDDEN, vocab)) * 0.01,
+        "Whh": rng.standard_normal((HIDDEN, HIDDEN)) * 0.01,
+        "Why": rng.standard_normal((vocab, HIDDEN)) * 0.01,
+        "bh": np.zeros((HIDDEN, 1)),
+        "by": np.zeros((vocab, 1)),
+    }
     memory = {k: np.zeros_like(v) for k, v in params.items()}  # Adagrad's sums of squares
     smooth, p, hprev = -np.log(1.0 / vocab) * SEQ, 0, np.zeros((HIDDEN, 1))
     for n in range(iterations):
@@ -94,8 +99,9 @@ def train(text: str, iterations: int, every: int, seed: int = 0) -> float:
 def main(argv: list[str] | None = None) -> None:
     from ..data.text import read_documents
 
-    parser = argparse.ArgumentParser(prog="python -m captioner.lecture.min_char_rnn", description=__doc__.split(
-        "\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m captioner.lecture.min_char_rnn", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--text", required=True, help="a UTF-8 text file or folder")
     parser.add_argument("--iterations", type=int, default=5000, help="chunks of 25 characters (default: 5000)")
     parser.add_argument("--every", type=int, default=1000, help="print every N iterations (default: 1000)")

@@ -11,14 +11,19 @@ constant 1, and the output adds the two inputs and subtracts the 1:
 It is the lecture's point in three units: the state is a summary of the past that the weights decide what to
 keep, here the one previous input the task needs.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 W_XH = np.array([[1.0], [0.0], [0.0]])  # (3, 1): x_t goes into the first unit
-W_HH = np.array([[0.0, 0.0, 0.0],  # the current input is forgotten...
-                 [1.0, 0.0, 0.0],  # ...moving into the second unit: x_{t-1}
-                 [0.0, 0.0, 1.0]])  # the constant 1 keeps itself
+W_HH = np.array(
+    [
+        [0.0, 0.0, 0.0],  # the current input is forgotten...
+        [1.0, 0.0, 0.0],  # ...moving into the second unit: x_{t-1}
+        [0.0, 0.0, 1.0],
+    ]
+)  # the constant 1 keeps itself
 W_HY = np.array([[1.0, 1.0, -1.0]])  # (1, 3): x_t + x_{t-1} - 1
 H0 = np.array([0.0, 0.0, 1.0])
 SLIDE_INPUT = [0, 1, 0, 1, 1, 1, 0, 1, 1]

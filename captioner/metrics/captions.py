@@ -5,6 +5,7 @@ tokenization: Stanford PTBTokenizer, then punctuation removal. PTBTokenizer and 
 without it, evaluation tokenizes with the Python port (:mod:`captioner.ptb`, same tokens) and
 skips METEOR and SPICE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,17 +36,22 @@ def spice_available() -> bool:
 def _scorer(name: str):
     if name == "Bleu":
         from pycocoevalcap.bleu.bleu import Bleu
+
         return Bleu(4)
     if name == "METEOR":
         from pycocoevalcap.meteor.meteor import Meteor
+
         return Meteor()
     if name == "ROUGE_L":
         from pycocoevalcap.rouge.rouge import Rouge
+
         return Rouge()
     if name == "CIDEr":
         from pycocoevalcap.cider.cider import Cider
+
         return Cider()
     from pycocoevalcap.spice.spice import Spice
+
     return Spice()
 
 
@@ -66,25 +72,34 @@ def check_coverage(results: Mapping, references: Mapping) -> list[str]:
         raise ValueError("no captions to evaluate")
     orphans = [i for i in results if not references.get(i)]
     if orphans:
-        raise ValueError(f"{len(orphans)} of {len(results)} result image(s) have no reference captions "
-                         f"(first: {orphans[0]!r}); do the ids match the reference file?")
+        raise ValueError(
+            f"{len(orphans)} of {len(results)} result image(s) have no reference captions "
+            f"(first: {orphans[0]!r}); do the ids match the reference file?"
+        )
     warnings = []
     if len(results) < len(references):
         missing = [i for i in references if i not in results]
-        warnings.append(f"results cover {len(results)} of {len(references)} reference images "
-                        f"(first missing: {missing[0]!r}); scoring those {len(results)} only")
+        warnings.append(
+            f"results cover {len(results)} of {len(references)} reference images "
+            f"(first missing: {missing[0]!r}); scoring those {len(results)} only"
+        )
     if len(results) == 1:
-        warnings.append("only one image: CIDEr-D is meaningless on one image (its document frequencies "
-                        "come from that image's references alone)")
+        warnings.append(
+            "only one image: CIDEr-D is meaningless on one image (its document frequencies "
+            "come from that image's references alone)"
+        )
     long = [i for i in results if cut(results[i]) != results[i] or any(cut(r) != r for r in references[i])]
     if long:
-        warnings.append(f"{len(long)} image(s) have captions of over {MAX_SCORED_WORDS} words (first: {long[0]!r}); "
-                        f"scoring their first {MAX_SCORED_WORDS} words")
+        warnings.append(
+            f"{len(long)} image(s) have captions of over {MAX_SCORED_WORDS} words (first: {long[0]!r}); "
+            f"scoring their first {MAX_SCORED_WORDS} words"
+        )
     return warnings
 
 
-def evaluate_captions(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
-                      tokenizer: str = "auto") -> CaptionScores:
+def evaluate_captions(
+    results: Mapping, references: Mapping, metrics: Sequence[str] | None = None, tokenizer: str = "auto"
+) -> CaptionScores:
     """Score ``results`` ({image id: caption}) against ``references`` ({image id: [captions]}).
 
     ``metrics`` picks scorers from :data:`METRICS` (default: all that can run). ``tokenizer`` is
@@ -124,7 +139,8 @@ def evaluate_captions(results: Mapping, references: Mapping, metrics: Sequence[s
     return CaptionScores(corpus, per_image, ids, tokenizer, skipped)
 
 
-def corpus_scores(results: Mapping, references: Mapping, metrics: Sequence[str] | None = None,
-                  tokenizer: str = "python") -> dict[str, float]:
+def corpus_scores(
+    results: Mapping, references: Mapping, metrics: Sequence[str] | None = None, tokenizer: str = "python"
+) -> dict[str, float]:
     """Corpus scores only; the Java-free tokenizer by default, so training can call it every epoch."""
     return evaluate_captions(results, references, metrics, tokenizer).corpus

@@ -11,6 +11,7 @@ vqaEval.py's (which would give them 0 or 1/3): exact match, after normalization,
 (:func:`question_metric`). :func:`vqa_report` counts these rows apart (``by_metric``), so that a report can say
 how much of its accuracy is exact match.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -53,8 +54,11 @@ def question_score(prediction: str, answers: Sequence[str], metric: str = "auto"
     """The score of one prediction: ``metric`` "vqa" (soft accuracy), "exact", or "auto" (:func:`question_metric`)."""
     if metric == "auto":
         metric = question_metric(answers)
-    return vqa_soft_accuracy(prediction, answers) if metric == "vqa" else float(any(exact_match(prediction, a)
-                                                                                   for a in answers))
+    return (
+        vqa_soft_accuracy(prediction, answers)
+        if metric == "vqa"
+        else float(any(exact_match(prediction, a) for a in answers))
+    )
 
 
 QUESTION_TYPES = ("yes/no", "number", "color", "other")
@@ -73,8 +77,9 @@ def question_type(question: str) -> str:
     return "color" if {"color", "colour", "colors", "colours"} & set(words) else "other"
 
 
-def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None,
-               metric: str = "auto") -> dict:
+def vqa_report(
+    predictions: Mapping, answers: Mapping, answer_types: Mapping | None = None, metric: str = "auto"
+) -> dict:
     """Accuracy (0-1) of ``predictions`` ({qid: answer}) against ``answers`` ({qid: [answers]}), overall and
     per answer type. ``metric`` "vqa" is the official soft accuracy; "exact" counts a prediction right
     when it matches any listed answer; "auto" picks one of the two per question (:func:`question_metric`), and
@@ -92,12 +97,14 @@ def vqa_report(predictions: Mapping, answers: Mapping, answer_types: Mapping | N
         by_metric: dict = {}
         for q, s in score.items():
             by_metric.setdefault(question_metric(answers[q]), []).append(s)
-        report["by_metric"] = {m: {"accuracy": float(np.mean(v)), "questions": len(v)}
-                               for m, v in sorted(by_metric.items())}
+        report["by_metric"] = {
+            m: {"accuracy": float(np.mean(v)), "questions": len(v)} for m, v in sorted(by_metric.items())
+        }
     if answer_types:
         groups: dict = {}
         for q, s in score.items():
             groups.setdefault(answer_types.get(q, "unknown"), []).append(s)
-        report["per_type"] = {t: {"accuracy": float(np.mean(v)), "questions": len(v)}
-                              for t, v in sorted(groups.items())}
+        report["per_type"] = {
+            t: {"accuracy": float(np.mean(v)), "questions": len(v)} for t, v in sorted(groups.items())
+        }
     return report

@@ -9,6 +9,7 @@ that the threshold is not fitted to noise.
 
     captioner calibrate --data flickr8k:DIR --data coco:DIR --weights weights --write
 """
+
 from __future__ import annotations
 
 import zlib
@@ -22,12 +23,16 @@ from ..data.datasets import CAPTION_DATASETS, VQA_DATASETS, DatasetSpec, load_ca
 from ..settings import check, setting
 
 TASKS = ("caption", "answer")
-TARGETS = {"answer": 0.5,  # fitted VQA accuracy at which answers become "sure"
-           "caption": 0.5}  # ... and fitted CIDEr-D, as a fraction of the dev corpus CIDEr-D, for captions
+TARGETS = {
+    "answer": 0.5,  # fitted VQA accuracy at which answers become "sure"
+    "caption": 0.5,
+}  # ... and fitted CIDEr-D, as a fraction of the dev corpus CIDEr-D, for captions
 MEASURES = {"answer": "VQA accuracy", "caption": "CIDEr-D / corpus CIDEr-D"}
 FORMATS = {"caption": CAPTION_DATASETS, "answer": VQA_DATASETS}  # the dev sets each threshold is fitted on
-DATA_HELP = (f"a dev set as FORMAT:FOLDER, repeatable: its captions calibrate the caption threshold (FORMAT one of "
-             f"{', '.join(CAPTION_DATASETS)}), its questions the answer one ({', '.join(VQA_DATASETS)}); required")
+DATA_HELP = (
+    f"a dev set as FORMAT:FOLDER, repeatable: its captions calibrate the caption threshold (FORMAT one of "
+    f"{', '.join(CAPTION_DATASETS)}), its questions the answer one ({', '.join(VQA_DATASETS)}); required"
+)
 
 
 @dataclass
@@ -35,22 +40,30 @@ class CalibrateConfig:
     """The settings of ``captioner calibrate``."""
 
     data: tuple[str, ...] = setting((), DATA_HELP, metavar="FORMAT:FOLDER")
-    weights: str | None = setting(None, "a weights entry name, or a folder holding caption/ and vqa/ weights; none: "
-                                        "the shipped weights")
-    task: str = setting("both", "which threshold to calibrate: 'caption' alone for caption weights without VQA "
-                                "weights", choices=(*TASKS, "both"))
+    weights: str | None = setting(
+        None, "a weights entry name, or a folder holding caption/ and vqa/ weights; none: the shipped weights"
+    )
+    task: str = setting(
+        "both",
+        "which threshold to calibrate: 'caption' alone for caption weights without VQA weights",
+        choices=(*TASKS, "both"),
+    )
     write: bool = setting(False, "record each threshold in its weights folder's config.json (else only print them)")
 
     def __post_init__(self) -> None:
         check(self)
         if not self.data:
-            raise ValueError(f"give the dev data with --data FORMAT:FOLDER (caption formats: "
-                             f"{', '.join(CAPTION_DATASETS)}; question formats: {', '.join(VQA_DATASETS)})")
+            raise ValueError(
+                f"give the dev data with --data FORMAT:FOLDER (caption formats: "
+                f"{', '.join(CAPTION_DATASETS)}; question formats: {', '.join(VQA_DATASETS)})"
+            )
         for spec in map(DatasetSpec.parse, self.data):
             if not any(spec.name in FORMATS[task] for task in self.tasks):
-                raise ValueError(f"--data {str(spec)[:60]!r}: no dev set for the {' or '.join(self.tasks)} threshold "
-                                 f"(caption formats: {', '.join(CAPTION_DATASETS)}; question formats: "
-                                 f"{', '.join(VQA_DATASETS)})")
+                raise ValueError(
+                    f"--data {str(spec)[:60]!r}: no dev set for the {' or '.join(self.tasks)} threshold "
+                    f"(caption formats: {', '.join(CAPTION_DATASETS)}; question formats: "
+                    f"{', '.join(VQA_DATASETS)})"
+                )
         for task in self.tasks:
             dev_sets(self.data, task)
 
@@ -64,8 +77,10 @@ def dev_sets(data: Sequence[str], task: str) -> list[DatasetSpec]:
     specs = [spec for spec in map(DatasetSpec.parse, data) if spec.name in FORMATS[task]]
     if not specs:
         kind = "caption" if task == "caption" else "question"
-        raise ValueError(f"the {task} threshold needs a {kind} dev set: --data FORMAT:FOLDER, FORMAT one of "
-                         f"{', '.join(FORMATS[task])}")
+        raise ValueError(
+            f"the {task} threshold needs a {kind} dev set: --data FORMAT:FOLDER, FORMAT one of "
+            f"{', '.join(FORMATS[task])}"
+        )
     return specs
 
 
@@ -101,12 +116,18 @@ def split_report(confidence: Sequence[float], quality: Sequence[float], t: float
     def mean(part: np.ndarray) -> float:
         return float(q[part].mean()) if part.any() else float("nan")
 
-    return {"threshold": t, "results": len(c), "sure share": float(sure.mean()), "sure quality": mean(sure),
-            "not sure quality": mean(~sure)}
+    return {
+        "threshold": t,
+        "results": len(c),
+        "sure share": float(sure.mean()),
+        "sure quality": mean(sure),
+        "not sure quality": mean(~sure),
+    }
 
 
-def held_out_report(confidence: Sequence[float], quality: Sequence[float], groups: Sequence[str],
-                    target: float) -> dict[str, float]:
+def held_out_report(
+    confidence: Sequence[float], quality: Sequence[float], groups: Sequence[str], target: float
+) -> dict[str, float]:
     """Two-fold check that the threshold is not fitted to noise: fit it on the images of one half (split by a hash
     of each result's image), score the other half, swap, and pool the two held-out halves."""
     c, q = np.asarray(confidence, dtype=float), np.asarray(quality, dtype=float)
@@ -115,8 +136,12 @@ def held_out_report(confidence: Sequence[float], quality: Sequence[float], group
     for fold in (0, 1):
         t = threshold(c[half != fold], q[half != fold], target)
         sure[half == fold] = c[half == fold] >= t
-    return {"results": len(c), "sure share": float(sure.mean()), "sure quality": float(q[sure].mean()),
-            "not sure quality": float(q[~sure].mean())}
+    return {
+        "results": len(c),
+        "sure share": float(sure.mean()),
+        "sure quality": float(q[sure].mean()),
+        "not sure quality": float(q[~sure].mean()),
+    }
 
 
 # ---------------------------------------------------------------- dev results of weights
@@ -157,8 +182,12 @@ def caption_results(weights: str | None, data: Sequence[str]) -> tuple[list[floa
         captions, scored = {}, {}
         for item, nbest, _ in model.caption_files(items, path_of=lambda it: it.path):
             captions[item.image_id], scored[item.image_id] = nbest[0].text, nbest[0]
-        scores = evaluate_captions(captions, {it.image_id: it.captions for it in items if it.image_id in captions},
-                                   metrics=["CIDEr"], tokenizer="python")
+        scores = evaluate_captions(
+            captions,
+            {it.image_id: it.captions for it in items if it.image_id in captions},
+            metrics=["CIDEr"],
+            tokenizer="python",
+        )
         for image_id, cider in zip(scores.image_ids, scores.per_image["CIDEr"]):
             confidence.append(scored[image_id].confidence)  # caption_confidence, as the pipeline gives it
             quality.append(cider / scores.corpus["CIDEr"])
@@ -178,11 +207,15 @@ class Calibration:
     def lines(self) -> list[str]:
         """The report ``captioner calibrate`` prints."""
         target, measure = TARGETS[self.task], MEASURES[self.task]
-        out = [f"{self.task}: threshold {self.threshold:.4f} (fitted {measure} >= {target}) on "
-               f"{self.fitted['results']} dev results"]
+        out = [
+            f"{self.task}: threshold {self.threshold:.4f} (fitted {measure} >= {target}) on "
+            f"{self.fitted['results']} dev results"
+        ]
         for name, r in (("same dev results", self.fitted), ("two-fold held out", self.held_out)):
-            out.append(f"  {name:<18} sure {100 * r['sure share']:5.1f}%: {measure} {r['sure quality']:.3f}; "
-                       f"not sure: {r['not sure quality']:.3f}")
+            out.append(
+                f"  {name:<18} sure {100 * r['sure share']:5.1f}%: {measure} {r['sure quality']:.3f}; "
+                f"not sure: {r['not sure quality']:.3f}"
+            )
         return out
 
 
@@ -192,5 +225,6 @@ def calibrate(cfg: CalibrateConfig, task: str) -> Calibration:
     results = caption_results if task == "caption" else answer_results
     confidence, quality, groups = results(cfg.weights, cfg.data)
     t = threshold(confidence, quality, TARGETS[task])
-    return Calibration(task, t, split_report(confidence, quality, t),
-                       held_out_report(confidence, quality, groups, TARGETS[task]))
+    return Calibration(
+        task, t, split_report(confidence, quality, t), held_out_report(confidence, quality, groups, TARGETS[task])
+    )

@@ -4,6 +4,7 @@
 schedule, checkpoints, exact ``--resume``). Every epoch is validated (loss, BLEU-4 and CIDEr of
 greedy captions on each dataset's dev split); the mean CIDEr over the datasets picks ``best/``.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,21 +58,34 @@ class TrainConfig(RunConfig):
         "Train the caption decoder on cached encoder features, on one dataset or a mix (one vocabulary over all "
         "of them). Each epoch reports every dataset's dev BLEU-4 and CIDEr; OUT/best keeps the epoch with the "
         "highest mean CIDEr over the datasets, and OUT/last the latest (for --resume). Run the same command "
-        "under `torchrun --nproc_per_node N` for data parallelism.")
+        "under `torchrun --nproc_per_node N` for data parallelism."
+    )
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", "finetune_blocks", *DECODER_KEYS)
 
-    data: tuple[str, ...] = like(RunConfig, "data", help=(
-        "a caption dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco, karpathy (FOLDER: the images "
-        "root) or imagefolder (your images and a metadata.csv of file_name,caption); WEIGHT (at most 100) scales "
-        "how often its captions are drawn per epoch (default 1)"))
-    annotations: str | None = like(RunConfig, "annotations", help=(
-        "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset; None: the dataset's own)"))
+    data: tuple[str, ...] = like(
+        RunConfig,
+        "data",
+        help=(
+            "a caption dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of flickr8k, coco, karpathy (FOLDER: the images "
+            "root) or imagefolder (your images and a metadata.csv of file_name,caption); WEIGHT (at most 100) scales "
+            "how often its captions are drawn per epoch (default 1)"
+        ),
+    )
+    annotations: str | None = like(
+        RunConfig,
+        "annotations",
+        help=(
+            "COCO captions JSON or Karpathy dataset_*.json (for every coco or karpathy dataset; None: the "
+            "dataset's own)"
+        ),
+    )
     out: str = like(RunConfig, "out", default="runs/caption")
     min_count: int = like(RunConfig, "min_count", default=5)
     max_length: int = like(RunConfig, "max_length", help="longest caption in words (longer ones are cut)")
     epochs: int = like(RunConfig, "epochs", help="cross-entropy epochs")
-    batch_size: int = like(RunConfig, "batch_size", help="captions per batch and process (SCST: batch_size / "
-                                                         "scst_samples images)")
+    batch_size: int = like(
+        RunConfig, "batch_size", help="captions per batch and process (SCST: batch_size / scst_samples images)"
+    )
     finetune_blocks: int = setting(0, "also train the encoder's top N blocks (0: frozen encoder)", low=0, high=16)
     encoder_lr: float = setting(1e-4, "learning rate of the fine-tuned encoder blocks", above=0, high=10)
     embed_dim: int = like(DecoderConfig, "embed_dim")
@@ -83,16 +97,20 @@ class TrainConfig(RunConfig):
     dropout: float = like(DecoderConfig, "dropout")
     attention: bool = like(DecoderConfig, "attention")
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing", low=0, below=1)
-    scst_epochs: int = setting(0, "self-critical (CIDEr-reward) epochs after the cross-entropy ones, from the best "
-                                  "of those", low=0, high=1000)
-    scst_samples: int = setting(5, "captions sampled per image in SCST (each one's baseline is the others' mean "
-                                   "reward)", low=2, high=1000)
+    scst_epochs: int = setting(
+        0, "self-critical (CIDEr-reward) epochs after the cross-entropy ones, from the best of those", low=0, high=1000
+    )
+    scst_samples: int = setting(
+        5, "captions sampled per image in SCST (each one's baseline is the others' mean reward)", low=2, high=1000
+    )
     scst_lr: float = setting(5e-5, "learning rate during SCST (fixed)", above=0, high=10)
-    init_from: str | None = setting(None, "start from these weights (a weights entry name, or a checkpoint folder "
-                                          "such as OUT/best) and their vocabulary, adding the words of the data "
-                                          "seen at least --min-count times that it lacks (None: from scratch)")
-    max_val_images: int = setting(0, "validate on at most this many images of each dataset (0: all)", low=0,
-                                  high=10 ** 9)
+    init_from: str | None = setting(
+        None,
+        "start from these weights (a weights entry name, or a checkpoint folder "
+        "such as OUT/best) and their vocabulary, adding the words of the data "
+        "seen at least --min-count times that it lacks (None: from scratch)",
+    )
+    max_val_images: int = setting(0, "validate on at most this many images of each dataset (0: all)", low=0, high=10**9)
 
 
 # ---------------------------------------------------------------- data
@@ -109,8 +127,9 @@ class CaptionSet:
     flipped_tokens: list[list[int]]  # the same captions with "left" and "right" swapped
 
 
-def build_caption_set(items: Sequence[ImageCaptions], features: np.ndarray, flipped: np.ndarray | None,
-                      vocab: Vocabulary) -> CaptionSet:
+def build_caption_set(
+    items: Sequence[ImageCaptions], features: np.ndarray, flipped: np.ndarray | None, vocab: Vocabulary
+) -> CaptionSet:
     """Every caption of ``items`` as token ids, each pointing at its image's row of ``features``."""
     index, tokens = [], []
     for row, item in enumerate(items):
@@ -128,8 +147,9 @@ def collate(data: CaptionSet, rows: Sequence[int], flips: Sequence[bool] | None 
     return feats, tokens, lengths - 1  # inputs: all but the last token
 
 
-def caption_loss(model: nn.Module, feats: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-                 label_smoothing: float = 0.0) -> torch.Tensor:
+def caption_loss(
+    model: nn.Module, feats: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Teacher-forced cross-entropy of the next word, over every position of every caption."""
     logits = model(feats, tokens, lengths)  # (sum(lengths), vocab)
     mask = torch.arange(tokens.shape[1] - 1)[None, :] < lengths[:, None]  # (B, T - 1)
@@ -138,8 +158,10 @@ def caption_loss(model: nn.Module, feats: torch.Tensor, tokens: torch.Tensor, le
 
 def load_mix(cfg: TrainConfig, split: str) -> list[tuple[str, DatasetSpec, list[ImageCaptions]]]:
     """Each dataset of ``cfg.data`` as (name, spec, its ``split`` images and captions)."""
-    return [(name, spec, load_caption_dataset(spec.name, spec.root, split, cfg.annotations))
-            for name, spec in cfg.datasets()]
+    return [
+        (name, spec, load_caption_dataset(spec.name, spec.root, split, cfg.annotations))
+        for name, spec in cfg.datasets()
+    ]
 
 
 # ---------------------------------------------------------------- self-critical training (SCST)
@@ -175,7 +197,7 @@ class CiderReward:
         hyp, hyp_norms, hyp_len = self._vector(words)
         total = 0.0
         for ref, ref_norms, ref_len in self.refs[image]:
-            penalty = math.exp(-((hyp_len - ref_len) ** 2) / (2 * self.sigma ** 2))
+            penalty = math.exp(-((hyp_len - ref_len) ** 2) / (2 * self.sigma**2))
             for k in range(self.n):
                 if hyp_norms[k] and ref_norms[k]:
                     dot = sum(min(x, ref[k].get(g, 0.0)) * ref[k].get(g, 0.0) for g, x in hyp[k].items())
@@ -183,9 +205,14 @@ class CiderReward:
         return 10.0 * total / (self.n * len(self.refs[image]))
 
 
-def scst_loss(model: CaptionDecoder, feats: torch.Tensor, images: Sequence[int],
-              reward: Callable[[int, Sequence[str]], float], vocab: Vocabulary,
-              samples: int) -> tuple[torch.Tensor, float]:
+def scst_loss(
+    model: CaptionDecoder,
+    feats: torch.Tensor,
+    images: Sequence[int],
+    reward: Callable[[int, Sequence[str]], float],
+    vocab: Vocabulary,
+    samples: int,
+) -> tuple[torch.Tensor, float]:
     """Self-critical policy-gradient loss for a batch of images; also returns the mean reward.
 
     Each image gets ``samples`` sampled captions; a caption's baseline is the mean reward of the
@@ -227,9 +254,14 @@ def _identity(feats: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: CaptionDecoder, data: CaptionSet, parts: Sequence[tuple[str, Sequence[ImageCaptions]]],
-             vocab: Vocabulary, encoder_top: Callable[[torch.Tensor], torch.Tensor] = _identity,
-             batch_size: int = 256) -> dict:
+def validate(
+    model: CaptionDecoder,
+    data: CaptionSet,
+    parts: Sequence[tuple[str, Sequence[ImageCaptions]]],
+    vocab: Vocabulary,
+    encoder_top: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    batch_size: int = 256,
+) -> dict:
     """Validation loss (teacher forcing) over every dataset, and each dataset's BLEU-4 and CIDEr of greedy
     captions. ``Bleu_4`` and ``CIDEr`` are the means over the datasets, so each counts alike whatever its size;
     the mean CIDEr picks the best checkpoint.
@@ -253,8 +285,11 @@ def validate(model: CaptionDecoder, data: CaptionSet, parts: Sequence[tuple[str,
         scores = corpus_scores(results, {it.image_id: it.captions for it in items}, metrics=["Bleu", "CIDEr"])
         per_dataset[name] = {"Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"]}
         start += len(items)
-    return {"loss": total / max(count, 1), **{k: float(np.mean([d[k] for d in per_dataset.values()]))
-                                               for k in ("Bleu_4", "CIDEr")}, "datasets": per_dataset}
+    return {
+        "loss": total / max(count, 1),
+        **{k: float(np.mean([d[k] for d in per_dataset.values()])) for k in ("Bleu_4", "CIDEr")},
+        "datasets": per_dataset,
+    }
 
 
 # ---------------------------------------------------------------- the task
@@ -262,12 +297,19 @@ def validate(model: CaptionDecoder, data: CaptionSet, parts: Sequence[tuple[str,
 
 def model_config(cfg: TrainConfig, decoder: DecoderConfig, extra: dict | None = None) -> dict:
     """The JSON config shipped with caption weights: what to build and how it was trained."""
-    return {"task": "caption", "encoder": cfg.encoder, "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
-            "decoder": asdict(decoder), "training": asdict(cfg), **(extra or {})}
+    return {
+        "task": "caption",
+        "encoder": cfg.encoder,
+        "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
+        "decoder": asdict(decoder),
+        "training": asdict(cfg),
+        **(extra or {}),
+    }
 
 
-def starting_point(cfg: TrainConfig, last: Path | None, items: Sequence[ImageCaptions]
-                   ) -> tuple[Vocabulary, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], dict | None]:
+def starting_point(
+    cfg: TrainConfig, last: Path | None, items: Sequence[ImageCaptions]
+) -> tuple[Vocabulary, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], dict | None]:
     """What a run starts from: the vocabulary, decoder weights, fine-tuned encoder weights and config of a
     resumed run's ``last/``, as saved; or of ``--init-from`` (an entry name or a folder), its vocabulary grown by
     the words of the training captions ``items`` it lacks (seen ``min_count`` times), each with new rows
@@ -288,19 +330,40 @@ def starting_point(cfg: TrainConfig, last: Path | None, items: Sequence[ImageCap
     return vocab, decoder_weights, tuned, config
 
 
-def encode_caption_sets(cfg: TrainConfig, encoder: ImageEncoder, train_items: Sequence[ImageCaptions],
-                        val_items: Sequence[ImageCaptions], vocab: Vocabulary, rank: int,
-                        world: int) -> tuple[CaptionSet, CaptionSet]:
+def encode_caption_sets(
+    cfg: TrainConfig,
+    encoder: ImageEncoder,
+    train_items: Sequence[ImageCaptions],
+    val_items: Sequence[ImageCaptions],
+    vocab: Vocabulary,
+    rank: int,
+    world: int,
+) -> tuple[CaptionSet, CaptionSet]:
     """The training and validation caption sets, over the images' cached features (rank 0 fills the cache,
     the others read it). With fine-tuning, the cache holds the frozen trunk's output and the encoder's top
     runs in training."""
-    sets = [("train", train_items, False), ("val", val_items, False)] \
-        + ([("train_flip", train_items, True)] if cfg.flip_augment else [])
-    feats = rank_zero_first(rank, world, lambda: {
-        name: cached_features(encoder, [it.path for it in items], cfg.cache_dir, flip=flip, regions=cfg.attention,
-                              desc=f"{name} features") for name, items, flip in sets})
-    return (build_caption_set(train_items, feats["train"], feats.get("train_flip"), vocab),
-            build_caption_set(val_items, feats["val"], None, vocab))
+    sets = [("train", train_items, False), ("val", val_items, False)] + (
+        [("train_flip", train_items, True)] if cfg.flip_augment else []
+    )
+    feats = rank_zero_first(
+        rank,
+        world,
+        lambda: {
+            name: cached_features(
+                encoder,
+                [it.path for it in items],
+                cfg.cache_dir,
+                flip=flip,
+                regions=cfg.attention,
+                desc=f"{name} features",
+            )
+            for name, items, flip in sets
+        },
+    )
+    return (
+        build_caption_set(train_items, feats["train"], feats.get("train_flip"), vocab),
+        build_caption_set(val_items, feats["val"], None, vocab),
+    )
 
 
 class CaptionTask(Task):
@@ -313,8 +376,9 @@ class CaptionTask(Task):
     def __init__(self, cfg: TrainConfig, last: Path | None, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         train_mix = load_mix(cfg, cfg.train_split)
-        self.val_parts = [(name, items[: cfg.max_val_images or None])
-                          for name, _, items in load_mix(cfg, cfg.val_split)]
+        self.val_parts = [
+            (name, items[: cfg.max_val_images or None]) for name, _, items in load_mix(cfg, cfg.val_split)
+        ]
         train_items = [it for _, _, items in train_mix for it in items]
         self.mix_weights = [spec.weight for _, spec, _ in train_mix]
         self.image_source = np.repeat(np.arange(len(train_mix)), [len(items) for _, _, items in train_mix])
@@ -322,12 +386,16 @@ class CaptionTask(Task):
         self.vocab, decoder_weights, self.tuned, init_config = starting_point(cfg, last, train_items)
         check_vocabulary(len(self.vocab), len(SPECIALS), cfg.min_count)
         encoder = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.finetune_blocks, self.tuned)
-        self.decoder_config = (DecoderConfig(**init_config["decoder"]) if init_config is not None else DecoderConfig(
-            len(self.vocab), encoder.feature_dim, **{k: getattr(cfg, k) for k in DECODER_KEYS}))
+        self.decoder_config = (
+            DecoderConfig(**init_config["decoder"])
+            if init_config is not None
+            else DecoderConfig(len(self.vocab), encoder.feature_dim, **{k: getattr(cfg, k) for k in DECODER_KEYS})
+        )
         check_memory(lambda: CaptionDecoder(self.decoder_config), "the caption decoder")
         val_items = [it for _, items in self.val_parts for it in items]
-        self.train_set, self.val_set = encode_caption_sets(cfg, encoder, train_items, val_items, self.vocab, rank,
-                                                           world)
+        self.train_set, self.val_set = encode_caption_sets(
+            cfg, encoder, train_items, val_items, self.vocab, rank, world
+        )
         tuning = cfg.finetune_blocks > 0
         self.encoder = encoder if tuning else None  # the encoder being fine-tuned, if any
         self.encoder_top = encoder.top if tuning else _identity  # cached features -> the decoder's input
@@ -337,20 +405,33 @@ class CaptionTask(Task):
             self.model.load_state_dict(decoder_weights)
         self.lengths = [len(t) for t in self.train_set.tokens]  # of each training caption
         self.caption_source = self.image_source[self.train_set.image_index]  # the dataset of each training caption
-        self.reward = CiderReward([[tokenize_words(c) for c in it.captions] for it in train_items]) \
-            if cfg.scst_epochs else None
+        self.reward = (
+            CiderReward([[tokenize_words(c) for c in it.captions] for it in train_items]) if cfg.scst_epochs else None
+        )
 
     def param_groups(self) -> list[dict]:
         return super().param_groups() + (
-            [{"params": self.encoder_params, "lr": self.cfg.encoder_lr}] if self.encoder else [])
+            [{"params": self.encoder_params, "lr": self.cfg.encoder_lr}] if self.encoder else []
+        )
 
     def phases(self) -> list[Phase]:
         cross_entropy = Phase(self.cfg.epochs, self._caption_batches, self._cross_entropy)
         if not self.cfg.scst_epochs:
             return [cross_entropy]
         # SCST samples word by word outside the DDP forward, so the loop averages the decoder's gradients itself.
-        return [cross_entropy, Phase(self.cfg.scst_epochs, self._image_batches, self._self_critical, name="SCST",
-                                     figure="reward", lr=self.cfg.scst_lr, start=self._start_from_best, ddp=False)]
+        return [
+            cross_entropy,
+            Phase(
+                self.cfg.scst_epochs,
+                self._image_batches,
+                self._self_critical,
+                name="SCST",
+                figure="reward",
+                lr=self.cfg.scst_lr,
+                start=self._start_from_best,
+                ddp=False,
+            ),
+        ]
 
     def _caption_batches(self, generator: torch.Generator) -> list[Batch]:
         """Batches of similar-length captions, each dataset's drawn by its weight, some mirrored."""
@@ -371,8 +452,9 @@ class CaptionTask(Task):
 
     def _self_critical(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, float]:
         feats = torch.from_numpy(np.stack([self.train_set.features[i] for i in batch.rows])).float()
-        return scst_loss(self.model, self.encoder_top(feats), batch.rows, self.reward, self.vocab,
-                         self.cfg.scst_samples)
+        return scst_loss(
+            self.model, self.encoder_top(feats), batch.rows, self.reward, self.vocab, self.cfg.scst_samples
+        )
 
     def _start_from_best(self, optimizer: torch.optim.Optimizer) -> None:
         """Self-critical training starts from the best cross-entropy epoch, with fresh Adam moments: the same as
@@ -393,8 +475,9 @@ class CaptionTask(Task):
         return validate(self.model, self.val_set, self.val_parts, self.vocab, self.encoder_top)
 
     def report(self, scores: dict) -> str:
-        per_dataset = "".join(f", {name} BLEU-4 {d['Bleu_4']:.4f} CIDEr {d['CIDEr']:.4f}"
-                              for name, d in scores["datasets"].items())
+        per_dataset = "".join(
+            f", {name} BLEU-4 {d['Bleu_4']:.4f} CIDEr {d['CIDEr']:.4f}" for name, d in scores["datasets"].items()
+        )
         mean = f", mean CIDEr {scores['CIDEr']:.4f}" if len(scores["datasets"]) > 1 else ""
         return f"val loss {scores['loss']:.3f}{per_dataset}{mean}"
 

@@ -9,6 +9,7 @@ question. The fit is a conditional logit (the right candidate's mean log-probabi
 
     captioner fit-choices --data coco:DIR --weights weights     # writes weights/vqa/config.json's "choices"
 """
+
 from __future__ import annotations
 
 import random
@@ -32,21 +33,28 @@ CANDIDATES = 4  # the right answer and 3 distractors
 class FitChoicesConfig:
     """The settings of ``captioner fit-choices``."""
 
-    data: tuple[str, ...] = setting((), f"a question dataset as FORMAT:FOLDER whose --split questions the rule is "
-                                        f"fitted on, FORMAT one of {', '.join(VQA_DATASETS)}; required",
-                                    metavar="FORMAT:FOLDER")
-    weights: str | None = setting(None, "a weights entry name, or a folder holding vqa/ and caption/ weights on one "
-                                        "encoder; none: the shipped weights")
+    data: tuple[str, ...] = setting(
+        (),
+        f"a question dataset as FORMAT:FOLDER whose --split questions the rule is "
+        f"fitted on, FORMAT one of {', '.join(VQA_DATASETS)}; required",
+        metavar="FORMAT:FOLDER",
+    )
+    weights: str | None = setting(
+        None,
+        "a weights entry name, or a folder holding vqa/ and caption/ weights on one encoder; none: the shipped weights",
+    )
     split: str = setting("train", "the split whose questions the rule is fitted on (never the one it is scored on)")
-    seed: int = setting(0, "random seed of the distractors drawn", low=0, high=2 ** 32 - 1)
-    write: bool = setting(True, "record the fitted rule in the VQA weights' config.json \"choices\" (else only "
-                                "print it)")
+    seed: int = setting(0, "random seed of the distractors drawn", low=0, high=2**32 - 1)
+    write: bool = setting(
+        True, 'record the fitted rule in the VQA weights\' config.json "choices" (else only print it)'
+    )
 
     def __post_init__(self) -> None:
         check(self)
         if not self.data:
-            raise ValueError(f"give the questions to fit on with --data FORMAT:FOLDER (formats: "
-                             f"{', '.join(VQA_DATASETS)})")
+            raise ValueError(
+                f"give the questions to fit on with --data FORMAT:FOLDER (formats: {', '.join(VQA_DATASETS)})"
+            )
 
 
 def _opening(question: str) -> str:
@@ -80,11 +88,14 @@ def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[t
     items = []
     for path, pairs in by_image.items():
         features = model.preprocess([path])
-        log_probs = model.forward(features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs],
-                                  log=True)
+        log_probs = model.forward(
+            features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs], log=True
+        )
         words = model.words.scores(features)[0]
-        items += [torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab)
-                                for c in candidates]) for (_, candidates), lp in zip(pairs, log_probs)]
+        items += [
+            torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab) for c in candidates])
+            for (_, candidates), lp in zip(pairs, log_probs)
+        ]
     return items
 
 
@@ -98,7 +109,7 @@ def fit_choice_weights(items: Sequence[torch.Tensor], l2: float = 1e-3) -> Choic
 
     def loss() -> torch.Tensor:
         optimizer.zero_grad()
-        value = -torch.log_softmax(x @ w, dim=-1)[:, 0].mean() + l2 * (w ** 2).sum()
+        value = -torch.log_softmax(x @ w, dim=-1)[:, 0].mean() + l2 * (w**2).sum()
         value.backward()
         return value
 

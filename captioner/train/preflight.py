@@ -1,5 +1,6 @@
 """What a training run checks before it does any work, so that a mistake costs one line, not an epoch: the run
 folder, the memory the model will need, and a vocabulary that kept some words."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,19 @@ def check_run_folder(out: Path, saved_training: dict | None, cfg: Any, resume: b
     if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
         raise ValueError(f"--out {out}: a file is in the way of the run folder")
     if resume:
-        changed = [k for k in cfg.ARCHITECTURE if saved_training is not None and k in saved_training
-                   and saved_training[k] != json.loads(json.dumps(getattr(cfg, k)))]
+        changed = [
+            k
+            for k in cfg.ARCHITECTURE
+            if saved_training is not None
+            and k in saved_training
+            and saved_training[k] != json.loads(json.dumps(getattr(cfg, k)))
+        ]
         if changed:
-            raise ValueError(f"--resume: {out / 'last'} was trained with " + ", ".join(
-                f"--{k.replace('_', '-')} {saved_training[k]}" for k in changed) + "; resume with the same settings")
+            raise ValueError(
+                f"--resume: {out / 'last'} was trained with "
+                + ", ".join(f"--{k.replace('_', '-')} {saved_training[k]}" for k in changed)
+                + "; resume with the same settings"
+            )
     elif not overwrite and any((out / d / "config.json").exists() for d in ("best", "last")):
         raise ValueError(f"{out} already holds a run: add --resume to continue it or --overwrite to replace it")
 
@@ -52,13 +61,17 @@ def check_memory(build: Callable[[], nn.Module], what: str = "the model") -> Non
         parameters = sum(p.numel() for p in build().parameters())
     need, have = parameters * BYTES_PER_PARAMETER, available_memory()
     if have is not None and need > have:
-        raise ValueError(f"{what} has {parameters / 1e6:,.0f}M parameters: training needs about {need / 2**30:,.1f} "
-                         f"GiB for them, their gradients and Adam's state, more than the {have / 2**30:,.1f} GiB "
-                         "available; choose smaller sizes")
+        raise ValueError(
+            f"{what} has {parameters / 1e6:,.0f}M parameters: training needs about {need / 2**30:,.1f} "
+            f"GiB for them, their gradients and Adam's state, more than the {have / 2**30:,.1f} GiB "
+            "available; choose smaller sizes"
+        )
 
 
 def check_vocabulary(size: int, specials: int, min_count: int) -> None:
     """ValueError when ``--min-count`` left no word: every text would read as ``<unk>``."""
     if size <= specials:
-        raise ValueError(f"--min-count {min_count}: no word of the training text is seen that often, so the "
-                         "vocabulary would be empty; lower it")
+        raise ValueError(
+            f"--min-count {min_count}: no word of the training text is seen that often, so the "
+            "vocabulary would be empty; lower it"
+        )

@@ -13,6 +13,7 @@ The loss is soft cross-entropy: the targets of a question are the soft scores of
 the answer vocabulary teaches nothing and is left out of training (but still counts, as wrong,
 in validation).
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -73,18 +74,28 @@ class VQATrainConfig(RunConfig):
         "held-out whole images (--val-fraction), and reported apart; questions with three or more human answers "
         "are scored by the soft VQA accuracy, others by exact match. Writes OUT/best (best mean validation "
         "accuracy over the datasets; the last epoch when there is no validation) and OUT/last (for --resume). "
-        "--no-use-image trains the question-only baseline.")
+        "--no-use-image trains the question-only baseline."
+    )
     ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", *MODEL_KEYS)
 
-    data: tuple[str, ...] = like(RunConfig, "data", help=(
-        "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2, easy-vqa (no "
-        "FOLDER), generated (qa_train.jsonl from captioner questions; trained on, never validated) or "
-        "imagefolder (your images and a metadata.csv of file_name,question,answer); WEIGHT (at most 100) scales how "
-        "often its questions are drawn per epoch (default 1)"))
-    annotations: str | None = like(RunConfig, "annotations", help=(
-        "vqa2: the annotations JSON of the training split (None: the dataset's own)"))
-    val_split: str = like(RunConfig, "val_split", help=(
-        "validate each dataset on this split where it has one ('': always hold out images)"))
+    data: tuple[str, ...] = like(
+        RunConfig,
+        "data",
+        help=(
+            "a dataset as FORMAT:FOLDER[:WEIGHT], FORMAT one of daquar, coco (qa_<split>.jsonl), vqa2, easy-vqa (no "
+            "FOLDER), generated (qa_train.jsonl from captioner questions; trained on, never validated) or "
+            "imagefolder (your images and a metadata.csv of file_name,question,answer); WEIGHT (at most 100) scales "
+            "how often its questions are drawn per epoch (default 1)"
+        ),
+    )
+    annotations: str | None = like(
+        RunConfig, "annotations", help=("vqa2: the annotations JSON of the training split (None: the dataset's own)")
+    )
+    val_split: str = like(
+        RunConfig,
+        "val_split",
+        help=("validate each dataset on this split where it has one ('': always hold out images)"),
+    )
     out: str = like(RunConfig, "out", default="runs/vqa")
     flip_augment: bool = like(RunConfig, "flip_augment", default=True)
     max_length: int = like(RunConfig, "max_length", default=30, help="longest question in words (longer ones are cut)")
@@ -92,8 +103,12 @@ class VQATrainConfig(RunConfig):
     batch_size: int = like(RunConfig, "batch_size", default=64, help="questions per batch and process")
     lr: float = like(RunConfig, "lr", default=1e-3)
     questions: str | None = setting(None, "vqa2: the questions JSON of the training split (None: the dataset's own)")
-    val_fraction: float = setting(0.2, "fraction of training images held out for validation, for datasets without "
-                                       "--val-split (0: train on all)", low=0, below=1)
+    val_fraction: float = setting(
+        0.2,
+        "fraction of training images held out for validation, for datasets without --val-split (0: train on all)",
+        low=0,
+        below=1,
+    )
     split_seed: int = setting(0, "seed of the image split", low=0, high=SEED_MAX)
     top_answers: int = setting(1000, "answer vocabulary: this many most frequent answers", low=1, high=100_000)
     embed_dim: int = like(VQAConfig, "embed_dim")
@@ -155,13 +170,25 @@ class VQASet:
     targets: list[dict[int, float]]
 
 
-def build_vqa_set(examples: list[VQAExample], features: np.ndarray, flipped: np.ndarray | None, rows: dict[Path, int],
-                  vocab: Vocabulary, index: dict[str, int]) -> VQASet:
+def build_vqa_set(
+    examples: list[VQAExample],
+    features: np.ndarray,
+    flipped: np.ndarray | None,
+    rows: dict[Path, int],
+    vocab: Vocabulary,
+    index: dict[str, int],
+) -> VQASet:
     # A question with no words at all is read as a single <unk>, so the LSTM always gets an input.
     tokens = [vocab.encode(e.question, add_markers=False) or [vocab.unk_id] for e in examples]
-    return VQASet(examples, features, flipped, np.array([rows[e.path] for e in examples], dtype=np.int64), tokens,
-                  [swap_left_right(t, vocab) for t in tokens], [soft_targets(e.answers, index)
-                                                                  for e in examples])
+    return VQASet(
+        examples,
+        features,
+        flipped,
+        np.array([rows[e.path] for e in examples], dtype=np.int64),
+        tokens,
+        [swap_left_right(t, vocab) for t in tokens],
+        [soft_targets(e.answers, index) for e in examples],
+    )
 
 
 def collate(data: VQASet, rows: Sequence[int], num_answers: int, flips: Sequence[bool] | None = None):
@@ -218,8 +245,14 @@ def validate(model: VQAModel, val_sets: dict[str, VQASet], answers: list[str]) -
 
 def model_config(cfg: VQATrainConfig, model: VQAConfig, extra: dict | None = None) -> dict:
     """The JSON config shipped with VQA weights: what to build and how it was trained."""
-    return {"task": "vqa", "encoder": cfg.encoder, "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
-            "model": asdict(model), "training": asdict(cfg), **(extra or {})}
+    return {
+        "task": "vqa",
+        "encoder": cfg.encoder,
+        "preprocessing": ENCODERS[cfg.encoder].preprocessing.to_dict(),
+        "model": asdict(model),
+        "training": asdict(cfg),
+        **(extra or {}),
+    }
 
 
 def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExample], list[VQAExample]]]:
@@ -238,9 +271,13 @@ def load_splits(cfg: VQATrainConfig) -> list[tuple[str, DatasetSpec, list[VQAExa
     return out
 
 
-def image_features(encoder_name: str, encoder_weights: str | None, examples: Iterable[VQAExample],
-                   cache_dir: str | Path | None, flip: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray | None, dict[Path, int]]:
+def image_features(
+    encoder_name: str,
+    encoder_weights: str | None,
+    examples: Iterable[VQAExample],
+    cache_dir: str | Path | None,
+    flip: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, dict[Path, int]]:
     """Cached features of every image the questions refer to (and of the mirrored images when ``flip``),
     and each image path's row."""
     paths = sorted({e.path for e in examples})
@@ -250,8 +287,9 @@ def image_features(encoder_name: str, encoder_weights: str | None, examples: Ite
     return feats, flipped, {p: i for i, p in enumerate(paths)}
 
 
-def evaluate_weights(model: VQAModel, vocab: Vocabulary, answers: list[str], examples: list[VQAExample],
-                     cfg: VQATrainConfig) -> dict[str, float]:
+def evaluate_weights(
+    model: VQAModel, vocab: Vocabulary, answers: list[str], examples: list[VQAExample], cfg: VQATrainConfig
+) -> dict[str, float]:
     """Loss and accuracy of trained weights (a model, its vocabulary and answers) on ``examples``, such as a
     dataset's validation questions (:func:`load_splits`) or a test set, with the image features cached as ``cfg``
     says (its encoder and cache folder): how a benchmark scores weights as training scored them."""
@@ -279,11 +317,17 @@ class VQATask(Task):
             check_vocabulary(len(self.vocab), len(SPECIALS), cfg.min_count)
             self.answers = build_answer_vocab(train_examples, cfg.top_answers)
         index = answer_index(self.answers)
-        feats, flipped, rows = rank_zero_first(rank, world, lambda: image_features(
-            cfg.encoder, cfg.encoder_weights, train_examples + val_examples, cfg.cache_dir, cfg.flip_augment))
+        feats, flipped, rows = rank_zero_first(
+            rank,
+            world,
+            lambda: image_features(
+                cfg.encoder, cfg.encoder_weights, train_examples + val_examples, cfg.cache_dir, cfg.flip_augment
+            ),
+        )
         self.train_set = build_vqa_set(train_examples, feats, flipped, rows, self.vocab, index)
-        self.val_sets = {name: build_vqa_set(val, feats, None, rows, self.vocab, index)
-                         for name, _, _, val in mix if val}
+        self.val_sets = {
+            name: build_vqa_set(val, feats, None, rows, self.vocab, index) for name, _, _, val in mix if val
+        }
         self.trainable = [i for i, t in enumerate(self.train_set.targets) if t]  # questions with a known answer
         if not self.trainable:
             raise ValueError("no training question has an answer in the answer vocabulary")
@@ -296,8 +340,9 @@ class VQATask(Task):
     def _build_model(self, last: Path | None, feature_dim: int) -> tuple[VQAConfig, VQAModel]:
         """The model of the settings, or on resume of ``last`` (whose settings were checked to be the same)."""
         if last is None:
-            config = VQAConfig(len(self.vocab), len(self.answers), feature_dim,
-                               **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
+            config = VQAConfig(
+                len(self.vocab), len(self.answers), feature_dim, **{k: getattr(self.cfg, k) for k in MODEL_KEYS}
+            )
             check_memory(lambda: VQAModel(config), "the VQA model")
             return config, VQAModel(config)
         weights, saved = load_checkpoint(last)
@@ -323,8 +368,10 @@ class VQATask(Task):
         return validate(self.model, self.val_sets, self.answers) if self.val_sets else {}
 
     def report(self, scores: dict) -> str:
-        per_dataset = ", ".join(f"{name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
-                                for name, d in scores.get("datasets", {}).items())
+        per_dataset = ", ".join(
+            f"{name} val loss {d['loss']:.3f} accuracy {d['accuracy']:.4f}"
+            for name, d in scores.get("datasets", {}).items()
+        )
         return per_dataset + (f", mean accuracy {scores['accuracy']:.4f}" if len(self.val_sets) > 1 else "")
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
