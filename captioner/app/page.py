@@ -99,7 +99,8 @@ def build_ui(model: Captioner, other: Loaded | None = None) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 image = _image_column()
-            with gr.Column(scale=3), gr.Tabs():
+            # on a phone the five tabs wrap to a second row rather than hide some behind a menu
+            with gr.Column(scale=3), gr.Tabs(overflow_behavior="wrap"):
                 with gr.Tab("Caption", id="caption"):
                     caption = _caption_tab(model)
                 with gr.Tab("Look inside", id="inside"):
