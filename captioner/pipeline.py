@@ -1,14 +1,9 @@
 """The entry points: ``Captioner.from_pretrained().caption(image)``, and ``VQAPredictor`` for answers alone.
 
-Both are pipelines in the Hugging Face sense, under one contract: ``preprocess`` turns images into
-encoder features (at the chosen precision, on the chosen runtime: :mod:`captioner.runtime`), ``forward`` runs
-the model on them, ``postprocess`` turns its outputs into text. A user's keyword arguments are routed once,
-into a ``DecodeConfig`` (:meth:`DecodeConfig.override`). Weights come from the one loader,
-:func:`captioner.pretrained.load`; this module adds the image encoder, shared by captions and answers when they were
-trained on the same.
-:func:`image_batches` is the one loop that reads images in batches and reports the unreadable ones,
-for ``caption``, ``ask --batch`` (:mod:`captioner.cli.batch`) and ``eval`` alike.
-"""
+Both are pipelines in the Hugging Face sense: ``preprocess`` turns images into encoder features (at the chosen
+precision and runtime: :mod:`captioner.runtime`), ``forward`` runs the model, ``postprocess`` turns its outputs into
+text. Keyword arguments are routed once, into a ``DecodeConfig`` (:meth:`DecodeConfig.override`); weights come from
+the one loader (:mod:`captioner.pretrained`); images are read in batches by :func:`captioner.features.image_batches`."""
 
 from __future__ import annotations
 
@@ -26,52 +21,15 @@ from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_pr
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
-from .features import batched, encode_images
-from .images import BadImageError, ImageInput, load_image
+from .features import encode_images, image_batches
+from .images import ImageInput
 from .options import TOP_ANSWERS
 from .precision import Precision
 from .pretrained import Weights, load_pretrained, load_vqa
-from .progress import progress_bar
 from .runtime import ExportedEncoder, Runtime, load_runtime, resolve_runtime
 from .vocab import Vocabulary, detokenize, pad_ids, tokenize_words
 
 T = TypeVar("T")
-
-
-def image_batches(
-    items: Sequence[T],
-    batch_size: int,
-    size_hint: int | None = None,
-    path_of: Callable[[T], ImageInput] = lambda item: item,
-    progress: bool = True,
-    desc: str = "captioning",
-) -> Iterator[tuple[list[T], list, list[tuple[T, str]]]]:
-    """Batches of ``items`` as (the readable items, their images, (item, one-line reason) for the others), with a
-    progress bar on stderr unless ``progress`` is false. ``path_of`` gives an item's image (path or PIL image).
-    The next batch is read in a second thread while the caller works on this one (JPEG decoding mostly
-    releases the GIL, so reading overlaps encoding)."""
-
-    def read(chunk: Sequence[T]) -> tuple[list[T], list, list[tuple[T, str]]]:
-        good, images, bad = [], [], []
-        for item in chunk:
-            try:
-                images.append(load_image(path_of(item), size_hint=size_hint))
-                good.append(item)
-            except BadImageError as e:
-                bad.append((item, str(e)))
-        return good, images, bad
-
-    chunks = list(batched(items, batch_size))
-    with (
-        progress_bar(len(items), desc, "img", disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=1) as reader,
-    ):
-        upcoming = reader.submit(read, chunks[0]) if chunks else None
-        for i, chunk in enumerate(chunks):
-            batch = upcoming.result()
-            upcoming = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
-            yield batch
-            bar.update(len(chunk))
 
 
 class Pipeline:

@@ -284,7 +284,7 @@ def test_vqa_report_per_type_and_exact():
 
 
 def test_image_batches_report_unreadable_images_and_go_on(tmp_path):
-    from captioner.pipeline import image_batches
+    from captioner.features import image_batches
 
     root = make_flickr8k(tmp_path / "flickr8k")
     (root / "images" / "broken.jpg").write_bytes(b"not an image")

@@ -133,7 +133,7 @@ def test_scst_reward_is_cider_d_with_training_set_document_frequencies():
     """With the evaluated set as the 'training set', the reward equals pycocoevalcap's per-image CIDEr-D."""
     from pycocoevalcap.cider.cider import Cider
 
-    from captioner.train.caption import CiderReward
+    from captioner.train.scst import CiderReward
 
     refs = [
         [tokenize_words(c) for c in caps]
@@ -184,7 +184,7 @@ def test_scst_after_cross_entropy_starts_from_the_best_epoch(shapes, tmp_path, m
 
 
 def test_scst_samples_with_the_decoders_sampler_and_never_emits_markers_or_unk():
-    from captioner.train.caption import CiderReward, scst_loss
+    from captioner.train.scst import CiderReward, scst_loss
 
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs"], max_length=4)
     model = tiny_decoder(len(vocab))

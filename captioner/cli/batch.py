@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..choices import parse_choices
-from ..features import batched
+from ..features import batched, image_batches
 from ..images import images_by_stem
-from ..pipeline import VQAPredictor, image_batches
+from ..pipeline import VQAPredictor
 from .common import fail, warn_unknown
 from .files import AnswerWriter, QuestionTable, output
 

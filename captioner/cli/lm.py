@@ -59,12 +59,29 @@ def configure(lm: argparse.ArgumentParser, name: str) -> None:
         "its interpretable cells. Run `captioner lm COMMAND --help`."
     )
     commands = lm.add_subparsers(dest="lm_command", required=True, metavar="COMMAND")
+    _add_train(commands)
+    _add_sample(commands)
+    _add_eval(commands)
+    _add_atlas(commands)
+    for command in commands.choices.values():  # as every command takes it (SUPPRESS: `lm -q train` works too)
+        command.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="no progress bars; warnings and errors still print (default: off)",
+        )
+
+
+def _add_train(commands) -> None:
     p = commands.add_parser("train", help=LMTrainConfig.SUMMARY, description=LMTrainConfig.DESCRIPTION)
     add_options(p, LMTrainConfig, TRAIN_OPTIONS)
     p.add_argument("--resume", action="store_true", help="continue OUT/last after an interruption (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run already in OUT (default: off)")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_sample(commands) -> None:
     p = commands.add_parser(
         "sample",
         help="draw text from a character model, streamed as it is drawn",
@@ -76,6 +93,8 @@ def configure(lm: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="report characters per second on stderr (default: off)")
     p.set_defaults(func=_cmd_sample)
 
+
+def _add_eval(commands) -> None:
     p = commands.add_parser(
         "eval",
         help="score text in nats and bits per character",
@@ -109,15 +128,6 @@ def configure(lm: argparse.ArgumentParser, name: str) -> None:
         help="torch CPU threads (0: torch's default; 1 is faster on a busy machine)",
     )
     p.set_defaults(func=_cmd_eval)
-    _add_atlas(commands)
-    for command in commands.choices.values():  # as every command takes it (SUPPRESS: `lm -q train` works too)
-        command.add_argument(
-            "--quiet",
-            "-q",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="no progress bars; warnings and errors still print (default: off)",
-        )
 
 
 def _add_atlas(commands) -> None:

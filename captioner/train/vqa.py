@@ -45,12 +45,12 @@ from .loop import (
     bucketed_batches,
     fit,
     gather_features,
-    rank_zero_first,
     shape_keys,
     swap_left_right,
     weighted_rows,
 )
 from .preflight import check_memory, check_vocabulary
+from .processes import rank_zero_first
 
 MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
 
