@@ -332,14 +332,14 @@ def test_an_interrupted_caption_run_leaves_the_old_results(weights_dir, tmp_path
     results.write_text("old results\n")
     calls = []
 
-    def interrupted(self, images, config=None, keys=None):
+    def interrupted(self, features, config=None, keys=None):  # Ctrl-C while the second batch is decoded
         calls.append(keys)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, images, config, keys)
+        return real(self, features, config, keys)
 
-    real = Captioner.caption_images
-    monkeypatch.setattr(Captioner, "caption_images", interrupted)
+    real = Captioner.caption_features
+    monkeypatch.setattr(Captioner, "caption_features", interrupted)
     code, _, err = run(
         capsys,
         [
@@ -358,7 +358,7 @@ def test_an_interrupted_caption_run_leaves_the_old_results(weights_dir, tmp_path
     )
     assert code == 130 and "interrupted" in err and len(calls) == 2
     assert results.read_text() == "old results\n" and os.listdir(tmp_path) == ["results.json"]  # no temporary file
-    monkeypatch.setattr(Captioner, "caption_images", real)
+    monkeypatch.setattr(Captioner, "caption_features", real)
     code, _, _ = run(capsys, ["caption", IMAGE, "--weights", str(weights_dir), "--format", "coco", "-o", str(results)])
     assert code == 0 and json.loads(results.read_text())[0]["image_id"] == "tennis.jpg"
 
