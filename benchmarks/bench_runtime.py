@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 from bench_precision import vqa_figures  # benchmarks/, beside this file
-from captioner.caption_metrics import corpus_scores
 
 from captioner import Captioner
-from captioner.data import load_caption_dataset
+from captioner.data.datasets import load_caption_dataset
 from captioner.encoder import build_encoder
+from captioner.metrics.captions import corpus_scores
 from captioner.options import CPU_RUNTIMES
 from captioner.precision import native_precisions
 from captioner.runtime import installed, load_runtime, resolve_runtime

@@ -12,6 +12,7 @@ reads it in one sitting.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,26 @@ def test_files_and_functions_stay_short(module):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, f"{relative}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+SCRIPTS = sorted([*PACKAGE.parent.glob("benchmarks/*.py"), PACKAGE.parent / "app.py"])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_outside_the_package_import_what_exists(script):
+    """The benchmarks are run by hand, not by the tests, so a moved module would break them silently."""
+    modules = _modules()
+    missing = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "captioner":
+            module = node.module.partition(".")[2]
+            if module not in modules:
+                missing.append(node.module)
+                continue
+            source = modules[module].read_text()
+            for alias in node.names:
+                # defined or re-exported there (the package's __init__ names its lazy exports as strings)
+                found = f"{module}.{alias.name}".strip(".") in modules or re.search(rf"\b{alias.name}\b", source)
+                if not found:
+                    missing.append(f"{node.module}.{alias.name}")
+    assert not missing, f"{script.name} imports what is not there: {', '.join(missing)}"
