@@ -74,3 +74,101 @@ def plural(word: str) -> str:
     else:
         many = last + "s"
     return " ".join([*head, many])
+
+
+# ---------------------------------------------------------------- the 80 COCO objects
+
+# Each COCO category -> the words captions use for it, comma-separated (singular; plurals follow `plural`), after
+# the synonym lists of CHAIR (Rohrbach et al. 2018), shortened. The existence rule and the POPE-style benchmark
+# read objects through it.
+COCO_OBJECTS = {
+    "person": "person, people, man, woman, boy, girl, child, kid, baby, player, guy, lady, skier, surfer, "
+    "skateboarder, snowboarder, rider, batter, catcher, pitcher, umpire, tennis player, crowd, adult, "
+    "teenager, toddler",
+    "bicycle": "bicycle, bike, cycle",
+    "car": "car, automobile, vehicle, taxi, sedan, suv",
+    "motorcycle": "motorcycle, motorbike, motor bike, scooter",
+    "airplane": "airplane, plane, jet, aircraft, airliner, jetliner",
+    "bus": "bus",
+    "train": "train, locomotive, tram, subway",
+    "truck": "truck, pickup, lorry",
+    "boat": "boat, ship, kayak, canoe, sailboat, yacht, ferry",
+    "traffic light": "traffic light, stop light, traffic signal",
+    "fire hydrant": "fire hydrant, hydrant",
+    "stop sign": "stop sign",
+    "parking meter": "parking meter, meter",
+    "bench": "bench",
+    "bird": "bird, pigeon, seagull, duck, goose, parrot",
+    "cat": "cat, kitten, kitty",
+    "dog": "dog, puppy, pup",
+    "horse": "horse, pony",
+    "sheep": "sheep, lamb, ram",
+    "cow": "cow, cattle, bull, calf",
+    "elephant": "elephant",
+    "bear": "bear",
+    "zebra": "zebra",
+    "giraffe": "giraffe",
+    "backpack": "backpack",
+    "umbrella": "umbrella, parasol",
+    "handbag": "handbag, purse",
+    "tie": "tie, necktie",
+    "suitcase": "suitcase, luggage",
+    "frisbee": "frisbee",
+    "skis": "skis, ski",
+    "snowboard": "snowboard",
+    "sports ball": "ball, football, soccer ball, baseball, basketball, tennis ball, volleyball",
+    "kite": "kite",
+    "baseball bat": "baseball bat, bat",
+    "baseball glove": "baseball glove, glove, mitt",
+    "skateboard": "skateboard",
+    "surfboard": "surfboard, surf board",
+    "tennis racket": "tennis racket, racket, racquet",
+    "bottle": "bottle",
+    "wine glass": "wine glass",
+    "cup": "cup, mug",
+    "fork": "fork",
+    "knife": "knife",
+    "spoon": "spoon",
+    "bowl": "bowl",
+    "banana": "banana",
+    "apple": "apple",
+    "sandwich": "sandwich, burger, hamburger, sub",
+    "orange": "orange",
+    "broccoli": "broccoli",
+    "carrot": "carrot",
+    "hot dog": "hot dog",
+    "pizza": "pizza",
+    "donut": "donut, doughnut",
+    "cake": "cake, cupcake",
+    "chair": "chair, stool",
+    "couch": "couch, sofa",
+    "potted plant": "potted plant, plant, houseplant",
+    "bed": "bed",
+    "dining table": "dining table, table",
+    "toilet": "toilet",
+    "tv": "tv, television",
+    "laptop": "laptop, computer",
+    "mouse": "mouse",
+    "remote": "remote, controller",
+    "keyboard": "keyboard",
+    "cell phone": "cell phone, phone, cellphone, smartphone",
+    "microwave": "microwave",
+    "oven": "oven, stove",
+    "toaster": "toaster",
+    "sink": "sink",
+    "refrigerator": "refrigerator, fridge",
+    "book": "book",
+    "clock": "clock",
+    "vase": "vase",
+    "scissors": "scissors",
+    "teddy bear": "teddy bear, teddy",
+    "hair drier": "hair drier, hair dryer, blow dryer",
+    "toothbrush": "toothbrush",
+}
+
+# Words that name no visual concept: what the concept vocabulary leaves out when it counts caption words.
+FUNCTION_WORDS = frozenset(
+    "a an the of on in with and is are at to his her their its while it near next for by from some that this "
+    "other as up down into out over under onto off there be being has have who which what very top front side "
+    "another each one something around behind through along across towards toward against back together".split()
+)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -18,12 +17,15 @@ import torch
 
 from .answers import answer_index
 from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
+from .concepts import Concepts, concepts_beside
 from .confidence import caption_confidence, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import encode_images, image_batches
 from .images import ImageInput
+from .look import look_all
 from .options import TOP_ANSWERS
+from .outputs import Answer, Caption
 from .precision import Precision
 from .pretrained import Weights, load_pretrained, load_vqa
 from .runtime import ExportedEncoder, Runtime, load_runtime, resolve_runtime
@@ -66,21 +68,6 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------- captions
-
-
-@dataclass
-class Caption:
-    """A decoded caption with the model's confidence in each word."""
-
-    text: str
-    words: list[str]
-    word_probs: list[float]  # probability of each word when it was chosen
-    log_prob: float  # total, ``<end>`` included
-    score: float  # what the decoder ranked by (length-penalised log_prob)
-    finished: bool  # False when decoding hit max_length before ``<end>``
-    tokens: list[int]
-    confidence: float  # geometric mean word probability (captioner.confidence.caption_confidence)
-    sure: bool | None  # confidence at or above the weights' "not sure" threshold; None when they record none
 
 
 class Captioner(Pipeline):
@@ -153,6 +140,7 @@ class Captioner(Pipeline):
                 words=words,
                 choice_weights=answers.choices,
                 runtime=vqa_runtime,
+                concepts=concepts_beside(answers.path, answers.encoder),
             )
         return cls(
             caption.model,
@@ -273,16 +261,6 @@ class Captioner(Pipeline):
 # ---------------------------------------------------------------- answers
 
 
-@dataclass
-class Answer:
-    """An answer with its probability, and whether that clears the weights' "not sure" threshold (None: the
-    weights record none, or the answer is one of several choices)."""
-
-    text: str
-    probability: float
-    sure: bool | None
-
-
 class VQAPredictor(Pipeline):
     """A trained VQA model with its vocabularies and encoder: images and questions in, answers out."""
 
@@ -297,9 +275,11 @@ class VQAPredictor(Pipeline):
         words: WordModel | None = None,
         choice_weights: ChoiceWeights | None = None,
         runtime: str | Runtime = "auto",
+        concepts: Concepts | None = None,
     ):
         super().__init__(encoder, precision, runtime)
         self.model = model.eval()
+        self.concepts = concepts  # the concept detectors that answer existence and colour questions (captioner.look)
         self.vocab = vocab
         self.answers = answers
         self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
@@ -353,6 +333,7 @@ class VQAPredictor(Pipeline):
             not_sure_below=answers.confidence.get("answer"),
             choice_weights=answers.choices,
             runtime=chosen,
+            concepts=concepts_beside(answers.path, answers.encoder),
         )
 
     def question_ids(self, question: str) -> list[int]:
@@ -386,10 +367,13 @@ class VQAPredictor(Pipeline):
     def answer(
         self, features: torch.Tensor, questions: list[str], top_k: int = TOP_ANSWERS
     ) -> list[list[tuple[str, float]]]:
-        """The ``top_k`` answers and their probabilities for each (image features row, question) pair."""
+        """The ``top_k`` answers and their probabilities for each (image features row, question) pair: the concept
+        detectors' for existence and colour questions about objects they know (:mod:`captioner.look`)."""
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
-        return self.postprocess(self.forward(features, questions), top_k)
+        rows = self.postprocess(self.forward(features, questions), top_k)
+        looked = look_all(self.concepts, features, questions) if self.concepts else [None] * len(rows)
+        return [seen.answers[:top_k] if seen else row for row, seen in zip(rows, looked)]
 
     def choose(
         self, features: torch.Tensor, questions: Sequence[str], choices: Sequence[Sequence[str]]

@@ -29,6 +29,7 @@ COMMANDS = {
     "calibrate": ("recipe", "configure_calibrate", "calibrate the 'not sure' thresholds of weights on dev data"),
     "fit-choices": ("recipe", "configure_fit_choices", "fit the multiple-choice rule of VQA weights"),
     "lm": ("lm", "configure", "a character-level language model: train, sample, eval, atlas"),
+    "concepts": ("concepts", "configure", "concept detectors learnt from captions: train, eval"),
 }
 
 

@@ -1,0 +1,154 @@
+"""Concept detectors learnt from captions (issue 41): they learn planted concepts, the existence rule reads plurals
+and synonyms, the colour rule binds a colour to the object, and no dev image is trained on."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from captioner.concepts import ConceptConfig, ConceptDetector, Concepts, ConceptVocab, named_objects, noisy_or_loss
+from captioner.look import look, question_object
+from captioner.metrics.concepts import average_precision, pope_items, yes_no_scores
+from captioner.train.concepts import ConceptTrainConfig, calibrate_existence, mine_vocab, train_concepts
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+
+
+def _image(left: str, right: str | None) -> Image.Image:
+    """A 224 px photo with a coloured disc on the left, and maybe a coloured square on the right."""
+    img = Image.new("RGB", (224, 224), (240, 240, 240))
+    d = ImageDraw.Draw(img)
+    d.ellipse((10, 60, 100, 150), fill=COLOURS[left])
+    if right:
+        d.rectangle((130, 60, 210, 150), fill=COLOURS[right])
+    return img
+
+
+def _flickr(root: Path, n_train: int, dev_word: str = "zebra") -> Path:
+    """A Flickr8k-layout folder: captions name the disc's colour, and the square when there is one; the dev
+    images' captions alone use ``dev_word``."""
+    rng = random.Random(0)
+    (root / "images").mkdir(parents=True)
+    lines, splits = [], {"train": [], "dev": []}
+    for i in range(n_train + 4):
+        split = "train" if i < n_train else "dev"
+        left, right = rng.choice(list(COLOURS)), rng.choice([None, *COLOURS])
+        name = f"{i}.jpg"
+        _image(left, right).save(root / "images" / name)
+        caption = f"a {left} circle" + (f" beside a {right} square" if right else "")
+        caption += f" and a {dev_word}" if split == "dev" else ""
+        lines += [f"{name}#{k}\t{caption} ." for k in range(2)]
+        splits[split].append(name)
+    (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    for split, names in splits.items():
+        (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("concepts")
+    data = _flickr(tmp / "data", 40)
+    cfg = ConceptTrainConfig(
+        data=(f"flickr8k:{data}",),
+        out=str(tmp / "run"),
+        epochs=40,
+        batch_size=8,
+        lr=3e-3,
+        min_images=2,
+        val_fraction=0.25,
+        hidden_dim=32,
+        dropout=0.0,
+        cache_dir=str(tmp / "cache"),
+        threads=1,
+    )
+    train_concepts(cfg)
+    return tmp / "run" / "best", tmp / "cache"
+
+
+def test_the_detectors_learn_planted_concepts_and_where_they_are(trained):
+    folder, _ = trained
+    concepts = Concepts.load(folder)
+    assert {"red", "blue", "circle", "square"} <= set(concepts.vocab.words)
+    scores = json.loads((folder / "config.json").read_text())["validation"]
+    assert scores["mAP"] > 0.9, scores  # on held-out training images
+    from captioner.encoder import build_encoder
+
+    encoder = build_encoder("efficientnet-lite0")
+    features = encoder(
+        torch.stack([encoder.preprocess(_image("red", "blue")), encoder.preprocess(_image("blue", None))])
+    )
+    p, _ = concepts.detect(features)
+    square, red = concepts.vocab.index["square"], concepts.vocab.index["red"]
+    assert p[0, square] > p[1, square] + 0.1 and p[0, red] > p[1, red] + 0.1  # the photo with them ranks first
+
+
+def test_the_colour_rule_reads_the_colour_where_the_object_is():
+    vocab = ConceptVocab(["bus", "red", "blue"], {"bus": ["bus"], "buses": ["bus"], "red": ["red"], "blue": ["blue"]})
+    model = ConceptDetector(ConceptConfig(3, 4, hidden_dim=3, dropout=0))
+    concepts = Concepts(model, vocab, "efficientnet-lite0", {"threshold": 0.5, "sure_yes": 0.9, "sure_no": 0.1})
+    logits = torch.full((49, 3), -5.0)
+    logits[10, 0] = 5.0  # the bus is in region 10, which is blue; the rest of the photo is red
+    logits[:, 1], logits[10, 1], logits[10, 2] = 3.0, -3.0, 3.0
+    answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, "What color is the bus?")
+    assert answer.kind == "colour" and answer.answers[0][0] == "blue" and answer.evidence[0].region == 10
+
+
+def test_no_dev_image_is_trained_on(trained):
+    folder, cache = trained
+    vocab = json.loads((folder / "concepts.json").read_text())
+    assert "zebra" not in vocab["words"]  # only the dev captions use it
+    grids = [np.load(f, mmap_mode="r") for f in cache.glob("*.npy")]
+    assert [g.shape[0] for g in grids] == [40]  # the 40 training images, not the 4 of dev
+
+
+def test_the_existence_rule_reads_plurals_and_synonyms():
+    vocab = mine_vocab([["a man rides a bike", "two puppies and a dog"]] * 3 + [["a cat on a sofa"]] * 3, 50, 2)
+    assert vocab.concept_of("bikes") == "bicycle" and vocab.concept_of("bicycle") == "bicycle"
+    assert vocab.concept_of("puppies") == "dog" and vocab.concept_of("people") == "person"
+    assert vocab.concept_of("a couch") == "couch" and vocab.concept_of("red bus") is None
+    assert question_object("Is there a dog in the photo?") == ("existence", "dog")
+    assert question_object("are there any bikes?") == ("existence", "bikes")
+    assert question_object("Do you see a cat?") == ("existence", "cat")
+    assert question_object("What colour is the bus?") == ("colour", "bus")
+    assert question_object("what is the man holding?") is None
+    assert named_objects("two puppies beside a hot dog") == {"dog", "hot dog"}
+
+
+def test_the_existence_answer_follows_the_calibrated_threshold():
+    vocab = ConceptVocab(["dog", "cat"], {"dog": ["dog"], "dogs": ["dog"], "cat": ["cat"]})
+    model = ConceptDetector(ConceptConfig(2, 4, hidden_dim=3, dropout=0))
+    concepts = Concepts(model, vocab, "efficientnet-lite0", {"threshold": 0.3, "sure_yes": 0.6, "sure_no": 0.1})
+    logits = torch.zeros(49, 2)
+    for p, expected in ((0.35, "yes"), (0.25, "no"), (0.9, "yes"), (0.01, "no")):
+        answer = look(concepts, torch.tensor([p, 0.5]), logits, "are there dogs?")
+        assert answer.answers[0][0] == expected
+        assert (answer.answers[0][1] >= 0.9) == (p >= 0.6 or p <= 0.1)  # the sure bands map to 0.9
+    assert look(concepts, torch.tensor([0.5, 0.5]), logits, "is there a horse?") is None  # unknown: the VQA head's
+
+
+def test_calibration_balances_present_and_absent():
+    rng = np.random.default_rng(0)
+    present = rng.random(2000) < 0.1  # absent objects far outnumber present ones
+    p = np.clip(np.where(present, 0.4, 0.1) + rng.normal(0, 0.08, 2000), 0, 1)
+    cal = calibrate_existence(p[:, None], present[:, None].astype(np.int8))
+    assert 0.15 < cal["threshold"] < 0.35 and cal["sure_no"] <= cal["threshold"] <= cal["sure_yes"]
+
+
+def test_noisy_or_loss_and_scores():
+    log_absent = torch.log(torch.tensor([[0.5, 1 - 1e-9]]))  # P = 0.5 and P = 1e-9
+    loss = noisy_or_loss(log_absent, torch.tensor([[1.0, 0.0]]))
+    assert loss.item() == pytest.approx(np.log(2) / 2, rel=1e-3)
+    assert average_precision(np.array([0.9, 0.8, 0.1]), np.array([1, 0, 1])) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(np.array([0.9]), np.array([0])) is None
+    s = yes_no_scores([True, True, False, False], [True, False, False, True])
+    assert s["accuracy"] == 0.5 and s["yes_ratio"] == 0.5 and s["f1"] == 0.5
+    items = pope_items([["a dog and a cat", "a dog", "a cat and a dog"]], per_image=3)
+    assert {(o, present) for _, o, present in items if present} == {("dog", True), ("cat", True)}
+    assert sum(not present for *_, present in items) == 2
