@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 
 from captioner.answers import normalize_answer
-from captioner.data.datasets import load_vqa_dataset
+from captioner.data.datasets import load_caption_dataset, load_vqa_dataset
 from captioner.data.vqa import VQAExample, load_easy_vqa
+from captioner.metrics.concepts import pope_items, yes_no_scores
 from captioner.metrics.vqa import question_type, vqa_report
 from captioner.pipeline import VQAPredictor
 from captioner.pretrained import resolve_weights
@@ -142,17 +143,47 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     out = {}
     for name, folder in weights.items():
         model = VQAPredictor.from_pretrained(folder, precision="fp32")
-        predictions = {}
-        for path, questions in by_image.items():
-            features = model.preprocess([path])
-            answers = model.answer(
-                features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1
-            )
-            predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
-        overall = vqa_report(predictions, references)
-        out[name] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
-            by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()
-        }
+        variants = {name: model.concepts} | ({f"{name} no concepts": None} if model.concepts else {})
+        for variant, concepts in variants.items():
+            model.concepts = concepts
+            predictions, sure = {}, {}
+            for path, questions in by_image.items():
+                features = model.preprocess([path])
+                answers = model.answer(
+                    features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1
+                )
+                predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
+                sure.update((q.question_id, bool(model.sure(a[0][1]))) for q, a in zip(questions, answers))
+            overall = vqa_report(predictions, references)
+            out[variant] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
+                by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()
+            }
+            yes_no_sure = {q: p for q, p in predictions.items() if kinds["type"][q] == "yes/no" and sure[q]}
+            out[variant]["yes/no sure"] = vqa_report(yes_no_sure, references) if yes_no_sure else {}
+    return out
+
+
+def pope_report(weights: str | None, coco: str) -> dict:
+    """POPE-style existence questions on COCO dev ("is there a <object> in the image?", 3 objects named by 2 or
+    more of an image's captions and 3 named by none, :func:`captioner.metrics.concepts.pope_items`), answered as
+    ``ask`` answers: with the concept detectors when the weights have them, and without."""
+    images = load_caption_dataset("coco", coco, "dev")
+    items = pope_items([i.captions for i in images])
+    model = VQAPredictor.from_pretrained(weights, precision="fp32")
+    variants = {"with concepts": model.concepts} if model.concepts else {}
+    out = {}
+    for variant, concepts in (variants | {"VQA head alone": None}).items():
+        model.concepts = concepts
+        said = []
+        for i, image in enumerate(images):
+            asked = [(o, present) for j, o, present in items if j == i]
+            if not asked:
+                continue
+            features = model.preprocess([image.path])
+            questions = [f"is there {'an' if o[0] in 'aeiou' else 'a'} {o} in the image?" for o, _ in asked]
+            answers = model.answer(features.expand(len(asked), *features.shape[1:]), questions, 1)
+            said += [a[0][0] == "yes" for a in answers]
+        out[variant] = yes_no_scores(said, [present for _, _, present in items])
     return out
 
 
@@ -187,6 +218,9 @@ def print_breakdown(report: dict[str, dict]) -> None:
         for group, figures in report[names[0]][by].items():
             cells = "".join(f"{100 * report[n][by].get(group, {}).get('accuracy', float('nan')):15.2f}" for n in names)
             print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")
+    cells = "".join(f"{100 * report[n]['yes/no sure'].get('accuracy', float('nan')):15.2f}" for n in names)
+    counts = "/".join(str(report[n]["yes/no sure"].get("questions", 0)) for n in names)
+    print(f"  {'yes/no sure':<18}{cells}   ({counts}; target >= 85%)")
 
 
 def print_report(report: dict) -> None:
@@ -216,6 +250,13 @@ def print_report(report: dict) -> None:
         )
     if "breakdown" in report:
         print_breakdown(report["breakdown"])
+    if "pope" in report:
+        print("POPE-style existence questions, COCO dev (target: accuracy >= 85%, yes-ratio 40-60%):")
+        for variant, d in report["pope"].items():
+            print(
+                f"  {variant:<16} accuracy {100 * d['accuracy']:6.2f}%  F1 {100 * d['f1']:6.2f}  "
+                f"yes-ratio {100 * d['yes_ratio']:6.2f}%  ({d['questions']} questions)"
+            )
     if "choices" in report:
         c = report["choices"]
         print(
@@ -244,7 +285,7 @@ def main() -> int:
         "--skip",
         nargs="*",
         default=[],
-        choices=["mix", "easy-vqa", "latency", "breakdown", "choices"],
+        choices=["mix", "easy-vqa", "latency", "breakdown", "choices", "pope"],
         help="sections to skip (default: none)",
     )
     p.add_argument(
@@ -290,6 +331,9 @@ def main() -> int:
 
     if "choices" not in args.skip:
         report["choices"] = choices_report(args.weights, args.coco)
+
+    if "pope" not in args.skip:
+        report["pope"] = pope_report(args.weights, args.coco)
 
     print_report(report)
     if args.json:

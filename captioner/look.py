@@ -18,22 +18,27 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 
+from .choices import WordModel
 from .concepts import Concepts
 from .lexicon import COLORS
-from .vocab import tokenize_words
+from .vocab import Vocabulary, pad_ids, tokenize_words
 
 _PLACE = r"(?: (?:in|on) (?:the|this) (?:photo|picture|image|pic|scene|shot|room))?"
 EXISTENCE = re.compile(
     r"^(?:is there|are there|is there any|are there any|do you see|can you see|do i see|does the (?:photo|picture|"
     r"image) (?:show|have|contain))(?: an?| any| some)? (?P<object>[a-z ]+?)" + _PLACE + r"$"
 )
+_THE = r"(?:the |this |that |these |those |his |her |their |its )?"
 COLOUR = re.compile(
-    r"^what (?:color|colour) (?:is|are) (?:the |this |that |these |those )?(?P<object>[a-z ]+?)" + _PLACE + r"$"
+    r"^(?:what (?:color|colour) (?:is|are) |what is the (?:color|colour) of |what (?:color|colour) is it |what "
+    r"(?:color|colour)s? are |what are the (?:color|colour)s? of )" + _THE + r"(?P<object>[a-z' ]+?)" + _PLACE + r"$"
 )
+RELATIONS = frozenset("on in at of to with near by under over behind beside next from for".split())
 
 
 @dataclass
@@ -56,12 +61,20 @@ class Looked:
 
 
 def question_object(question: str) -> tuple[str, str] | None:
-    """(kind, object phrase) of an existence or colour question, else None."""
+    """(kind, object phrase) of an existence or colour question, else None. A colour question's object is the
+    thing whose colour is asked: "the man's shirt" -> "shirt", "the headlights on the car" -> "headlights"."""
     text = " ".join(tokenize_words(question))
     for kind, pattern in (("existence", EXISTENCE), ("colour", COLOUR)):
         match = pattern.match(text)
-        if match:
+        if match and kind == "existence":
             return kind, match["object"]
+        if match:
+            words = match["object"].split()
+            cut = next((i for i, w in enumerate(words) if w in RELATIONS), len(words))  # before "on the car"
+            words = words[:cut]
+            if "'s" in words:  # the man 's shirt: the shirt
+                words = words[len(words) - words[::-1].index("'s") :]
+            return (kind, " ".join(words)) if words else None
     return None
 
 
@@ -75,9 +88,17 @@ def _calibrated(p: float, existence: dict) -> float:
     return 1 / (1 + math.exp(-z * math.log(9) / max(span, 1e-3)))
 
 
-def look(concepts: Concepts, probabilities: torch.Tensor, logits: torch.Tensor, question: str) -> Looked | None:
+def look(
+    concepts: Concepts,
+    probabilities: torch.Tensor,
+    logits: torch.Tensor,
+    question: str,
+    caption_scores: Callable[[str, list[str]], torch.Tensor] | None = None,
+) -> Looked | None:
     """The concept detectors' answer to ``question`` about one image (its probabilities ``(K,)`` and region
-    logits ``(R, K)``), or None when it is not an existence or colour question about a known object."""
+    logits ``(R, K)``), or None when it is not an existence or colour question about a known object.
+    ``caption_scores(object, colours)``: the caption decoder's log-likelihood of "a <colour> <object>" for each
+    colour on this image, added to the detectors' (log) shares when given."""
     asked = question_object(question)
     concept = concepts.vocab.concept_of(asked[1]) if asked else None
     if concept is None:
@@ -94,14 +115,38 @@ def look(concepts: Concepts, probabilities: torch.Tensor, logits: torch.Tensor, 
         return None
     where = torch.softmax(logits[:, k], 0)  # (R,): where the object is, as weights over the regions
     at = where @ torch.sigmoid(logits[:, [concepts.vocab.index[c] for c in colours]])  # (colours,) at the object
-    shares = at / at.sum()
-    ranked = sorted(zip(colours, shares.tolist()), key=lambda a: -a[1])
+    score = torch.log(at / at.sum())
+    if caption_scores is not None:
+        score = score + caption_scores(asked[1], colours)  # what the captions would say of it
+    ranked = sorted(zip(colours, torch.softmax(score, 0).tolist()), key=lambda a: -a[1])
     return Looked("colour", ranked, [seen, Evidence(ranked[0][0], float(at.max()), region)])
 
 
-def look_all(concepts: Concepts, features: torch.Tensor, questions: Sequence[str]) -> list[Looked | None]:
-    """:func:`look` for each (features row, question) pair; the detectors run once per distinct image row."""
+def colour_scores(words: WordModel, features: torch.Tensor, thing: str, colours: list[str]) -> torch.Tensor:
+    """The caption decoder's log-likelihood ``(colours,)`` of the words "<colour> <thing>" after "a", on one
+    image's features ``(1, R, D)``: how a caption of this photo would colour the thing."""
+    index = words.vocab.index
+    seqs = [
+        [Vocabulary.start_id, *(index.get(w, Vocabulary.unk_id) for w in ["a", c, *thing.split()])] for c in colours
+    ]
+    tokens, lengths = pad_ids(seqs)
+    with torch.inference_mode():
+        logits = words.decoder(features.float().expand(len(seqs), *features.shape[1:]), tokens, lengths - 1)
+    steps = torch.log_softmax(logits.float(), -1).split((lengths - 1).tolist())  # per sequence: (steps, vocab)
+    return torch.stack([s[torch.arange(1, len(q) - 1), q[2:]].sum() for s, q in zip(steps, seqs)])
+
+
+def look_all(
+    concepts: Concepts, features: torch.Tensor, questions: Sequence[str], words: WordModel | None = None
+) -> list[Looked | None]:
+    """:func:`look` for each (features row, question) pair, with the caption decoder's colour scores when
+    ``words`` (the caption weights) is given."""
     if not any(question_object(q) for q in questions):
         return [None] * len(questions)
     probabilities, logits = concepts.detect(features)
-    return [look(concepts, p, z, q) for p, z, q in zip(probabilities, logits, questions)]
+    out = []
+    for row, (p, z, q) in enumerate(zip(probabilities, logits, questions)):
+        image = features[row : row + 1]
+        scores = partial(colour_scores, words, image) if words else None
+        out.append(look(concepts, p, z, q, scores))
+    return out

@@ -372,7 +372,7 @@ class VQAPredictor(Pipeline):
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         rows = self.postprocess(self.forward(features, questions), top_k)
-        looked = look_all(self.concepts, features, questions) if self.concepts else [None] * len(rows)
+        looked = look_all(self.concepts, features, questions, self.words) if self.concepts else [None] * len(rows)
         return [seen.answers[:top_k] if seen else row for row, seen in zip(rows, looked)]
 
     def choose(

@@ -98,6 +98,9 @@ def test_the_colour_rule_reads_the_colour_where_the_object_is():
     logits[:, 1], logits[10, 1], logits[10, 2] = 3.0, -3.0, 3.0
     answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, "What color is the bus?")
     assert answer.kind == "colour" and answer.answers[0][0] == "blue" and answer.evidence[0].region == 10
+    captions_say_red = lambda thing, colours: torch.tensor([0.0 if c == "red" else -20.0 for c in colours])  # noqa: E731
+    answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, "what is the colour of the bus?", captions_say_red)
+    assert answer.answers[0][0] == "red"  # the caption decoder's word, added to the detectors'
 
 
 def test_no_dev_image_is_trained_on(trained):
