@@ -75,13 +75,18 @@ def shipped_accuracy(model: VQAPredictor, cfg: VQATrainConfig, val: list[VQAExam
     return evaluate_weights(model.model, model.vocab, model.answers, val, cfg)["accuracy"]
 
 
-def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int) -> dict[str, dict]:
-    """Per dataset of the shipped recipe: the shipped weights, question-only (mean over ``seeds``) and the prior."""
+def recipe(weights: str | None) -> VQATrainConfig:
+    """The training config the VQA weights record: their datasets and validation splits."""
     folder, _ = resolve_weights(weights, "vqa")
     training = json.loads((folder / "config.json").read_text())["training"]
     known = {f.name for f in fields(VQATrainConfig)}
-    cfg = VQATrainConfig(**{k: tuple(v) if k == "data" else v for k, v in training.items() if k in known})
-    cfg = replace(cfg, threads=threads, save_every=0)
+    return VQATrainConfig(**{k: tuple(v) if k == "data" else v for k, v in training.items() if k in known})
+
+
+def mix_baselines(weights: str | None, out: str, seeds: list[int], threads: int) -> dict[str, dict]:
+    """Per dataset of the shipped recipe: the shipped weights, question-only (mean over ``seeds``) and the prior."""
+    folder, _ = resolve_weights(weights, "vqa")
+    cfg = replace(recipe(weights), threads=threads, save_every=0)
     model = VQAPredictor.from_pretrained(folder)
     blind = [
         train_vqa(replace(cfg, use_image=False, seed=seed, out=f"{out}/blind-{seed}"), overwrite=True) for seed in seeds
@@ -160,7 +165,25 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
             }
             yes_no_sure = {q: p for q, p in predictions.items() if kinds["type"][q] == "yes/no" and sure[q]}
             out[variant]["yes/no sure"] = vqa_report(yes_no_sure, references) if yes_no_sure else {}
+            out[variant]["daquar"] = daquar_accuracy(model, folder)
     return out
+
+
+def daquar_accuracy(model: VQAPredictor, weights: str | None) -> float | None:
+    """Exact-match accuracy on the DAQUAR by-image validation split the weights were trained with, answered as
+    ``ask`` answers (None: their recipe has no DAQUAR)."""
+    val = [e for name, _, _, examples in load_splits(recipe(weights)) if name == "daquar" for e in examples]
+    if not val:
+        return None
+    by_image = defaultdict(list)
+    for e in val:
+        by_image[e.path].append(e)
+    predictions = {}
+    for path, questions in by_image.items():
+        features = model.preprocess([path])
+        answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
+        predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
+    return vqa_report(predictions, {e.question_id: e.answers for e in val})["accuracy"]
 
 
 def pope_report(weights: str | None, coco: str) -> dict:
@@ -218,6 +241,8 @@ def print_breakdown(report: dict[str, dict]) -> None:
         for group, figures in report[names[0]][by].items():
             cells = "".join(f"{100 * report[n][by].get(group, {}).get('accuracy', float('nan')):15.2f}" for n in names)
             print(f"  {by + ' ' + group:<18}{cells}   ({figures['questions']})")
+    cells = "".join(f"{100 * (report[n]['daquar'] or float('nan')):15.2f}" for n in names)
+    print(f"  {'DAQUAR val':<18}{cells}   (exact match)")
     cells = "".join(f"{100 * report[n]['yes/no sure'].get('accuracy', float('nan')):15.2f}" for n in names)
     counts = "/".join(str(report[n]["yes/no sure"].get("questions", 0)) for n in names)
     print(f"  {'yes/no sure':<18}{cells}   ({counts}; target >= 85%)")

@@ -14,6 +14,7 @@ the 80 COCO objects ("bike" is ``bicycle``, "puppies" is ``dog``). ``captioner.l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -187,7 +188,7 @@ def noisy_or_loss(log_absent: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 @dataclass
 class Concepts:
     """Trained concept detectors with their vocabulary, the encoder they read, and the existence rule's calibration
-    (``existence``: ``threshold``, ``sure_yes``, ``sure_no``; see ``captioner.train.concepts``)."""
+    (``existence``: ``slope``, ``intercept``, ``threshold``; see ``captioner.train.concepts``)."""
 
     model: ConceptDetector
     vocab: ConceptVocab
@@ -205,9 +206,9 @@ class Concepts:
         with config_errors(config_file, "model"):
             vocab = ConceptVocab.from_json(files[CONCEPTS_FILE])
             shape = ConceptConfig(**section(config, "model"))
-            existence = {k: float(section(config, "existence")[k]) for k in ("threshold", "sure_yes", "sure_no")}
-            if not all(0 <= v <= 1 for v in existence.values()) or shape.num_concepts != len(vocab.words):
-                raise ValueError("the existence thresholds must lie in [0, 1], and one concept per detector")
+            existence = {k: float(section(config, "existence")[k]) for k in ("slope", "intercept", "threshold")}
+            if not all(math.isfinite(v) for v in existence.values()) or shape.num_concepts != len(vocab.words):
+                raise ValueError("the existence calibration must be finite numbers, and one concept per detector")
         model, _ = build_checked(config_file, folder / MODEL_FILE, "model", lambda: ConceptDetector(shape))
         return cls(model.eval(), vocab, read_encoder(config), existence)
 

@@ -4,9 +4,9 @@ The VQA head reads a pooled image vector and a question, and learnt that "is the
 "yes". Two kinds of question are answered here instead, when the object they name is a known concept:
 
 - **existence** ("is there a dog?", "are there any buses?", "do you see a cat?"): yes when the detector's
-  probability, calibrated on held-out training images with present and absent objects weighed alike, says the
-  object is more likely there than not. The answer's probability is that calibrated one, so "sure" means what it
-  means for every other answer.
+  probability, calibrated on held-out training images with present and absent objects weighed alike (Platt
+  scaling), says the object is more likely there than not. The answer's probability is that calibrated one, so
+  "sure" means what it means for every other answer.
 - **colour** ("what color is the bus?"): the colour concepts read where the object fires (its regions weighted
   by a softmax of its logits), so the colour is bound to the object named, not to the photo at large.
 
@@ -79,13 +79,9 @@ def question_object(question: str) -> tuple[str, str] | None:
 
 
 def _calibrated(p: float, existence: dict) -> float:
-    """P(present) from the detector's probability, by the weights' threshold: a logistic in logit space whose
-    midpoint is the threshold and whose slope puts the "sure" bands at 0.9."""
-    logit = lambda x: math.log(max(x, 1e-6) / max(1 - x, 1e-6))  # noqa: E731
-    t, hi, lo = logit(existence["threshold"]), logit(existence["sure_yes"]), logit(existence["sure_no"])
-    z = logit(p) - t
-    span = (hi - t) if z > 0 else (t - lo)
-    return 1 / (1 + math.exp(-z * math.log(9) / max(span, 1e-3)))
+    """P(present) from the detector's probability ``p``: the weights' Platt scaling (``captioner.train.concepts``)."""
+    logit = math.log(max(p, 1e-6) / max(1 - p, 1e-6))
+    return 1 / (1 + math.exp(-(existence["slope"] * logit + existence["intercept"])))
 
 
 def look(

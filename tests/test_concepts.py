@@ -124,24 +124,26 @@ def test_the_existence_rule_reads_plurals_and_synonyms():
     assert named_objects("two puppies beside a hot dog") == {"dog", "hot dog"}
 
 
-def test_the_existence_answer_follows_the_calibrated_threshold():
+def test_the_existence_answer_follows_the_calibration():
     vocab = ConceptVocab(["dog", "cat"], {"dog": ["dog"], "dogs": ["dog"], "cat": ["cat"]})
     model = ConceptDetector(ConceptConfig(2, 4, hidden_dim=3, dropout=0))
-    concepts = Concepts(model, vocab, "efficientnet-lite0", {"threshold": 0.3, "sure_yes": 0.6, "sure_no": 0.1})
+    existence = {"slope": 2.0, "intercept": 2 * 0.8473, "threshold": 0.3}  # P = 1/2 at p = 0.3
+    concepts = Concepts(model, vocab, "efficientnet-lite0", existence)
     logits = torch.zeros(49, 2)
     for p, expected in ((0.35, "yes"), (0.25, "no"), (0.9, "yes"), (0.01, "no")):
         answer = look(concepts, torch.tensor([p, 0.5]), logits, "are there dogs?")
-        assert answer.answers[0][0] == expected
-        assert (answer.answers[0][1] >= 0.9) == (p >= 0.6 or p <= 0.1)  # the sure bands map to 0.9
+        assert answer.answers[0][0] == expected and answer.answers[0][1] >= 0.5
+    near, far = (look(concepts, torch.tensor([p, 0.5]), logits, "is there a dog?") for p in (0.32, 0.95))
+    assert near.answers[0][1] < 0.6 < 0.95 < far.answers[0][1]  # sure only far from the threshold
     assert look(concepts, torch.tensor([0.5, 0.5]), logits, "is there a horse?") is None  # unknown: the VQA head's
 
 
 def test_calibration_balances_present_and_absent():
     rng = np.random.default_rng(0)
-    present = rng.random(2000) < 0.1  # absent objects far outnumber present ones
-    p = np.clip(np.where(present, 0.4, 0.1) + rng.normal(0, 0.08, 2000), 0, 1)
+    present = rng.random(4000) < 0.1  # absent objects far outnumber present ones
+    p = np.clip(np.where(present, 0.4, 0.1) + rng.normal(0, 0.08, 4000), 1e-3, 1)
     cal = calibrate_existence(p[:, None], present[:, None].astype(np.int8))
-    assert 0.15 < cal["threshold"] < 0.35 and cal["sure_no"] <= cal["threshold"] <= cal["sure_yes"]
+    assert 0.2 < cal["threshold"] < 0.3 and cal["slope"] > 0 and cal["held_out_accuracy"] > 0.9
 
 
 def test_noisy_or_loss_and_scores():

@@ -139,7 +139,7 @@ def detect(model: ConceptDetector, features: np.ndarray, batch_size: int = 256) 
     """Image-level probabilities ``(N, K)`` of cached region features, a batch at a time."""
     model.eval()
     out = [
-        model.probabilities(torch.from_numpy(np.asarray(features[i : i + batch_size])).float())[0].numpy()
+        model.probabilities(torch.from_numpy(np.array(features[i : i + batch_size])).float())[0].numpy()
         for i in range(0, len(features), batch_size)
     ]
     return np.concatenate(out)
@@ -162,29 +162,27 @@ def object_presence(images: Sequence[ImageCaptions], vocab: ConceptVocab, min_ca
     return out
 
 
-def calibrate_existence(probabilities: np.ndarray, presence: np.ndarray, sure_precision: float = 0.9) -> dict:
-    """The threshold on a COCO object's probability above which "is there a X?" is answered yes: the one that
-    maximises the mean of the accuracies on present and on absent objects (POPE asks as many of each); and the
-    bands outside which the answer is marked sure, where at least ``sure_precision`` of the held-out answers are
-    right (``sure_yes``: probability at least this; ``sure_no``: at most this)."""
+def calibrate_existence(probabilities: np.ndarray, presence: np.ndarray, steps: int = 50) -> dict:
+    """Platt scaling of the detectors' probabilities into P(present) for "is there a X?", fitted on held-out
+    images with present and absent objects weighed alike (POPE asks as many of each, and people ask about what
+    they think is there): P = sigmoid(slope * logit(p) + intercept), fitted by Newton's method. ``threshold`` is
+    the detector probability where P = 1/2."""
     known = presence >= 0
-    p, present = probabilities[known], presence[known].astype(bool)
+    p, present = probabilities[known].astype(np.float64), presence[known].astype(bool)
     if not present.any() or present.all():
         raise ValueError("calibrating the existence rule needs both present and absent objects")
-    candidates = np.unique(np.quantile(p, np.linspace(0.01, 0.99, 197)))
-    balanced = [((p >= t)[present].mean() + (p < t)[~present].mean()) / 2 for t in candidates]
-    threshold = float(candidates[int(np.argmax(balanced))])
-    order = np.argsort(-p)
-    precision_yes = np.cumsum(present[order]) / np.arange(1, len(p) + 1)  # among the k most likely
-    ok = np.nonzero(precision_yes >= sure_precision)[0]
-    sure_yes = float(p[order][ok[-1]]) if len(ok) else 1.0
-    sure_yes = max(sure_yes, threshold)
-    order = np.argsort(p)
-    precision_no = np.cumsum(~present[order]) / np.arange(1, len(p) + 1)
-    ok = np.nonzero(precision_no >= sure_precision)[0]
-    sure_no = min(float(p[order][ok[-1]]) if len(ok) else 0.0, threshold)
+    x = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1 - 1e-6))
+    weight = np.where(present, 0.5 / present.sum(), 0.5 / (~present).sum())
+    X, theta = np.stack([x, np.ones_like(x)], 1), np.array([1.0, 0.0])
+    for _ in range(steps):
+        q = 1 / (1 + np.exp(-X @ theta))
+        gradient = X.T @ (weight * (q - present))
+        hessian = (X * (weight * q * (1 - q))[:, None]).T @ X + 1e-9 * np.eye(2)
+        theta = theta - np.linalg.solve(hessian, gradient)
+    slope, intercept = float(theta[0]), float(theta[1])
+    threshold = float(1 / (1 + np.exp(intercept / slope)))
     accuracy = float(((p >= threshold) == present).mean())
-    return {"threshold": threshold, "sure_yes": sure_yes, "sure_no": sure_no, "held_out_accuracy": accuracy}
+    return {"slope": slope, "intercept": intercept, "threshold": threshold, "held_out_accuracy": accuracy}
 
 
 # ---------------------------------------------------------------- the task
