@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def configure(concepts: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--split", default="dev", help="its split to score (default: dev)")
     p.add_argument("--json", metavar="FILE", help="also write the scores to FILE as JSON (default: none)")
     p.set_defaults(func=_cmd_eval)
+    p = commands.add_parser(
+        "show",
+        help="list the concepts detected in images",
+        description="For each image, the concepts the detectors find most likely, each with its probability and "
+        "the cell of the encoder's grid (row, column from the top left) where it fires most.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--top", type=int, default=10, help="concepts listed per image, 1-100 (default: 10)")
+    p.set_defaults(func=_cmd_show)
     for command in commands.choices.values():
         command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
@@ -91,3 +102,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), scores)
     return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    if not 1 <= args.top <= 100:
+        return fail(f"--top must be from 1 to 100, not {args.top}", 2)
+    try:
+        concepts = _load(args.weights)
+    except (FileNotFoundError, ValueError) as e:
+        return fail(str(e), 2)
+    from ..encoder import build_encoder
+    from ..features import encode_images
+    from ..images import BadImageError
+
+    encoder, bad = build_encoder(concepts.encoder), 0
+    for path in args.images:
+        try:
+            features = encode_images(encoder, [path])
+        except BadImageError as e:
+            print(f"captioner: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        p, z = concepts.detect(features)
+        side = round(z.shape[1] ** 0.5)
+        found = []
+        for k in p[0].argsort(descending=True)[: args.top].tolist():
+            region = int(z[0, :, k].argmax())
+            found.append(f"{concepts.vocab.words[k]} {p[0, k]:.2f} ({region // side},{region % side})")
+        print(f"{path}\t{', '.join(found)}")
+    return 1 if bad else 0
