@@ -69,11 +69,11 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         threads=1,
     )
     train_concepts(cfg)
-    return tmp / "run" / "best", tmp / "cache"
+    return tmp / "run" / "best", tmp / "cache", data
 
 
 def test_the_detectors_learn_planted_concepts_and_where_they_are(trained):
-    folder, _ = trained
+    folder, *_ = trained
     concepts = Concepts.load(folder)
     assert {"red", "blue", "circle", "square"} <= set(concepts.vocab.words)
     scores = json.loads((folder / "config.json").read_text())["validation"]
@@ -104,7 +104,7 @@ def test_the_colour_rule_reads_the_colour_where_the_object_is():
 
 
 def test_no_dev_image_is_trained_on(trained):
-    folder, cache = trained
+    folder, cache, _ = trained
     vocab = json.loads((folder / "concepts.json").read_text())
     assert "zebra" not in vocab["words"]  # only the dev captions use it
     grids = [np.load(f, mmap_mode="r") for f in cache.glob("*.npy")]
@@ -157,3 +157,22 @@ def test_noisy_or_loss_and_scores():
     items = pope_items([["a dog and a cat", "a dog", "a cat and a dog"]], per_image=3)
     assert {(o, present) for _, o, present in items if present} == {("dog", True), ("cat", True)}
     assert sum(not present for *_, present in items) == 2
+
+
+def test_the_command_line_scores_and_shows_concepts(trained, tmp_path, capsys):
+    from captioner.cli.main import main
+
+    folder, cache, data = trained
+    out = tmp_path / "scores.json"
+    args = ["concepts", "eval", "--weights", str(folder), "--data", f"flickr8k:{data}", "--json", str(out), "-q"]
+    assert main(args) == 0
+    scores = json.loads(out.read_text())
+    assert scores["mAP"] > 0.5 and "colour" in scores["by_class"]
+    capsys.readouterr()
+    image = tmp_path / "photo.png"
+    _image("red", "blue").save(image)
+    assert main(["concepts", "show", str(image), str(tmp_path / "missing.jpg"), "--weights", str(folder)]) == 1
+    shown, errors = capsys.readouterr()
+    assert shown.startswith(str(image)) and "square" in shown.split("\t")[1]
+    assert errors.count("\n") == 1 and "missing.jpg" in errors  # one line for the bad file; the good one shown
+    assert main(["concepts", "show", str(image), "--weights", str(tmp_path)]) == 2  # not concept weights

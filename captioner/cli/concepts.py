@@ -94,11 +94,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"mean average precision over {scores['concepts']} concepts: {scores['mAP']:.4f}")
     for word_class, s in scores["by_class"].items():
         print(f"  {word_class:8s} {s['mAP']:.4f}  ({s['concepts']} concepts)")
-    pope = scores["pope"]
-    print(
-        f"existence, POPE-style ({pope['questions']} questions): accuracy {pope['accuracy']:.4f}, "
-        f"F1 {pope['f1']:.4f}, yes-ratio {pope['yes_ratio']:.4f}"
-    )
+    pope = scores.get("pope")
+    if pope:
+        print(
+            f"existence, POPE-style ({pope['questions']} questions): accuracy {pope['accuracy']:.4f}, "
+            f"F1 {pope['f1']:.4f}, yes-ratio {pope['yes_ratio']:.4f}"
+        )
     if args.json:
         write_json(Path(args.json), scores)
     return 0

@@ -303,5 +303,6 @@ def evaluate_concepts(concepts: Concepts, images: Sequence[ImageCaptions], cache
     ]
     threshold = concepts.existence["threshold"]
     said = [probabilities[i, concepts.vocab.index[o]] >= threshold for i, o, _ in items]
-    scores["pope"] = yes_no_scores(said, [present for _, _, present in items])
+    if items:  # captions that name COCO objects
+        scores["pope"] = yes_no_scores(said, [present for _, _, present in items])
     return scores
