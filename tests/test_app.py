@@ -272,6 +272,17 @@ def uploaded(app_url) -> dict:
     return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
 
 
+def test_the_pages_caption_opens_the_chat_with_that_same_caption(app_url, uploaded):
+    # Issue 38: the page's caption event itself opens the conversation, with the caption it shows; before, an event
+    # after the Look-inside plots read the caption box seconds later, and the two could disagree after sampling.
+    for method in ("sample", "beam"):
+        event, data = call_raw(app_url, "page_caption", [uploaded, method, 3, 1.0, 0, 3])
+        assert event == "complete", data
+        text, table, *_, history = data
+        assert text == table["data"][0][1]  # the best of the samples drawn, ranked by score
+        assert [(m["role"], m["content"][0]["text"]) for m in history] == [("assistant", text)]
+
+
 def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths, uploaded, new_log):
     marked = {"_type": "gradio.FileData"}
     upload_file = Path(uploaded["path"])  # in its own folder, in the app's upload folder

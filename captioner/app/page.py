@@ -200,7 +200,7 @@ def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
         "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
         "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
         "words": gr.HighlightedText(
-            label="Words coloured by this cell (red: +, purple: -)", show_inline_category=False
+            label="Words coloured by this cell (red: +, purple: -)", show_inline_category=False, elem_id="cell-words"
         ),
         "gradients": gr.Plot(format="png", show_label=False, elem_id="gradient-flow"),
     }
@@ -282,15 +282,21 @@ def _wire(
 
 
 def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dict, chat: dict, ports: Ports) -> None:
-    """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out),
-    then the Look inside plots of it, and a new conversation opened by it; a new image also clears what was shown
-    for the previous one."""
+    """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out) and a
+    new conversation opened by it, both from the one caption in one event, then the Look inside plots of it; a new
+    image also clears what was shown for the previous one.
+
+    The caption event opens the conversation itself (issue 38): opened by an event chained after the Look-inside
+    plots, it came seconds after the caption, a question asked meanwhile got a conversation the chat opened with a
+    caption of its own (beam search, whatever the Caption tab had used), and the previous caption's chain could
+    open its conversation after the new caption was shown."""
     (caption_in, caption_out), (inside_in, inside_out) = ports["caption"], ports["look_inside"]
-    page_caption_out = [*caption_out, cap["sure"]]
+    page_caption_out = [*caption_out, cap["sure"], chat["history"]]
 
     def caption_badged(*args: Any) -> tuple:
         *outputs, last = demo.caption(*args)
-        return *outputs, last, badge(last["caption"].sure, "caption")
+        opened = [{"role": "assistant", "content": outputs[0]}]  # the caption shown opens the conversation
+        return *outputs, last, badge(last["caption"].sure, "caption"), opened
 
     page_caption = warned(caption_badged, cleared=(None,) * len(page_caption_out))
 
@@ -302,26 +308,10 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         """The Look-inside plots of a new caption; none after a mistake (already warned about)."""
         return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
-    def open_chat(text: str | None) -> list[dict] | None:
-        """The caption shown on the Caption tab opens a new conversation (none: no conversation)."""
-        return [{"role": "assistant", "content": text}] if text else None
-
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
+    shown = [*page_caption_out, *(inside[k] for k in ("heatmap", "plot", "words", "gradients")), ask["answers"]]
     image.change(
-        lambda: (None,) * 12,
-        None,
-        [
-            *page_caption_out,
-            inside["heatmap"],
-            inside["plot"],
-            inside["words"],
-            inside["gradients"],
-            ask["answers"],
-            ask["sure"],
-            chat["history"],
-        ],
-        queue=False,
-        api_visibility="private",
+        lambda: (None,) * (len(shown) + 1), None, [*shown, ask["sure"]], queue=False, api_visibility="private"
     ).then(
         caption_new_image,
         caption_in,
@@ -329,15 +319,11 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         preprocess=False,
         api_name="page_new_image",
         api_visibility="private",
-    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
-    )
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private")
     # The Caption button (other settings: another caption) does the same for the image shown.
     cap["button"].click(
         page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption", api_visibility="private"
-    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
-    )
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private")
 
 
 def _wire_inside(demo: Demo, inside: dict, ports: Ports) -> None:
