@@ -24,6 +24,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from synthetic import draw, png_claiming_size
 
+from captioner.chat import named_by_answer
+
 pytestmark = pytest.mark.slow
 
 
@@ -125,6 +127,11 @@ def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(c
     assert re.fullmatch(r".+ \(\d+%\)( \(not sure\))?", history[2]["content"])  # the answer and its probability
     history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
     assert len(history) == 5 and history[4]["content"].endswith("(read as: what color is the dog?)")
+    # An answer that names a thing is what "it" stands for next (issue 41): a bat, a racket...; otherwise the man.
+    history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what is the man holding?", api_name="/chat")
+    held = named_by_answer(history[-1]["content"]) or "the man"
+    history, _ = client.predict(handle_file(str(EXAMPLE)), history, "is it big?", api_name="/chat")
+    assert history[-1]["content"].endswith(f"(read as: is {held} big?)"), history[-1]["content"]
     for bad, message in (
         (["hi"], "history message 1 must be"),
         ({"a": 1}, "history must be a list"),

@@ -204,15 +204,17 @@ class Demo:
     def chat(self, image: dict | None, history: list | None = None, question: str = "") -> tuple[Messages, str]:
         """One turn of a chat about an image: the history (Chatbot messages; none: the caption opens it) with the
         question and its answer added, and an empty question box. The answer comes from the photo and the
-        question alone, a pronoun read as the last subject named (:mod:`captioner.chat`)."""
+        question alone, a pronoun read as the last thing named, by the caption, a question or an answer
+        (:mod:`captioner.chat`)."""
         question = self._question(question)
         turns = messages(history)
         image = self._image(image)
         if not turns:
             features = self.model.preprocess([image])
             turns = [{"role": "assistant", "content": self.model.caption_features(features)[0][0].text}]
-        asked = [m["content"] for m in turns if m["role"] == "user"]
-        read = read_turn(turns[0]["content"] if turns[0]["role"] == "assistant" else "", asked, question)
+        opened = turns[0]["role"] == "assistant"  # by the caption
+        earlier = [(m["role"], m["content"]) for m in turns[1 if opened else 0 :]]
+        read = read_turn(turns[0]["content"] if opened else "", earlier, question)
         try:
             answer, p = self.model.ask(image, read, top_k=1)[0]
         except ValueError as e:

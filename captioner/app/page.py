@@ -50,8 +50,9 @@ NOT_SURE_MEANS = {
 MEMORY = (
     "Each answer comes from the photo and the question alone: the model has no memory of this "
     "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
-    'as the last thing named, by the caption or a question ("what color is **it**?" after "a cat '
-    'drinking..." asks about *the cat*), and each answer shows the question as it was read.'
+    'as the last thing named, by the caption, a question or an answer: after "what is the man holding?" '
+    'is answered "umbrella", "what color is **it**?" asks about *the umbrella*. An answer that is yes or no, '
+    "a number or a colour names nothing, and each answer shows the question as it was read."
 )
 
 WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
