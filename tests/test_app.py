@@ -5,6 +5,7 @@ The app runs as ``python app.py`` on a free localhost port (see ``conftest.py``)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -288,6 +289,14 @@ def test_the_pages_caption_opens_the_chat_with_that_same_caption(app_url, upload
         text, table, *_, history = data
         assert text == table["data"][0][1]  # the best of the samples drawn, ranked by score
         assert [(m["role"], m["content"][0]["text"]) for m in history] == [("assistant", text)]
+
+
+def test_a_panorama_gets_a_not_sure_badge_that_says_why(app_url):
+    wide = io.BytesIO()
+    Image.open(EXAMPLE).convert("RGB").resize((2000, 400)).save(wide, "PNG")  # 5 to 1: squashed for the model
+    panorama = {"path": upload(app_url, ("wide.png", wide.getvalue())).json()[0], "meta": {"_type": "gradio.FileData"}}
+    event, data = call_raw(app_url, "page_caption", [panorama, "beam", 3, 1.0, 0, 3])
+    assert event == "complete" and data[4].startswith('<span class="not-sure">not sure</span> 5.0 times wider than')
 
 
 def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths, uploaded, new_log):

@@ -9,6 +9,7 @@ them. The page's own events turn a handler's refusal into a warning (:func:`warn
 from __future__ import annotations
 
 import functools
+import html
 from typing import Any, Callable
 
 import gradio as gr
@@ -18,7 +19,7 @@ from ..decoding import DecodeConfig
 from ..lecture.inside import state_kinds, state_size
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
-from .guards import EXAMPLES_DIR, CheckedBlocks
+from .guards import EXAMPLES_DIR, WARNING_SECONDS, CheckedBlocks
 from .handlers import ALTERNATIVES, DECODING, MAX_CELLS, Demo
 from .lm_tab import lm_tab
 from .plots import SHOWS
@@ -55,8 +56,6 @@ MEMORY = (
     "a number or a colour names nothing, and each answer shows the question as it was read."
 )
 
-WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
-
 Ports = dict[str, tuple[list, Any]]  # an API endpoint's name: (its input components, its output component(s))
 
 
@@ -77,10 +76,11 @@ def warned(handler: Callable, cleared: Any) -> Callable:
     return page_handler
 
 
-def badge(sure: bool | None, result: str) -> str:
-    """The "not sure" badge (HTML) of a caption or an answer; nothing when it is sure or the weights have no
-    threshold."""
-    return "" if sure is not False else f'<span class="not-sure">not sure</span> {NOT_SURE_MEANS[result]}'
+def badge(sure: bool | None, result: str, reason: str | None = None) -> str:
+    """The "not sure" badge (HTML) of a caption or an answer, with what it means there or the ``reason`` it is not
+    sure (a panorama's); nothing when it is sure or the weights have no threshold."""
+    why = html.escape(reason or NOT_SURE_MEANS[result])
+    return "" if sure is not False else f'<span class="not-sure">not sure</span> {why}'
 
 
 # ---------------------------------------------------------------- the layout
@@ -297,7 +297,7 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
     def caption_badged(*args: Any) -> tuple:
         *outputs, last = demo.caption(*args)
         opened = [{"role": "assistant", "content": outputs[0]}]  # the caption shown opens the conversation
-        return *outputs, last, badge(last["caption"].sure, "caption"), opened
+        return *outputs, last, badge(last["caption"].sure, "caption", last["caption"].warning), opened
 
     page_caption = warned(caption_badged, cleared=(None,) * len(page_caption_out))
 
