@@ -16,12 +16,19 @@ Thresholds live with the weights, in ``config.json`` (``"confidence": {"answer":
 
     captioner calibrate --data flickr8k:DIR --data coco:DIR --weights weights --write
 
-Weights without one mark nothing (``sure`` is None).
+Weights without one mark nothing (``sure`` is None). A reason to doubt a result whatever its confidence (an image
+the model sees distorted: :func:`captioner.images.aspect_warning`) marks it not sure with that reason
+(:func:`doubted`), with or without a threshold.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Sequence, TypeVar
+
 import numpy as np
+
+R = TypeVar("R")  # a result with ``sure`` and ``warning`` fields, such as captioner.pipeline.Caption
 
 NOT_SURE = "(not sure)"  # the text outputs' suffix
 
@@ -40,3 +47,8 @@ def is_sure(confidence: float, threshold: float | None) -> bool | None:
 def marked(text: str, sure: bool | None) -> str:
     """``text`` as the text outputs show a result: with the :data:`NOT_SURE` suffix when it is not sure."""
     return f"{text} {NOT_SURE}" if sure is False else text
+
+
+def doubted(results: Sequence[R], warning: str | None) -> list[R]:
+    """``results`` (the captions of one image) marked not sure with ``warning`` as the reason, when there is one."""
+    return [replace(r, sure=False, warning=warning) for r in results] if warning else list(results)

@@ -15,6 +15,10 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 ImageInput = Union[str, Path, Image.Image, np.ndarray]  # a file, a PIL image, or pixels (H, W[, C])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 80_000_000  # larger images are refused rather than risk running out of memory
+# Wider than 3:1 or taller than 1:3 (a panorama, a long screenshot): the model sees every image squashed to a
+# square, as it was trained (COCO and Flickr8k photos are 4:3 or so, rarely past 2:1), so such a scene is distorted
+# past what it learned and its caption is marked not sure, with the reason (aspect_warning).
+MAX_ASPECT = 3.0
 # image formats PIL cannot read here: a folder scan reports these files instead of passing over them in silence
 UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raw", ".svg"}
 
@@ -129,6 +133,20 @@ def load_image(source: ImageInput, size_hint: int | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadImageError(f"{name}: cannot read image ({why})") from None
+
+
+def aspect_warning(image: Image.Image) -> str | None:
+    """One line when ``image`` is wider or taller than :data:`MAX_ASPECT` to 1 (a shrunk image keeps its shape, so
+    :func:`load_image`'s will do), else None."""
+    width, height = image.size
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio <= MAX_ASPECT:
+        return None
+    shape = "wider than tall" if width > height else "taller than wide"
+    return (
+        f"{ratio:.1f} times {shape} (over {MAX_ASPECT:g} to 1): the model sees it squashed to a square, "
+        "so the caption may well be wrong"
+    )
 
 
 def from_array(pixels: np.ndarray) -> Image.Image:

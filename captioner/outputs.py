@@ -18,6 +18,7 @@ class Caption:
     tokens: list[int]
     confidence: float  # geometric mean word probability (captioner.confidence.caption_confidence)
     sure: bool | None  # confidence at or above the weights' "not sure" threshold; None when they record none
+    warning: str | None = None  # why it is not sure whatever its confidence (images.aspect_warning); None: none
 
 
 @dataclass

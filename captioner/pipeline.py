@@ -18,11 +18,11 @@ import torch
 from .answers import answer_index
 from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
 from .concepts import Concepts, concepts_beside
-from .confidence import caption_confidence, is_sure
+from .confidence import caption_confidence, doubted, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import encode_images, image_batches
-from .images import ImageInput
+from .images import ImageInput, aspect_warning, load_image
 from .look import look_all
 from .options import TOP_ANSWERS
 from .outputs import Answer, Caption
@@ -118,18 +118,12 @@ class Captioner(Pipeline):
         )
         vqa = None
         if answers is not None:  # it shares the encoder when it was trained on the same one
-            same = not caption.tuned and (answers.encoder, answers.preprocessing or encoder.spec.preprocessing) == (
-                encoder.spec.name,
-                encoder.preprocessing,
-            )
-            vqa_encoder, vqa_runtime = (
-                (encoder, chosen)
-                if same
-                else load_runtime(
-                    build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing),
-                    runtimes[runtimes.index(chosen) :],
-                )
-            )
+            same = not caption.tuned and answers.encoder == encoder.spec.name
+            same = same and (answers.preprocessing or encoder.spec.preprocessing) == encoder.preprocessing
+            vqa_encoder, vqa_runtime = encoder, chosen
+            if not same:
+                built = build_encoder(answers.encoder, encoder_weights, preprocessing=answers.preprocessing)
+                vqa_encoder, vqa_runtime = load_runtime(built, runtimes[runtimes.index(chosen) :])
             words = WordModel(caption.model, caption.vocab) if same else None  # scores candidates from its features
             vqa = VQAPredictor(
                 answers.model,
@@ -187,10 +181,13 @@ class Captioner(Pipeline):
     def caption_images(
         self, images: Sequence[ImageInput], config: DecodeConfig | None = None, keys: Sequence[str] | None = None
     ) -> list[list[Caption]]:
-        """Caption a batch of images; ``keys`` default to the file names of paths (see ``caption_features``)."""
+        """Caption a batch of images; ``keys`` default to the file names of paths (see ``caption_features``). An
+        image's captions are not sure, and say why, when it is too wide or too tall (:func:`aspect_warning`)."""
         if keys is None and all(isinstance(image, (str, Path)) for image in images):
             keys = [Path(image).name for image in images]
-        return self.caption_features(self.preprocess(images), config, keys)
+        images = [load_image(image, self.image_size) for image in images]  # each once: its shape warns too
+        captions = self.caption_features(self.preprocess(images), config, keys)
+        return [doubted(per, aspect_warning(image)) for per, image in zip(captions, images)]
 
     def caption(
         self, images: ImageInput | Sequence[ImageInput], details: bool = False, **decoding
@@ -216,7 +213,8 @@ class Captioner(Pipeline):
         progress: bool = True,
     ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
         """(item, its captions, None) for each readable image file of ``items``, in order, and (item, None, the
-        reason) for the others; sampling with a seed keys each image by its file name.
+        reason) for the others; sampling with a seed keys each image by its file name. An image's captions are not
+        sure, and say why, when it is too wide or too tall (:func:`aspect_warning`).
 
         Three stages overlap, each in a thread of its own: reading batch i + 2, encoding batch i + 1 and decoding
         batch i. The encoder and the decoder then share the cores instead of taking turns (a runtime's threads
@@ -224,18 +222,19 @@ class Captioner(Pipeline):
         stage computes exactly what it would alone, so the captions are the same."""
 
         def finish(
-            good: list[T], bad: list[tuple[T, str]], features: Future | None
+            good: list[T], bad: list[tuple[T, str]], features: Future | None, warnings: list[str | None]
         ) -> Iterator[tuple[T, list[Caption] | None, str | None]]:
             yield from ((item, None, reason) for item, reason in bad)
             if features is not None:
                 keys = [Path(path_of(item)).name for item in good]
                 captions = self.caption_features(features.result(), config, keys)
-                yield from ((item, nbest, None) for item, nbest in zip(good, captions))
+                yield from ((item, doubted(nbest, w), None) for item, nbest, w in zip(good, captions, warnings))
 
         with ThreadPoolExecutor(max_workers=1) as encoder:
             pending = None  # the batch being encoded: (readable items, unreadable ones, its features to come)
             for good, images, bad in image_batches(items, batch_size, self.image_size, path_of, progress):
-                upcoming = (good, bad, encoder.submit(self.preprocess, images) if images else None)
+                warnings = [aspect_warning(image) for image in images]
+                upcoming = (good, bad, encoder.submit(self.preprocess, images) if images else None, warnings)
                 if pending is not None:
                     yield from finish(*pending)
                 pending = upcoming
@@ -406,9 +405,8 @@ class VQAPredictor(Pipeline):
             answers = self.choose(self.preprocess([image]), [question], [choices])[0]
             return [Answer(a, p, None) for a, p in answers] if details else answers
         answers = self.answer(self.preprocess([image]), [question], top_k)[0]
-        return (
-            [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)] if details else answers
-        )  # only the top answer is marked (see sure)
+        marked = [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)]  # the top only
+        return marked if details else answers  # (see sure)
 
     def ask_each(
         self,

@@ -5,6 +5,7 @@ The app runs as ``python app.py`` on a free localhost port (see ``conftest.py``)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -23,6 +24,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from synthetic import draw, png_claiming_size
+
+from captioner.chat import named_by_answer
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +128,11 @@ def test_a_chat_opens_with_the_caption_and_reads_a_pronoun_as_the_last_subject(c
     assert re.fullmatch(r".+ \(\d+%\)( \(not sure\))?", history[2]["content"])  # the answer and its probability
     history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what color is it?", api_name="/chat")
     assert len(history) == 5 and history[4]["content"].endswith("(read as: what color is the dog?)")
+    # An answer that names a thing is what "it" stands for next (issue 41): a bat, a racket...; otherwise the man.
+    history, _ = client.predict(handle_file(str(EXAMPLE)), history, "what is the man holding?", api_name="/chat")
+    held = named_by_answer(history[-1]["content"]) or "the man"
+    history, _ = client.predict(handle_file(str(EXAMPLE)), history, "is it big?", api_name="/chat")
+    assert history[-1]["content"].endswith(f"(read as: is {held} big?)"), history[-1]["content"]
     for bad, message in (
         (["hi"], "history message 1 must be"),
         ({"a": 1}, "history must be a list"),
@@ -270,6 +278,25 @@ def uploaded(app_url) -> dict:
     """An image uploaded to the app, as an API call names it."""
     response = upload(app_url, ("tennis.jpg", EXAMPLE.read_bytes()))
     return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def test_the_pages_caption_opens_the_chat_with_that_same_caption(app_url, uploaded):
+    # Issue 38: the page's caption event itself opens the conversation, with the caption it shows; before, an event
+    # after the Look-inside plots read the caption box seconds later, and the two could disagree after sampling.
+    for method in ("sample", "beam"):
+        event, data = call_raw(app_url, "page_caption", [uploaded, method, 3, 1.0, 0, 3])
+        assert event == "complete", data
+        text, table, *_, history = data
+        assert text == table["data"][0][1]  # the best of the samples drawn, ranked by score
+        assert [(m["role"], m["content"][0]["text"]) for m in history] == [("assistant", text)]
+
+
+def test_a_panorama_gets_a_not_sure_badge_that_says_why(app_url):
+    wide = io.BytesIO()
+    Image.open(EXAMPLE).convert("RGB").resize((2000, 400)).save(wide, "PNG")  # 5 to 1: squashed for the model
+    panorama = {"path": upload(app_url, ("wide.png", wide.getvalue())).json()[0], "meta": {"_type": "gradio.FileData"}}
+    event, data = call_raw(app_url, "page_caption", [panorama, "beam", 3, 1.0, 0, 3])
+    assert event == "complete" and data[4].startswith('<span class="not-sure">not sure</span> 5.0 times wider than')
 
 
 def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths, uploaded, new_log):

@@ -1,13 +1,15 @@
 """Nothing a user gave is lost (issue 38): an output path that names an input is refused before any work, as are
 an empty path (an unset variable) and an output folder that cannot be written; a folder scan reports the images it
-cannot read instead of passing over them in silence."""
+cannot read instead of passing over them in silence; a panorama's caption is marked not sure, and says why."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 from conftest import EXAMPLE_IMAGE
+from PIL import Image
 
 from captioner.cli.main import main
 
@@ -122,3 +124,15 @@ def test_multiple_choice_with_vqa_weights_alone_says_what_it_needs(capsys):
         capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf", "--weights", str(vqa)]
     )
     assert code == 2 and "multiple choice also needs caption weights" in err
+
+
+def test_a_panorama_is_captioned_not_sure_with_a_warning(capsys, tmp_path, weights_dir):
+    wide = tmp_path / "panorama.png"
+    Image.open(EXAMPLE_IMAGE).convert("RGB").resize((2000, 400)).save(wide)  # 5 to 1
+    code, out, err = _run(capsys, ["caption", str(wide), str(EXAMPLE_IMAGE), "--weights", str(weights_dir), "-q"])
+    assert code == 0 and out.splitlines()[0].endswith(" (not sure)")
+    warning = f"captioner: warning: {wide}: 5.0 times wider than tall (over 3 to 1): the model sees it squashed"
+    assert err.startswith(warning) and err.count("\n") == 1  # the panorama alone, in one line
+    code, out, _ = _run(capsys, ["caption", str(wide), "--weights", str(weights_dir), "--format", "jsonl", "-q"])
+    record = json.loads(out)
+    assert record["sure"] is False and record["warning"].startswith("5.0 times wider than tall")

@@ -7,6 +7,7 @@ from conftest import EXAMPLE_IMAGE
 from PIL import Image
 
 from captioner import Captioner
+from captioner.confidence import is_sure
 from captioner.images import BadImageError
 from captioner.pipeline import Answer, Caption
 
@@ -55,3 +56,18 @@ def test_bad_images_are_one_line(model, image, says):
     with pytest.raises(BadImageError) as error:
         model.caption(image)
     assert str(error.value).startswith(says) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("size, shape", [((1800, 300), "wider than tall"), ((200, 700), "taller than wide")])
+def test_a_panorama_is_captioned_not_sure_and_says_why(model, size, shape):
+    # Issue 38: a 20000x3000 panorama was squashed to a square with no warning, its caption marked sure.
+    photo = Image.open(EXAMPLE_IMAGE).convert("RGB")
+    squashed = photo.resize(size)
+    caption = model.caption(squashed, details=True)
+    assert caption.sure is False and caption.warning.startswith(f"{max(size) / min(size):.1f} times {shape}")
+    assert "squashed to a square" in caption.warning
+    n_best = model.caption(squashed, details=True, n_best=3)
+    assert all(c.sure is False and c.warning == caption.warning for c in n_best)
+    for ordinary in (photo, photo.resize((900, 300))):  # 3 to 1 at most: no warning, sure by its confidence alone
+        detailed = model.caption(ordinary, details=True)
+        assert detailed.warning is None and detailed.sure == is_sure(detailed.confidence, model.not_sure_below)

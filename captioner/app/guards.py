@@ -46,6 +46,7 @@ IMAGE_LIMITS_NOTE = f"this app reads images of up to {MAX_PIXELS / 1e6:g} megapi
 # that it tells nothing about the server's files (whether one exists, is a folder, is an image).
 REFUSED = "Upload the image again: this app reads only images uploaded to it and its own examples."
 QUOTED_CHARS = 40  # characters of a value sent by a client that a message quotes, at most
+WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
 REASON_CHARS = 200  # characters of a reason given by a library (Gradio, the decoding settings) a message quotes
 
 Messages = list[dict[str, str]]  # a chat history: {"role": "user" or "assistant", "content": text}

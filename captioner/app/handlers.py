@@ -20,9 +20,9 @@ from PIL import Image
 
 from ..chat import read_turn
 from ..choices import parse_choices
-from ..confidence import marked
+from ..confidence import doubted, marked
 from ..decoding import MAX_BEAM, METHODS, DecodeConfig
-from ..images import BadImageError, load_image
+from ..images import BadImageError, aspect_warning, load_image
 from ..lecture.atlas import ranked
 from ..lecture.inside import gradient_flow, state_kinds, states
 from ..pipeline import TOP_ANSWERS, Captioner
@@ -31,6 +31,7 @@ from .guards import (
     IMAGE_LIMITS_NOTE,
     QUOTED_CHARS,
     REASON_CHARS,
+    WARNING_SECONDS,
     Messages,
     image_file,
     image_roots,
@@ -91,7 +92,8 @@ class Demo:
         """Caption an image. Returns the caption (the best scored); the alternatives (the n-best, or the samples
         drawn), best first, each with the score they are ranked by (log-probability / length ** length penalty) and
         its log-probability; and each word with its probability. ``alternatives`` is capped at the beam size
-        (greedy gives one caption); ``beam_size`` defaults to the weights' own."""
+        (greedy gives one caption); ``beam_size`` defaults to the weights' own. An image wider or taller than 3 to 1
+        gets a warning: the model sees it squashed to a square."""
         if not isinstance(method, str) or method not in METHODS:
             raise mistake(f"method must be one of {', '.join(METHODS)}, not {quoted(method)}")
         beam_size = self.model.decoding.beam_size if beam_size is None else whole("beam_size", beam_size, 1)
@@ -104,9 +106,13 @@ class Demo:
             )
         except (TypeError, ValueError) as e:
             raise mistake(f"Bad decoding settings: {str(e)[:REASON_CHARS]}") from None
-        features = self.model.preprocess([self._image(image)])
+        picture = self._image(image)
+        features, warning = self.model.preprocess([picture]), aspect_warning(picture)
+        if warning:  # a panorama: its captions are not sure (the page shows why in the badge), and a toast says so
+            gr.Warning(f"This image is {warning}.", duration=WARNING_SECONDS)
         # Samples come in the order drawn: ranked here by score like the beam's, so the best is the one shown.
-        captions = sorted(self.model.caption_features(features, cfg)[0], key=lambda c: c.score, reverse=True)
+        captions = doubted(self.model.caption_features(features, cfg)[0], warning)
+        captions.sort(key=lambda c: c.score, reverse=True)
         best = captions[0]
         table = [[rank, c.text, round(c.score, 3), round(c.log_prob, 3)] for rank, c in enumerate(captions, 1)]
         spaced = [piece for w, p in zip(best.words, best.word_probs) for piece in ((" ", None), (w, round(p, 3)))]
@@ -204,15 +210,17 @@ class Demo:
     def chat(self, image: dict | None, history: list | None = None, question: str = "") -> tuple[Messages, str]:
         """One turn of a chat about an image: the history (Chatbot messages; none: the caption opens it) with the
         question and its answer added, and an empty question box. The answer comes from the photo and the
-        question alone, a pronoun read as the last subject named (:mod:`captioner.chat`)."""
+        question alone, a pronoun read as the last thing named, by the caption, a question or an answer
+        (:mod:`captioner.chat`)."""
         question = self._question(question)
         turns = messages(history)
         image = self._image(image)
         if not turns:
             features = self.model.preprocess([image])
             turns = [{"role": "assistant", "content": self.model.caption_features(features)[0][0].text}]
-        asked = [m["content"] for m in turns if m["role"] == "user"]
-        read = read_turn(turns[0]["content"] if turns[0]["role"] == "assistant" else "", asked, question)
+        opened = turns[0]["role"] == "assistant"  # by the caption
+        earlier = [(m["role"], m["content"]) for m in turns[1 if opened else 0 :]]
+        read = read_turn(turns[0]["content"] if opened else "", earlier, question)
         try:
             answer, p = self.model.ask(image, read, top_k=1)[0]
         except ValueError as e:

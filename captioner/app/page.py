@@ -9,6 +9,7 @@ them. The page's own events turn a handler's refusal into a warning (:func:`warn
 from __future__ import annotations
 
 import functools
+import html
 from typing import Any, Callable
 
 import gradio as gr
@@ -18,7 +19,7 @@ from ..decoding import DecodeConfig
 from ..lecture.inside import state_kinds, state_size
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
-from .guards import EXAMPLES_DIR, CheckedBlocks
+from .guards import EXAMPLES_DIR, WARNING_SECONDS, CheckedBlocks
 from .handlers import ALTERNATIVES, DECODING, MAX_CELLS, Demo
 from .lm_tab import lm_tab
 from .plots import SHOWS
@@ -50,11 +51,10 @@ NOT_SURE_MEANS = {
 MEMORY = (
     "Each answer comes from the photo and the question alone: the model has no memory of this "
     "conversation. One rule links the turns: a pronoun (*it*, *they*, *its*...) or a bare *how many* is read "
-    'as the last thing named, by the caption or a question ("what color is **it**?" after "a cat '
-    'drinking..." asks about *the cat*), and each answer shows the question as it was read.'
+    'as the last thing named, by the caption, a question or an answer: after "what is the man holding?" '
+    'is answered "umbrella", "what color is **it**?" asks about *the umbrella*. An answer that is yes or no, '
+    "a number or a colour names nothing, and each answer shows the question as it was read."
 )
-
-WARNING_SECONDS = 6  # a warning disappears after this, so that warnings never pile up on the screen
 
 Ports = dict[str, tuple[list, Any]]  # an API endpoint's name: (its input components, its output component(s))
 
@@ -76,10 +76,11 @@ def warned(handler: Callable, cleared: Any) -> Callable:
     return page_handler
 
 
-def badge(sure: bool | None, result: str) -> str:
-    """The "not sure" badge (HTML) of a caption or an answer; nothing when it is sure or the weights have no
-    threshold."""
-    return "" if sure is not False else f'<span class="not-sure">not sure</span> {NOT_SURE_MEANS[result]}'
+def badge(sure: bool | None, result: str, reason: str | None = None) -> str:
+    """The "not sure" badge (HTML) of a caption or an answer, with what it means there or the ``reason`` it is not
+    sure (a panorama's); nothing when it is sure or the weights have no threshold."""
+    why = html.escape(reason or NOT_SURE_MEANS[result])
+    return "" if sure is not False else f'<span class="not-sure">not sure</span> {why}'
 
 
 # ---------------------------------------------------------------- the layout
@@ -200,7 +201,7 @@ def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
         "index": gr.Slider(0, size - 1, value=0, step=1, label="Cell index", elem_id="cell-index"),
         "plot": gr.Plot(format="png", show_label=False, elem_id="cell-plot"),
         "words": gr.HighlightedText(
-            label="Words coloured by this cell (red: +, purple: -)", show_inline_category=False
+            label="Words coloured by this cell (red: +, purple: -)", show_inline_category=False, elem_id="cell-words"
         ),
         "gradients": gr.Plot(format="png", show_label=False, elem_id="gradient-flow"),
     }
@@ -282,15 +283,21 @@ def _wire(
 
 
 def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dict, chat: dict, ports: Ports) -> None:
-    """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out),
-    then the Look inside plots of it, and a new conversation opened by it; a new image also clears what was shown
-    for the previous one."""
+    """A new image, or the Caption button: the caption (with its "not sure" badge, which the API leaves out) and a
+    new conversation opened by it, both from the one caption in one event, then the Look inside plots of it; a new
+    image also clears what was shown for the previous one.
+
+    The caption event opens the conversation itself (issue 38): opened by an event chained after the Look-inside
+    plots, it came seconds after the caption, a question asked meanwhile got a conversation the chat opened with a
+    caption of its own (beam search, whatever the Caption tab had used), and the previous caption's chain could
+    open its conversation after the new caption was shown."""
     (caption_in, caption_out), (inside_in, inside_out) = ports["caption"], ports["look_inside"]
-    page_caption_out = [*caption_out, cap["sure"]]
+    page_caption_out = [*caption_out, cap["sure"], chat["history"]]
 
     def caption_badged(*args: Any) -> tuple:
         *outputs, last = demo.caption(*args)
-        return *outputs, last, badge(last["caption"].sure, "caption")
+        opened = [{"role": "assistant", "content": outputs[0]}]  # the caption shown opens the conversation
+        return *outputs, last, badge(last["caption"].sure, "caption", last["caption"].warning), opened
 
     page_caption = warned(caption_badged, cleared=(None,) * len(page_caption_out))
 
@@ -302,26 +309,10 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         """The Look-inside plots of a new caption; none after a mistake (already warned about)."""
         return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
-    def open_chat(text: str | None) -> list[dict] | None:
-        """The caption shown on the Caption tab opens a new conversation (none: no conversation)."""
-        return [{"role": "assistant", "content": text}] if text else None
-
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
+    shown = [*page_caption_out, *(inside[k] for k in ("heatmap", "plot", "words", "gradients")), ask["answers"]]
     image.change(
-        lambda: (None,) * 12,
-        None,
-        [
-            *page_caption_out,
-            inside["heatmap"],
-            inside["plot"],
-            inside["words"],
-            inside["gradients"],
-            ask["answers"],
-            ask["sure"],
-            chat["history"],
-        ],
-        queue=False,
-        api_visibility="private",
+        lambda: (None,) * (len(shown) + 1), None, [*shown, ask["sure"]], queue=False, api_visibility="private"
     ).then(
         caption_new_image,
         caption_in,
@@ -329,15 +320,11 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         preprocess=False,
         api_name="page_new_image",
         api_visibility="private",
-    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
-    )
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private")
     # The Caption button (other settings: another caption) does the same for the image shown.
     cap["button"].click(
         page_caption, caption_in, page_caption_out, preprocess=False, api_name="page_caption", api_visibility="private"
-    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private").then(
-        open_chat, cap["text"], chat["history"], queue=False, api_visibility="private"
-    )
+    ).success(inside_new_caption, inside_in, inside_out, api_visibility="private")
 
 
 def _wire_inside(demo: Demo, inside: dict, ports: Ports) -> None:

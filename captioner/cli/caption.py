@@ -39,8 +39,8 @@ def configure(p: argparse.ArgumentParser, name: str) -> None:
         choices=OUTPUT_FORMATS,
         default="text",
         help="text: 'file<TAB>caption', '(not sure)' after a caption below the weights' calibrated "
-        "confidence; jsonl/csv: one record per caption, with its confidence and sure; coco: results "
-        "JSON (default: text)",
+        "confidence or of an image wider or taller than 3 to 1 (said on stderr); jsonl/csv: one record per "
+        "caption, with its confidence and sure (jsonl: and that warning); coco: results JSON (default: text)",
     )
     p.add_argument("--output", "-o", help=OUTPUT_HELP)
     add_model_options(p)
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"captioner: skipped {one_field(error)}", file=sys.stderr)
             else:
                 writer.write(path, nbest)
+                if nbest[0].warning:  # a panorama: its caption is marked not sure, and this says why
+                    print(f"captioner: warning: {one_field(str(path))}: {nbest[0].warning}", file=sys.stderr)
         writer.close()
     if failed:
         print(f"captioner: {failed} of {len(paths)} file(s) could not be read", file=sys.stderr)

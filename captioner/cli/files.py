@@ -113,7 +113,8 @@ class CaptionWriter:
     of a file name are escaped (:func:`one_field`), so that each record is one line; in every format a name that is
     not UTF-8 is written as its bytes, as it is on disk (JSON's ``\\u`` escapes would change it). A caption below the
     weights' calibrated threshold ends in "(not sure)"; jsonl and csv give its ``confidence`` and ``sure`` (true,
-    false, or null/blank for weights without a threshold: :mod:`captioner.confidence`)."""
+    false, or null/blank for weights without a threshold: :mod:`captioner.confidence`); jsonl also its ``warning``,
+    why it is not sure whatever its confidence (an image too wide or too tall), or null."""
 
     def __init__(self, out: TextIO, fmt: str = "text", n_best: int = 1, sampled: bool = False):
         if fmt not in OUTPUT_FORMATS:
@@ -141,6 +142,7 @@ class CaptionWriter:
                         "log_prob": round(best.log_prob, 4),
                         "confidence": round(best.confidence, 4),
                         "sure": best.sure,
+                        "warning": best.warning,
                         "n_best": [
                             {
                                 "caption": c.text,
