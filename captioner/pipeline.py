@@ -279,6 +279,9 @@ class VQAPredictor(Pipeline):
         super().__init__(encoder, precision, runtime)
         self.model = model.eval()
         self.concepts = concepts  # the concept detectors that answer existence and colour questions (captioner.look)
+        needed = model.config.concept_dim
+        if needed and (concepts is None or len(concepts.vocab.words) != needed):
+            raise ValueError(f"these VQA weights read {needed} concepts: expected their concept weights in concepts/")
         self.vocab = vocab
         self.answers = answers
         self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
@@ -353,8 +356,9 @@ class VQAPredictor(Pipeline):
         """Answer probabilities ``(N, answers)`` (``log``: their logarithms) for (features row, question) pairs;
         computed in float32 from the logits at any precision."""
         tokens, lengths = pad_ids([self.question_ids(q) for q in questions])
+        concepts = self.concepts.detect(features)[0] if self.model.config.concept_dim else None
         with self.runtime.autocast():
-            logits = self.model(features.float(), tokens, lengths)
+            logits = self.model(features.float(), tokens, lengths, concepts)
         return (torch.log_softmax if log else torch.softmax)(logits.float(), dim=-1)
 
     def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:

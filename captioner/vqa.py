@@ -43,9 +43,10 @@ class VQAConfig:
     """Shape of the VQA model; ``use_image=False`` is the question-only ablation. These settings are the training
     settings too (``train_vqa.VQATrainConfig`` takes them from here: default, range and help)."""
 
-    vocab_size: int  # these three the data decides
+    vocab_size: int  # these four the data decides
     num_answers: int
     feature_dim: int
+    concept_dim: int = 0  # the concept detectors' probabilities read beside the image (captioner.concepts); 0: none
     embed_dim: int = setting(300, "size of the word embeddings", low=1, high=MAX_DIM)
     hidden_dim: int = setting(256, "size of the question encoder's hidden state", low=1, high=MAX_DIM)
     num_layers: int = setting(1, "stacked recurrent layers of the question encoder", low=1, high=MAX_LAYERS)
@@ -62,6 +63,8 @@ class VQAConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if isinstance(self.concept_dim, bool) or not isinstance(self.concept_dim, int) or self.concept_dim < 0:
+            raise ValueError(f"concept_dim must be a whole number, 0 or more, not {self.concept_dim!r}")
 
 
 class VQAModel(nn.Module):
@@ -78,7 +81,10 @@ class VQAModel(nn.Module):
         )
         if c.use_image:
             self.image_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.feature_dim, c.fused_dim), nn.Tanh())
+        if c.use_image and c.concept_dim:  # what the captions taught, as Wu et al. (2016) feed their attributes
+            self.concept_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.concept_dim, c.fused_dim), nn.Tanh())
         fused = 2 * c.fused_dim if c.use_image and c.fusion == "concat" else c.fused_dim
+        fused += c.fused_dim if c.use_image and c.concept_dim else 0
         self.classifier = nn.Sequential(
             nn.Dropout(c.dropout),
             nn.Linear(fused, c.mlp_dim),
@@ -109,11 +115,22 @@ class VQAModel(nn.Module):
         v = nn.functional.normalize(features, dim=-1) * self.config.feature_dim**0.5  # (N, feature_dim)
         return self.image_proj(v)  # (N, fused_dim)
 
-    def forward(self, features: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Answer logits ``(N, num_answers)``; ``features`` is never read by a question-only model."""
+    def forward(
+        self,
+        features: torch.Tensor | None,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        concepts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Answer logits ``(N, num_answers)``; ``features`` is never read by a question-only model, ``concepts``
+        (the detectors' probabilities, ``(N, concept_dim)``) only by one with ``concept_dim``."""
         q = self.encode_question(tokens, lengths)  # (N, fused_dim)
         if not self.config.use_image:
             return self.classifier(q)
         v = self.encode_image(features)  # (N, fused_dim)
         fused = q * v if self.config.fusion == "product" else torch.cat([q, v], dim=-1)  # (N, fused_dim or twice)
+        if self.config.concept_dim:
+            if concepts is None:
+                raise ValueError("this VQA model reads concept probabilities beside the image: give them")
+            fused = torch.cat([fused, self.concept_proj(concepts.float())], dim=-1)  # (N, ... + fused_dim)
         return self.classifier(fused)  # (N, num_answers)

@@ -176,3 +176,37 @@ def test_the_command_line_scores_and_shows_concepts(trained, tmp_path, capsys):
     assert shown.startswith(str(image)) and "square" in shown.split("\t")[1]
     assert errors.count("\n") == 1 and "missing.jpg" in errors  # one line for the bad file; the good one shown
     assert main(["concepts", "show", str(image), "--weights", str(tmp_path)]) == 2  # not concept weights
+
+
+def test_a_vqa_model_can_read_the_concepts_beside_the_image(trained, tmp_path):
+    import shutil
+
+    from test_vqa import TINY, make_daquar
+
+    from captioner.pipeline import VQAPredictor
+    from captioner.train.vqa import VQATrainConfig, train_vqa
+
+    folder, *_ = trained
+    daquar = make_daquar(tmp_path / "daquar")
+    cfg = VQATrainConfig(
+        data=(f"daquar:{daquar}",),
+        out=str(tmp_path / "run"),
+        val_fraction=0.0,
+        epochs=3,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        threads=1,
+        concepts=str(folder),
+        **TINY,
+    )
+    train_vqa(cfg)
+    saved = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert saved["model"]["concept_dim"] == len(Concepts.load(folder).vocab.words) > 0
+    weights = tmp_path / "weights"
+    shutil.copytree(tmp_path / "run" / "best", weights / "vqa")
+    with pytest.raises(ValueError, match="concept weights in concepts/"):
+        VQAPredictor.from_pretrained(weights)  # the concepts it reads are not beside it
+    shutil.copytree(folder, weights / "concepts")
+    model = VQAPredictor.from_pretrained(weights)
+    answers = model.ask(_image("red", None), "what color is the shape", top_k=2)
+    assert len(answers) == 2 and 0 < answers[0][1] <= 1

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..answers import answer_index, normalize_answer
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..concepts import Concepts
 from ..data.datasets import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, load_vqa_dataset, vqa_split_exists
 from ..data.vqa import VQAExample, split_by_image
 from ..encoder import ENCODERS, build_encoder
@@ -36,6 +37,7 @@ from ..metrics.vqa import question_score, vqa_report
 from ..settings import like, setting
 from ..vocab import SPECIALS, VOCAB_FILE, Vocabulary, pad_ids
 from ..vqa import ANSWERS_FILE, VQAConfig, VQAModel
+from .concepts import detect
 from .loop import (
     SEED_MAX,
     Batch,
@@ -52,7 +54,9 @@ from .loop import (
 from .preflight import check_memory, check_vocabulary
 from .processes import rank_zero_first
 
-MODEL_KEYS = shape_keys(VQAConfig, "vocab_size", "num_answers", "feature_dim")  # the model settings a run sets
+MODEL_KEYS = shape_keys(
+    VQAConfig, "vocab_size", "num_answers", "feature_dim", "concept_dim"
+)  # the model settings a run sets
 
 
 @dataclass
@@ -76,7 +80,7 @@ class VQATrainConfig(RunConfig):
         "accuracy over the datasets; the last epoch when there is no validation) and OUT/last (for --resume). "
         "--no-use-image trains the question-only baseline."
     )
-    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", *MODEL_KEYS)
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ("encoder", "concepts", *MODEL_KEYS)
 
     data: tuple[str, ...] = like(
         RunConfig,
@@ -111,6 +115,11 @@ class VQATrainConfig(RunConfig):
     )
     split_seed: int = setting(0, "seed of the image split", low=0, high=SEED_MAX)
     top_answers: int = setting(1000, "answer vocabulary: this many most frequent answers", low=1, high=100_000)
+    concepts: str | None = setting(
+        None,
+        "a folder of concept weights (captioner concepts train) whose probabilities the model also reads, beside "
+        "the image vector; ship them as concepts/ beside vqa/ (None: the image vector alone)",
+    )
     embed_dim: int = like(VQAConfig, "embed_dim")
     hidden_dim: int = like(VQAConfig, "hidden_dim")
     num_layers: int = like(VQAConfig, "num_layers")
@@ -168,6 +177,7 @@ class VQASet:
     tokens: list[list[int]]
     flipped_tokens: list[list[int]]  # the same questions with "left" and "right" swapped, for mirrored images
     targets: list[dict[int, float]]
+    concepts: np.ndarray | None = None  # (images, concepts): the detectors' probabilities per image row, or None
 
 
 def build_vqa_set(
@@ -177,6 +187,7 @@ def build_vqa_set(
     rows: dict[Path, int],
     vocab: Vocabulary,
     index: dict[str, int],
+    concepts: np.ndarray | None = None,
 ) -> VQASet:
     # A question with no words at all is read as a single <unk>, so the LSTM always gets an input.
     tokens = [vocab.encode(e.question, add_markers=False) or [vocab.unk_id] for e in examples]
@@ -188,6 +199,7 @@ def build_vqa_set(
         tokens,
         [swap_left_right(t, vocab) for t in tokens],
         [soft_targets(e.answers, index) for e in examples],
+        concepts,
     )
 
 
@@ -204,6 +216,24 @@ def collate(data: VQASet, rows: Sequence[int], num_answers: int, flips: Sequence
         for a, score in data.targets[r].items():
             targets[i, a] = score
     return gather_features(data.features, data.flipped, data.image_index[rows], flips), tokens, lengths, targets
+
+
+def batch_concepts(data: VQASet, rows: Sequence[int]) -> torch.Tensor | None:
+    """The concept probabilities ``(B, concepts)`` of the rows' images, or None when the set has none."""
+    return None if data.concepts is None else torch.from_numpy(data.concepts[data.image_index[list(rows)]])
+
+
+def image_concepts(cfg: VQATrainConfig, paths: Sequence[Path]) -> np.ndarray | None:
+    """The probabilities ``(images, concepts)`` of ``cfg.concepts``' detectors on ``paths``, from their cached
+    region grids (None: the run reads no concepts)."""
+    if cfg.concepts is None:
+        return None
+    concepts = Concepts.load(cfg.concepts)
+    if concepts.encoder != cfg.encoder:
+        raise ValueError(f"--concepts {cfg.concepts} reads {concepts.encoder} features, not {cfg.encoder}'s")
+    encoder = build_encoder(cfg.encoder, cfg.encoder_weights)
+    grids = cached_features(encoder, paths, cfg.cache_dir, regions=True, desc="region features")
+    return detect(concepts.model, grids)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -223,7 +253,7 @@ def evaluate(model: VQAModel, data: VQASet, answers: list[str], batch_size: int 
     total, count, predictions = 0.0, 0, {}
     for rows in batched(range(len(data.examples)), batch_size):
         feats, tokens, lengths, targets = collate(data, rows, len(answers))
-        logits = model(feats, tokens, lengths)
+        logits = model(feats, tokens, lengths, batch_concepts(data, rows))
         with_targets = int((targets.sum(dim=1) > 0).sum())
         total += soft_cross_entropy(logits, targets).item() * with_targets
         count += with_targets
@@ -294,7 +324,8 @@ def evaluate_weights(
     dataset's validation questions (:func:`load_splits`) or a test set, with the image features cached as ``cfg``
     says (its encoder and cache folder): how a benchmark scores weights as training scored them."""
     feats, _, rows = image_features(cfg.encoder, cfg.encoder_weights, examples, cfg.cache_dir)
-    return evaluate(model, build_vqa_set(examples, feats, None, rows, vocab, answer_index(answers)), answers)
+    concepts = image_concepts(cfg, sorted(rows, key=rows.get))
+    return evaluate(model, build_vqa_set(examples, feats, None, rows, vocab, answer_index(answers), concepts), answers)
 
 
 class VQATask(Task):
@@ -324,9 +355,10 @@ class VQATask(Task):
                 cfg.encoder, cfg.encoder_weights, train_examples + val_examples, cfg.cache_dir, cfg.flip_augment
             ),
         )
-        self.train_set = build_vqa_set(train_examples, feats, flipped, rows, self.vocab, index)
+        concepts = rank_zero_first(rank, world, lambda: image_concepts(cfg, sorted(rows, key=rows.get)))
+        self.train_set = build_vqa_set(train_examples, feats, flipped, rows, self.vocab, index, concepts)
         self.val_sets = {
-            name: build_vqa_set(val, feats, None, rows, self.vocab, index) for name, _, _, val in mix if val
+            name: build_vqa_set(val, feats, None, rows, self.vocab, index, concepts) for name, _, _, val in mix if val
         }
         self.trainable = [i for i, t in enumerate(self.train_set.targets) if t]  # questions with a known answer
         if not self.trainable:
@@ -335,14 +367,15 @@ class VQATask(Task):
         self.trainable_source = example_source[self.trainable]  # the dataset of each trainable question
         self.mix_weights = [spec.weight for _, spec, _, _ in mix]
         self.lengths = [len(t) for t in self.train_set.tokens]
-        self.vqa_config, self.model = self._build_model(last, feats.shape[-1])
+        self.vqa_config, self.model = self._build_model(
+            last, feats.shape[-1], 0 if concepts is None else concepts.shape[1]
+        )
 
-    def _build_model(self, last: Path | None, feature_dim: int) -> tuple[VQAConfig, VQAModel]:
+    def _build_model(self, last: Path | None, feature_dim: int, concept_dim: int) -> tuple[VQAConfig, VQAModel]:
         """The model of the settings, or on resume of ``last`` (whose settings were checked to be the same)."""
         if last is None:
-            config = VQAConfig(
-                len(self.vocab), len(self.answers), feature_dim, **{k: getattr(self.cfg, k) for k in MODEL_KEYS}
-            )
+            shape = {k: getattr(self.cfg, k) for k in MODEL_KEYS}
+            config = VQAConfig(len(self.vocab), len(self.answers), feature_dim, concept_dim, **shape)
             check_memory(lambda: VQAModel(config), "the VQA model")
             return config, VQAModel(config)
         weights, saved = load_checkpoint(last)
@@ -361,7 +394,7 @@ class VQATask(Task):
 
     def _loss(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, float]:
         feats, tokens, lengths, targets = collate(self.train_set, batch.rows, len(self.answers), batch.flips)
-        loss = soft_cross_entropy(net(feats, tokens, lengths), targets)
+        loss = soft_cross_entropy(net(feats, tokens, lengths, batch_concepts(self.train_set, batch.rows)), targets)
         return loss, loss.item()
 
     def validate(self) -> dict:
