@@ -8,6 +8,7 @@ refusing a bad one in one line. The page wires the same methods to its own event
 from __future__ import annotations
 
 import contextlib
+import html
 import threading
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..decoding import MAX_BEAM, METHODS, DecodeConfig
 from ..images import BadImageError, aspect_warning, load_image
 from ..lecture.atlas import ranked
 from ..lecture.inside import gradient_flow, state_kinds, states
+from ..look import look_all, question_object
 from ..pipeline import TOP_ANSWERS, Captioner
 from ..pretrained import Loaded
 from .guards import (
@@ -195,6 +197,24 @@ class Demo:
             return dict(self.model.ask(image, question, top_k=TOP_ANSWERS, choices=offered))
         except ValueError as e:  # the question itself: no words, or more than the model reads
             raise mistake(f"Cannot answer: {e}") from None
+
+    def evidence(self, image: dict | None, question: str) -> str:
+        """What an existence or colour answer rests on (:mod:`captioner.look`), as one line of HTML: the concept,
+        its probability and the cell of the 7 x 7 grid where it fires most; '' for other questions."""
+        vqa = self.model.vqa
+        if vqa is None or vqa.concepts is None or question_object(str(question or "")) is None:
+            return ""
+        features = vqa.preprocess([self._image(image)])
+        seen = look_all(vqa.concepts, features, [str(question)], vqa.words)[0]
+        if seen is None:
+            return ""
+        side = round(features.shape[1] ** 0.5)
+        parts = [
+            f"<b>{html.escape(e.concept)}</b> {100 * e.probability:.0f}% (row {e.region // side + 1}, column "
+            f"{e.region % side + 1} of {side})"
+            for e in seen.evidence
+        ]
+        return f'<div class="evidence">Seen by the concept detectors: {", ".join(parts)}</div>'
 
     def _question(self, question: Any) -> str:
         """A question from a request, stripped, when there is one and a VQA model to answer it."""

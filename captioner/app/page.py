@@ -367,7 +367,7 @@ def _wire_questions(demo: Demo, ask: dict, chat: dict, ports: Ports) -> None:
         answers = demo.ask(image, question, choices)
         if choices and choices.strip():  # probabilities over the user's choices: the threshold is not theirs
             return answers, ""
-        return answers, badge(demo.model.vqa.sure(max(answers.values())), "answer")
+        return answers, badge(demo.model.vqa.sure(max(answers.values())), "answer") + demo.evidence(image, question)
 
     gr.on(
         [ask["button"].click, ask["question"].submit, ask["choices"].submit],

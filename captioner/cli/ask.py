@@ -102,10 +102,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_output(args.output, [p for p in (args.image, args.batch) if p and p != "-"])
         args.choices = None if args.choices is None else parse_choices(args.choices)
-        words = args.choices is not None or table is not None and CHOICES_COLUMN in table.columns
-        model = VQAPredictor.from_pretrained(
+        needed = args.choices is not None or table is not None and CHOICES_COLUMN in table.columns
+        load = lambda words: VQAPredictor.from_pretrained(  # noqa: E731
             args.weights, args.encoder_weights, args.precision, words=words, runtime=args.runtime
         )
+        try:  # the caption weights also colour things for colour questions (captioner.look), as in the app
+            model = load(True)
+        except ValueError as e:
+            if needed or "caption weights" not in str(e):
+                raise
+            model = load(False)  # VQA weights alone
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e), 2)
     report(args, model)
