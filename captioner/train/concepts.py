@@ -174,11 +174,19 @@ def calibrate_existence(probabilities: np.ndarray, presence: np.ndarray, steps: 
     x = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1 - 1e-6))
     weight = np.where(present, 0.5 / present.sum(), 0.5 / (~present).sum())
     X, theta = np.stack([x, np.ones_like(x)], 1), np.array([1.0, 0.0])
-    for _ in range(steps):
-        q = 1 / (1 + np.exp(-X @ theta))
+
+    def loss(t: np.ndarray) -> float:  # the weighted cross-entropy, from the logits without overflow
+        z = X @ t
+        return float((weight * (np.logaddexp(0, z) - present * z)).sum())
+
+    for _ in range(steps):  # Newton's method, halving a step until it lowers the loss
+        q = 1 / (1 + np.exp(-np.clip(X @ theta, -500, 500)))
         gradient = X.T @ (weight * (q - present))
         hessian = (X * (weight * q * (1 - q))[:, None]).T @ X + 1e-9 * np.eye(2)
-        theta = theta - np.linalg.solve(hessian, gradient)
+        step, before = np.linalg.solve(hessian, gradient), loss(theta)
+        while loss(theta - step) > before and np.abs(step).max() > 1e-12:
+            step = step / 2
+        theta = theta - step
     slope, intercept = float(theta[0]), float(theta[1])
     threshold = float(1 / (1 + np.exp(intercept / slope)))
     accuracy = float(((p >= threshold) == present).mean())
