@@ -150,7 +150,7 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
     }
     out = {}
     for name, folder in weights.items():
-        model = VQAPredictor.from_pretrained(folder, precision="fp32")
+        model = VQAPredictor.from_pretrained(folder, precision="fp32", words=True)  # as `captioner ask` loads it
         variants = {name: model.concepts} | ({f"{name} no concepts": None} if model.concepts else {})
         for variant, concepts in variants.items():
             model.concepts = concepts

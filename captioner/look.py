@@ -10,7 +10,9 @@ The VQA head reads a pooled image vector and a question, and learnt that "is the
 - **colour** ("what color is the bus?"): the colour concepts read where the object fires (its regions weighted
   by a softmax of its logits), so the colour is bound to the object named, not to the photo at large.
 
-Every other question, and any naming an unknown object, keeps the VQA head's answers.
+Every other question keeps the VQA head's answers, as do existence questions about things that are not COCO objects
+("is there a fence?": the calibration was fitted, and POPE measures it, on the 80 COCO objects) and questions
+about unknown things.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from .choices import WordModel
 from .concepts import Concepts
-from .lexicon import COLORS
+from .lexicon import COCO_OBJECTS, COLORS, PRONOUNS
 from .vocab import Vocabulary, pad_ids, tokenize_words
 
 _PLACE = r"(?: (?:in|on) (?:the|this) (?:photo|picture|image|pic|scene|shot|room))?"
@@ -89,20 +91,29 @@ def look(
     probabilities: torch.Tensor,
     logits: torch.Tensor,
     question: str,
-    caption_scores: Callable[[str, list[str]], torch.Tensor] | None = None,
+    caption_scores: Callable[[str, list[str]], torch.Tensor | None] | None = None,
 ) -> Looked | None:
     """The concept detectors' answer to ``question`` about one image (its probabilities ``(K,)`` and region
     logits ``(R, K)``), or None when it is not an existence or colour question about a known object.
     ``caption_scores(object, colours)``: the caption decoder's log-likelihood of "a <colour> <object>" for each
-    colour on this image, added to the detectors' (log) shares when given."""
+    colour on this image (None: it does not know the object), added to the detectors' (log) shares when given,
+    and alone for a colour question about a thing the detectors do not know."""
     asked = question_object(question)
     concept = concepts.vocab.concept_of(asked[1]) if asked else None
+    if concept is None and asked and asked[0] == "colour" and caption_scores and asked[1] not in PRONOUNS:
+        colours = sorted(set(COLORS.values()))  # a thing the detectors do not know: the captions' colour alone
+        score = caption_scores(asked[1], colours)
+        if score is None:
+            return None
+        return Looked("colour", sorted(zip(colours, torch.softmax(score, 0).tolist()), key=lambda a: -a[1]), [])
     if concept is None:
         return None
     k = concepts.vocab.index[concept]
     region = int(logits[:, k].argmax())
     seen = Evidence(concept, float(probabilities[k]), region)
     if asked[0] == "existence":
+        if concept not in COCO_OBJECTS:  # calibrated and measured (POPE) on the COCO objects only
+            return None
         q = _calibrated(seen.probability, concepts.existence)
         answers = [("yes", q), ("no", 1 - q)] if q >= 0.5 else [("no", 1 - q), ("yes", q)]
         return Looked("existence", answers, [seen])
@@ -112,16 +123,20 @@ def look(
     where = torch.softmax(logits[:, k], 0)  # (R,): where the object is, as weights over the regions
     at = where @ torch.sigmoid(logits[:, [concepts.vocab.index[c] for c in colours]])  # (colours,) at the object
     score = torch.log(at / at.sum())
-    if caption_scores is not None:
-        score = score + caption_scores(asked[1], colours)  # what the captions would say of it
+    said = caption_scores(asked[1], colours) if caption_scores is not None else None
+    if said is not None:
+        score = score + said  # what the captions would say of it
     ranked = sorted(zip(colours, torch.softmax(score, 0).tolist()), key=lambda a: -a[1])
     return Looked("colour", ranked, [seen, Evidence(ranked[0][0], float(at.max()), region)])
 
 
-def colour_scores(words: WordModel, features: torch.Tensor, thing: str, colours: list[str]) -> torch.Tensor:
+def colour_scores(words: WordModel, features: torch.Tensor, thing: str, colours: list[str]) -> torch.Tensor | None:
     """The caption decoder's log-likelihood ``(colours,)`` of the words "<colour> <thing>" after "a", on one
-    image's features ``(1, R, D)``: how a caption of this photo would colour the thing."""
+    image's features ``(1, R, D)``: how a caption of this photo would colour the thing; None when the caption
+    model does not know a word of the thing."""
     index = words.vocab.index
+    if any(w not in index for w in thing.split()):
+        return None
     seqs = [
         [Vocabulary.start_id, *(index.get(w, Vocabulary.unk_id) for w in ["a", c, *thing.split()])] for c in colours
     ]

@@ -136,6 +136,9 @@ def test_the_existence_answer_follows_the_calibration():
     near, far = (look(concepts, torch.tensor([p, 0.5]), logits, "is there a dog?") for p in (0.32, 0.95))
     assert near.answers[0][1] < 0.6 < 0.95 < far.answers[0][1]  # sure only far from the threshold
     assert look(concepts, torch.tensor([0.5, 0.5]), logits, "is there a horse?") is None  # unknown: the VQA head's
+    fence = ConceptVocab(["fence"], {"fence": ["fence"]})
+    concepts = Concepts(ConceptDetector(ConceptConfig(1, 4, hidden_dim=3)), fence, "efficientnet-lite0", existence)
+    assert look(concepts, torch.tensor([0.9]), torch.zeros(49, 1), "is there a fence?") is None  # no COCO object
 
 
 def test_calibration_balances_present_and_absent():
