@@ -119,7 +119,7 @@ def test_an_address_the_app_cannot_listen_on_is_said_in_words(capsys, host):
 def test_multiple_choice_with_vqa_weights_alone_says_what_it_needs(capsys):
     from captioner.pretrained import get_weights
 
-    vqa = get_weights("vqa-daquar-coco-v3").path
+    vqa = get_weights("vqa-daquar-coco-v4").path
     code, _, err = _run(
         capsys, ["ask", str(EXAMPLE_IMAGE), "what sport is this?", "--choices", "tennis|golf", "--weights", str(vqa)]
     )

@@ -93,6 +93,6 @@ def test_a_folder_whose_caption_is_a_link_to_an_entry_still_answers_with_its_own
     if not (shipped / "config.json").exists():
         pytest.skip("no shipped caption weights")
     (tmp_path / "caption").symlink_to(shipped, target_is_directory=True)
-    shutil.copytree(get_weights("vqa-daquar-coco-v3").path, tmp_path / "vqa")
+    shutil.copytree(get_weights("vqa-daquar-coco-v4").path, tmp_path / "vqa")
     _, vqa = load_pretrained(tmp_path)
     assert vqa is not None and vqa.path == tmp_path / "vqa" and vqa.entry is None
