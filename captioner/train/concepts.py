@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..concepts import (
     CONCEPTS_FILE,
     ConceptConfig,
@@ -40,7 +40,7 @@ from ..metrics.concepts import mean_average_precision, pope_items, yes_no_scores
 from ..settings import like, setting
 from ..vocab import tokenize_words
 from .loop import SEED_MAX, Batch, Phase, RunConfig, Task, fit, shape_keys
-from .preflight import check_memory
+from .preflight import new_or_resumed
 from .processes import rank_zero_first
 
 MODEL_KEYS = shape_keys(ConceptConfig, "num_concepts", "feature_dim")
@@ -228,18 +228,10 @@ class ConceptTask(Task):
         self.val_images = [item for item in images if str(item.path) in held]
         self.labels = concept_labels(images, self.vocab)
         self.label_row = {row: i for i, row in enumerate(rows)}
-        self.config, self.model = self._build_model(last, feats[0].shape[-1])
-
-    def _build_model(self, last: Path | None, feature_dim: int) -> tuple[ConceptConfig, ConceptDetector]:
-        if last is None:
-            config = ConceptConfig(len(self.vocab.words), feature_dim, **{k: getattr(self.cfg, k) for k in MODEL_KEYS})
-            check_memory(lambda: ConceptDetector(config), "the concept detectors")
-            return config, ConceptDetector(config)
-        weights, saved = load_checkpoint(last)
-        config = ConceptConfig(**saved["model"])
-        model = ConceptDetector(config)
-        model.load_state_dict(weights)
-        return config, model
+        shape = lambda: ConceptConfig(  # noqa: E731
+            len(self.vocab.words), feats[0].shape[-1], **{k: getattr(cfg, k) for k in MODEL_KEYS}
+        )
+        self.config, self.model = new_or_resumed(ConceptDetector, ConceptConfig, last, shape, "the concept detectors")
 
     def _gather(self, rows: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = np.stack([self.features[d][r] for d, r in rows])

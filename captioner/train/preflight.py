@@ -1,5 +1,5 @@
 """What a training run checks before it does any work, so that a mistake costs one line, not an epoch: the run
-folder, the memory the model will need, and a vocabulary that kept some words."""
+folder, the memory the model will need (and the model, new or resumed), and a vocabulary that kept some words."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from ..checkpoint import load_checkpoint
 
 BYTES_PER_PARAMETER = 16  # float32 weights, their gradients and Adam's two moments
 
@@ -75,3 +77,19 @@ def check_vocabulary(size: int, specials: int, min_count: int) -> None:
             f"--min-count {min_count}: no word of the training text is seen that often, so the "
             "vocabulary would be empty; lower it"
         )
+
+
+def new_or_resumed(
+    model_class: Callable[[Any], nn.Module], config_class: type, last: Path | None, config: Callable[[], Any], what: str
+) -> tuple[Any, nn.Module]:
+    """(config, model): a new one of ``config()``'s shape, its memory checked first (:func:`check_memory`), or on
+    resume the one saved in ``last`` (whose settings the run folder's check found the same)."""
+    if last is None:
+        shape = config()
+        check_memory(lambda: model_class(shape), what)
+        return shape, model_class(shape)
+    weights, saved = load_checkpoint(last)
+    shape = config_class(**saved["model"])
+    model = model_class(shape)
+    model.load_state_dict(weights)
+    return shape, model

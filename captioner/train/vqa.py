@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..answers import answer_index, normalize_answer
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..concepts import Concepts
 from ..data.datasets import TRAIN_ONLY, VQA_DATASETS, DatasetSpec, load_vqa_dataset, vqa_split_exists
 from ..data.vqa import VQAExample, split_by_image
@@ -51,7 +51,7 @@ from .loop import (
     swap_left_right,
     weighted_rows,
 )
-from .preflight import check_memory, check_vocabulary
+from .preflight import check_vocabulary, new_or_resumed
 from .processes import rank_zero_first
 
 MODEL_KEYS = shape_keys(
@@ -367,22 +367,10 @@ class VQATask(Task):
         self.trainable_source = example_source[self.trainable]  # the dataset of each trainable question
         self.mix_weights = [spec.weight for _, spec, _, _ in mix]
         self.lengths = [len(t) for t in self.train_set.tokens]
-        self.vqa_config, self.model = self._build_model(
-            last, feats.shape[-1], 0 if concepts is None else concepts.shape[1]
-        )
-
-    def _build_model(self, last: Path | None, feature_dim: int, concept_dim: int) -> tuple[VQAConfig, VQAModel]:
-        """The model of the settings, or on resume of ``last`` (whose settings were checked to be the same)."""
-        if last is None:
-            shape = {k: getattr(self.cfg, k) for k in MODEL_KEYS}
-            config = VQAConfig(len(self.vocab), len(self.answers), feature_dim, concept_dim, **shape)
-            check_memory(lambda: VQAModel(config), "the VQA model")
-            return config, VQAModel(config)
-        weights, saved = load_checkpoint(last)
-        config = VQAConfig(**saved["model"])
-        model = VQAModel(config)
-        model.load_state_dict(weights)
-        return config, model
+        concept_dim = 0 if concepts is None else concepts.shape[1]
+        sizes = (len(self.vocab), len(self.answers), feats.shape[-1], concept_dim)
+        shape = lambda: VQAConfig(*sizes, **{k: getattr(cfg, k) for k in MODEL_KEYS})  # noqa: E731
+        self.vqa_config, self.model = new_or_resumed(VQAModel, VQAConfig, last, shape, "the VQA model")
 
     def phases(self) -> list[Phase]:
         return [Phase(self.cfg.epochs, self._batches, self._loss)]
