@@ -68,6 +68,8 @@ def _weights_with(weights_dir: Path, folder: Path, caption: float | None, answer
         if value is not None:
             config["confidence"] = {key: value}
         (folder / task / "config.json").write_text(json.dumps(config))
+    if (weights_dir / "concepts").exists():  # what the VQA weights read beside the image
+        shutil.copytree(weights_dir / "concepts", folder / "concepts")
     return folder
 
 

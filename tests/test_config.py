@@ -24,7 +24,7 @@ from captioner.vqa import VQAConfig
 
 TRAINING = (TrainConfig, VQATrainConfig)
 CONFIGS = (RunConfig, *TRAINING, DecoderConfig, VQAConfig, DecodeConfig)
-DATA_KEYS = {"vocab_size", "num_answers", "feature_dim"}  # model config fields the data decides: not settings
+DATA_KEYS = {"vocab_size", "num_answers", "feature_dim", "concept_dim"}  # fields the data decides: not settings
 
 
 def _numbers(config_cls) -> list[dataclasses.Field]:
