@@ -20,7 +20,7 @@ MAX_DECODE_WORDS = 100  # --max-length: the shipped models were trained on capti
 MIN_SAMPLING = 0.01  # the floor of temperature and top-p: below it sampling is greedy decoding in all but name
 
 # The shipped caption entries' decoding (captioner.pretrained): the LSTM's dev-tuned defaults.
-CAPTION_DECODING = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 3}
+CAPTION_DECODING = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "no_repeat_ngram": 2}
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_HELP = (
