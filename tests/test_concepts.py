@@ -213,3 +213,21 @@ def test_a_vqa_model_can_read_the_concepts_beside_the_image(trained, tmp_path):
     model = VQAPredictor.from_pretrained(weights)
     answers = model.ask(_image("red", None), "what color is the shape", top_k=2)
     assert len(answers) == 2 and 0 < answers[0][1] <= 1
+
+
+def test_the_shipped_weights_answer_existence_from_the_concepts_and_the_app_says_why():
+    from conftest import EXAMPLE_IMAGE, SHIPPED_WEIGHTS
+
+    from captioner.app.handlers import Demo
+    from captioner.pipeline import Captioner
+
+    if not (SHIPPED_WEIGHTS / "concepts" / "config.json").exists():
+        pytest.skip("no shipped concept weights")
+    model = Captioner.from_pretrained(SHIPPED_WEIGHTS, precision="fp32")
+    assert model.vqa.concepts is not None and model.vqa.words is not None
+    person, elephant = (model.ask(EXAMPLE_IMAGE, f"is there {q} in the photo?") for q in ("a person", "an elephant"))
+    assert person[0][0] == "yes" and elephant[0][0] == "no"  # a tennis player, no elephant
+    demo = Demo(model)
+    why = demo.evidence({"path": str(EXAMPLE_IMAGE)}, "Are there any people?")
+    assert "<b>person</b>" in why and "row " in why and "column " in why
+    assert demo.evidence({"path": str(EXAMPLE_IMAGE)}, "what sport is this?") == ""  # no concept behind it
