@@ -121,14 +121,16 @@ class LSTM(_Classic, nn.LSTM):
         super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One time step, as :meth:`RNN.step` (PyTorch's gate order: input, forget, cell, output)."""
+        """One time step, as :meth:`RNN.step` (PyTorch's gate order: input, forget, cell, output). Few operations
+        on purpose: sampling runs this once per character, where each costs about as much as its arithmetic."""
         new_h, new_c = [], []
         for layer in range(self.num_layers):
             w = self._layer_weights(layer)
             pre = nn.functional.linear(x, w[0], w[2]) + nn.functional.linear(state[0][layer], w[1], w[3])  # (N, 4H)
-            i, f, g, o = pre.chunk(4, dim=1)
-            c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (N, hidden)
-            x = torch.sigmoid(o) * torch.tanh(c)  # (N, hidden)
+            i, f, _, o = pre.sigmoid().chunk(4, dim=1)  # one sigmoid for the three gates (g's is unused)
+            g = pre[:, 2 * self.hidden_size : 3 * self.hidden_size].tanh()  # (N, hidden)
+            c = torch.addcmul(f * state[1][layer], i, g)  # f ⊙ c + i ⊙ g  (N, hidden)
+            x = o * c.tanh()  # (N, hidden)
             new_h.append(x)
             new_c.append(c)
         return x, (torch.stack(new_h), torch.stack(new_c))
