@@ -158,8 +158,10 @@ def sample(model: CharLM, vocab: CharVocab, cfg: SampleConfig) -> Iterator[str]:
     """The prime, then ``cfg.length`` characters drawn one at a time, each yielded as soon as it is drawn.
 
     A step is one small matrix-vector product per layer, so each extra tensor operation costs about as much as the
-    arithmetic: the temperature and the ban on U+FFFD are folded into a copy of ``W_hy`` once, and the random
-    numbers are drawn up front (the same stream as one draw per character). docs/experiments.md has the figures."""
+    arithmetic: the first layer's input term is computed once per character of the vocabulary
+    (:meth:`captioner.cells.LSTM.input_term`), the temperature and the ban on U+FFFD are folded into a copy of
+    ``W_hy``, and the random numbers are drawn up front (the same stream as one draw per character).
+    docs/experiments.md has the figures."""
     model.eval()
     generator = torch.Generator()
     if cfg.seed is None:
@@ -170,11 +172,12 @@ def sample(model: CharLM, vocab: CharVocab, cfg: SampleConfig) -> Iterator[str]:
     weight = (model.head.weight / cfg.temperature).t()  # (hidden, vocab): W_hy / T
     bias = model.head.bias / cfg.temperature  # (vocab,)
     bias[0] = float("-inf")  # never write U+FFFD: it stands for characters the model never saw
+    table = model.cell.input_term(model.embed.weight)  # (vocab, ...): row c is what character c adds to a step
     yield cfg.prime
     _, state = model(vocab.encode(cfg.prime[:-1])[None]) if len(cfg.prime) > 1 else (None, model.zero_state(1))
     ids = vocab.encode(cfg.prime[-1:])  # (1,)
     for uniform in uniforms:
-        h, state = model.cell.step(model.embed(ids), state)  # (1, hidden)
+        h, state = model.cell.step(table[ids], state, projected=True)  # (1, hidden)
         logits = filter_logits(torch.addmm(bias, h, weight), cfg.top_k, 1.0)  # (1, vocab)
         ids = sample_words(logits.softmax(-1), uniform)  # (1,)
         yield vocab.chars[int(ids)]

@@ -269,9 +269,15 @@ class SSM(nn.Module):
             out = out * keep
         return out, (torch.stack(hs), torch.stack(convs)), torch.stack(dts)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One step: ``x`` ``(n, input)`` to the top layer's output ``(n, hidden)`` and the new state."""
-        u = self.input(x)  # (n, hidden)
+    def input_term(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream's first value ``(n, hidden)`` for inputs ``x`` ``(n, input)``: what a step computes
+        from its input alone (see :meth:`captioner.cells.LSTM.input_term`)."""
+        return self.input(x)
+
+    def step(self, x: torch.Tensor, state: State, projected: bool = False) -> tuple[torch.Tensor, State]:
+        """One step: ``x`` ``(n, input)`` (or, ``projected``, its :meth:`input_term`) to the top layer's output
+        ``(n, hidden)`` and the new state."""
+        u = x if projected else self.input(x)  # (n, hidden)
         hs, convs = [], []
         for layer, block in enumerate(self.blocks):
             out, h, conv = block.step(u, state[0][layer], state[1][layer])
