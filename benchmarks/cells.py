@@ -1,7 +1,7 @@
 """The three cells side by side at equal parameter count: the vanilla RNN, the LSTM and the selective SSM.
 
     python benchmarks/cells.py [--hidden 256] [--layers 1] [--batch 64] [--lengths 64 256 1024] [--rounds 3]
-                               [--text ../shared/data/text/tinyshakespeare/input.txt --minutes 10]
+                               [--threads 1] [--text ../shared/data/text/tinyshakespeare/input.txt --minutes 10]
                                [--png FILE] [--json FILE]
 
 Each cell reads character embeddings (``--hidden`` wide) and predicts the next character over a 65-character
@@ -347,6 +347,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=number(float, above=0, high=1), default=2e-3)
     p.add_argument("--val-chunks", type=number(int, low=1, high=10_000), default=64)
     p.add_argument("--val-length", type=number(int, low=1, high=100_000), default=256)
+    p.add_argument(
+        "--threads",
+        type=number(int, low=0, high=1024),
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is faster on a busy machine",
+    )
     p.add_argument("--skip-speed", action="store_true", help="only the training comparison")
     p.add_argument("--png", help="write the training-time plot here")
     p.add_argument("--json", help="write every figure here")
@@ -355,6 +361,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = build_models(args)
     results: dict = {"settings": {k: v for k, v in vars(args).items()}, "threads": torch.get_num_threads()}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .ssm import SSM
+from .ssm import SSM, SSMConfig
 
 State = tuple[torch.Tensor, ...]  # each (layers, N, ...); see state_kinds
 
@@ -161,6 +161,12 @@ def build_cell(kind: str, input_size: int, hidden_size: int, num_layers: int = 1
 def state_kinds(kind: str) -> tuple[str, ...]:
     """The state names of a cell kind, without building one."""
     return CELLS[kind].state_kinds
+
+
+def channels(kind: str, hidden_size: int) -> int:
+    """Values per layer in each part of a ``kind`` cell's state, as the atlas reads them: ``hidden_size`` for the
+    RNN and the LSTM, the SSM's channels (``expand · hidden_size``) for it."""
+    return hidden_size * (SSMConfig().expand if kind == "ssm" else 1)
 
 
 def parameter_count(kind: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:
