@@ -100,7 +100,7 @@ def scan(
     log_a = dt * a[:, None, None]  # (n, H, K, Q): log decay of each step
     cum = log_a.cumsum(-1)  # (n, H, K, Q): log decay from the chunk's start
     b, c = b.view(n, k, q, -1), c.view(n, k, q, -1)  # (n, K, Q, N)
-    # Δ_s multiplies the (Q, Q) and (Q, N) factors below, never x itself: they are smaller than x (N, Q < P)
+    # Δ_s multiplies the (Q, Q) and (Q, N) factors below, never x itself: smaller than x when N, Q < P (the default)
     # 1. inside each chunk: y_t = sum_{s<=t} (C_t . B_s) exp(a_{s+1} + ... + a_t) Δ_s x_s
     scores = (c @ b.transpose(-1, -2))[:, None] * (segsum(log_a).exp() * dt[..., None, :])  # (n, H, K, Q, Q)
     y = scores @ x  # (n, H, K, Q, P)
