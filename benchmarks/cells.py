@@ -1,7 +1,7 @@
 """The three cells side by side at equal parameter count: the vanilla RNN, the LSTM and the selective SSM.
 
     python benchmarks/cells.py [--hidden 256] [--layers 1] [--batch 64] [--lengths 64 256 1024] [--rounds 3]
-                               [--text ../shared/data/text/tinyshakespeare/input.txt --minutes 10]
+                               [--threads 1] [--text ../shared/data/text/tinyshakespeare/input.txt --minutes 10]
                                [--png FILE] [--json FILE]
 
 Each cell reads character embeddings (``--hidden`` wide) and predicts the next character over a 65-character
@@ -21,7 +21,8 @@ gives them the LSTM's parameter count (:func:`captioner.cells.matched_hidden`). 
 - with ``--text`` and ``--minutes``: each of ``--train-cells`` is trained for the same wall time on the first 90%
   of the text (random ``--bptt``-character chunks, batch 32, Adam, gradient clipping), in slices that alternate
   the cells, and its validation loss (nats per character, on the last 10%) is printed every ``--every``
-  minutes. For a trained SSM it also prints its selectivity: the step size Δ by character.
+  minutes. For a trained SSM it also prints its selectivity: the step size Δ by character (and with
+  ``--selectivity WEIGHTS``, that of a shipped SSM character model such as ``lm-shakespeare-ssm-v1``).
 
 ``--png`` writes the plot of training time per batch against sequence length (the lecture's "compute scales
 linearly"); nothing is written without it. Needs no data unless ``--text`` is given.
@@ -271,6 +272,18 @@ def selectivity(model: CharModel, val: torch.Tensor, chars: list[str]) -> dict:
     }
 
 
+def shipped_selectivity(args: argparse.Namespace) -> dict:
+    """:func:`selectivity` of a shipped SSM character model (``--selectivity``) over the last 10% of ``--text``."""
+    from captioner.pretrained import load_lm
+
+    lm = load_lm(args.selectivity)
+    text = Path(args.text).read_text(encoding="utf-8")
+    found = selectivity(lm.model, lm.vocab.encode(text[int(0.9 * len(text)) :]), lm.vocab.chars)
+    print(f"\n{args.selectivity}: step size Δ by character (largest first):", found["delta_by_char"])
+    print(found["line"] + "\n" + found["bars"])
+    return found
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -347,6 +360,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=number(float, above=0, high=1), default=2e-3)
     p.add_argument("--val-chunks", type=number(int, low=1, high=10_000), default=64)
     p.add_argument("--val-length", type=number(int, low=1, high=100_000), default=256)
+    p.add_argument(
+        "--threads",
+        type=number(int, low=0, high=1024),
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is faster on a busy machine",
+    )
+    p.add_argument(
+        "--selectivity",
+        metavar="WEIGHTS",
+        help="an SSM character model's entry or folder: print its Δ by character over the last 10%% of --text",
+    )
     p.add_argument("--skip-speed", action="store_true", help="only the training comparison")
     p.add_argument("--png", help="write the training-time plot here")
     p.add_argument("--json", help="write every figure here")
@@ -355,6 +379,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.selectivity and not args.text:
+        raise SystemExit("cells.py: error: --selectivity needs --text")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = build_models(args)
     results: dict = {"settings": {k: v for k, v in vars(args).items()}, "threads": torch.get_num_threads()}
@@ -383,6 +411,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(results["selectivity"]["line"] + "\n" + results["selectivity"]["bars"])
         for kind, curve in results["val_curves"].items():
             print(f"{kind}: val {curve[-1][2]:.3f} nats/char after {curve[-1][0]:.1f} min ({curve[-1][1]:,} chars)")
+    if args.selectivity:
+        results["selectivity_shipped"] = shipped_selectivity(args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     return results

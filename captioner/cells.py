@@ -3,7 +3,9 @@
 A cell is a stack of ``num_layers`` recurrent layers with two ways to run:
 
 - :meth:`sequence` runs a whole sequence ``(N, T, input)`` in one fused call, for training and teacher forcing;
-- :meth:`step` runs one time step ``(N, input)``, for decoding and sampling, with a state of fixed size.
+- :meth:`step` runs one time step ``(N, input)``, for decoding and sampling, with a state of fixed size; with
+  ``projected=True`` it takes the first layer's :meth:`input_term` instead of the input (computed once per
+  character of a vocabulary: the character model's sampling).
 
 A state is a tuple of tensors, each ``(layers, N, ...)``, named by :attr:`state_kinds`: ``("h",)`` for the
 vanilla RNN, ``("h", "c")`` for the LSTM (stored in that order, as ``nn.LSTM`` takes them), each
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .ssm import SSM
+from .ssm import SSM, SSMConfig
 
 State = tuple[torch.Tensor, ...]  # each (layers, N, ...); see state_kinds
 
@@ -43,7 +45,9 @@ class Cell(Protocol):
         self, inputs: torch.Tensor, state: State | None = None, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]: ...
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+    def step(self, x: torch.Tensor, state: State, projected: bool = False) -> tuple[torch.Tensor, State]: ...
+
+    def input_term(self, x: torch.Tensor) -> torch.Tensor: ...
 
     @property
     def summary_size(self) -> int: ...
@@ -90,6 +94,13 @@ class _Classic:
     def _layer_weights(self, layer: int) -> list[torch.Tensor]:
         return [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
+    def input_term(self, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        """``W_ih x + b_ih + b_hh`` of ``layer``, ``(N, gates · hidden)``: the part of a step that depends on its
+        input alone. ``step(..., projected=True)`` takes it in place of the first layer's input, so a model whose
+        inputs are rows of a fixed table (a character embedding) can compute it once per row, as sampling does."""
+        w = self._layer_weights(layer)
+        return nn.functional.linear(x, w[0], w[2]) + w[3]
+
 
 class RNN(_Classic, nn.RNN):
     """The vanilla tanh RNN of the lecture: ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + b)``."""
@@ -99,15 +110,16 @@ class RNN(_Classic, nn.RNN):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__(input_size, hidden_size, num_layers, nonlinearity="tanh", batch_first=True, dropout=dropout)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One time step: ``x`` ``(N, input)`` to the top layer's ``h`` ``(N, hidden)`` and the new state.
+    def step(self, x: torch.Tensor, state: State, projected: bool = False) -> tuple[torch.Tensor, State]:
+        """One time step: ``x`` ``(N, input)`` (or, ``projected``, its :meth:`input_term`) to the top layer's
+        ``h`` ``(N, hidden)`` and the new state.
 
         Written out with the layer weights: for one step this is about twice as fast on a CPU as ``nn.RNN`` on a
         length-1 sequence."""
         new_h = []
         for layer in range(self.num_layers):
-            w = self._layer_weights(layer)
-            x = torch.tanh(nn.functional.linear(x, w[0], w[2]) + nn.functional.linear(state[0][layer], w[1], w[3]))
+            term = x if projected and layer == 0 else self.input_term(x, layer)  # (N, hidden)
+            x = torch.tanh(torch.addmm(term, state[0][layer], self._layer_weights(layer)[1].t()))  # + W_hh h
             new_h.append(x)  # (N, hidden)
         return x, (torch.stack(new_h),)
 
@@ -120,15 +132,17 @@ class LSTM(_Classic, nn.LSTM):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One time step, as :meth:`RNN.step` (PyTorch's gate order: input, forget, cell, output)."""
+    def step(self, x: torch.Tensor, state: State, projected: bool = False) -> tuple[torch.Tensor, State]:
+        """One time step, as :meth:`RNN.step` (PyTorch's gate order: input, forget, cell, output). Few operations
+        on purpose: sampling runs this once per character, where each costs about as much as its arithmetic."""
         new_h, new_c = [], []
         for layer in range(self.num_layers):
-            w = self._layer_weights(layer)
-            pre = nn.functional.linear(x, w[0], w[2]) + nn.functional.linear(state[0][layer], w[1], w[3])  # (N, 4H)
-            i, f, g, o = pre.chunk(4, dim=1)
-            c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (N, hidden)
-            x = torch.sigmoid(o) * torch.tanh(c)  # (N, hidden)
+            term = x if projected and layer == 0 else self.input_term(x, layer)  # (N, 4H)
+            pre = torch.addmm(term, state[0][layer], self._layer_weights(layer)[1].t())  # + W_hh h  (N, 4H)
+            i, f, _, o = pre.sigmoid().chunk(4, dim=1)  # one sigmoid for the three gates (g's is unused)
+            g = pre[:, 2 * self.hidden_size : 3 * self.hidden_size].tanh()  # (N, hidden)
+            c = torch.addcmul(f * state[1][layer], i, g)  # f ⊙ c + i ⊙ g  (N, hidden)
+            x = o * c.tanh()  # (N, hidden)
             new_h.append(x)
             new_c.append(c)
         return x, (torch.stack(new_h), torch.stack(new_c))
@@ -147,6 +161,12 @@ def build_cell(kind: str, input_size: int, hidden_size: int, num_layers: int = 1
 def state_kinds(kind: str) -> tuple[str, ...]:
     """The state names of a cell kind, without building one."""
     return CELLS[kind].state_kinds
+
+
+def channels(kind: str, hidden_size: int) -> int:
+    """Values per layer in each part of a ``kind`` cell's state, as the atlas reads them: ``hidden_size`` for the
+    RNN and the LSTM, the SSM's channels (``expand · hidden_size``) for it."""
+    return hidden_size * (SSMConfig().expand if kind == "ssm" else 1)
 
 
 def parameter_count(kind: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:

@@ -155,21 +155,31 @@ class SampleConfig:
 
 @torch.inference_mode()
 def sample(model: CharLM, vocab: CharVocab, cfg: SampleConfig) -> Iterator[str]:
-    """The prime, then ``cfg.length`` characters drawn one at a time, each yielded as soon as it is drawn."""
+    """The prime, then ``cfg.length`` characters drawn one at a time, each yielded as soon as it is drawn.
+
+    A step is one small matrix-vector product per layer, so each extra tensor operation costs about as much as the
+    arithmetic: the first layer's input term is computed once per character of the vocabulary
+    (:meth:`captioner.cells.LSTM.input_term`), the temperature and the ban on U+FFFD are folded into a copy of
+    ``W_hy``, and the random numbers are drawn up front (the same stream as one draw per character).
+    docs/experiments.md has the figures."""
     model.eval()
     generator = torch.Generator()
     if cfg.seed is None:
         generator.seed()
     else:
         generator.manual_seed(cfg.seed)
+    uniforms = torch.rand(cfg.length, 1, 1, generator=generator)  # (length, 1, 1): one draw per character
+    weight = (model.head.weight / cfg.temperature).t()  # (hidden, vocab): W_hy / T
+    bias = model.head.bias / cfg.temperature  # (vocab,)
+    bias[0] = float("-inf")  # never write U+FFFD: it stands for characters the model never saw
+    table = model.cell.input_term(model.embed.weight)  # (vocab, ...): row c is what character c adds to a step
     yield cfg.prime
     _, state = model(vocab.encode(cfg.prime[:-1])[None]) if len(cfg.prime) > 1 else (None, model.zero_state(1))
     ids = vocab.encode(cfg.prime[-1:])  # (1,)
-    for _ in range(cfg.length):
-        logits, state = model.step(ids, state)  # (1, vocab)
-        logits[:, 0] = float("-inf")  # never write U+FFFD: it stands for characters the model never saw
-        logits = filter_logits(logits / cfg.temperature, cfg.top_k, 1.0)
-        ids = sample_words(logits.softmax(-1), torch.rand(1, 1, generator=generator))  # (1,)
+    for uniform in uniforms:
+        h, state = model.cell.step(table[ids], state, projected=True)  # (1, hidden)
+        logits = filter_logits(torch.addmm(bias, h, weight), cfg.top_k, 1.0)  # (1, vocab)
+        ids = sample_words(logits.softmax(-1), uniform)  # (1,)
         yield vocab.chars[int(ids)]
 
 

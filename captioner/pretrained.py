@@ -206,6 +206,21 @@ _ENTRIES = [
         ),
         data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain",
     ),
+    Weights(  # about the LSTM's parameter count with the selective state-space cell (issue 40)
+        name="lm-shakespeare-ssm-v1",
+        task="lm",
+        folder="lm-shakespeare-ssm",
+        encoder="",
+        preprocessing=None,
+        scores={"tinyshakespeare val": {"nats_per_char": 1.5557, "bits_per_char": 2.2444}},
+        recipe=_lm_recipe(
+            "lm-shakespeare-ssm",
+            "tinyshakespeare/input.txt",
+            "--cell ssm --num-layers 2 --hidden-dim 304 --dropout 0.2 --batch-size 32 --bptt 128 --lr 3e-3 "
+            "--epoch-chars 400000 --sample-every 100 --save-every 50 --threads 1 --epochs 17",
+        ),
+        data_license="tiny-shakespeare (Karpathy's char-rnn corpus): public domain",
+    ),
     Weights(
         name="lm-linux-v1",
         task="lm",

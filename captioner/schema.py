@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .cells import state_kinds
+from .cells import channels, state_kinds
 from .charlm import CHARS_FORMAT, CharLMConfig, CharVocab
 from .checkpoint import check_tensors, read_tensors
 from .choices import ChoiceWeights
@@ -242,7 +242,7 @@ def _correlation(value: Any, where: str) -> float:
 def read_lm_atlas(path: Path, data: Any, model: CharLMConfig) -> dict:
     """A character model's ``cells.json``: for each signal, its best cells (``state``, ``layer``, ``cell``, ``r``),
     each naming a cell the model has; and, optionally, every cell's ``r`` by state and layer (``"c0"``)."""
-    kinds = state_kinds(model.cell)
+    kinds, width = state_kinds(model.cell), channels(model.cell, model.hidden_dim)
     with config_errors(path):
         if not isinstance(data, dict) or data.get("format") != LM_ATLAS_FORMAT:
             raise ValueError(f'not a character cell atlas (expected "format": "{LM_ATLAS_FORMAT}")')
@@ -251,7 +251,7 @@ def read_lm_atlas(path: Path, data: Any, model: CharLMConfig) -> dict:
             for i, cell in enumerate(section(signals, name)["best"]):
                 where = f"signals.{name}.best[{i}]"
                 check_value(f"{where}.state", cell["state"], "str", {"choices": kinds})
-                for key, size in (("layer", model.num_layers), ("cell", model.hidden_dim)):
+                for key, size in (("layer", model.num_layers), ("cell", width)):
                     check_value(f"{where}.{key}", cell[key], "int", {"limits": {"low": 0, "high": size - 1}})
                 _correlation(cell["r"], f"{where}.r")
         every = section(data, "r", required=False)
@@ -259,8 +259,8 @@ def read_lm_atlas(path: Path, data: Any, model: CharLMConfig) -> dict:
             if key not in {f"{k}{layer}" for k in kinds for layer in range(model.num_layers)}:
                 raise ValueError(f"r has no state {_quoted(key)} in this model")
             for name, values in section(every, key).items():
-                if not isinstance(values, list) or len(values) != model.hidden_dim:
-                    raise ValueError(f"r.{key}.{name} must be a list of {model.hidden_dim} correlations")
+                if not isinstance(values, list) or len(values) != width:
+                    raise ValueError(f"r.{key}.{name} must be a list of {width} correlations")
                 for i, value in enumerate(values):
                     _correlation(value, f"r.{key}.{name}[{i}]")
         return data

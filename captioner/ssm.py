@@ -95,22 +95,24 @@ def scan(
     if pad:
         x, dt, b, c = (nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, b, c))
     k = x.shape[1] // q
-    xdt = (x * dt[..., None]).view(n, k, q, heads, p).permute(0, 3, 1, 2, 4)  # (n, H, K, Q, P)
-    log_a = (dt * a).view(n, k, q, heads).permute(0, 3, 1, 2)  # (n, H, K, Q): log decay of each step
+    x = x.view(n, k, q, heads, p).permute(0, 3, 1, 2, 4)  # (n, H, K, Q, P)
+    dt = dt.view(n, k, q, heads).permute(0, 3, 1, 2)  # (n, H, K, Q)
+    log_a = dt * a[:, None, None]  # (n, H, K, Q): log decay of each step
     cum = log_a.cumsum(-1)  # (n, H, K, Q): log decay from the chunk's start
     b, c = b.view(n, k, q, -1), c.view(n, k, q, -1)  # (n, K, Q, N)
+    # Δ_s multiplies the (Q, Q) and (Q, N) factors below, never x itself: smaller than x when N, Q < P (the default)
     # 1. inside each chunk: y_t = sum_{s<=t} (C_t . B_s) exp(a_{s+1} + ... + a_t) Δ_s x_s
-    scores = (c @ b.transpose(-1, -2))[:, None] * segsum(log_a).exp()  # (n, H, K, Q, Q)
-    y = scores @ xdt  # (n, H, K, Q, P)
-    # 2. what each chunk adds to the state by its end
-    to_end = (cum[..., -1:] - cum).exp()  # (n, H, K, Q)
-    added = (xdt * to_end[..., None]).transpose(-1, -2) @ b[:, None]  # (n, H, K, P, N)
+    scores = (c @ b.transpose(-1, -2))[:, None] * (segsum(log_a).exp() * dt[..., None, :])  # (n, H, K, Q, Q)
+    y = scores @ x  # (n, H, K, Q, P)
+    # 2. what each chunk adds to the state by its end: sum_s exp(a_{s+1} + ... + a_end) Δ_s x_s B_sᵀ
+    to_end = (cum[..., -1:] - cum).exp() * dt  # (n, H, K, Q)
+    added = x.transpose(-1, -2) @ (b[:, None] * to_end[..., None])  # (n, H, K, P, N)
     # 3. between chunks, the same recurrence one level up: the state entering each chunk, and the last
     states = torch.cat([h0[:, :, None], added], dim=2)  # (n, H, K + 1, P, N)
     through = segsum(nn.functional.pad(cum[..., -1], (1, 0))).exp()  # (n, H, K + 1, K + 1)
     states = (through @ states.flatten(-2)).view(n, heads, k + 1, p, -1)  # (n, H, K + 1, P, N)
-    # 4. what the entering state adds to each step's output
-    y = y + (c[:, None] @ states[:, :, :-1].transpose(-1, -2)) * cum.exp()[..., None]  # (n, H, K, Q, P)
+    # 4. what the entering state adds to each step's output: C_t, decayed from the chunk's start, reads it
+    y = y + (c[:, None] * cum.exp()[..., None]) @ states[:, :, :-1].transpose(-1, -2)  # (n, H, K, Q, P)
     y = y.permute(0, 2, 3, 1, 4).reshape(n, k * q, heads, p)[:, :t]  # (n, T, H, P)
     return y, states[:, :, -1]
 
@@ -267,9 +269,15 @@ class SSM(nn.Module):
             out = out * keep
         return out, (torch.stack(hs), torch.stack(convs)), torch.stack(dts)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One step: ``x`` ``(n, input)`` to the top layer's output ``(n, hidden)`` and the new state."""
-        u = self.input(x)  # (n, hidden)
+    def input_term(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream's first value ``(n, hidden)`` for inputs ``x`` ``(n, input)``: what a step computes
+        from its input alone (see :meth:`captioner.cells.LSTM.input_term`)."""
+        return self.input(x)
+
+    def step(self, x: torch.Tensor, state: State, projected: bool = False) -> tuple[torch.Tensor, State]:
+        """One step: ``x`` ``(n, input)`` (or, ``projected``, its :meth:`input_term`) to the top layer's output
+        ``(n, hidden)`` and the new state."""
+        u = x if projected else self.input(x)  # (n, hidden)
         hs, convs = [], []
         for layer, block in enumerate(self.blocks):
             out, h, conv = block.step(u, state[0][layer], state[1][layer])

@@ -1,5 +1,6 @@
-"""The recurrent cells (captioner.cells): the one-step recurrence agrees with the fused sequence pass, a state
-carried across chunks matches one long pass, padded steps are skipped, and bad kinds are one-line errors."""
+"""The recurrent cells (captioner.cells): the one-step recurrence agrees with the fused sequence pass (and with
+itself from a precomputed input term), a state carried across chunks matches one long pass, padded steps are
+skipped, and bad kinds are one-line errors."""
 
 import pytest
 import torch
@@ -21,6 +22,24 @@ def test_steps_agree_with_the_fused_sequence_pass(kind, layers):
     assert len(final) == len(state_kinds(kind)) and final[0].shape[:2] == (layers, 3)  # the SSM's: (.., heads, P, N)
     for a, b in zip(final, state):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_step_from_a_precomputed_input_term_is_the_same_step(kind, layers):
+    """Sampling looks the first layer's input term up per character (``input_term`` of the embedding's rows) and
+    steps with ``projected=True``: the same outputs and states as stepping from the input."""
+    torch.manual_seed(2)
+    cell = build_cell(kind, 5, 6, layers).eval()
+    table = torch.randn(9, 5)  # a 9-character embedding
+    terms = cell.input_term(table)  # (9, ...)
+    state = projected = cell.zero_state(2)
+    for ids in ([1, 4], [8, 0], [3, 3]):
+        h, state = cell.step(table[ids], state)
+        h_projected, projected = cell.step(terms[ids], projected, projected=True)
+        torch.testing.assert_close(h_projected, h, rtol=1e-5, atol=1e-6)
+        for a, b in zip(projected, state):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", sorted(CELLS))

@@ -150,3 +150,17 @@ def test_min_char_rnn_backpropagates_through_time_correctly_and_learns():
         params[name][i] = saved
         assert grads[name][i] == pytest.approx((up - down) / 2e-5, rel=1e-4, abs=1e-8)
     assert train("hello " * 200, iterations=1000, every=0) < 0.8  # the lecture's "hello", learnt
+
+
+def test_the_atlas_reads_an_ssm_model_one_value_per_channel():
+    """The SSM's state holds N numbers per channel: the atlas reads each channel's state summed over them, and its
+    convolution window's newest input; the JSON passes the schema, and a chosen cell can be drawn."""
+    torch.manual_seed(0)
+    vocab = CharVocab.from_text("ab\ncd")
+    model = CharLM(CharLMConfig(len(vocab), embed_dim=4, hidden_dim=4, num_layers=2, cell="ssm"))
+    atlas = build_atlas(model, vocab, "ab\ncd\n" * 40, streams=2, source="made here")
+    assert set(atlas["r"]) == {"conv0", "conv1", "ssm0", "ssm1"}
+    assert len(atlas["r"]["ssm1"]["column"]) == 8  # expand 2 x hidden 4 channels
+    assert read_lm_atlas("cells.json", json.loads(json.dumps(atlas)), model.config)["format"] == atlas["format"]
+    values = activations(model, vocab, "ab\ncd", CellRef.best_for(atlas, "column"))
+    assert values.shape == (5,) and np.isfinite(values).all()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..charlm import SampleConfig, sample
-from ..lecture.charcells import DEFINITIONS
+from ..lecture.charcells import DEFINITIONS, cell_values
 from ..lecture.charviews import CellRef, colour_html
 from ..pretrained import DEFAULT, LoadedLM, list_weights, load_lm
 
@@ -63,7 +63,8 @@ def lm_sample(
         with torch.inference_mode():
             for ch in piece:  # the same recurrence read along, to see the cell after each character
                 _, state = lm.model.step(lm.vocab.encode(ch), state)
-                values.append(float(state[kinds.index(ref.kind)][ref.layer, 0, ref.cell]) if ref else 0.0)
+                part = state[kinds.index(ref.kind)][ref.layer] if ref else None  # (1, ...)
+                values.append(float(cell_values(part)[0, ref.cell]) if ref else 0.0)
         text += piece
         if i % EVERY == 0 or i == cfg.length:
             yield colour_html(text, np.array(values)), words

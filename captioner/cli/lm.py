@@ -22,6 +22,7 @@ from ..schema import ATLAS_FILE
 from ..settings import add_options, from_args, number
 from ..train.lm import LM_RUN_OPTIONS, LMTrainConfig, train_lm
 
+FLUSH_SECONDS = 0.05  # lm sample shows what it has drawn at least this often, and at every line end
 WEIGHTS_HELP = f"a character-model entry name or weights folder such as runs/lm/best (default: {DEFAULT['lm']})"
 TRAIN_OPTIONS = (
     "text",
@@ -193,11 +194,16 @@ def _cmd_sample(args) -> int:
     # one thread drew 568 characters/s and two 37.
     torch.set_num_threads(1)
     started, count = time.perf_counter(), -1
+    flushed = started
     for piece in sample(lm.model, lm.vocab, cfg):
         sys.stdout.write(piece)
-        sys.stdout.flush()
         count += 1
+        now = time.perf_counter()
+        if piece == "\n" or now - flushed > FLUSH_SECONDS:  # streamed, without a system call per character
+            sys.stdout.flush()
+            flushed = now
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if args.verbose:
         seconds = time.perf_counter() - started
         _note(f"{count} characters in {seconds:.2f} s ({count / max(seconds, 1e-9):,.0f} characters/s)")

@@ -15,7 +15,8 @@ an opening quote or bracket is inside, a closing one outside):
 Strings, comments and character literals (``'"'``) hide the braces, parentheses and ``if`` s inside them; outside
 C code (prose) an apostrophe is only a character literal when it closes one character later, so "don't" is prose.
 
-For every cell (``h`` and ``c`` of every layer) the atlas gives its correlation ``r`` with every signal, over the
+For every cell (``h`` and ``c`` of every layer; for the selective SSM, every channel of its state and of its
+convolution's window, :func:`cell_values`) the atlas gives its correlation ``r`` with every signal, over the
 text read as side-by-side streams with the state carried; and for every signal the cells with the largest
 ``|r|``. :mod:`captioner.lecture.charviews` draws a text coloured character by character by one cell.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cells import channels
 from ..charlm import CharLM, CharVocab
 from ..schema import LM_ATLAS_FORMAT
 
@@ -150,6 +152,23 @@ def state_names(model: CharLM) -> list[tuple[str, int]]:
     return [(kind, layer) for kind in kinds for layer in range(model.config.num_layers)]
 
 
+def cell_values(part: torch.Tensor) -> torch.Tensor:
+    """One value per cell ``(N, cells)`` from one layer's part of a state: ``h`` and ``c`` ``(N, hidden)`` as they
+    are. The SSM's parts hold several numbers per channel, so each channel is read as one: its state
+    ``(N, heads, P, N_state)`` summed over its ``N_state`` entries, its convolution window ``(N, E, k - 1)`` as
+    the newest input it holds (the block's ``x_t``)."""
+    if part.dim() == 2:
+        return part
+    if part.dim() == 3:
+        return part[..., -1] if part.shape[-1] else part.new_zeros(part.shape[:2])
+    return part.sum(-1).flatten(1)
+
+
+def cell_width(model: CharLM) -> int:
+    """Cells per (kind, layer): the hidden size, or the SSM's channels."""
+    return channels(model.config.cell, model.config.hidden_dim)
+
+
 @torch.inference_mode()
 def trace(model: CharLM, ids: torch.Tensor, state=None):
     """The states after every character of ``ids`` ``(N, T)``: yields ``(t, values (N, states * hidden))`` per step,
@@ -160,7 +179,7 @@ def trace(model: CharLM, ids: torch.Tensor, state=None):
     layers = [layer for _, layer in state_names(model)]
     for t in range(ids.shape[1]):
         _, state = model.step(ids[:, t], state)
-        yield t, torch.cat([state[k][layer] for k, layer in zip(order, layers)], dim=1)
+        yield t, torch.cat([cell_values(state[k][layer]) for k, layer in zip(order, layers)], dim=1)
 
 
 def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32, progress: bool = False) -> np.ndarray:
@@ -173,7 +192,7 @@ def correlations(model: CharLM, vocab: CharVocab, text: str, streams: int = 32, 
     pieces = [text[s * width : (s + 1) * width] for s in range(streams)]  # each read from a fresh start
     signals = np.stack([np.stack(list(text_signals(piece).values()), 1) for piece in pieces])  # (S, W, signals)
     y = torch.from_numpy(signals).double()
-    cells = sum(model.config.hidden_dim for _ in state_names(model))
+    cells = cell_width(model) * len(state_names(model))
     sx, sxx, sxy = (
         torch.zeros(cells, dtype=torch.float64),
         torch.zeros(cells, dtype=torch.float64),
@@ -200,7 +219,7 @@ def build_atlas(
 ) -> dict:
     """The atlas of ``model`` over ``text`` (the JSON that ``cells.json`` holds; see the module's docstring)."""
     r = correlations(model, vocab, text, streams, progress)  # (cells, signals)
-    names, hidden = state_names(model), model.config.hidden_dim
+    names, hidden = state_names(model), cell_width(model)
     means = {name: float(v.mean()) for name, v in text_signals(text).items()}
     signals = {}
     for k, name in enumerate(SIGNALS):

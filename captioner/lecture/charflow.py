@@ -8,7 +8,10 @@ LSTM's additive cell update ``c_{t+1} = f ⊙ c_t + i ⊙ g`` lets it shrink onl
 
 Windows of text are read with :meth:`CharLM.step` after a warm-up (so the state is a typical one, not zeros).
 ``s_t`` is the state after reading character ``t``; the last state, which predicts ``x_T``, is at distance 1.
-``kinds=("h",)`` measures ``h_t`` of every layer, ``("h", "c")`` the LSTM's whole state.
+``kinds=("h",)`` measures ``h_t`` of every layer, ``("h", "c")`` the LSTM's whole state. The selective SSM
+predicts from a step's output, not from its state (``kinds=("ssm", "conv")``: its whole state): its ``s_t`` is the
+state the step reading character ``t + 1`` starts from, so its distance 1 is the state the last step starts from,
+as in :func:`captioner.lecture.gradients.last_word_gradients`.
 """
 
 from __future__ import annotations
@@ -33,18 +36,24 @@ def window_gradients(
     with torch.no_grad():
         state = model(warmup)[1] if warmup is not None and warmup.shape[1] else model.zero_state(len(windows))
     parts = [model.cell.state_kinds.index(kind) for kind in kinds]
+    read_from_state = "h" in model.cell.state_kinds  # the RNN and the LSTM predict from h, the SSM from its output
     with torch.enable_grad():
         state = tuple(s.clone().requires_grad_(True) for s in detach(state))
         tracked = []
         for t in range(windows.shape[1] - 1):
-            _, state = model.step(windows[:, t], state)
-            tracked.append([state[p] for p in parts])  # each (layers, N, hidden)
-        logits = model.head(state[0][-1])  # (N, vocab): from the tracked state, so distance 1 counts
+            if not read_from_state:
+                tracked.append([state[p] for p in parts])  # the state this step starts from
+            logits, state = model.step(windows[:, t], state)  # (N, vocab)
+            if read_from_state:
+                tracked.append([state[p] for p in parts])  # each (layers, N, hidden): the logits read it
+        if read_from_state:
+            logits = model.head(state[0][-1])  # (N, vocab): from the tracked state, so distance 1 counts
         target = logits.log_softmax(-1).gather(1, windows[:, -1:]).sum()  # log p(x_T), summed over the windows
         flat = [s for step in tracked for s in step]
         grads = torch.autograd.grad(target, flat, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(grads, flat)]
-    squares = torch.stack([g.square().sum(dim=(0, 2)) for g in grads]).view(len(tracked), len(parts), -1).sum(1)
+    squares = torch.stack([g.square().transpose(0, 1).flatten(1).sum(1) for g in grads])  # (steps · parts, N)
+    squares = squares.view(len(tracked), len(parts), -1).sum(1)
     return squares.sqrt().T.flip(1)  # (N, T): by distance 1, 2, ...
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..charlm import CharLM, CharVocab
-from .charcells import trace
+from .charcells import cell_width, trace
 
 WRAP = 80  # characters per drawn line
 
@@ -42,7 +42,7 @@ def activations(model: CharLM, vocab: CharVocab, text: str, ref: CellRef) -> np.
     kinds = [kind for kind in sorted(model.cell.state_kinds) for _ in range(model.config.num_layers)]
     layers = [layer for _ in sorted(model.cell.state_kinds) for layer in range(model.config.num_layers)]
     column = next(i for i, (k, layer) in enumerate(zip(kinds, layers)) if (k, layer) == (ref.kind, ref.layer))
-    index = column * model.config.hidden_dim + ref.cell
+    index = column * cell_width(model) + ref.cell
     values = np.zeros(len(text), dtype=np.float32)
     for t, x in trace(model, vocab.encode(text)[None]):
         values[t] = float(x[0, index])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -152,6 +153,7 @@ class LMTask(Task):
         self.steps = max(1, min(per_epoch, (self.width - 1) // cfg.bptt - 1))  # chunks per epoch
         self.state: State | None = None  # carried from chunk to chunk (streams)
         self.step_count = 0
+        self.started = time.perf_counter()  # for the log's wall and CPU minutes (this process's, not a resumed run's)
 
     def phases(self) -> list[Phase]:
         batches = self._stream_batches if self.cfg.batches == "streams" else self._chunk_batches
@@ -205,6 +207,8 @@ class LMTask(Task):
             "minus_val_loss": -total / count,
             "steps": self.step_count,
             "train_chars": self.steps * self.cfg.batch_size * self.cfg.bptt,
+            "wall_minutes": round((time.perf_counter() - self.started) / 60, 2),
+            "cpu_minutes": round(time.process_time() / 60, 2),  # robust to other jobs on the machine
         }
 
     def report(self, scores: dict) -> str:
@@ -213,7 +217,8 @@ class LMTask(Task):
         speed = scores["train_chars"] / max(scores.get("seconds", 0), 1e-9)
         return (
             f"val {scores['val_loss']:.4f} nats/char ({scores['val_loss'] / math.log(2):.3f} bits/char), "
-            f"{speed:,.0f} chars/s with validation"
+            f"{speed:,.0f} chars/s with validation; {scores['wall_minutes']:.1f} min wall, "
+            f"{scores['cpu_minutes']:.1f} min CPU so far"
         )
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
