@@ -318,3 +318,16 @@ def test_image_batches_report_unreadable_images_and_go_on(tmp_path):
 )
 def test_question_types_follow_the_documented_rule(question, kind):
     assert question_type(question) == kind and kind in QUESTION_TYPES
+
+
+def test_a_large_scoring_shows_its_stages_and_a_small_one_does_not(monkeypatch, capsys):
+    import captioner.metrics.captions as captions
+
+    results = {1: "a dog runs", 2: "a cat sits"}
+    references = {1: ["a dog is running", "the dog runs"], 2: ["a cat is sitting", "the cat sits down"]}
+    evaluate_captions(results, references, ["Bleu", "CIDEr"], "python")
+    assert "scoring" not in capsys.readouterr().err
+    monkeypatch.setattr(captions, "SHOW_STAGES", 2)  # as if 2 captions took minutes
+    evaluate_captions(results, references, ["Bleu", "CIDEr"], "python")
+    err = capsys.readouterr().err
+    assert "scoring 2 captions" in err and "tokenizing" in err and "CIDEr" in err and "3/3" in err

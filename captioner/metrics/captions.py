@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..progress import progress_bar
 from .ptb import java_available, tokenize_captions
 
 METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+SHOW_STAGES = 10_000  # captions from which scoring shows its stages on stderr (fewer take seconds)
 MAX_SCORED_WORDS = 200  # longer captions are cut: METEOR (Java) takes minutes on a few of 10,000 words, and then fails
 
 
@@ -122,10 +124,16 @@ def evaluate_captions(
     if "SPICE" in wanted and java and not spice_available():
         skipped.append("SPICE: Stanford CoreNLP models not installed (run pycocoevalcap's get_stanford_models)")
     ids = list(results)
+    scored = [m for m in METRICS if m in wanted and not any(s.startswith(m + ":") for s in skipped)]
+    # pycocoevalcap's scorers show no progress, and 200,000 captions take minutes: say which stage is running
+    stages = progress_bar(len(scored) + 1, f"scoring {len(ids)} captions", "stage", disable=len(ids) < SHOW_STAGES)
+    stages.set_postfix_str("tokenizing")
     gts = tokenize_captions({i: [cut(r) for r in references[i]] for i in ids}, tokenizer)
     res = tokenize_captions({i: [cut(results[i])] for i in ids}, tokenizer)
     corpus, per_image = {}, {}
-    for name in (m for m in METRICS if m in wanted and not any(s.startswith(m + ":") for s in skipped)):
+    for name in scored:
+        stages.update()
+        stages.set_postfix_str(name)
         scorer = _scorer(name)
         score, scores = scorer.compute_score(gts, res, verbose=0) if name == "Bleu" else scorer.compute_score(gts, res)
         if name == "Bleu":
@@ -136,6 +144,8 @@ def evaluate_captions(
             corpus[name], per_image[name] = float(score), [float(by_id[i]) for i in ids]
         else:
             corpus[name], per_image[name] = float(score), [float(s) for s in scores]
+    stages.update()
+    stages.close()
     return CaptionScores(corpus, per_image, ids, tokenizer, skipped)
 
 
