@@ -163,7 +163,7 @@ def breakdown(weights: dict[str, str | None], coco: str) -> dict[str, dict]:
                     features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1
                 )
                 predictions.update((q.question_id, a[0][0]) for q, a in zip(questions, answers))
-                sure.update((q.question_id, bool(model.sure(a[0][1]))) for q, a in zip(questions, answers))
+                sure.update((q.question_id, bool(model.sure(a[0][1], a[0][0]))) for q, a in zip(questions, answers))
             overall = vqa_report(predictions, references)
             out[variant] = {"accuracy": overall["accuracy"], "metric": overall["by_metric"]} | {
                 by: vqa_report(predictions, references, types)["per_type"] for by, types in kinds.items()
@@ -220,14 +220,14 @@ def choices_report(weights: str | None, coco: str) -> dict:
     """4-way accuracy on COCO dev of the weights' rule (``config.json``'s ``choices``) and of the VQA softmax alone
     (out-of-vocabulary at 0)."""
     model = VQAPredictor.from_pretrained(weights, precision="fp32", words=True)
-    dev = torch.stack(choice_items(model, load_vqa_dataset("coco", coco, "dev")))  # (N, 4, 4)
+    dev = torch.stack(choice_items(model, load_vqa_dataset("coco", coco, "dev")))  # (N, 4, 6)
     rule = model.choice_weights
 
     def accuracy(scores: torch.Tensor) -> float:
         return float((scores.argmax(-1) == 0).float().mean())
 
     in_vocab = dev[..., 1] == 0
-    w = torch.tensor([rule.vqa_weight, rule.oov_bias, rule.word_weight, rule.unknown_weight])
+    w = rule.vector()
     return {
         "questions": len(dev),
         "out-of-vocabulary candidates": float((~in_vocab).float().mean()),

@@ -12,7 +12,12 @@ How a candidate is scored (:func:`choice_probabilities`), on one scale, a softma
   of its words: the caption decoder. ``w`` is the mean, over the candidate's words, of the most log-probability
   the decoder gives the word at any step while it writes its greedy caption of the image (:func:`word_scores`):
   how readily the caption model would say the word about this photo. A word outside the caption vocabulary
-  is read as ``<unk>``, and ``u`` (the fraction of such words) charges it for sharing ``<unk>``'s mass.
+  is read as ``<unk>``, and ``u`` (the fraction of such words) charges it for sharing ``<unk>``'s mass;
+- plus, for every candidate, in the answer vocabulary or not, ``concept_weight * c(candidate) +
+  no_concept_weight * n(candidate)`` when the VQA weights have concept detectors beside them
+  (:mod:`captioner.concepts`): ``c`` is the mean log-probability that the photo shows each concept the candidate
+  names, its plurals and synonyms mapped ("goats" is ``goat``), and ``n`` is 1 for a candidate that names
+  none. The same concepts score "tennis" and "playing tennis", so the two wordings pick the same winner.
 
 Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption
 decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the
@@ -26,8 +31,8 @@ that record none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -36,7 +41,11 @@ from .decoding import DecodeConfig, decode
 from .options import CHOICE_LIMITS, ESCAPE, SEPARATOR, ChoiceLimits  # noqa: F401 (torch-free, so there)
 from .vocab import Vocabulary, pad_ids, tokenize_words
 
+if TYPE_CHECKING:  # concepts reads weights through schema, which reads ChoiceWeights from here
+    from .concepts import ConceptVocab
+
 SHOWN = 40  # characters of a candidate that an error message quotes, at most
+LEAST_PROBABILITY = 1e-4  # a concept's probability as the rule reads it, at least: one sure miss does not decide
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,12 @@ class ChoiceWeights:
     oov_bias: float  # where a candidate outside the answer vocabulary starts
     word_weight: float  # on w, the caption decoder's mean word log-probability
     unknown_weight: float  # on u, the fraction of words outside the caption vocabulary
+    concept_weight: float = 0.0  # on c, the mean log-probability of the concepts the candidate names
+    no_concept_weight: float = 0.0  # on n, 1 for a candidate that names no concept (weights fitted without: 0)
+
+    def vector(self) -> torch.Tensor:
+        """The weights in the order of :func:`choice_features`' inputs ``(6,)``."""
+        return torch.tensor([getattr(self, f.name) for f in fields(self)])
 
 
 # Fitted on the 7,466 COCO train questions the model reads (4-way, seed 0) for the shipped weights/vqa and
@@ -127,17 +142,41 @@ def word_scores(decoder, features: torch.Tensor, max_length: int) -> torch.Tenso
     return torch.stack([s.max(0).values for s in steps.split((lengths - 1).tolist())])  # (N, vocab)
 
 
+@dataclass
+class SeenConcepts:
+    """One image's concept probabilities ``(K,)`` with the vocabulary that names them: what the rule's ``c`` and
+    ``n`` read."""
+
+    probabilities: torch.Tensor
+    vocab: ConceptVocab
+
+    def features(self, choice: str) -> tuple[float, float]:
+        """(c, n) of a candidate: the mean log-probability of the concepts it names (each at least
+        :data:`LEAST_PROBABILITY`), and 1.0 in place of it when it names none."""
+        named = self.vocab.concepts_in(choice)
+        if not named:
+            return 0.0, 1.0
+        p = self.probabilities[[self.vocab.index[c] for c in sorted(named)]]
+        return float(p.clamp(min=LEAST_PROBABILITY).log().mean()), 0.0
+
+
 def choice_features(
-    choice: str, vqa_log_probs: torch.Tensor, answer_index: Mapping[str, int], words: torch.Tensor, vocab: Vocabulary
-) -> tuple[float, float, float, float]:
-    """The rule's four inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u), in the order of
-    :class:`ChoiceWeights`; w and u are 0 for a candidate in the answer vocabulary."""
+    choice: str,
+    vqa_log_probs: torch.Tensor,
+    answer_index: Mapping[str, int],
+    words: torch.Tensor,
+    vocab: Vocabulary,
+    seen: SeenConcepts | None = None,
+) -> tuple[float, ...]:
+    """The rule's six inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u, c, n), in the order
+    of :class:`ChoiceWeights`; w and u are 0 for a candidate in the answer vocabulary, c and n without ``seen``."""
+    concept = seen.features(choice) if seen is not None else (0.0, 0.0)
     index = answer_index.get(choice_key(choice))
     if index is not None:
-        return float(vqa_log_probs[index]), 0.0, 0.0, 0.0
+        return float(vqa_log_probs[index]), 0.0, 0.0, 0.0, *concept
     tokens = tokenize_words(choice_key(choice))  # articles dropped: "a" is in every caption
     ids = [vocab.index.get(w, Vocabulary.unk_id) for w in tokens]
-    return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens)
+    return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens), *concept
 
 
 def choice_probabilities(
@@ -147,13 +186,13 @@ def choice_probabilities(
     words: torch.Tensor,
     vocab: Vocabulary,
     weights: ChoiceWeights = SHIPPED,
+    seen: SeenConcepts | None = None,
 ) -> list[tuple[str, float]]:
     """(candidate, probability) for each of ``choices`` (already checked), best first; they sum to 1.
     ``vqa_log_probs`` ``(answers,)`` is the VQA model's log-softmax, ``words`` ``(vocab,)`` the image's
-    :func:`word_scores`."""
-    x = torch.tensor([choice_features(c, vqa_log_probs, answer_index, words, vocab) for c in choices])  # (K, 4)
-    w = torch.tensor([weights.vqa_weight, weights.oov_bias, weights.word_weight, weights.unknown_weight])
-    probs = torch.softmax(x @ w, dim=0)  # (K,)
+    :func:`word_scores`, ``seen`` its concepts (None: no concept detectors)."""
+    x = torch.tensor([choice_features(c, vqa_log_probs, answer_index, words, vocab, seen) for c in choices])  # (K, 6)
+    probs = torch.softmax(x @ weights.vector(), dim=0)  # (K,)
     return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])
 
 

@@ -8,6 +8,8 @@ below the lowest one at which the fitted quality reaches a target:
 
 - answers: confidence is the top answer's probability; the target is 0.5, so a "not sure" answer is, on
   dev, more likely wrong than right;
+- a yes or a no (``yes_no``, optional): the same, with the target 0.85. A yes/no is right half the time by
+  chance, so "more likely right than wrong" says little of it; a sure yes/no is right about 85% of the time;
 - captions: confidence is the geometric mean of the word probabilities (``<end>`` included), which ranks
   captions by quality better on dev than the arithmetic mean or the least likely word; the target is half
   the dev corpus CIDEr-D, so a "not sure" caption is expected to score less than half a typical one.
@@ -31,6 +33,7 @@ import numpy as np
 R = TypeVar("R")  # a result with ``sure`` and ``warning`` fields, such as captioner.pipeline.Caption
 
 NOT_SURE = "(not sure)"  # the text outputs' suffix
+YES_NO = frozenset({"yes", "no"})  # the answers the ``yes_no`` threshold applies to, when the weights record one
 
 
 def caption_confidence(log_prob: float, words: int) -> float:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .answers import answer_index
-from .choices import SHIPPED, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
+from .choices import SHIPPED, ChoiceWeights, SeenConcepts, WordModel, check_choices, choice_probabilities, parse_choices
 from .concepts import Concepts, concepts_beside
-from .confidence import caption_confidence, doubted, is_sure
+from .confidence import YES_NO, caption_confidence, doubted, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
 from .encoder import ImageEncoder, build_encoder
 from .features import encode_images, image_batches
@@ -131,6 +131,7 @@ class Captioner(Pipeline):
                 answers.answers,
                 vqa_encoder,
                 not_sure_below=answers.confidence.get("answer"),
+                yes_no_below=answers.confidence.get("yes_no"),
                 words=words,
                 choice_weights=answers.choices,
                 runtime=vqa_runtime,
@@ -272,6 +273,7 @@ class VQAPredictor(Pipeline):
         precision: str | Precision = "auto",
         not_sure_below: float | None = None,
         words: WordModel | None = None,
+        yes_no_below: float | None = None,
         choice_weights: ChoiceWeights | None = None,
         runtime: str | Runtime = "auto",
         concepts: Concepts | None = None,
@@ -285,13 +287,18 @@ class VQAPredictor(Pipeline):
         self.vocab = vocab
         self.answers = answers
         self.not_sure_below = not_sure_below  # the weights' answer threshold (captioner.confidence), if any
+        self.yes_no_below = yes_no_below  # ... and their stricter one for a yes or a no, if any
         self.words = words  # the caption decoder, for multiple-choice candidates outside ``answers``
         self.choice_weights = choice_weights or SHIPPED  # the rule fitted for these weights, else the shipped ones
         self.answer_index = answer_index(answers)
 
-    def sure(self, probability: float) -> bool | None:
+    def sure(self, probability: float, answer: str | None = None) -> bool | None:
         """Whether a top answer of this probability is "sure" by the weights' calibrated threshold (None: the weights
-        record none). Only the top answer is marked: the threshold was calibrated on top answers."""
+        record none). Only the top answer is marked: the threshold was calibrated on top answers. A "yes" or "no"
+        has its own threshold when the weights record one: a yes/no is right half the time by chance, so the
+        probability at which it becomes trustworthy is higher (:mod:`captioner.confidence`)."""
+        if answer in YES_NO and self.yes_no_below is not None:
+            return is_sure(probability, self.yes_no_below)
         return is_sure(probability, self.not_sure_below)
 
     @classmethod
@@ -333,6 +340,7 @@ class VQAPredictor(Pipeline):
             answers.answers,
             encoder,
             not_sure_below=answers.confidence.get("answer"),
+            yes_no_below=answers.confidence.get("yes_no"),
             choice_weights=answers.choices,
             runtime=chosen,
             concepts=concepts_beside(answers.path, answers.encoder),
@@ -387,10 +395,16 @@ class VQAPredictor(Pipeline):
             raise ValueError("multiple choice needs the caption weights too (caption/ beside vqa/, on one encoder)")
         log_probs = self.forward(features.expand(len(questions), *features.shape[1:]), questions, log=True)
         words = self.words.scores(features)[0]  # (vocab,): the image's, the same for every question
+        seen = self.seen(features)
         return [
-            choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights)
+            choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights, seen)
             for c, lp in zip(choices, log_probs)
         ]
+
+    def seen(self, features: torch.Tensor) -> SeenConcepts | None:
+        """The concepts of one image (``features`` ``(1, R, feature_dim)``), as multiple choice reads them; None
+        without concept detectors."""
+        return SeenConcepts(self.concepts.detect(features)[0][0], self.concepts.vocab) if self.concepts else None
 
     def ask(
         self,
@@ -409,7 +423,7 @@ class VQAPredictor(Pipeline):
             answers = self.choose(self.preprocess([image]), [question], [choices])[0]
             return [Answer(a, p, None) for a, p in answers] if details else answers
         answers = self.answer(self.preprocess([image]), [question], top_k)[0]
-        marked = [Answer(a, p, self.sure(p) if i == 0 else None) for i, (a, p) in enumerate(answers)]  # the top only
+        marked = [Answer(a, p, self.sure(p, a) if i == 0 else None) for i, (a, p) in enumerate(answers)]  # the top only
         return marked if details else answers  # (see sure)
 
     def ask_each(

@@ -177,6 +177,7 @@ _ENTRIES = [
         "captioner train-vqa --data daquar:../shared/data/daquar --data coco:../shared/data/coco "
         "--seed 1 --concepts weights/concepts --out runs/vqa && cp runs/vqa/best/* weights/vqa/ && "
         "captioner calibrate --data coco:../shared/data/coco --weights weights --task answer --write && "
+        "captioner calibrate --data coco:../shared/data/coco --weights weights --task yes_no --write && "
         "captioner fit-choices --data coco:../shared/data/coco --weights weights",
         data_license="DAQUAR (Malinowski & Fritz 2014) on NYU-Depth v2 images: research use; questions on MS COCO "
         "images from VQA v2 (CC BY 4.0), VQA-X, OK-VQA, COCO-QA and POPE: research use",

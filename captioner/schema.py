@@ -22,6 +22,7 @@ Each file is read once (:func:`captioner.checkpoint.read_json`: size and depth l
 
 from __future__ import annotations
 
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +40,7 @@ from .io import config_errors, shorten
 from .settings import check_value, checked, settings
 from .vocab import Vocabulary
 
-CONFIDENCE_KEYS = ("answer", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)
+CONFIDENCE_KEYS = ("answer", "yes_no", "caption")  # the "not sure" thresholds weights may record (captioner.confidence)
 ATLAS_FILE, ATLAS_FORMAT = "cells.json", "captioner cell atlas"  # the cell atlas (captioner.atlas)
 TRACKS = ("position", "word")  # what an atlas says a cell tracks
 
@@ -167,8 +168,11 @@ def read_choice_weights(config: dict) -> ChoiceWeights | None:
     if not weights:
         return None
     keys = list(ChoiceWeights.__dataclass_fields__)
-    if sorted(weights) != sorted(keys):
-        raise ValueError(f"choices must give exactly {', '.join(keys)}")
+    required = [k for k, f in ChoiceWeights.__dataclass_fields__.items() if f.default is MISSING]
+    if not set(required) <= set(weights) <= set(keys):
+        raise ValueError(
+            f"choices must give {', '.join(required)}, and may give {', '.join(sorted(set(keys) - set(required)))}"
+        )
     limits = {"limits": {"low": -100.0, "high": 100.0}}
     return ChoiceWeights(
         **{key: check_value(f"choices.{key}", value, "float", limits) for key, value in weights.items()}

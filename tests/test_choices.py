@@ -14,12 +14,15 @@ from captioner import Captioner
 from captioner.choices import (
     CHOICE_LIMITS,
     SHIPPED,
+    ChoiceWeights,
+    SeenConcepts,
     check_choices,
     choice_features,
     choice_probabilities,
     parse_choices,
 )
 from captioner.cli.main import main
+from captioner.concepts import ConceptVocab
 from captioner.train.fit_choices import fit_choice_weights
 from captioner.vocab import Vocabulary
 
@@ -107,7 +110,7 @@ def test_probabilities_sum_to_one_over_the_choices_in_and_out_of_vocabulary():
     assert p["circle" if "circle" in p else "a circle"] > p["square"]  # the word the image supports
     # "zebra" is unknown to the caption vocabulary too: charged for sharing <unk>'s mass
     assert choice_features("zebra", vqa_log_probs, index, words, vocab)[3] == 1.0
-    assert choice_features("a circle", vqa_log_probs, index, words, vocab) == (0.0, 1.0, float(words[5]), 0.0)
+    assert choice_features("a circle", vqa_log_probs, index, words, vocab) == (0.0, 1.0, float(words[5]), 0.0, 0.0, 0.0)
 
 
 def test_fitting_recovers_weights_that_rank_the_right_candidate_first():
@@ -119,6 +122,34 @@ def test_fitting_recovers_weights_that_rank_the_right_candidate_first():
         items.append(x)
     weights = fit_choice_weights(items)
     assert weights.vqa_weight > 0.5 and weights != SHIPPED
+
+
+def test_concepts_score_every_wording_of_a_candidate_alike():
+    vocab = ConceptVocab(
+        ["tennis", "baseball", "playing", "goat", "sheep"],
+        {
+            "tennis": ["tennis"],
+            "baseball": ["baseball"],
+            "playing": ["playing"],
+            "goat": ["goat"],
+            "goats": ["goat"],
+            "sheep": ["sheep"],
+        },
+    )
+    seen = SeenConcepts(torch.tensor([0.9, 0.05, 0.6, 0.8, 0.1]), vocab)
+    c, n = seen.features("goats")
+    assert c == pytest.approx(torch.tensor(0.8).log().item()) and n == 0.0  # the plural is the concept
+    assert seen.features("a zebra") == (0.0, 1.0)  # names no concept
+    words = torch.zeros(4)  # the caption model has no opinion: only the concepts decide
+    rule = ChoiceWeights(vqa_weight=1.0, oov_bias=0.0, word_weight=0.0, unknown_weight=0.0, concept_weight=1.0)
+    plain = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"])
+    index = {"baseball": 0, "tennis": 1}
+    vqa = torch.log(torch.tensor([0.5, 0.5]))
+    for choices in (["tennis", "baseball"], ["playing tennis", "playing baseball"], ["goats", "sheep"]):
+        ranked = choice_probabilities(choices, vqa, index, words, plain, rule, seen)
+        assert ranked[0][0] == choices[0]
+    without = choice_probabilities(["playing tennis", "playing baseball"], vqa, index, words, plain, rule)
+    assert without[0][1] == pytest.approx(0.5)  # no detectors: the concept inputs are 0 for every candidate
 
 
 # ---------------------------------------------------------------- tiny models: captions and colour answers

@@ -114,6 +114,10 @@ def test_record_writes_the_change_and_the_step_once(tmp_path):
     with pytest.raises(ValueError, match="confidence.answer must be at least 0 and at most 1"):
         record(tmp_path, {"confidence": {"answer": 2.0}}, "captioner calibrate --data d")
     assert json.loads((tmp_path / "config.json").read_text()) == config  # nothing written
+    record(tmp_path, {"confidence": {"yes_no": 0.9}}, "captioner calibrate --data c --task yes_no")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["confidence"] == {"answer": 0.6, "yes_no": 0.9}  # one threshold does not drop another
+    assert config[RECIPE][-2:] == ["captioner calibrate --data c", "captioner calibrate --data c --task yes_no"]
 
 
 def test_calibrate_writes_the_caption_threshold_and_its_step(weights_dir, tmp_path, capsys):
@@ -142,7 +146,9 @@ def test_fit_choices_writes_the_rule_into_the_vqa_config(weights_dir, has_vqa, t
     code, out, err = run(capsys, ["fit-choices", "--data", f"coco:{coco}", "--weights", str(weights)])
     assert code == 0, err
     rule = json.loads((weights / "vqa" / "config.json").read_text())["choices"]
-    assert sorted(rule) == ["oov_bias", "unknown_weight", "vqa_weight", "word_weight"]
+    assert sorted(rule) == sorted(
+        ["oov_bias", "unknown_weight", "vqa_weight", "word_weight", "concept_weight", "no_concept_weight"]
+    )
     assert (
         out.startswith("fitted on 16 train questions (4-way)")
         and vars(VQAPredictor.from_pretrained(weights).choice_weights) == rule

@@ -57,16 +57,18 @@ def test_caption_confidence_and_marks():
     assert is_sure(0.4, 0.5) is False and is_sure(0.5, 0.5) is True
 
 
-def _weights_with(weights_dir: Path, folder: Path, caption: float | None, answer: float | None) -> Path:
+def _weights_with(
+    weights_dir: Path, folder: Path, caption: float | None, answer: float | None, yes_no: float | None = None
+) -> Path:
     """A copy of the test weights whose config.json records these "not sure" thresholds (None: no threshold)."""
-    for task, key, value in (("caption", "caption", caption), ("vqa", "answer", answer)):
+    for task, thresholds in (("caption", {"caption": caption}), ("vqa", {"answer": answer, "yes_no": yes_no})):
         if not (weights_dir / task).exists():
             continue
         shutil.copytree(weights_dir / task, folder / task)
         config = json.loads((folder / task / "config.json").read_text())
         config.pop("confidence", None)
-        if value is not None:
-            config["confidence"] = {key: value}
+        if any(v is not None for v in thresholds.values()):
+            config["confidence"] = {k: v for k, v in thresholds.items() if v is not None}
         (folder / task / "config.json").write_text(json.dumps(config))
     if (weights_dir / "concepts").exists():  # what the VQA weights read beside the image
         shutil.copytree(weights_dir / "concepts", folder / "concepts")
@@ -114,6 +116,19 @@ def test_only_the_top_answer_below_the_threshold_is_marked(weights_dir, has_vqa,
             ["ask", "--batch", str(tmp_path / "qa.csv"), "--images", str(tmp_path / "images"), "--weights", weights],
         )
         assert next(csv.DictReader(io.StringIO(out)))["sure"] == expected
+
+
+def test_a_yes_or_no_has_its_own_threshold_when_the_weights_record_one(weights_dir, has_vqa, tmp_path):
+    if not has_vqa:
+        pytest.skip("needs weights with vqa/")
+    from captioner.pipeline import VQAPredictor
+
+    strict = VQAPredictor.from_pretrained(_weights_with(weights_dir, tmp_path / "strict", None, 0.5, 0.9))
+    assert strict.sure(0.8, "yes") is False and strict.sure(0.8, "no") is False and strict.sure(0.95, "no") is True
+    assert strict.sure(0.8, "tennis") is True and strict.sure(0.4, "tennis") is False
+    assert strict.sure(0.8) is True  # an answer not given: the answer threshold
+    plain = VQAPredictor.from_pretrained(_weights_with(weights_dir, tmp_path / "plain", None, 0.5))
+    assert plain.sure(0.8, "yes") is True  # no yes_no threshold: the answer one holds for yes and no too
 
 
 def test_the_app_badge_shows_for_not_sure_results_only():

@@ -212,7 +212,12 @@ RULE = {"vqa_weight": 1.0, "oov_bias": -2.0, "word_weight": 0.5, "unknown_weight
 @pytest.mark.parametrize(
     "choices, says",
     [
-        ({"vqa_weight": 1.0}, "choices must give exactly vqa_weight, oov_bias, word_weight, unknown_weight"),
+        (
+            {"vqa_weight": 1.0},
+            "choices must give vqa_weight, oov_bias, word_weight, unknown_weight, and may give concept_weight, "
+            "no_concept_weight",
+        ),
+        ({**RULE, "bias": 1.0}, "choices must give vqa_weight"),
         ({**RULE, "oov_bias": 1e300}, "choices.oov_bias must be at least -100 and at most 100"),
         ({**RULE, "word_weight": "big"}, "choices.word_weight must be a number"),
         ({**RULE, "vqa_weight": float("nan")}, "choices.vqa_weight must be"),

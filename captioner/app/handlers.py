@@ -245,7 +245,7 @@ class Demo:
             answer, p = self.model.ask(image, read, top_k=1)[0]
         except ValueError as e:
             raise mistake(f"Cannot answer: {e}") from None
-        reply = marked(f"{answer} ({100 * p:.0f}%)", self.model.vqa.sure(p))
+        reply = marked(f"{answer} ({100 * p:.0f}%)", self.model.vqa.sure(p, answer))
         if read != question:
             reply += f" (read as: {read})"
         return [*turns, {"role": "user", "content": question}, {"role": "assistant", "content": reply}], ""

@@ -124,7 +124,7 @@ def _answer_lines(model, answers: list[tuple[str, float]], choices: list[str] | 
 
     lines = [f"{answer}\t{p:.4f}" for answer, p in answers]
     if not choices:  # the threshold is calibrated on top answers over the answer list, not on choices
-        lines[0] = marked(lines[0], model.sure(answers[0][1]))
+        lines[0] = marked(lines[0], model.sure(answers[0][1], answers[0][0]))
     return lines
 
 

@@ -121,7 +121,7 @@ def ask_batch(args: argparse.Namespace, model: VQAPredictor, table: QuestionTabl
             else:
                 warn_unknown(model, table.field(i, "question"), f"row {i + 1}: ")
             offered = choices and choices[i].strip()  # sure is blank for a multiple-choice row (see ask.py)
-            writer.write(table.rows[i], answer, model.sure(answer[1]) if answer and not offered else None)
+            writer.write(table.rows[i], answer, model.sure(answer[1], answer[0]) if answer and not offered else None)
     if failed:
         print(f"captioner: {failed} of {len(table.rows)} question(s) could not be answered", file=sys.stderr)
     return 1 if failed else 0

@@ -46,9 +46,17 @@ def _check_output(path: str | None) -> None:
         _check_writable(Path(path).parent, path)
 
 
+def _step(command: str) -> tuple[str, ...]:
+    """What makes a recipe's command one step: its subcommand, and the ``--task`` it runs, if any."""
+    words = command.split()
+    task = words[words.index("--task") + 1 : words.index("--task") + 2] if "--task" in words else []
+    return (*words[1:2], *task)
+
+
 def record(folder: Path, changes: dict, command: str) -> Path:
-    """Write ``changes`` into ``folder``'s config.json, and ``command`` at the end of its recipe (in place of an
-    earlier run of the same step), once :mod:`captioner.schema` accepts the result; atomically."""
+    """Write ``changes`` into ``folder``'s config.json (a section's keys merged into the section it has: an
+    answer threshold keeps the yes/no one), and ``command`` at the end of its recipe (in place of an earlier run
+    of the same step, the same ``--task`` of it), once :mod:`captioner.schema` accepts the result; atomically."""
     from .. import schema
     from ..io import config_errors, read_json, write_json
 
@@ -58,9 +66,10 @@ def record(folder: Path, changes: dict, command: str) -> Path:
         steps = config.get(RECIPE, [])
         if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
             raise ValueError(f"{RECIPE} must be a list of commands, not {str(steps)[:40]!r}")
-        config.update(changes)
-        step = command.split()[1]
-        config[RECIPE] = [s for s in steps if s.split()[1:2] != [step]] + [command]
+        for key, value in changes.items():
+            merged = isinstance(value, dict) and isinstance(config.get(key), dict)
+            config[key] = {**config[key], **value} if merged else value
+        config[RECIPE] = [s for s in steps if _step(s) != _step(command)] + [command]
         schema.read_confidence(config)
         schema.read_choice_weights(config)
     write_json(path, config)
@@ -90,7 +99,7 @@ def calibrate(args: argparse.Namespace) -> int:
     try:
         cfg = from_args(CalibrateConfig, args)
         folders = {
-            task: resolve_weights(cfg.weights, "vqa" if task == "answer" else "caption")[0] for task in cfg.tasks
+            task: resolve_weights(cfg.weights, "caption" if task == "caption" else "vqa")[0] for task in cfg.tasks
         }
         for folder in folders.values() if cfg.write else ():
             _check_writable(folder)

@@ -19,16 +19,18 @@ from typing import Sequence
 
 import numpy as np
 
+from ..confidence import YES_NO
 from ..data.datasets import CAPTION_DATASETS, VQA_DATASETS, DatasetSpec, load_caption_dataset, load_vqa_dataset
 from ..settings import check, setting
 
-TASKS = ("caption", "answer")
+TASKS = ("caption", "answer", "yes_no")
 TARGETS = {
     "answer": 0.5,  # fitted VQA accuracy at which answers become "sure"
+    "yes_no": 0.85,  # ... at which a yes or a no does (fitted on those answers only)
     "caption": 0.5,
 }  # ... and fitted CIDEr-D, as a fraction of the dev corpus CIDEr-D, for captions
-MEASURES = {"answer": "VQA accuracy", "caption": "CIDEr-D / corpus CIDEr-D"}
-FORMATS = {"caption": CAPTION_DATASETS, "answer": VQA_DATASETS}  # the dev sets each threshold is fitted on
+MEASURES = {"answer": "VQA accuracy", "yes_no": "VQA accuracy", "caption": "CIDEr-D / corpus CIDEr-D"}
+FORMATS = {"caption": CAPTION_DATASETS, "answer": VQA_DATASETS, "yes_no": VQA_DATASETS}  # the dev sets of each
 DATA_HELP = (
     f"a dev set as FORMAT:FOLDER, repeatable: its captions calibrate the caption threshold (FORMAT one of "
     f"{', '.join(CAPTION_DATASETS)}), its questions the answer one ({', '.join(VQA_DATASETS)}); required"
@@ -44,9 +46,10 @@ class CalibrateConfig:
         None, "a weights entry name, or a folder holding caption/ and vqa/ weights; none: the shipped weights"
     )
     task: str = setting(
-        "both",
-        "which threshold to calibrate: 'caption' alone for caption weights without VQA weights",
-        choices=(*TASKS, "both"),
+        "all",
+        "which threshold to calibrate ('all': every one): 'caption' alone for caption weights without VQA "
+        "weights; 'yes_no' is the stricter one for yes and no answers",
+        choices=(*TASKS, "all"),
     )
     write: bool = setting(False, "record each threshold in its weights folder's config.json (else only print them)")
 
@@ -69,7 +72,7 @@ class CalibrateConfig:
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return TASKS if self.task == "both" else (self.task,)
+        return TASKS if self.task == "all" else (self.task,)
 
 
 def dev_sets(data: Sequence[str], task: str) -> list[DatasetSpec]:
@@ -147,9 +150,11 @@ def held_out_report(
 # ---------------------------------------------------------------- dev results of weights
 
 
-def answer_results(weights: str | None, data: Sequence[str]) -> tuple[list[float], list[float], list[str]]:
+def answer_results(
+    weights: str | None, data: Sequence[str], yes_no: bool = False
+) -> tuple[list[float], list[float], list[str]]:
     """(top answer probability, VQA accuracy, image) of each dev question of each question dataset of ``data``,
-    answered as ``ask`` answers."""
+    answered as ``ask`` answers; with ``yes_no``, of those answered yes or no only."""
     from ..metrics.vqa import question_score
     from ..pipeline import VQAPredictor
 
@@ -163,6 +168,8 @@ def answer_results(weights: str | None, data: Sequence[str]) -> tuple[list[float
         features = model.preprocess([path])
         answers = model.answer(features.expand(len(questions), *features.shape[1:]), [q.question for q in questions], 1)
         for q, ((answer, p),) in zip(questions, answers):
+            if yes_no and answer not in YES_NO:
+                continue
             confidence.append(p)
             quality.append(question_score(answer, q.answers))
             groups.append(str(path))
@@ -222,8 +229,12 @@ class Calibration:
 def calibrate(cfg: CalibrateConfig, task: str) -> Calibration:
     """The ``task`` threshold of ``cfg.weights`` on the dev sets of ``cfg.data`` (fp32, as the thresholds were
     calibrated for the shipped weights)."""
-    results = caption_results if task == "caption" else answer_results
-    confidence, quality, groups = results(cfg.weights, cfg.data)
+    if task == "caption":
+        confidence, quality, groups = caption_results(cfg.weights, cfg.data)
+    else:
+        confidence, quality, groups = answer_results(cfg.weights, cfg.data, yes_no=task == "yes_no")
+    if not confidence:
+        raise ValueError(f"no dev results to calibrate the {task} threshold on")
     t = threshold(confidence, quality, TARGETS[task])
     return Calibration(
         task, t, split_report(confidence, quality, t), held_out_report(confidence, quality, groups, TARGETS[task])

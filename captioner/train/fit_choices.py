@@ -79,7 +79,7 @@ def four_way(examples: Sequence[VQAExample], seed: int = 0) -> list[list[str]]:
 
 
 def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[torch.Tensor]:
-    """The rule's inputs ``(4, 4)`` of the 4-way item of each of ``examples`` that ``model`` (a
+    """The rule's inputs ``(4, 6)`` of the 4-way item of each of ``examples`` that ``model`` (a
     :class:`captioner.pipeline.VQAPredictor` with its caption weights) can read, the right candidate first."""
     examples = [e for e in examples if len(tokenize_words(e.question)) <= model.vocab.max_length]
     by_image = defaultdict(list)
@@ -91,9 +91,11 @@ def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[t
         log_probs = model.forward(
             features.expand(len(pairs), *features.shape[1:]), [e.question for e, _ in pairs], log=True
         )
-        words = model.words.scores(features)[0]
+        words, seen = model.words.scores(features)[0], model.seen(features)
         items += [
-            torch.tensor([choice_features(c, lp, model.answer_index, words, model.words.vocab) for c in candidates])
+            torch.tensor(
+                [choice_features(c, lp, model.answer_index, words, model.words.vocab, seen) for c in candidates]
+            )
             for (_, candidates), lp in zip(pairs, log_probs)
         ]
     return items
@@ -101,9 +103,9 @@ def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[t
 
 def fit_choice_weights(items: Sequence[torch.Tensor], l2: float = 1e-3) -> ChoiceWeights:
     """The weights that maximise the mean log-probability of the right candidate, given each item's
-    :func:`captioner.choices.choice_features` ``(K, 4)`` with the right candidate first (a conditional logit,
-    L-BFGS, a small L2)."""
-    x = torch.stack(list(items))  # (N, K, 4)
+    :func:`captioner.choices.choice_features` ``(K, 6)`` with the right candidate first (a conditional logit,
+    L-BFGS, a small L2). Inputs that are 0 throughout (no concepts) get weight 0."""
+    x = torch.stack(list(items))  # (N, K, 6)
     w = torch.zeros(x.shape[-1], requires_grad=True)
     optimizer = torch.optim.LBFGS([w], max_iter=200)
 
