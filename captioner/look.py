@@ -45,12 +45,14 @@ RELATIONS = frozenset("on in at of to with near by under over behind beside next
 
 @dataclass
 class Evidence:
-    """What a looked answer rests on: the concept, its probability in the photo, and the region (row-major index
-    into the encoder's grid) where it fires most."""
+    """What a looked answer rests on: the concept, its probability in the photo, the region (row-major index into
+    the encoder's grid) where it fires most, and ``where``, a softmax over the grid of the object's region logits
+    (sums to 1), so that the app can show the part of the photo the answer was read from."""
 
     concept: str
     probability: float
     region: int
+    where: list[float]
 
 
 @dataclass
@@ -109,8 +111,8 @@ def look(
     if concept is None:
         return None
     k = concepts.vocab.index[concept]
-    region = int(logits[:, k].argmax())
-    seen = Evidence(concept, float(probabilities[k]), region)
+    where = torch.softmax(logits[:, k], 0)  # (R,): where the object is, as weights over the regions
+    seen = Evidence(concept, float(probabilities[k]), int(where.argmax()), where.tolist())
     if asked[0] == "existence":
         if concept not in COCO_OBJECTS:  # calibrated and measured (POPE) on the COCO objects only
             return None
@@ -120,14 +122,14 @@ def look(
     colours = sorted({c for c in COLORS.values() if c in concepts.vocab.index})
     if not colours:
         return None
-    where = torch.softmax(logits[:, k], 0)  # (R,): where the object is, as weights over the regions
     at = where @ torch.sigmoid(logits[:, [concepts.vocab.index[c] for c in colours]])  # (colours,) at the object
     score = torch.log(at / at.sum())
     said = caption_scores(asked[1], colours) if caption_scores is not None else None
     if said is not None:
         score = score + said  # what the captions would say of it
     ranked = sorted(zip(colours, torch.softmax(score, 0).tolist()), key=lambda a: -a[1])
-    return Looked("colour", ranked, [seen, Evidence(ranked[0][0], float(at.max()), region)])
+    read = Evidence(ranked[0][0], float(at.max()), seen.region, seen.where)  # read where the object is: its map
+    return Looked("colour", ranked, [seen, read])
 
 
 def colour_scores(words: WordModel, features: torch.Tensor, thing: str, colours: list[str]) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import numpy as np
 import pytest
 from conftest import EXAMPLE_IMAGE as EXAMPLE
 from conftest import running_app
@@ -297,6 +298,25 @@ def test_a_panorama_gets_a_not_sure_badge_that_says_why(app_url):
     panorama = {"path": upload(app_url, ("wide.png", wide.getvalue())).json()[0], "meta": {"_type": "gradio.FileData"}}
     event, data = call_raw(app_url, "page_caption", [panorama, "beam", 3, 1.0, 0, 3])
     assert event == "complete" and data[4].startswith('<span class="not-sure">not sure</span> 5.0 times wider than')
+
+
+def test_the_ask_tab_shows_where_an_existence_answer_was_seen_and_nothing_for_other_answers(app_url, uploaded):
+    # Issue 41: an answer the concept detectors gave shows the photo, darkened away from where they saw the object.
+    event, data = call_raw(app_url, "page_ask", [uploaded, "Are there any people?", ""])
+    assert event == "complete", data
+    _, why, shown = data
+    if "<b>person</b>" not in why:
+        pytest.skip("needs weights with concepts/")
+    assert shown["visible"] is True and "person detector" in shown["label"]
+    with urllib.request.urlopen(shown["value"]["url"], timeout=60) as response:
+        highlight = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"), dtype=np.float64)
+    photo = np.asarray(Image.open(EXAMPLE).convert("RGB"), dtype=np.float64)
+    assert highlight.shape == photo.shape  # 480 x 320: the photo as the app loads it
+    assert 0.25 * photo.mean() < highlight.mean() < 0.9 * photo.mean()  # darkened away from the person, not all
+    for question, choices in (("What sport is this?", ""), ("Is there a dog?", "yes | no")):
+        event, data = call_raw(app_url, "page_ask", [uploaded, question, choices])
+        assert event == "complete" and "evidence" not in data[1], data
+        assert data[2] == {"__type__": "update", "visible": False, "value": None}  # hidden, and emptied
 
 
 def test_server_paths_in_any_form_get_the_apps_one_refusal(app_url, server_paths, uploaded, new_log):

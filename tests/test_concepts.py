@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,18 +90,36 @@ def test_the_detectors_learn_planted_concepts_and_where_they_are(trained):
     assert p[0, square] > p[1, square] + 0.1 and p[0, red] > p[1, red] + 0.1  # the photo with them ranks first
 
 
-def test_the_colour_rule_reads_the_colour_where_the_object_is():
+def _bus_in_region_10() -> tuple[Concepts, torch.Tensor]:
+    """Concepts bus, red and blue, and region logits ``(49, 3)`` of a photo with a blue bus in region 10 (row 2,
+    column 4 of 7) and red elsewhere."""
     vocab = ConceptVocab(["bus", "red", "blue"], {"bus": ["bus"], "buses": ["bus"], "red": ["red"], "blue": ["blue"]})
     model = ConceptDetector(ConceptConfig(3, 4, hidden_dim=3, dropout=0))
-    concepts = Concepts(model, vocab, "efficientnet-lite0", {"threshold": 0.5, "sure_yes": 0.9, "sure_no": 0.1})
+    existence = {"slope": 1.0, "intercept": 0.0, "threshold": 0.5, "sure_yes": 0.9, "sure_no": 0.1}
     logits = torch.full((49, 3), -5.0)
-    logits[10, 0] = 5.0  # the bus is in region 10, which is blue; the rest of the photo is red
+    logits[10, 0], logits[11, 0] = 5.0, 3.0  # the bus: mostly in region 10, a little in region 11
     logits[:, 1], logits[10, 1], logits[10, 2] = 3.0, -3.0, 3.0
+    return Concepts(model, vocab, "efficientnet-lite0", existence), logits
+
+
+def test_the_colour_rule_reads_the_colour_where_the_object_is():
+    concepts, logits = _bus_in_region_10()
     answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, "What color is the bus?")
     assert answer.kind == "colour" and answer.answers[0][0] == "blue" and answer.evidence[0].region == 10
     captions_say_red = lambda thing, colours: torch.tensor([0.0 if c == "red" else -20.0 for c in colours])  # noqa: E731
     answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, "what is the colour of the bus?", captions_say_red)
     assert answer.answers[0][0] == "red"  # the caption decoder's word, added to the detectors'
+
+
+@pytest.mark.parametrize("question", ["is there a bus?", "what color is the bus?"])
+def test_the_evidence_carries_where_the_object_is_over_the_grid(question):
+    concepts, logits = _bus_in_region_10()
+    answer = look(concepts, torch.tensor([0.99, 0.99, 0.5]), logits, question)
+    for seen in answer.evidence:  # the colour's too: read where the bus is, so the bus's map
+        assert len(seen.where) == 49 and sum(seen.where) == pytest.approx(1.0)
+        assert max(range(49), key=seen.where.__getitem__) == seen.region == 10
+        assert seen.where == pytest.approx(torch.softmax(logits[:, 0], 0).tolist())
+        assert seen.where[11] > 0.1 > seen.where[12]  # a map, not only its peak
 
 
 def test_no_dev_image_is_trained_on(trained):
@@ -219,6 +238,7 @@ def test_the_shipped_weights_answer_existence_from_the_concepts_and_the_app_says
     from conftest import EXAMPLE_IMAGE, SHIPPED_WEIGHTS
 
     from captioner.app.handlers import Demo
+    from captioner.images import load_image
     from captioner.pipeline import Captioner
 
     if not (SHIPPED_WEIGHTS / "concepts" / "config.json").exists():
@@ -228,6 +248,16 @@ def test_the_shipped_weights_answer_existence_from_the_concepts_and_the_app_says
     person, elephant = (model.ask(EXAMPLE_IMAGE, f"is there {q} in the photo?") for q in ("a person", "an elephant"))
     assert person[0][0] == "yes" and elephant[0][0] == "no"  # a tennis player, no elephant
     demo = Demo(model)
-    why = demo.evidence({"path": str(EXAMPLE_IMAGE)}, "Are there any people?")
-    assert "<b>person</b>" in why and "row " in why and "column " in why
-    assert demo.evidence({"path": str(EXAMPLE_IMAGE)}, "what sport is this?") == ""  # no concept behind it
+    why, shown, label = demo.evidence({"path": str(EXAMPLE_IMAGE)}, "Are there any people?")
+    assert "<b>person</b>" in why and "person detector" in label
+    row, column = (int(n) - 1 for n in re.search(r"row (\d), column (\d) of 7", why).groups())
+    # The photo as loaded, darkened away from the cell named: the 7 x 7 grid stretched over the whole photo.
+    photo = np.asarray(load_image(EXAMPLE_IMAGE, size_hint=model.image_size), dtype=np.float64)
+    assert shown.size == (photo.shape[1], photo.shape[0])
+    kept = np.asarray(shown, dtype=np.float64).sum(-1) / np.maximum(photo.sum(-1), 1)  # shown / photo, by pixel
+    height, width = kept.shape
+    rows, columns = np.arange(height) * 7 // height, np.arange(width) * 7 // width
+    inside = (rows[:, None] == row) & (columns[None, :] == column)
+    centre = kept[(2 * row + 1) * height // 14, (2 * column + 1) * width // 14]
+    assert centre > 0.95 and kept[inside].mean() > kept[~inside].mean() + 0.2 and kept.min() < 0.3
+    assert demo.evidence({"path": str(EXAMPLE_IMAGE)}, "what sport is this?") == ("", None, "")  # no concept

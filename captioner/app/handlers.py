@@ -42,7 +42,7 @@ from .guards import (
     quoted,
     whole,
 )
-from .plots import SHOWS, Scored, cell_view, gradient_figure, states_figure
+from .plots import SHOWS, Scored, cell_view, gradient_figure, highlight, states_figure
 
 ALTERNATIVES, MAX_CELLS = 3, 64  # n-best captions shown by default; cells the heatmap may show
 DECODING = DecodeConfig()  # the decoding defaults and ranges the controls show (the weights' own beam size apart)
@@ -198,23 +198,31 @@ class Demo:
         except ValueError as e:  # the question itself: no words, or more than the model reads
             raise mistake(f"Cannot answer: {e}") from None
 
-    def evidence(self, image: dict | None, question: str) -> str:
-        """What an existence or colour answer rests on (:mod:`captioner.look`), as one line of HTML: the concept,
-        its probability and the cell of the 7 x 7 grid where it fires most; '' for other questions."""
+    def evidence(self, image: dict | None, question: str) -> tuple[str, Image.Image | None, str]:
+        """What an existence or colour answer rests on (:mod:`captioner.look`): one line of HTML (the concept, its
+        probability and the cell of the 7 x 7 grid where it fires most), the photo with where the object fires
+        highlighted (:func:`.plots.highlight`), and that image's label; ('', None, '') for other questions."""
         vqa = self.model.vqa
         if vqa is None or vqa.concepts is None or question_object(str(question or "")) is None:
-            return ""
-        features = vqa.preprocess([self._image(image)])
+            return "", None, ""
+        picture = self._image(image)
+        features = vqa.preprocess([picture])
         seen = look_all(vqa.concepts, features, [str(question)], vqa.words)[0]
-        if seen is None:
-            return ""
+        if seen is None or not seen.evidence:  # not a known concept, or a colour the captions alone gave
+            return "", None, ""
         side = round(features.shape[1] ** 0.5)
         parts = [
             f"<b>{html.escape(e.concept)}</b> {100 * e.probability:.0f}% (row {e.region // side + 1}, column "
             f"{e.region % side + 1} of {side})"
             for e in seen.evidence
         ]
-        return f'<div class="evidence">Seen by the concept detectors: {", ".join(parts)}</div>'
+        thing = seen.evidence[0]  # the object: a colour is read where it is
+        label = f"Where the {thing.concept} detector fires most (the rest darkened)"
+        return (
+            f'<div class="evidence">Seen by the concept detectors: {", ".join(parts)}</div>',
+            highlight(picture, thing.where),
+            label,
+        )
 
     def _question(self, question: Any) -> str:
         """A question from a request, stripped, when there is one and a VQA model to answer it."""

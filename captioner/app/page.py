@@ -59,6 +59,16 @@ MEMORY = (
 Ports = dict[str, tuple[list, Any]]  # an API endpoint's name: (its input components, its output component(s))
 
 
+def hidden() -> dict:
+    """An output emptied and hidden (the Ask tab's highlight, when no answer rests on the concept detectors)."""
+    return gr.update(value=None, visible=False)
+
+
+def answered(ask: dict) -> list:
+    """The Ask tab's outputs for one question: the answers, the badge and evidence, the highlight (last)."""
+    return [ask["answers"], ask["sure"], ask["highlight"]]
+
+
 def warned(handler: Callable, cleared: Any) -> Callable:
     """``handler`` for the page's own events: a mistake becomes a one-line warning and the outputs show
     ``cleared`` (empty: what they showed no longer answers what was asked; an error would mark every output
@@ -208,7 +218,8 @@ def _inside_tab(model: Captioner, shows: list[str]) -> dict[str, Any]:
 
 
 def _ask_tab(model: Captioner) -> dict[str, Any]:
-    """The Ask tab: a question and its top answers."""
+    """The Ask tab: a question, its top answers, and for an answer the concept detectors gave, the photo with where
+    they saw the object highlighted (hidden for other answers)."""
     if model.vqa is None:
         gr.Markdown(
             "**VQA weights are missing**: questions cannot be answered until the app is "
@@ -224,6 +235,7 @@ def _ask_tab(model: Captioner) -> dict[str, Any]:
         "button": gr.Button("Ask", variant="primary"),
         "answers": gr.Label(num_top_classes=TOP_ANSWERS, label="Answers", elem_id="answers"),
         "sure": gr.HTML(elem_id="answer-sure"),
+        "highlight": gr.Image(type="pil", interactive=False, visible=False, height=360, elem_id="answer-highlight"),
     }
 
 
@@ -310,9 +322,9 @@ def _wire_caption(demo: Demo, image: gr.Image, cap: dict, inside: dict, ask: dic
         return demo.look_inside(last, kind, cells, show) if last else gr.skip()
 
     # A new image (an upload, an example, or none) clears what was shown for the previous one, then is captioned.
-    shown = [*page_caption_out, *(inside[k] for k in ("heatmap", "plot", "words", "gradients")), ask["answers"]]
+    shown = [*page_caption_out, *(inside[k] for k in ("heatmap", "plot", "words", "gradients")), *answered(ask)]
     image.change(
-        lambda: (None,) * (len(shown) + 1), None, [*shown, ask["sure"]], queue=False, api_visibility="private"
+        lambda: (*(None,) * (len(shown) - 1), hidden()), None, shown, queue=False, api_visibility="private"
     ).then(
         caption_new_image,
         caption_in,
@@ -360,20 +372,23 @@ def _wire_inside(demo: Demo, inside: dict, ports: Ports) -> None:
 
 
 def _wire_questions(demo: Demo, ask: dict, chat: dict, ports: Ports) -> None:
-    """Ask (the answers, with the "not sure" badge the API leaves out) and Chat (one turn)."""
+    """Ask (the answers, with the "not sure" badge and what an answer from the concept detectors rests on, its
+    concepts and the photo highlighted where they saw it, which the API leaves out) and Chat (one turn)."""
     (ask_in, _), (chat_in, chat_out) = ports["ask"], ports["chat"]
 
-    def ask_badged(image: dict | None, question: str, choices: str | None = None) -> tuple[dict[str, float], str]:
+    def ask_badged(image: dict | None, question: str, choices: str | None = None) -> tuple[dict[str, float], str, dict]:
         answers = demo.ask(image, question, choices)
         if choices and choices.strip():  # probabilities over the user's choices: the threshold is not theirs
-            return answers, ""
-        return answers, badge(demo.model.vqa.sure(max(answers.values())), "answer") + demo.evidence(image, question)
+            return answers, "", hidden()
+        why, where, label = demo.evidence(image, question)
+        sure = badge(demo.model.vqa.sure(max(answers.values())), "answer")
+        return answers, sure + why, gr.update(value=where, label=label, visible=True) if where is not None else hidden()
 
     gr.on(
         [ask["button"].click, ask["question"].submit, ask["choices"].submit],
-        warned(ask_badged, (None, None)),
+        warned(ask_badged, (None, None, hidden())),
         ask_in,
-        [ask["answers"], ask["sure"]],
+        answered(ask),
         preprocess=False,
         api_name="page_ask",
         api_visibility="private",

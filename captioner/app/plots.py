@@ -1,15 +1,18 @@
-"""The figures of the Look inside tab: the cells over a caption's words, one cell word by word, the gradient flow.
+"""The figures of the Look inside tab: the cells over a caption's words, one cell word by word, the gradient flow;
+and the Ask tab's photo with where a concept was seen highlighted.
 
-The values they draw come from :mod:`captioner.lecture.inside`; these functions only draw them (matplotlib
-figures, rendered to PNG by Gradio).
+The values they draw come from :mod:`captioner.lecture.inside` and :mod:`captioner.look`; these functions only draw
+them (matplotlib figures, rendered to PNG by Gradio; the highlight with PIL and numpy).
 """
 
 from __future__ import annotations
 
 import textwrap
+from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 from ..lecture.atlas import TRACKS_SHOWN
 
@@ -25,6 +28,9 @@ Scored = list[tuple[str, float | None]]  # HighlightedText: (text, score or None
 WIDTH, FONT = 5.0, 12
 TITLE_CHARS = 48  # a title's line at FONT points in WIDTH inches (titles wrap, never cut off)
 LABEL_CHARS = 24  # a heatmap row's name, at most (what the cell tracks, shortened)
+# The highlight: the photo shown at most this many pixels a side, darkened to this much of its brightness where the
+# concept's map is lowest.
+HIGHLIGHT_SIDE, DARKEST = 1024, 0.25
 
 
 def _figure(height: float) -> Figure:
@@ -101,3 +107,15 @@ def gradient_figure(norms: dict[str, np.ndarray], labels: list[str]) -> Figure:
         fontsize=FONT,
     )
     return fig
+
+
+def highlight(photo: Image.Image, where: Sequence[float]) -> Image.Image:
+    """``photo`` darkened where ``where`` (a map over the encoder's square grid, row-major) is low. The encoder saw
+    the whole photo squashed to a square, no crop, so the grid is stretched over the whole photo."""
+    side = round(len(where) ** 0.5)
+    grid = np.asarray(where, dtype=np.float32).reshape(side, side)
+    shown = photo.convert("RGB")
+    shown.thumbnail((HIGHLIGHT_SIDE, HIGHLIGHT_SIDE))
+    level = np.asarray(Image.fromarray(grid / (grid.max() or 1.0)).resize(shown.size, Image.BILINEAR))
+    light = DARKEST + (1 - DARKEST) * np.clip(level, 0, 1)[..., None]  # 1 at the cell where it fires most
+    return Image.fromarray((np.asarray(shown, dtype=np.float32) * light).round().astype(np.uint8))
