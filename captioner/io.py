@@ -99,6 +99,16 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: the largest text or JSON file read (VQA v2's 
 MAX_JSON_DEPTH = 64  # nesting levels of a JSON file: the project's own files need at most 16
 
 
+class MissingFileError(FileNotFoundError, ValueError):
+    """A file that is not there, in one line: a ValueError like every other unreadable input, and a
+    FileNotFoundError for a caller to whom a missing file means a missing part (a dataset without a test split)."""
+
+
+def _unreadable(path: Path, e: OSError) -> ValueError:
+    message = f"{path}: cannot read it ({e.strerror or one_line(e)})"
+    return MissingFileError(message) if isinstance(e, FileNotFoundError) else ValueError(message)
+
+
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents; ValueError naming the file, in one line, when it is not a regular file (a
     named pipe would block), is over :data:`MAX_FILE_BYTES`, is not UTF-8 or cannot be read."""
@@ -113,7 +123,7 @@ def read_text(path: str | Path) -> str:
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file (not UTF-8)") from None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror or one_line(e)})") from None
+        raise _unreadable(path, e) from None
 
 
 def parse_json(text: str) -> Any:
@@ -192,7 +202,7 @@ def read_csv_rows(path: str | Path, required: Sequence[str] = ()) -> tuple[list[
     except csv.Error as e:
         raise ValueError(f"{path}: row {n + 1}: not CSV ({one_line(e)})") from None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror or one_line(e)})") from None
+        raise _unreadable(path, e) from None
     return header, rows
 
 

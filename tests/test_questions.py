@@ -209,6 +209,13 @@ def test_generate_from_datasets_refuses_a_dev_image_in_train(tmp_path):
     assert not (tmp_path / "qa.jsonl").exists()
 
 
+def test_a_coco_folder_without_dev_or_test_captions_gives_questions(tmp_path):
+    root = make_coco_folder(tmp_path / "coco")  # like ../shared/data/coco, which has no captions_test.json
+    (root / "annotations" / "captions_dev.json").unlink()
+    questions = generate_from_datasets([f"coco:{root}"], tmp_path / "qa.jsonl")
+    assert read_questions(tmp_path / "qa.jsonl") == questions  # was: "captions_test.json: cannot read it"
+
+
 def test_jsonl_is_the_coco_questions_format(tmp_path):
     root = make_coco_folder(tmp_path / "coco")
     images = [
