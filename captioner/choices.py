@@ -7,7 +7,9 @@ a candidate given twice (compared as the VQA evaluation compares answers: "Two" 
 
 How a candidate is scored (:func:`choice_probabilities`), on one scale, a softmax over the candidates of
 
-- ``vqa_weight * log p_vqa(candidate)`` for a candidate in the VQA model's answer vocabulary;
+- ``vqa_weight * log p_vqa(candidate)`` for a candidate that holds an answer of the VQA model's vocabulary: the
+  most probable of the answers whose words it holds, plurals folded (:class:`AnswerWords`), so "playing tennis"
+  reads the VQA model's "tennis" when that is likelier than its "playing tennis", and "goats" reads "goat";
 - ``oov_bias + word_weight * w(candidate) + unknown_weight * u(candidate)`` for any other, scored by a model
   of its words: the caption decoder. ``w`` is the mean, over the candidate's words, of the most log-probability
   the decoder gives the word at any step while it writes its greedy caption of the image (:func:`word_scores`):
@@ -22,7 +24,7 @@ How a candidate is scored (:func:`choice_probabilities`), on one scale, a softma
 Why these: on the COCO dev 4-way benchmark (``benchmarks/bench_vqa.py``, its multiple-choice section) the caption
 decoder's view of the image did better than the alternatives tried (docs/experiments.md): its likelihood of the
 answer as the start of a caption (``a <answer>``) or of the answer alone, and answer-word embeddings from the VQA
-model's question-word table, which know what a word means but not whether it is in the photo. The four weights of the
+model's question-word table, which know what a word means but not whether it is in the photo. The six weights of the
 rule are fitted together (``captioner fit-choices``, :mod:`captioner.train.fit_choices`: a conditional logit, the
 right candidate's log-probability of 4-way items) on COCO *train* questions, never dev, and recorded with the VQA
 weights (``config.json``'s ``"choices"``); :data:`SHIPPED`, the fit for the shipped weights, stands in for weights
@@ -38,6 +40,7 @@ import torch
 
 from .answers import normalize_answer
 from .decoding import DecodeConfig, decode
+from .lexicon import plural
 from .options import CHOICE_LIMITS, ESCAPE, SEPARATOR, ChoiceLimits  # noqa: F401 (torch-free, so there)
 from .vocab import Vocabulary, pad_ids, tokenize_words
 
@@ -50,7 +53,7 @@ LEAST_PROBABILITY = 1e-4  # a concept's probability as the rule reads it, at lea
 
 @dataclass(frozen=True)
 class ChoiceWeights:
-    """The four weights of the scoring rule (see the module docstring), fitted by ``captioner fit-choices``."""
+    """The six weights of the scoring rule (see the module docstring), fitted by ``captioner fit-choices``."""
 
     vqa_weight: float  # on log p_vqa of an in-vocabulary candidate: the VQA softmax's temperature, inverted
     oov_bias: float  # where a candidate outside the answer vocabulary starts
@@ -160,20 +163,45 @@ class SeenConcepts:
         return float(p.clamp(min=LEAST_PROBABILITY).log().mean()), 0.0
 
 
+class AnswerWords:
+    """The VQA model's answers as sets of words, plurals folded onto the singular ("goats" is "goat"): which
+    answers a candidate holds."""
+
+    def __init__(self, answer_index: Mapping[str, int]):
+        words = sorted({w for answer in answer_index for w in answer.split()})
+        self.folded = {w: w for w in words}
+        for w in words:
+            self.folded.setdefault(plural(w), w)
+            if plural(w) != w and plural(w) in answer_index:  # both forms are answers: the plural folds too
+                self.folded[plural(w)] = w
+        self.index = answer_index
+        self.answers = [(frozenset(self.fold(a)), i) for a, i in answer_index.items() if a.split()]
+
+    def fold(self, text: str) -> set[str]:
+        return {self.folded.get(w, w) for w in text.split()}
+
+    def held_by(self, choice: str) -> list[int]:
+        """The indices of the answers all of whose words the candidate holds (and its own, as the empty answer)."""
+        key = choice_key(choice)
+        holds = self.fold(key)
+        held = [i for words, i in self.answers if words <= holds]
+        return held if held or key not in self.index else [self.index[key]]
+
+
 def choice_features(
     choice: str,
     vqa_log_probs: torch.Tensor,
-    answer_index: Mapping[str, int],
+    answers: AnswerWords,
     words: torch.Tensor,
     vocab: Vocabulary,
     seen: SeenConcepts | None = None,
 ) -> tuple[float, ...]:
     """The rule's six inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u, c, n), in the order
-    of :class:`ChoiceWeights`; w and u are 0 for a candidate in the answer vocabulary, c and n without ``seen``."""
+    of :class:`ChoiceWeights`; w and u are 0 for a candidate that holds an answer, c and n without ``seen``."""
     concept = seen.features(choice) if seen is not None else (0.0, 0.0)
-    index = answer_index.get(choice_key(choice))
-    if index is not None:
-        return float(vqa_log_probs[index]), 0.0, 0.0, 0.0, *concept
+    held = answers.held_by(choice)
+    if held:
+        return float(vqa_log_probs[held].max()), 0.0, 0.0, 0.0, *concept
     tokens = tokenize_words(choice_key(choice))  # articles dropped: "a" is in every caption
     ids = [vocab.index.get(w, Vocabulary.unk_id) for w in tokens]
     return 0.0, 1.0, float(words[ids].mean()), sum(w not in vocab.index for w in tokens) / len(tokens), *concept
@@ -182,7 +210,7 @@ def choice_features(
 def choice_probabilities(
     choices: Sequence[str],
     vqa_log_probs: torch.Tensor,
-    answer_index: Mapping[str, int],
+    answers: AnswerWords,
     words: torch.Tensor,
     vocab: Vocabulary,
     weights: ChoiceWeights = SHIPPED,
@@ -191,7 +219,7 @@ def choice_probabilities(
     """(candidate, probability) for each of ``choices`` (already checked), best first; they sum to 1.
     ``vqa_log_probs`` ``(answers,)`` is the VQA model's log-softmax, ``words`` ``(vocab,)`` the image's
     :func:`word_scores`, ``seen`` its concepts (None: no concept detectors)."""
-    x = torch.tensor([choice_features(c, vqa_log_probs, answer_index, words, vocab, seen) for c in choices])  # (K, 6)
+    x = torch.tensor([choice_features(c, vqa_log_probs, answers, words, vocab, seen) for c in choices])  # (K, 6)
     probs = torch.softmax(x @ weights.vector(), dim=0)  # (K,)
     return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])
 

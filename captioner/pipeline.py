@@ -16,7 +16,16 @@ import numpy as np
 import torch
 
 from .answers import answer_index
-from .choices import SHIPPED, ChoiceWeights, SeenConcepts, WordModel, check_choices, choice_probabilities, parse_choices
+from .choices import (
+    SHIPPED,
+    AnswerWords,
+    ChoiceWeights,
+    SeenConcepts,
+    WordModel,
+    check_choices,
+    choice_probabilities,
+    parse_choices,
+)
 from .concepts import Concepts, concepts_beside
 from .confidence import YES_NO, caption_confidence, doubted, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
@@ -291,6 +300,7 @@ class VQAPredictor(Pipeline):
         self.words = words  # the caption decoder, for multiple-choice candidates outside ``answers``
         self.choice_weights = choice_weights or SHIPPED  # the rule fitted for these weights, else the shipped ones
         self.answer_index = answer_index(answers)
+        self.answer_words = AnswerWords(self.answer_index)  # which answers a multiple-choice candidate holds
 
     def sure(self, probability: float, answer: str | None = None) -> bool | None:
         """Whether a top answer of this probability is "sure" by the weights' calibrated threshold (None: the weights
@@ -397,7 +407,7 @@ class VQAPredictor(Pipeline):
         words = self.words.scores(features)[0]  # (vocab,): the image's, the same for every question
         seen = self.seen(features)
         return [
-            choice_probabilities(c, lp, self.answer_index, words, self.words.vocab, self.choice_weights, seen)
+            choice_probabilities(c, lp, self.answer_words, words, self.words.vocab, self.choice_weights, seen)
             for c, lp in zip(choices, log_probs)
         ]
 

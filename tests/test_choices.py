@@ -14,6 +14,7 @@ from captioner import Captioner
 from captioner.choices import (
     CHOICE_LIMITS,
     SHIPPED,
+    AnswerWords,
     ChoiceWeights,
     SeenConcepts,
     check_choices,
@@ -97,7 +98,7 @@ def test_a_list_of_choices_is_checked_as_a_string_is():
 
 def test_probabilities_sum_to_one_over_the_choices_in_and_out_of_vocabulary():
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "red", "circle", "square"])
-    index = {"red": 0, "blue": 1, "yes": 2}
+    index = AnswerWords({"red": 0, "blue": 1, "yes": 2})
     vqa_log_probs = torch.log_softmax(torch.tensor([2.0, 0.5, -1.0]), dim=0)
     words = torch.log_softmax(torch.tensor([-9.0, -9.0, -1.0, 0.0, 1.0, 3.0, -2.0]), dim=0)
     choices = ["blue", "a circle", "square", "zebra", "red"]
@@ -124,6 +125,19 @@ def test_fitting_recovers_weights_that_rank_the_right_candidate_first():
     assert weights.vqa_weight > 0.5 and weights != SHIPPED
 
 
+def test_a_candidate_reads_the_likeliest_answer_it_holds_plurals_folded():
+    answers = AnswerWords({"tennis": 0, "playing tennis": 1, "goat": 2, "2": 3, "glasses": 4, "glass": 5})
+    assert sorted(answers.held_by("Playing tennis")) == [0, 1] and answers.held_by("tennis") == [0]
+    assert answers.held_by("goats") == [2] and answers.held_by("two goats") == [2, 3]  # "two" is "2"
+    assert sorted(answers.held_by("glasses")) == [4, 5]  # both forms are answers: each holds the other
+    assert answers.held_by("golf") == [] and answers.held_by("a") == []
+    log_probs = torch.log(torch.tensor([0.7, 0.01, 0.2, 0.05, 0.02, 0.02]))
+    words, vocab = torch.zeros(4), Vocabulary(["<pad>", "<start>", "<end>", "<unk>"])
+    playing = choice_features("playing tennis", log_probs, answers, words, vocab)
+    assert playing == choice_features("tennis", log_probs, answers, words, vocab)  # "tennis" is the likelier
+    assert choice_features("goats", log_probs, answers, words, vocab)[0] == pytest.approx(float(log_probs[2]))
+
+
 def test_concepts_score_every_wording_of_a_candidate_alike():
     vocab = ConceptVocab(
         ["tennis", "baseball", "playing", "goat", "sheep"],
@@ -143,7 +157,7 @@ def test_concepts_score_every_wording_of_a_candidate_alike():
     words = torch.zeros(4)  # the caption model has no opinion: only the concepts decide
     rule = ChoiceWeights(vqa_weight=1.0, oov_bias=0.0, word_weight=0.0, unknown_weight=0.0, concept_weight=1.0)
     plain = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"])
-    index = {"baseball": 0, "tennis": 1}
+    index = AnswerWords({"baseball": 0, "tennis": 1})
     vqa = torch.log(torch.tensor([0.5, 0.5]))
     for choices in (["tennis", "baseball"], ["playing tennis", "playing baseball"], ["goats", "sheep"]):
         ranked = choice_probabilities(choices, vqa, index, words, plain, rule, seen)

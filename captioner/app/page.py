@@ -381,7 +381,8 @@ def _wire_questions(demo: Demo, ask: dict, chat: dict, ports: Ports) -> None:
         if choices and choices.strip():  # probabilities over the user's choices: the threshold is not theirs
             return answers, "", hidden()
         why, where, label = demo.evidence(image, question)
-        sure = badge(demo.model.vqa.sure(max(answers.values())), "answer")
+        top = max(answers, key=answers.get)
+        sure = badge(demo.model.vqa.sure(answers[top], top), "answer")
         return answers, sure + why, gr.update(value=where, label=label, visible=True) if where is not None else hidden()
 
     gr.on(

@@ -1,6 +1,6 @@
 """Fitting the multiple-choice rule of VQA weights (``captioner fit-choices``).
 
-The rule (:mod:`captioner.choices`) scores a candidate answer with four weights. They are fitted together on
+The rule (:mod:`captioner.choices`) scores a candidate answer with six weights. They are fitted together on
 4-way items built from *training* questions, never dev: each question's most common human answer, and 3
 distractors drawn (seeded) from the most common answers to other questions of the same dataset with the same
 first two words (any other question's when fewer than 3 remain), none of them an answer a human gave to the
@@ -94,7 +94,7 @@ def choice_items(model, examples: Sequence[VQAExample], seed: int = 0) -> list[t
         words, seen = model.words.scores(features)[0], model.seen(features)
         items += [
             torch.tensor(
-                [choice_features(c, lp, model.answer_index, words, model.words.vocab, seen) for c in candidates]
+                [choice_features(c, lp, model.answer_words, words, model.words.vocab, seen) for c in candidates]
             )
             for (_, candidates), lp in zip(pairs, log_probs)
         ]
