@@ -34,7 +34,7 @@ that record none.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -44,11 +44,7 @@ from .lexicon import plural
 from .options import CHOICE_LIMITS, ESCAPE, SEPARATOR, ChoiceLimits  # noqa: F401 (torch-free, so there)
 from .vocab import Vocabulary, pad_ids, tokenize_words
 
-if TYPE_CHECKING:  # concepts reads weights through schema, which reads ChoiceWeights from here
-    from .concepts import ConceptVocab
-
 SHOWN = 40  # characters of a candidate that an error message quotes, at most
-LEAST_PROBABILITY = 1e-4  # a concept's probability as the rule reads it, at least: one sure miss does not decide
 
 
 @dataclass(frozen=True)
@@ -145,24 +141,6 @@ def word_scores(decoder, features: torch.Tensor, max_length: int) -> torch.Tenso
     return torch.stack([s.max(0).values for s in steps.split((lengths - 1).tolist())])  # (N, vocab)
 
 
-@dataclass
-class SeenConcepts:
-    """One image's concept probabilities ``(K,)`` with the vocabulary that names them: what the rule's ``c`` and
-    ``n`` read."""
-
-    probabilities: torch.Tensor
-    vocab: ConceptVocab
-
-    def features(self, choice: str) -> tuple[float, float]:
-        """(c, n) of a candidate: the mean log-probability of the concepts it names (each at least
-        :data:`LEAST_PROBABILITY`), and 1.0 in place of it when it names none."""
-        named = self.vocab.concepts_in(choice)
-        if not named:
-            return 0.0, 1.0
-        p = self.probabilities[[self.vocab.index[c] for c in sorted(named)]]
-        return float(p.clamp(min=LEAST_PROBABILITY).log().mean()), 0.0
-
-
 class AnswerWords:
     """The VQA model's answers as sets of words, plurals folded onto the singular ("goats" is "goat"): which
     answers a candidate holds."""
@@ -194,11 +172,12 @@ def choice_features(
     answers: AnswerWords,
     words: torch.Tensor,
     vocab: Vocabulary,
-    seen: SeenConcepts | None = None,
+    seen: Callable[[str], tuple[float, float]] | None = None,
 ) -> tuple[float, ...]:
     """The rule's six inputs for one candidate (log p_vqa or 0, out of vocabulary 0/1, w, u, c, n), in the order
-    of :class:`ChoiceWeights`; w and u are 0 for a candidate that holds an answer, c and n without ``seen``."""
-    concept = seen.features(choice) if seen is not None else (0.0, 0.0)
+    of :class:`ChoiceWeights`; w and u are 0 for a candidate that holds an answer, c and n without ``seen`` (see
+    :func:`choice_probabilities`)."""
+    concept = seen(choice) if seen is not None else (0.0, 0.0)
     held = answers.held_by(choice)
     if held:
         return float(vqa_log_probs[held].max()), 0.0, 0.0, 0.0, *concept
@@ -214,11 +193,12 @@ def choice_probabilities(
     words: torch.Tensor,
     vocab: Vocabulary,
     weights: ChoiceWeights = SHIPPED,
-    seen: SeenConcepts | None = None,
+    seen: Callable[[str], tuple[float, float]] | None = None,
 ) -> list[tuple[str, float]]:
     """(candidate, probability) for each of ``choices`` (already checked), best first; they sum to 1.
     ``vqa_log_probs`` ``(answers,)`` is the VQA model's log-softmax, ``words`` ``(vocab,)`` the image's
-    :func:`word_scores`, ``seen`` its concepts (None: no concept detectors)."""
+    :func:`word_scores`, ``seen`` the (c, n) of a candidate on this image
+    (:meth:`captioner.concepts.SeenConcepts.features`; None: no concept detectors)."""
     x = torch.tensor([choice_features(c, vqa_log_probs, answers, words, vocab, seen) for c in choices])  # (K, 6)
     probs = torch.softmax(x @ weights.vector(), dim=0)  # (K,)
     return sorted(zip(choices, probs.tolist()), key=lambda cp: -cp[1])

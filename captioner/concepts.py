@@ -212,6 +212,10 @@ class Concepts:
         model, _ = build_checked(config_file, folder / MODEL_FILE, "model", lambda: ConceptDetector(shape))
         return cls(model.eval(), vocab, read_encoder(config), existence)
 
+    def seen(self, features: torch.Tensor) -> SeenConcepts:
+        """One image's concepts (``features`` ``(1, R, D)``), as multiple choice reads them."""
+        return SeenConcepts(self.detect(features)[0][0], self.vocab)
+
     def detect(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image-level probabilities ``(N, K)`` and region logits ``(N, R, K)`` of region features ``(N, R, D)``."""
         with torch.inference_mode():
@@ -227,3 +231,24 @@ def concepts_beside(folder: str | Path, encoder: str) -> Concepts | None:
         return None
     concepts = Concepts.load(candidate)
     return concepts if concepts.encoder == encoder else None
+
+
+LEAST_PROBABILITY = 1e-4  # a concept's probability as multiple choice reads it, at least: one sure miss does not decide
+
+
+@dataclass
+class SeenConcepts:
+    """One image's concept probabilities ``(K,)`` with the vocabulary that names them: what multiple choice reads of
+    a candidate (``captioner.choices``: its ``c`` and ``n``)."""
+
+    probabilities: torch.Tensor
+    vocab: ConceptVocab
+
+    def features(self, choice: str) -> tuple[float, float]:
+        """(c, n) of a candidate: the mean log-probability of the concepts it names (each at least
+        :data:`LEAST_PROBABILITY`), and 1.0 in place of it when it names none."""
+        named = self.vocab.concepts_in(choice)
+        if not named:
+            return 0.0, 1.0
+        p = self.probabilities[[self.vocab.index[c] for c in sorted(named)]]
+        return float(p.clamp(min=LEAST_PROBABILITY).log().mean()), 0.0

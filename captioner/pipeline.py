@@ -16,16 +16,7 @@ import numpy as np
 import torch
 
 from .answers import answer_index
-from .choices import (
-    SHIPPED,
-    AnswerWords,
-    ChoiceWeights,
-    SeenConcepts,
-    WordModel,
-    check_choices,
-    choice_probabilities,
-    parse_choices,
-)
+from .choices import SHIPPED, AnswerWords, ChoiceWeights, WordModel, check_choices, choice_probabilities, parse_choices
 from .concepts import Concepts, concepts_beside
 from .confidence import YES_NO, caption_confidence, doubted, is_sure
 from .decoding import DecodeConfig, Hypothesis, decode
@@ -411,10 +402,9 @@ class VQAPredictor(Pipeline):
             for c, lp in zip(choices, log_probs)
         ]
 
-    def seen(self, features: torch.Tensor) -> SeenConcepts | None:
-        """The concepts of one image (``features`` ``(1, R, feature_dim)``), as multiple choice reads them; None
-        without concept detectors."""
-        return SeenConcepts(self.concepts.detect(features)[0][0], self.concepts.vocab) if self.concepts else None
+    def seen(self, features: torch.Tensor) -> Callable[[str], tuple[float, float]] | None:
+        """How multiple choice reads one image's concepts (``features`` ``(1, R, D)``); None without detectors."""
+        return self.concepts.seen(features).features if self.concepts else None
 
     def ask(
         self,

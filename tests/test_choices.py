@@ -16,14 +16,13 @@ from captioner.choices import (
     SHIPPED,
     AnswerWords,
     ChoiceWeights,
-    SeenConcepts,
     check_choices,
     choice_features,
     choice_probabilities,
     parse_choices,
 )
 from captioner.cli.main import main
-from captioner.concepts import ConceptVocab
+from captioner.concepts import ConceptVocab, SeenConcepts
 from captioner.train.fit_choices import fit_choice_weights
 from captioner.vocab import Vocabulary
 
@@ -160,7 +159,7 @@ def test_concepts_score_every_wording_of_a_candidate_alike():
     index = AnswerWords({"baseball": 0, "tennis": 1})
     vqa = torch.log(torch.tensor([0.5, 0.5]))
     for choices in (["tennis", "baseball"], ["playing tennis", "playing baseball"], ["goats", "sheep"]):
-        ranked = choice_probabilities(choices, vqa, index, words, plain, rule, seen)
+        ranked = choice_probabilities(choices, vqa, index, words, plain, rule, seen.features)
         assert ranked[0][0] == choices[0]
     without = choice_probabilities(["playing tennis", "playing baseball"], vqa, index, words, plain, rule)
     assert without[0][1] == pytest.approx(0.5)  # no detectors: the concept inputs are 0 for every candidate
