@@ -165,6 +165,38 @@ _ENTRIES = [
         f"captioner calibrate {_DEV} --weights caption-rnn-flickr8k-coco-v1 --task caption --write",
         data_license=_CAPTION_DATA,
     ),
+    Weights(  # the LSTM's recipe with the selective state-space cell (captioner.ssm): issue 40's caption decoder
+        name="caption-ssm-flickr8k-coco-v1",
+        task="caption",
+        folder="caption-ssm",
+        encoder="efficientnet-lite0",
+        preprocessing=_LITE0,
+        decoding=_BEAM3,
+        scores={
+            "flickr8k dev": {
+                "Bleu_1": 0.6359,
+                "Bleu_2": 0.4474,
+                "Bleu_3": 0.3070,
+                "Bleu_4": 0.2077,
+                "METEOR": 0.1955,
+                "ROUGE_L": 0.4498,
+                "CIDEr": 0.5093,
+            },
+            "coco dev": {
+                "Bleu_1": 0.6547,
+                "Bleu_2": 0.4782,
+                "Bleu_3": 0.3398,
+                "Bleu_4": 0.2417,
+                "METEOR": 0.2138,
+                "ROUGE_L": 0.4822,
+                "CIDEr": 0.6886,
+            },
+        },
+        recipe="captioner train --data flickr8k:../shared/data/flickr8k --data coco:../shared/data/coco:1.5 "
+        "--out runs/ssm --scst-epochs 1 --cell ssm && cp runs/ssm/best/* weights/caption-ssm/ && "
+        f"captioner calibrate {_DEV} --weights caption-ssm-flickr8k-coco-v1 --task caption --write",
+        data_license=_CAPTION_DATA,
+    ),
     Weights(
         name="vqa-daquar-coco-v4",  # reads the concept detectors' probabilities too (weights/concepts)
         task="vqa",
